@@ -1,0 +1,3 @@
+"""Faust agents: one module per agent."""
+
+__all__: list[str] = []

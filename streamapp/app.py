@@ -1,0 +1,45 @@
+"""The Faust application: one app id, RocksDB (rocksdict) state, settings from the environment."""
+
+from __future__ import annotations
+
+import faust
+
+from streamapp.settings import Settings, load_settings
+
+__all__ = ["app", "create_app", "settings"]
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the Faust app for these settings (agents and tables register themselves on import)."""
+    tabledir = settings.data_dir / "tables"
+    return faust.App(
+        settings.app_id,
+        broker=settings.broker,
+        # rocksdict is the driver faust picks for rocksdb:// ("rocksdict://" is not a valid URL)
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        tabledir=str(tabledir),
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        web_bind="0.0.0.0" if settings.web_host != "127.0.0.1" else "127.0.0.1",
+        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        processing_guarantee=settings.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        # scanned by `faust -A streamapp.app worker` and by `streamapp worker`
+        autodiscover=["tables", "agents", "streamapp.web"],
+        origin="streamapp",
+        # faust's debug pages are not part of the contract's web API
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        web_tables_enabled=False,
+        producer_max_request_size=max(4 * settings.max_record_bytes, 1_048_576),
+        table_standby_replicas=1,
+        logging_config=None,
+    )
+
+
+settings = load_settings()
+app = create_app(settings)

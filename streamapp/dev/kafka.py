@@ -1,0 +1,350 @@
+"""The embedded development broker: Apache Kafka from Maven Central, run in KRaft mode on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+__all__ = [
+    "KAFKA_VERSION",
+    "BrokerStatus",
+    "DevBroker",
+    "DevBrokerError",
+    "broker_answers",
+    "fetch_kafka_jars",
+    "java_major_version",
+    "streamapp_home",
+]
+
+KAFKA_VERSION = "4.3.1"
+_MIN_JAVA = 17
+_HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "384m")
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+class DevBrokerError(RuntimeError):
+    """A dev broker operation failed; the message says what to do."""
+
+
+def streamapp_home() -> Path:
+    """Directory for downloaded jars and dev service state (``STREAMAPP_HOME``)."""
+    return Path(os.environ.get("STREAMAPP_HOME") or Path.home() / ".streamapp").expanduser()
+
+
+def java_major_version(java: str = "java") -> int:
+    """The major version of the ``java`` on PATH, or raise with what to install."""
+    if shutil.which(java) is None:
+        raise DevBrokerError("java not found: install Java 17 or newer (e.g. apt install openjdk-17-jre-headless)")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    # first line looks like: openjdk version "17.0.15" 2025-04-15  (or "1.8.0_392")
+    try:
+        quoted = out.split('"')[1]
+        parts = quoted.split(".")
+        return int(parts[1]) if parts[0] == "1" else int(parts[0].split("-")[0])
+    except (IndexError, ValueError) as exc:
+        raise DevBrokerError(f"cannot read the Java version from `java -version`: {out!r}") from exc
+
+
+def _check_java() -> None:
+    major = java_major_version()
+    if major < _MIN_JAVA:
+        raise DevBrokerError(
+            f"Java {major} found, Kafka {KAFKA_VERSION} needs Java {_MIN_JAVA}+: "
+            "install a newer JDK or put it first on PATH"
+        )
+
+
+def fetch_kafka_jars(home: Path | None = None, progress: Progress | None = None) -> Path:
+    """Download Kafka and its logging jars with Maven once; return the directory holding them."""
+    home = home or streamapp_home()
+    libs = home / "kafka" / KAFKA_VERSION / "libs"
+    done = libs / ".complete"
+    if done.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise DevBrokerError("mvn not found: install Maven (apt install maven) to fetch Kafka")
+    say = progress or (lambda _msg: None)
+    say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ...")
+    pom = home / "kafka" / KAFKA_VERSION / "pom.xml"
+    pom.parent.mkdir(parents=True, exist_ok=True)
+    pom.write_text(resources.files("streamapp.dev").joinpath("kafka-pom.xml").read_text())
+    staging = libs.with_name("libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [
+        mvn, "-B", "-f", str(pom), "dependency:copy-dependencies",
+        "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    downloaded = 0
+    tail: list[str] = []
+    for line in proc.stdout:
+        tail = (tail + [line.rstrip()])[-30:]
+        if "Downloaded from" in line:
+            downloaded += 1
+            if downloaded % 10 == 0:
+                say(f"  {downloaded} artifacts downloaded ...")
+    if proc.wait() != 0:
+        raise DevBrokerError("Maven could not fetch Kafka:\n" + "\n".join(tail))
+    jars = sorted(p.name for p in staging.glob("*.jar"))
+    if not any(j.startswith("kafka_2.13-") for j in jars):
+        raise DevBrokerError(f"Maven finished but no kafka_2.13 jar is in {staging}")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    done.write_text("\n".join(jars) + "\n")
+    say(f"fetched {len(jars)} jars ({downloaded} artifacts downloaded)")
+    return libs
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+async def _describe_cluster(bootstrap: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        await admin.describe_cluster()
+    finally:
+        await admin.close()
+
+
+def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
+    """True when a Kafka broker answers a metadata request at ``bootstrap``."""
+    host, _, port = bootstrap.rpartition(":")
+    if not _port_in_use(host, int(port)):
+        return False  # not listening yet: spare aiokafka's connection-error log lines
+    try:
+        asyncio.run(asyncio.wait_for(_describe_cluster(bootstrap), timeout))
+    except Exception:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What `streamapp kafka status` reports."""
+
+    running: bool
+    pid: int | None
+    bootstrap: str
+    state_dir: Path
+    log_file: Path
+    answers: bool
+
+    def describe(self) -> str:
+        if not self.running:
+            return f"dev broker: stopped (state in {self.state_dir})"
+        health = "answering" if self.answers else "NOT answering"
+        return (
+            f"dev broker: running, pid {self.pid}, Kafka {KAFKA_VERSION} (KRaft) on {self.bootstrap}, "
+            f"{health}; data {self.state_dir / 'data'}, log {self.log_file}"
+        )
+
+
+class DevBroker:
+    """A single-node KRaft broker+controller whose files live under one state directory."""
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        port: int = 9092,
+        controller_port: int = 9093,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.home = home or streamapp_home()
+        self.host = host
+        self.port = port
+        self.controller_port = controller_port
+        self.state_dir = self.home / "kafka" / f"broker-{port}"
+        self.pid_file = self.state_dir / "broker.pid"
+        self.log_file = self.state_dir / "broker.log"
+        self.config_file = self.state_dir / "server.properties"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # -- process bookkeeping -------------------------------------------------------------
+    def _pid(self) -> int | None:
+        """The pid we started, if that process is still our broker."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            return None
+        # pids get reused: only a java running *our* config counts
+        if b"kafka.Kafka" in cmdline and str(self.config_file).encode() in cmdline:
+            return pid
+        return None
+
+    def status(self) -> BrokerStatus:
+        pid = self._pid()
+        return BrokerStatus(
+            running=pid is not None,
+            pid=pid,
+            bootstrap=self.bootstrap,
+            state_dir=self.state_dir,
+            log_file=self.log_file,
+            answers=pid is not None and broker_answers(self.bootstrap),
+        )
+
+    # -- configuration -------------------------------------------------------------------
+    def _server_properties(self) -> str:
+        data = self.state_dir / "data"
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
+                f"log.dirs={data}",
+                "num.partitions=8",
+                "num.network.threads=2",
+                "num.io.threads=4",
+                # one node: internal topics cannot replicate
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=8",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "transaction.state.log.num.partitions=8",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                # the 3 s default delays every consumer group join (and every test)
+                "group.initial.rebalance.delay.ms=0",
+                # the cleaner reserves 128 MiB of heap by default; compacted changelogs are small here
+                "log.cleaner.dedupe.buffer.size=16777216",
+                "auto.create.topics.enable=true",
+                "message.max.bytes=2097152",
+                "",
+            ]
+        )
+
+    def _format(self, libs: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cmd = [
+            "java", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={self._log4j()}",
+            "kafka.tools.StorageTool", "format", "-t", cluster_id,
+            "-c", str(self.config_file), "--standalone",
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise DevBrokerError(f"formatting KRaft storage failed:\n{proc.stdout}{proc.stderr}")
+
+    def _log4j(self) -> Path:
+        target = self.state_dir / "log4j2.properties"
+        if not target.exists():
+            target.write_text(resources.files("streamapp.dev").joinpath("log4j2.properties").read_text())
+        return target
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def up(self, progress: Progress | None = None, timeout: float = 90.0) -> BrokerStatus:
+        """Start the broker unless it already runs; return once it answers."""
+        say = progress or (lambda _msg: None)
+        if self._pid() is not None:
+            say(f"dev broker already running on {self.bootstrap}")
+            return self.status()
+        _check_java()
+        for port in (self.port, self.controller_port):
+            if _port_in_use(self.host, port):
+                raise DevBrokerError(
+                    f"port {self.host}:{port} is taken by another process: stop it, or pick free "
+                    "ports with `streamapp kafka up --port N --controller-port M`"
+                )
+        libs = fetch_kafka_jars(self.home, say)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        wanted = self._server_properties()
+        if not (self.state_dir / "data" / "meta.properties").exists() or (
+            self.config_file.exists() and self.config_file.read_text() != wanted
+        ):
+            shutil.rmtree(self.state_dir / "data", ignore_errors=True)
+            self.config_file.write_text(wanted)
+            say("formatting KRaft storage ...")
+            self._format(libs)
+        started = time.monotonic()
+        cmd = [
+            "java", f"-Xms{_HEAP}", f"-Xmx{_HEAP}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self._log4j()}",
+            "-cp", f"{libs}/*", "kafka.Kafka", str(self.config_file),
+        ]  # fmt: skip
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in the shell must not kill a background broker
+            )  # fmt: skip
+        self.pid_file.write_text(str(proc.pid))
+        say(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap} (pid {proc.pid}, heap {_HEAP}) ...")
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise DevBrokerError(
+                    f"the broker exited with code {proc.returncode}; last log lines:\n{self._log_tail()}"
+                )
+            if broker_answers(self.bootstrap, timeout=2.0):
+                say(f"dev broker up on {self.bootstrap} in {time.monotonic() - started:.1f} s")
+                return self.status()
+            time.sleep(0.3)
+        self.down()
+        raise DevBrokerError(f"the broker did not answer within {timeout:.0f} s:\n{self._log_tail()}")
+
+    def down(self, progress: Progress | None = None, timeout: float = 30.0) -> bool:
+        """Stop the broker this state directory started; True when one was stopped."""
+        say = progress or (lambda _msg: None)
+        pid = self._pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            say("dev broker is not running")
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            if _is_zombie(pid):
+                break
+            time.sleep(0.2)
+        if Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
+            say(f"broker did not stop in {timeout:.0f} s; killing it")
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        say(f"dev broker stopped (pid {pid})")
+        return True
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True

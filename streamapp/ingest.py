@@ -1,0 +1,56 @@
+"""Decoding of input records: a valid event, or the record goes to dead-letters with its reason."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, TypeVar
+
+import faust
+
+from streamapp.app import settings
+from streamapp.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTAL
+from streamapp.models import InvalidEvent, Parser, decode_json_object
+from streamapp.topics import dead_letters_topic
+
+__all__ = ["decode_or_dead_letter", "send_dead_letter"]
+
+logger = logging.getLogger(__name__)
+E = TypeVar("E")
+
+
+async def send_dead_letter(event: faust.EventT, reason: str) -> None:
+    """Publish the record byte-for-byte to dead-letters with the reason and its origin."""
+    message = event.message
+    headers = list(message.headers or [])
+    headers += [
+        ("x-error", reason.encode()),
+        ("x-source-topic", message.topic.encode()),
+        ("x-source-partition", str(message.partition).encode()),
+        ("x-source-offset", str(message.offset).encode()),
+    ]
+    await dead_letters_topic.send(key=message.key, value=message.value, headers=headers)
+    DEAD_LETTERS_TOTAL.labels(topic=message.topic).inc()
+    logger.warning(
+        "dead letter: %s[%d]@%d key=%r: %s",
+        message.topic, message.partition, message.offset, message.key, reason,
+    )  # fmt: skip
+
+
+async def decode_or_dead_letter(event: faust.EventT, parse: Parser, topic: str) -> Any | None:
+    """The parsed event, or None after dead-lettering a record that cannot be processed."""
+    message = event.message
+    value: bytes | None = message.value
+    try:
+        if value is not None and len(value) > settings.max_record_bytes:
+            raise InvalidEvent(
+                f"record of {len(value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES="
+                f"{settings.max_record_bytes}"
+            )
+        parsed = parse(decode_json_object(value), message.timestamp)
+    except InvalidEvent as exc:
+        await send_dead_letter(event, str(exc))
+        return None
+    EVENTS_TOTAL.labels(topic=topic).inc()
+    EVENT_LAG_SECONDS.observe(max(0.0, time.time() - parsed.ts))
+    return parsed

@@ -1,0 +1,221 @@
+"""Input events and alerts: parsing and validation of the contract's JSON records."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "Alert",
+    "InvalidEvent",
+    "Login",
+    "SensorReading",
+    "StockPrice",
+    "Transaction",
+    "alert_id_for",
+    "decode_json_object",
+    "event_time",
+    "parse_login",
+    "parse_sensor_reading",
+    "parse_stock_price",
+    "parse_transaction",
+]
+
+# Epoch seconds after 2100-01-01 are almost surely milliseconds sent by mistake.
+_MAX_EPOCH_SECONDS = 4_102_444_800.0
+
+
+class InvalidEvent(ValueError):
+    """A record that cannot be processed; ``str(exc)`` is the dead-letter reason."""
+
+
+@dataclass(slots=True, frozen=True)
+class Login:
+    ts: float
+    ip: str
+    user: str
+    success: bool
+
+
+@dataclass(slots=True, frozen=True)
+class SensorReading:
+    ts: float
+    sensor_id: str
+    temperature: float
+
+
+@dataclass(slots=True, frozen=True)
+class Transaction:
+    ts: float
+    txn_id: str
+    card_id: str
+    amount: float
+    merchant: str | None = None
+    country: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class StockPrice:
+    ts: float
+    symbol: str
+    price: float
+
+
+@dataclass(slots=True, frozen=True)
+class Alert:
+    """The value of a record on the ``alerts`` topic."""
+
+    alert_id: str
+    kind: str
+    key: str
+    ts: float
+    window_start: float | None
+    window_end: float | None
+    value: float
+    threshold: float
+    detail: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Alert:
+        return cls(**orjson.loads(data))
+
+
+def alert_id_for(kind: str, key: str, *parts: object) -> str:
+    """A deterministic id: the same rule firing on the same input always gives the same id."""
+    text = "|".join([kind, key, *(repr(p) for p in parts)])
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:20]
+
+
+def decode_json_object(value: bytes | None) -> dict[str, Any]:
+    """Decode a record value that must be a UTF-8 JSON object."""
+    if value is None:
+        raise InvalidEvent("empty record value (null)")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidEvent("value is not UTF-8 text") from None
+        raise InvalidEvent(f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"value must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def event_time(obj: dict[str, Any], record_ts: float | None) -> float:
+    """Event time in epoch seconds from ``ts`` (number or ISO-8601 with offset), else the record's."""
+    raw = obj.get("ts")
+    if raw is None:
+        if record_ts is None:
+            raise InvalidEvent("field 'ts' is missing and the record has no timestamp")
+        return float(record_ts)
+    if isinstance(raw, bool):
+        raise InvalidEvent("field 'ts' must be epoch seconds or an ISO-8601 string, got bool")
+    if isinstance(raw, int | float):
+        ts = float(raw)
+    elif isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            raise InvalidEvent(f"field 'ts' is not an ISO-8601 time: {raw[:40]!r}") from None
+        if parsed.tzinfo is None:
+            raise InvalidEvent("field 'ts' must carry a UTC offset (e.g. 2026-01-01T00:00:00+00:00)")
+        ts = parsed.timestamp()
+    else:
+        raise InvalidEvent(f"field 'ts' must be epoch seconds or an ISO-8601 string, got {_kind(raw)}")
+    if not math.isfinite(ts) or ts < 0:
+        raise InvalidEvent(f"field 'ts' is out of range: {raw!r}")
+    if ts > _MAX_EPOCH_SECONDS:
+        raise InvalidEvent(f"field 'ts'={raw!r} looks like milliseconds; send epoch seconds")
+    return ts
+
+
+def _kind(value: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "bool"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
+
+
+def _text(obj: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise InvalidEvent(f"field {name!r} is missing")
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(f"field {name!r} must be a string, got {_kind(value)}")
+    if required and not value:
+        raise InvalidEvent(f"field {name!r} must not be empty")
+    if len(value) > 256:
+        raise InvalidEvent(f"field {name!r} is longer than 256 characters")
+    return value
+
+
+def _number(obj: dict[str, Any], name: str) -> float:
+    value = obj.get(name)
+    if value is None:
+        raise InvalidEvent(f"field {name!r} is missing")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(f"field {name!r} must be a number, got {_kind(value)}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise InvalidEvent(f"field {name!r} must be finite")
+    return result
+
+
+def parse_login(obj: dict[str, Any], record_ts: float | None) -> Login:
+    success = obj.get("success")
+    if success is None:
+        raise InvalidEvent("field 'success' is missing")
+    if not isinstance(success, bool):
+        raise InvalidEvent(f"field 'success' must be true or false, got {_kind(success)}")
+    return Login(
+        ts=event_time(obj, record_ts),
+        ip=_text(obj, "ip") or "",
+        user=_text(obj, "user") or "",
+        success=success,
+    )
+
+
+def parse_sensor_reading(obj: dict[str, Any], record_ts: float | None) -> SensorReading:
+    temperature = _number(obj, "temperature")
+    # below absolute zero or hotter than any sensor survives: a unit or encoding bug upstream
+    if not -273.15 <= temperature <= 10_000:
+        raise InvalidEvent(f"field 'temperature'={temperature} is outside -273.15..10000")
+    return SensorReading(
+        ts=event_time(obj, record_ts), sensor_id=_text(obj, "sensor_id") or "", temperature=temperature
+    )
+
+
+def parse_transaction(obj: dict[str, Any], record_ts: float | None) -> Transaction:
+    amount = _number(obj, "amount")
+    if amount < 0:
+        raise InvalidEvent(f"field 'amount'={amount} must not be negative")
+    return Transaction(
+        ts=event_time(obj, record_ts),
+        txn_id=_text(obj, "txn_id") or "",
+        card_id=_text(obj, "card_id") or "",
+        amount=amount,
+        merchant=_text(obj, "merchant", required=False),
+        country=_text(obj, "country", required=False),
+    )
+
+
+def parse_stock_price(obj: dict[str, Any], record_ts: float | None) -> StockPrice:
+    price = _number(obj, "price")
+    if price <= 0:
+        raise InvalidEvent(f"field 'price'={price} must be positive")
+    return StockPrice(ts=event_time(obj, record_ts), symbol=_text(obj, "symbol") or "", price=price)
+
+
+Parser = Callable[[dict[str, Any], float | None], Any]

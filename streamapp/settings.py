@@ -1,0 +1,233 @@
+"""Settings from ``STREAMAPP_*`` environment variables, validated once at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+__all__ = ["PREFIX", "Settings", "SettingsError", "Thresholds", "load_settings"]
+
+PREFIX = "STREAMAPP_"
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Detection rule thresholds (contract defaults)."""
+
+    brute_force_failures: int = 5
+    account_takeover_failures: int = 3
+    high_temperature: float = 100.0
+    temperature_anomaly_sigmas: float = 4.0
+    temperature_anomaly_min_readings: int = 30
+    card_velocity_transactions: int = 5
+    amount_spike_factor: float = 10.0
+    amount_spike_min_transactions: int = 5
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker or command needs to know about its environment."""
+
+    broker: str = "kafka://127.0.0.1:9092"
+    data_dir: Path = Path("data")
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    partitions: int = 8
+    processing_guarantee: str = "at_least_once"
+    schema_registry_url: str | None = None
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: Path | None = None
+    web_token: str | None = field(default=None, repr=False)
+    postgres_dsn: str | None = field(default=None, repr=False)
+    influx_url: str | None = None
+    app_id: str = "streamapp"
+    topic_prefix: str = ""
+    retention_seconds: int = 3600
+    max_record_bytes: int = 1_048_576
+    log_level: str = "info"
+    thresholds: Thresholds = Thresholds()
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """Broker URL in the form aiokafka takes (``host:port`` list)."""
+        hosts = self.broker.split("://", 1)[-1]
+        return [h.strip() for h in hosts.replace(",", ";").split(";") if h.strip()]
+
+    def topic(self, name: str) -> str:
+        """The full name of a contract topic (``STREAMAPP_TOPIC_PREFIX`` isolates test runs)."""
+        return f"{self.topic_prefix}{name}"
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a port number 1-65535")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return raw
+
+    return parse
+
+
+def _broker_url(raw: str) -> str:
+    url = raw if "://" in raw else f"kafka://{raw}"
+    scheme, hosts = url.split("://", 1)
+    if scheme != "kafka":
+        raise ValueError("must look like kafka://host:port[;host:port]")
+    for host in hosts.replace(",", ";").split(";"):
+        name, _, port = host.strip().rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(f"{host!r} is not host:port")
+    return url
+
+
+def _http_url(raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http(s):// URL")
+    return raw.rstrip("/")
+
+
+def _existing_file(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ValueError(f"file {path} does not exist")
+    return path
+
+
+def _topic_prefix(raw: str) -> str:
+    if not all(c.isalnum() or c in "._-" for c in raw):
+        raise ValueError("may hold only letters, digits, '.', '_' and '-'")
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings; raise :class:`SettingsError` naming the bad variable."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    base = Thresholds()
+
+    def get(name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = env.get(PREFIX + name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            reason = str(exc) if not str(exc).startswith(("invalid literal", "could not")) else (
+                f"must be a {parse.__name__.lstrip('_').replace('_', ' ')}"
+            )
+            raise SettingsError(f"{PREFIX}{name}={raw!r} is invalid: {reason}") from None
+
+    def text(raw: str) -> str:
+        return raw
+
+    thresholds = Thresholds(
+        brute_force_failures=get("BRUTE_FORCE_THRESHOLD", _positive_int, base.brute_force_failures),
+        account_takeover_failures=get(
+            "ACCOUNT_TAKEOVER_THRESHOLD", _positive_int, base.account_takeover_failures
+        ),
+        high_temperature=get("HIGH_TEMPERATURE_THRESHOLD", float, base.high_temperature),
+        temperature_anomaly_sigmas=get(
+            "TEMPERATURE_ANOMALY_SIGMAS", _positive_float, base.temperature_anomaly_sigmas
+        ),
+        temperature_anomaly_min_readings=get(
+            "TEMPERATURE_ANOMALY_MIN_READINGS", _positive_int, base.temperature_anomaly_min_readings
+        ),
+        card_velocity_transactions=get(
+            "CARD_VELOCITY_THRESHOLD", _positive_int, base.card_velocity_transactions
+        ),
+        amount_spike_factor=get("AMOUNT_SPIKE_FACTOR", _positive_float, base.amount_spike_factor),
+        amount_spike_min_transactions=get(
+            "AMOUNT_SPIKE_MIN_TRANSACTIONS", _positive_int, base.amount_spike_min_transactions
+        ),
+    )
+    settings = Settings(
+        broker=get("BROKER", _broker_url, defaults.broker),
+        data_dir=get("DATA_DIR", lambda raw: Path(raw).expanduser(), defaults.data_dir),
+        web_port=get("WEB_PORT", _port, defaults.web_port),
+        web_host=get("WEB_HOST", text, defaults.web_host),
+        partitions=get("PARTITIONS", _positive_int, defaults.partitions),
+        processing_guarantee=get(
+            "PROCESSING_GUARANTEE", _choice("at_least_once", "exactly_once"),
+            defaults.processing_guarantee,
+        ),  # fmt: skip
+        schema_registry_url=get("SCHEMA_REGISTRY_URL", _http_url, None),
+        security_protocol=get(
+            "SECURITY_PROTOCOL", _choice("PLAINTEXT", "SASL_SSL", "SSL"), defaults.security_protocol
+        ),
+        sasl_mechanism=get(
+            "SASL_MECHANISM", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), None
+        ),
+        sasl_username=get("SASL_USERNAME", text, None),
+        sasl_password=get("SASL_PASSWORD", text, None),
+        ssl_cafile=get("SSL_CAFILE", _existing_file, None),
+        web_token=get("WEB_TOKEN", text, None),
+        postgres_dsn=get("POSTGRES_DSN", text, None),
+        influx_url=get("INFLUX_URL", _http_url, None),
+        app_id=get("APP_ID", _topic_prefix, defaults.app_id),
+        topic_prefix=get("TOPIC_PREFIX", _topic_prefix, defaults.topic_prefix),
+        retention_seconds=get("RETENTION_SECONDS", _positive_int, defaults.retention_seconds),
+        max_record_bytes=get("MAX_RECORD_BYTES", _positive_int, defaults.max_record_bytes),
+        log_level=get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), defaults.log_level),
+        thresholds=thresholds,
+    )
+    _check_combinations(settings)
+    return settings
+
+
+def _check_combinations(settings: Settings) -> None:
+    if settings.security_protocol == "SASL_SSL":
+        for name, value in (
+            ("SASL_MECHANISM", settings.sasl_mechanism),
+            ("SASL_USERNAME", settings.sasl_username),
+            ("SASL_PASSWORD", settings.sasl_password),
+        ):
+            if not value:
+                raise SettingsError(f"{PREFIX}{name} is required when {PREFIX}SECURITY_PROTOCOL=SASL_SSL")
+    if settings.retention_seconds < 3600:
+        raise SettingsError(
+            f"{PREFIX}RETENTION_SECONDS={settings.retention_seconds} is invalid: "
+            "must keep at least one hour (3600) of windows"
+        )
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """Settings for logs, with secrets masked."""
+    secret = {"sasl_password", "web_token", "postgres_dsn"}
+    return {
+        k: ("***" if k in secret and v else str(v))
+        for k, v in settings.__dict__.items()
+        if k != "thresholds"
+    }

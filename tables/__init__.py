@@ -1,0 +1,3 @@
+"""Faust tables (RocksDB via rocksdict, changelog-backed): one module per table."""
+
+__all__: list[str] = []
