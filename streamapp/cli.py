@@ -24,8 +24,6 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-
-
 @click.group()
 def main() -> None:
     """streamapp: real-time detection on Apache Kafka."""
@@ -131,10 +129,22 @@ def generate(rate: int, duration: float | None, scenario: str, keys: bool) -> No
     _say(f"produced {sent} events")
 
 
+@main.command()
+@click.option("--rate", default=200, show_default=True, help="Background events per second.")
+@click.option("--duration", type=float, default=None, help="Stop after S seconds (default: Ctrl-C).")
+def demo(rate: int, duration: float | None) -> None:
+    """Start the dev broker, a worker and traffic; show alerts live; Ctrl-C stops all of it."""
+    from streamapp.demo import run_demo
+
+    settings = _load_or_exit()
+    try:
+        run_demo(settings, click.echo, rate=rate, duration=duration)
+    except DevBrokerError as exc:
+        _fail(str(exc))
+
+
 def _configure_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _load_or_exit() -> Settings:

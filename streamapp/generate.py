@@ -40,7 +40,7 @@ class Incident:
 class TrafficGenerator:
     """Interleaves background traffic with incidents; one ``tick`` is one second of event time."""
 
-    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    rng: random.Random = field(default_factory=random.Random)
     incidents: list[Incident] = field(default_factory=list)
 
 
@@ -53,7 +53,7 @@ def login_traffic(gen: TrafficGenerator, now: float, per_second: int, second: in
         # background failures are rare and spread over many IPs: never a brute force
         yield Record("logins", ip, {"ts": now, "ip": ip, "user": user, "success": rng.random() > 0.03})
     if second % 10 == 3:
-        attacker = f"203.0.113.{(second // 10) % 250 + 1}"
+        attacker = f"203.0.113.{rng.randrange(1, 255)}"
         gen.incidents.append(Incident("brute_force", attacker, now))
         for i in range(12):
             yield Record(
@@ -75,9 +75,7 @@ async def produce_traffic(
     """Produce ``rate`` background events per second until ``duration`` ends; return the count."""
     makers = SCENARIOS[scenario]
     gen = TrafficGenerator()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all"
-    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all")
     await producer.start()
     sent = 0
     started = time.monotonic()

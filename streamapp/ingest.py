@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import faust
 
@@ -22,7 +22,8 @@ E = TypeVar("E")
 async def send_dead_letter(event: faust.EventT, reason: str) -> None:
     """Publish the record byte-for-byte to dead-letters with the reason and its origin."""
     message = event.message
-    headers = list(message.headers or [])
+    # aiokafka hands headers over as a list of (str, bytes) tuples
+    headers = cast(list[tuple[str, bytes]], list(message.headers or []))
     headers += [
         ("x-error", reason.encode()),
         ("x-source-topic", message.topic.encode()),
@@ -44,8 +45,7 @@ async def decode_or_dead_letter(event: faust.EventT, parse: Parser, topic: str) 
     try:
         if value is not None and len(value) > settings.max_record_bytes:
             raise InvalidEvent(
-                f"record of {len(value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES="
-                f"{settings.max_record_bytes}"
+                f"record of {len(value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES={settings.max_record_bytes}"
             )
         parsed = parse(decode_json_object(value), message.timestamp)
     except InvalidEvent as exc:

@@ -15,9 +15,7 @@ __all__ = [
 
 EVENTS_TOTAL = Counter("streamapp_events", "Valid input events processed", ["topic"])
 ALERTS_TOTAL = Counter("streamapp_alerts", "Alerts published", ["kind"])
-DEAD_LETTERS_TOTAL = Counter(
-    "streamapp_dead_letters", "Records sent to the dead-letter topic", ["topic"]
-)
+DEAD_LETTERS_TOTAL = Counter("streamapp_dead_letters", "Records sent to the dead-letter topic", ["topic"])
 EXPIRED_EVENTS_TOTAL = Counter(
     "streamapp_expired_events",
     "Valid events older than the retention when they arrived (not added to state)",

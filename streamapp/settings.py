@@ -145,8 +145,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             return parse(raw.strip())
         except ValueError as exc:
-            reason = str(exc) if not str(exc).startswith(("invalid literal", "could not")) else (
-                f"must be a {parse.__name__.lstrip('_').replace('_', ' ')}"
+            reason = (
+                str(exc)
+                if not str(exc).startswith(("invalid literal", "could not"))
+                else (f"must be a {parse.__name__.lstrip('_').replace('_', ' ')}")
             )
             raise SettingsError(f"{PREFIX}{name}={raw!r} is invalid: {reason}") from None
 
@@ -180,16 +182,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         web_host=get("WEB_HOST", text, defaults.web_host),
         partitions=get("PARTITIONS", _positive_int, defaults.partitions),
         processing_guarantee=get(
-            "PROCESSING_GUARANTEE", _choice("at_least_once", "exactly_once"),
+            "PROCESSING_GUARANTEE",
+            _choice("at_least_once", "exactly_once"),
             defaults.processing_guarantee,
         ),  # fmt: skip
         schema_registry_url=get("SCHEMA_REGISTRY_URL", _http_url, None),
         security_protocol=get(
             "SECURITY_PROTOCOL", _choice("PLAINTEXT", "SASL_SSL", "SSL"), defaults.security_protocol
         ),
-        sasl_mechanism=get(
-            "SASL_MECHANISM", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), None
-        ),
+        sasl_mechanism=get("SASL_MECHANISM", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), None),
         sasl_username=get("SASL_USERNAME", text, None),
         sasl_password=get("SASL_PASSWORD", text, None),
         ssl_cafile=get("SSL_CAFILE", _existing_file, None),
@@ -227,7 +228,5 @@ def describe(settings: Settings) -> dict[str, Any]:
     """Settings for logs, with secrets masked."""
     secret = {"sasl_password", "web_token", "postgres_dsn"}
     return {
-        k: ("***" if k in secret and v else str(v))
-        for k, v in settings.__dict__.items()
-        if k != "thresholds"
+        k: ("***" if k in secret and v else str(v)) for k, v in settings.__dict__.items() if k != "thresholds"
     }

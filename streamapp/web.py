@@ -22,7 +22,7 @@ def _not_found(web: View, what: str) -> Response:
 
 def is_ready() -> bool:
     """Recovery of the assigned table partitions is done and no rebalance is under way."""
-    recovery = app.tables.recovery
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # concrete TableManager has it
     return bool(recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
 
 
@@ -57,8 +57,7 @@ async def get_ip(web: View, request: Request, ip: str) -> Response:
             "ip": ip,
             "failed_logins_60s": int(sum(n for start, n in buckets if start + size > since)),
             "windows": [
-                {"start": start, "end": start + size, "failed": int(n)}
-                for start, n in reversed(buckets)
+                {"start": start, "end": start + size, "failed": int(n)} for start, n in reversed(buckets)
             ],
         }
     )

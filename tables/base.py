@@ -6,9 +6,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import faust
 import orjson
-from faust.types import TP
+from faust.types import TP, TableT
 
 from streamapp.app import app, settings
 
@@ -17,7 +16,7 @@ __all__ = ["define_table", "expire_keys"]
 logger = logging.getLogger(__name__)
 
 
-def define_table(name: str, help: str) -> faust.TableT:
+def define_table(name: str, help: str) -> TableT:
     """A table keyed by entity id as raw UTF-8 bytes (like the by-entity topics), JSON values.
 
     ``key_type=bytes`` makes faust use the raw codec for keys: JSON keys would be quoted and
@@ -32,7 +31,7 @@ def define_table(name: str, help: str) -> faust.TableT:
     )
 
 
-def expire_keys(table: faust.TableT, is_expired: Callable[[Any], bool]) -> int:
+def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
     """Delete keys whose state has fully expired, from RocksDB and (as tombstones) the changelog.
 
     Runs outside stream iteration (in a timer), where faust refuses ``del table[key]``; so this

@@ -12,10 +12,10 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 __all__ = [
     "KAFKA_VERSION",
@@ -49,7 +49,9 @@ def streamapp_home() -> Path:
 def java_major_version(java: str = "java") -> int:
     """The major version of the ``java`` on PATH, or raise with what to install."""
     if shutil.which(java) is None:
-        raise DevBrokerError("java not found: install Java 17 or newer (e.g. apt install openjdk-17-jre-headless)")
+        raise DevBrokerError(
+            "java not found: install Java 17 or newer (e.g. apt install openjdk-17-jre-headless)"
+        )
     out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
     # first line looks like: openjdk version "17.0.15" 2025-04-15  (or "1.8.0_392")
     try:

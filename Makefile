@@ -1,0 +1,44 @@
+# streamapp: `make demo` runs broker + worker + traffic; `make test` runs every test on a real broker.
+# Both install what they need first: a virtualenv with the package, and Kafka jars from Maven Central.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test unit integration lint bench kafka-up kafka-down clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/streamapp demo
+
+test: install
+	$(BIN)/streamapp kafka fetch
+	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q tests/integration
+
+unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: install
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: install
+	$(BIN)/ruff check streamapp agents tables tests bench
+	$(BIN)/mypy
+
+kafka-up: install
+	$(BIN)/streamapp kafka up
+
+kafka-down: install
+	$(BIN)/streamapp kafka down
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,152 @@
+"""Integration fixtures: unique names per test and real worker processes on the real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+__all__ = ["Names", "Worker"]
+
+
+@dataclass(frozen=True)
+class Names:
+    """Unique app id and topic prefix for one test: tests never see each other's records."""
+
+    app_id: str
+    prefix: str
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+
+@pytest.fixture
+def names() -> Names:
+    tag = uuid.uuid4().hex[:10]
+    return Names(app_id=f"t{tag}", prefix=f"t{tag}-")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Worker:
+    """A `streamapp worker` process with its own data dir, web port and log file."""
+
+    env: dict[str, str]
+    data_dir: Path
+    log_path: Path
+    web_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = field(default=0)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self) -> Worker:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamapp.cli", "worker"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        return self
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            try:
+                return exc.code, json.loads(body)
+            except ValueError:
+                return exc.code, {"raw": body.decode(errors="replace")}
+
+    def wait_ready(self, timeout: float = 90.0) -> Worker:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if self.get("/ready", timeout=2)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready in {timeout} s:\n{self.log_tail()}")
+
+    def wait_for(self, path: str, check: Callable[[int, dict], bool], timeout: float = 60.0) -> dict:
+        """Poll a web view until ``check(status, body)`` holds; return the last body."""
+        deadline = time.monotonic() + timeout
+        status, body = 0, {}
+        while time.monotonic() < deadline:
+            try:
+                status, body = self.get(path)
+                if check(status, body):
+                    return body
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"GET {path} never satisfied the check; last {status} {body}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+@pytest.fixture
+def worker_factory(kafka_bootstrap: str, names: Names, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Start workers of this test's app; every one is stopped at teardown."""
+    started: list[Worker] = []
+
+    def start(ready: bool = True, **overrides: str) -> Worker:
+        n = len(started)
+        port = free_port()
+        data_dir = tmp_path / f"worker{n}"
+        env = {
+            **os.environ,
+            "STREAMAPP_BROKER": f"kafka://{kafka_bootstrap}",
+            "STREAMAPP_APP_ID": names.app_id,
+            "STREAMAPP_TOPIC_PREFIX": names.prefix,
+            "STREAMAPP_DATA_DIR": str(data_dir),
+            "STREAMAPP_WEB_PORT": str(port),
+            "STREAMAPP_PARTITIONS": "4",
+            **overrides,
+        }
+        worker = Worker(env=env, data_dir=data_dir, log_path=tmp_path / f"worker{n}.log", web_port=port)
+        started.append(worker)
+        worker.start()
+        return worker.wait_ready() if ready else worker
+
+    yield start
+    for worker in started:
+        worker.stop()

@@ -1,0 +1,68 @@
+"""brute_force end to end: logins produced to the real broker, alerts read back from `alerts`."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from tests.integration.kafka_io import produce, read_all, read_until
+
+pytestmark = pytest.mark.integration
+
+
+def _failed(ip: str, ts: float, user: str = "root") -> dict:
+    return {"ts": ts, "ip": ip, "user": user, "success": False}
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "unkeyed"])
+async def test_burst_over_threshold_alerts_once_and_threshold_does_not(
+    kafka_bootstrap, names, worker_factory, keyed
+):
+    worker = worker_factory()
+    # all events inside one aligned 10-s bucket, so every 60-s window sees all of them
+    base = (time.time() // 10) * 10 - 60
+    at_threshold = [_failed("198.51.100.5", base + i * 0.5) for i in range(5)]
+    over = [_failed("198.51.100.6", base + i * 0.5) for i in range(6)]
+    far_over = [_failed("198.51.100.7", base + i * 0.1) for i in range(60)]
+    noise = [
+        {"ts": base + i * 0.1, "ip": "198.51.100.8", "user": f"u{i}", "success": True} for i in range(40)
+    ]
+    key = (lambda v: v["ip"]) if keyed else None
+    await produce(kafka_bootstrap, names.topic("logins"), at_threshold + noise + over + far_over, key)
+
+    # the at-threshold IP was processed (5 failures counted) ...
+    body = worker.wait_for("/ips/198.51.100.5", lambda s, b: s == 200 and b["windows"])
+    assert body["windows"][0]["failed"] == 5
+    assert worker.wait_for("/ips/198.51.100.7", lambda s, b: s == 200)["windows"][0]["failed"] == 60
+    # ... successes are not failures
+    assert worker.get("/ips/198.51.100.8")[0] == 404
+
+    await read_until(kafka_bootstrap, names.topic("alerts"), lambda recs: len(recs) >= 2)
+    alerts = [orjson.loads(r.value) for r in await read_all(kafka_bootstrap, names.topic("alerts"))]
+    by_ip = {a["key"]: a for a in alerts}
+    assert sorted(a["key"] for a in alerts) == ["198.51.100.6", "198.51.100.7"], alerts
+    alert = by_ip["198.51.100.6"]
+    assert alert["kind"] == "brute_force"
+    assert alert["value"] == 6 and alert["threshold"] == 5
+    assert alert["window_end"] - alert["window_start"] == 60
+    assert alert["window_start"] <= base < alert["window_end"]
+    assert len(alert["alert_id"]) == 20
+
+
+async def test_alert_record_is_keyed_by_ip_and_worker_answers_health(kafka_bootstrap, names, worker_factory):
+    worker = worker_factory()
+    assert worker.get("/health") == (200, {"status": "ok"})
+    base = (time.time() // 10) * 10 - 30
+    await produce(kafka_bootstrap, names.topic("logins"), [_failed("192.0.2.44", base + i) for i in range(7)])
+    records = await read_until(kafka_bootstrap, names.topic("alerts"), lambda recs: len(recs) >= 1)
+    assert records[0].key == b"192.0.2.44"
+    alert = orjson.loads(records[0].value)
+    assert set(alert) == {
+        "alert_id", "kind", "key", "ts", "window_start", "window_end", "value", "threshold",
+        "detail",
+    }  # fmt: skip
+    assert alert["key"] == "192.0.2.44" and alert["value"] == 6
+    status, body = worker.get("/ips/192.0.2.99")
+    assert status == 404 and "error" in body

@@ -1,0 +1,76 @@
+"""Event parsing: valid records become events; every kind of bad record gets a readable reason."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streamapp.models import (
+    InvalidEvent,
+    Login,
+    alert_id_for,
+    decode_json_object,
+    event_time,
+    parse_login,
+    parse_sensor_reading,
+    parse_stock_price,
+    parse_transaction,
+)
+
+
+def test_login_with_epoch_seconds():
+    obj = decode_json_object(b'{"ts": 1700000000.5, "ip": "1.2.3.4", "user": "ann", "success": false}')
+    assert parse_login(obj, None) == Login(1700000000.5, "1.2.3.4", "ann", False)
+
+
+def test_iso_time_with_offset_and_record_timestamp_fallback():
+    assert event_time({"ts": "2023-11-14T22:13:20+00:00"}, None) == 1700000000.0
+    assert event_time({"ts": "2023-11-14T23:13:20+01:00"}, None) == 1700000000.0
+    assert event_time({}, 1700000001.25) == 1700000001.25
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "malformed JSON"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"ip": "1.2.3.4", "user": "a", "ts": 1}', "'success' is missing"),
+        (b'{"ip": 7, "user": "a", "success": true, "ts": 1}', "'ip' must be a string"),
+        (b'{"ip": "1.2.3.4", "user": "a", "success": "no", "ts": 1}', "'success' must be true or false"),
+        (b'{"ip": "1.2.3.4", "user": "a", "success": true, "ts": "yesterday"}', "ISO-8601"),
+        (b'{"ip": "1.2.3.4", "user": "a", "success": true, "ts": "2023-11-14T22:13:20"}', "offset"),
+        (b'{"ip": "1.2.3.4", "user": "a", "success": true, "ts": 1700000000000}', "milliseconds"),
+        (b'{"ip": "", "user": "a", "success": true, "ts": 1}', "'ip' must not be empty"),
+    ],
+)
+def test_bad_login_records_are_refused_with_a_reason(raw, reason):
+    with pytest.raises(InvalidEvent, match=reason):
+        parse_login(decode_json_object(raw), 1.0)
+
+
+def test_null_value_is_refused():
+    with pytest.raises(InvalidEvent, match="null"):
+        decode_json_object(None)
+
+
+def test_other_topics_validate_types_and_ranges():
+    assert parse_sensor_reading({"ts": 1, "sensor_id": "s1", "temperature": 21.5}, None).temperature == 21.5
+    with pytest.raises(InvalidEvent, match="temperature"):
+        parse_sensor_reading({"ts": 1, "sensor_id": "s1", "temperature": -500}, None)
+    with pytest.raises(InvalidEvent, match="must be a number"):
+        parse_sensor_reading({"ts": 1, "sensor_id": "s1", "temperature": True}, None)
+    txn = parse_transaction({"ts": 1, "txn_id": "t", "card_id": "c", "amount": 5}, None)
+    assert txn.amount == 5.0 and txn.merchant is None
+    with pytest.raises(InvalidEvent, match="negative"):
+        parse_transaction({"ts": 1, "txn_id": "t", "card_id": "c", "amount": -5}, None)
+    with pytest.raises(InvalidEvent, match="positive"):
+        parse_stock_price({"ts": 1, "symbol": "ACME", "price": 0}, None)
+
+
+def test_alert_ids_are_deterministic():
+    a = alert_id_for("brute_force", "1.2.3.4", 0.0, 60.0)
+    assert a == alert_id_for("brute_force", "1.2.3.4", 0.0, 60.0)
+    assert a != alert_id_for("brute_force", "1.2.3.4", 10.0, 70.0)
+    assert a != alert_id_for("card_velocity", "1.2.3.4", 0.0, 60.0)
+    assert orjson.dumps(a)

@@ -1,0 +1,71 @@
+"""Settings: defaults of the contract, and bad values refused with the variable named."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamapp.settings import SettingsError, load_settings
+
+
+def test_defaults_follow_the_contract():
+    settings = load_settings({})
+    assert settings.bootstrap_servers == ["127.0.0.1:9092"]
+    assert settings.web_port == 6066
+    assert settings.partitions == 8
+    assert settings.processing_guarantee == "at_least_once"
+    assert settings.thresholds.brute_force_failures == 5
+    assert settings.topic("logins") == "logins"
+
+
+def test_broker_list_in_faust_url_form():
+    settings = load_settings({"STREAMAPP_BROKER": "kafka://h1:9092;h2:9093"})
+    assert settings.bootstrap_servers == ["h1:9092", "h2:9093"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STREAMAPP_WEB_PORT", "abc"),
+        ("STREAMAPP_WEB_PORT", "70000"),
+        ("STREAMAPP_PARTITIONS", "0"),
+        ("STREAMAPP_PROCESSING_GUARANTEE", "twice"),
+        ("STREAMAPP_BROKER", "http://localhost:9092"),
+        ("STREAMAPP_BROKER", "kafka://nohostport"),
+        ("STREAMAPP_SECURITY_PROTOCOL", "TLS"),
+        ("STREAMAPP_SSL_CAFILE", "/no/such/ca.pem"),
+        ("STREAMAPP_BRUTE_FORCE_THRESHOLD", "-1"),
+        ("STREAMAPP_AMOUNT_SPIKE_FACTOR", "nan"),
+        ("STREAMAPP_SCHEMA_REGISTRY_URL", "registry:8080"),
+        ("STREAMAPP_TOPIC_PREFIX", "bad prefix"),
+        ("STREAMAPP_RETENTION_SECONDS", "60"),
+    ],
+)
+def test_bad_value_is_refused_naming_the_variable(name, value):
+    with pytest.raises(SettingsError) as info:
+        load_settings({name: value})
+    assert name in str(info.value)
+
+
+def test_sasl_ssl_needs_credentials():
+    with pytest.raises(SettingsError, match="STREAMAPP_SASL_MECHANISM"):
+        load_settings({"STREAMAPP_SECURITY_PROTOCOL": "SASL_SSL"})
+
+
+def test_secrets_do_not_show_in_repr():
+    settings = load_settings({"STREAMAPP_WEB_TOKEN": "s3cret-token", "STREAMAPP_SASL_PASSWORD": "pw123456"})
+    assert "s3cret-token" not in repr(settings)
+    assert "pw123456" not in repr(settings)
+
+
+def test_worker_command_refuses_bad_setting_at_start():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamapp.cli", "worker"],
+        env={"STREAMAPP_WEB_PORT": "not-a-port", "PATH": ""},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "STREAMAPP_WEB_PORT" in proc.stderr
+    assert "Traceback" not in proc.stderr
