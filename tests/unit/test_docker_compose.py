@@ -1,0 +1,394 @@
+"""docker-compose.yml and the Dockerfile agree with each other, the CLI and the settings."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from streamapp.cli import main
+from streamapp.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+WEB_HOST = "worker-0a1b2c3d4e5f"  # what a replica's container host name looks like
+
+
+# -- helpers --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), "docker-compose.yml is not a mapping"
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    assert isinstance(compose.get("services"), dict), "no services"
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        keyword, _, args = line.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+    assert not pending, "Dockerfile ends inside a continued line"
+    return instructions
+
+
+def _last(dockerfile: list[tuple[str, str]], keyword: str) -> str | None:
+    found = [args for key, args in dockerfile if key == keyword]
+    return found[-1] if found else None
+
+
+def _exec_form(dockerfile: list[tuple[str, str]], keyword: str) -> list[str]:
+    args = _last(dockerfile, keyword)
+    assert args is not None, f"Dockerfile has no {keyword}"
+    value = json.loads(args)  # exec (JSON) form: no shell in between, signals reach the process
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), args
+    return value
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): _env_text(v) for k, v in env.items()}
+
+
+def _env_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command")
+    return shlex.split(command) if isinstance(command, str) else list(command or [])
+
+
+def _ports(service: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """(published host port or None, container port) for every entry of ``ports``."""
+    result: list[tuple[str | None, str]] = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            published = entry.get("published")
+            result.append((None if published is None else str(published), str(entry["target"])))
+            continue
+        spec = str(entry).split("/", 1)[0]
+        parts = spec.rsplit(":", 2) if spec.count(":") >= 2 else spec.split(":")
+        if len(parts) == 1:
+            result.append((None, parts[0]))
+        else:
+            result.append((parts[-2] or None, parts[-1]))
+    return result
+
+
+def _built_here(service: dict[str, Any]) -> bool:
+    build = service.get("build")
+    if build is None:
+        return False
+    if isinstance(build, str):
+        context, dockerfile = build, "Dockerfile"
+    else:
+        context, dockerfile = build.get("context", "."), build.get("dockerfile", "Dockerfile")
+    return (ROOT / context).resolve() == ROOT and dockerfile == DOCKERFILE.name
+
+
+def _listeners(value: str) -> dict[str, tuple[str, int]]:
+    """``NAME://host:port,...`` as {NAME: (host, port)}."""
+    result = {}
+    for item in value.split(","):
+        name, _, address = item.strip().partition("://")
+        host, _, port = address.rpartition(":")
+        result[name] = (host, int(port))
+    return result
+
+
+def _run_entrypoint(entrypoint: list[str], env: dict[str, str], *command: str) -> str:
+    if shutil.which(entrypoint[0]) is None:
+        pytest.skip(f"{entrypoint[0]} is not here to run the entrypoint with")
+    result = subprocess.run(
+        [*entrypoint, *command], env=env, capture_output=True, text=True, timeout=30, check=True
+    )
+    return result.stdout.strip()
+
+
+def _web_host_after_entrypoint(dockerfile: list[tuple[str, str]], env: dict[str, str]) -> str:
+    """Run the image's ENTRYPOINT here (a POSIX shell line) and report STREAMAPP_WEB_HOST."""
+    probe = (sys.executable, "-c", "import os; print(os.environ.get('STREAMAPP_WEB_HOST', ''))")
+    return _run_entrypoint(_exec_form(dockerfile, "ENTRYPOINT"), env, *probe)
+
+
+# -- compose file ---------------------------------------------------------------------------
+def test_services_are_named(services: dict[str, dict[str, Any]]) -> None:
+    assert {"kafka", "worker", "generator"} <= set(services)
+
+
+def test_kafka_is_apache_kafka_4_in_kraft_mode(services: dict[str, dict[str, Any]]) -> None:
+    kafka = services["kafka"]
+    assert str(kafka.get("image", "")).startswith("apache/kafka:4."), kafka.get("image")
+    env = _environment(kafka)
+    assert sorted(env["KAFKA_PROCESS_ROLES"].split(",")) == ["broker", "controller"]
+    assert "KAFKA_ZOOKEEPER_CONNECT" not in env
+    node_id = env["KAFKA_NODE_ID"]
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert [v.split("@", 1)[0] for v in voters] == [node_id], voters
+    for name in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
+        assert env.get(name) == "1", f"{name} must be 1 on a single broker"
+    assert env.get("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS") == "0"
+    assert env.get("KAFKA_NUM_PARTITIONS") == str(Settings().partitions)
+
+
+def test_kafka_listeners_are_consistent(services: dict[str, dict[str, Any]]) -> None:
+    env = _environment(services["kafka"])
+    listeners = _listeners(env["KAFKA_LISTENERS"])
+    advertised = _listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    protocol_map = env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    protocols = dict(p.split(":", 1) for p in protocol_map.split(","))
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert set(listeners) <= set(protocols), "a listener has no security protocol"
+    assert controller in listeners and controller not in advertised
+    assert set(advertised) <= set(listeners)
+    for name, (_, port) in advertised.items():
+        assert listeners[name][1] == port, f"{name} advertises a port it does not listen on"
+    # containers reach the broker as kafka:9092, the host as localhost:29092
+    assert ("kafka", 9092) in advertised.values()
+    assert ("localhost", 29092) in advertised.values()
+    voter = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split("@", 1)[1]
+    voter_host, _, voter_port = voter.rpartition(":")
+    assert int(voter_port) == listeners[controller][1]
+    assert voter_host in ("kafka", services["kafka"].get("hostname"))
+
+
+def test_kafka_publishes_29092_and_keeps_data(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    kafka = services["kafka"]
+    assert ("29092", "29092") in _ports(kafka)
+    env = _environment(kafka)
+    log_dir = env["KAFKA_LOG_DIRS"]
+    named = {}  # named volume -> mount point ("name:/path[:mode]"; bind mounts start with / . ~)
+    for volume in kafka.get("volumes", []):
+        source, _, rest = str(volume).partition(":")
+        if rest and not source.startswith(("/", ".", "~")):
+            named[source] = rest.split(":", 1)[0]
+    assert log_dir in named.values(), "KAFKA_LOG_DIRS is not on a named volume"
+    assert set(named) <= set(compose.get("volumes") or {}), "named volume not declared"
+    test = kafka["healthcheck"]["test"]
+    joined = " ".join(test) if isinstance(test, list) else test
+    assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in joined
+    assert "--bootstrap-server" in joined
+
+
+def test_worker_scales(services: dict[str, dict[str, Any]]) -> None:
+    worker = services["worker"]
+    assert "container_name" not in worker, "container_name breaks --scale"
+    assert "hostname" not in worker, "a fixed hostname makes every replica advertise the same name"
+    ports = _ports(worker)
+    assert ports, "worker publishes no port"
+    for published, target in ports:
+        assert published is None, f"fixed host port {published} breaks --scale"
+        assert target == "6066"
+    deploy = worker.get("deploy") or {}
+    assert deploy.get("replicas", 1) >= 1
+
+
+def test_worker_keeps_state_in_its_own_volume(
+    services: dict[str, dict[str, Any]], dockerfile: list[tuple[str, str]]
+) -> None:
+    worker = services["worker"]
+    data_dir = _environment(worker)["STREAMAPP_DATA_DIR"]
+    assert data_dir == "/data"
+    # anonymous (per container) volume: a bare container path, no source
+    assert data_dir in worker.get("volumes", [])
+    assert data_dir in json.loads(_last(dockerfile, "VOLUME") or "[]")
+
+
+def test_services_wait_for_a_healthy_broker(services: dict[str, dict[str, Any]]) -> None:
+    assert "healthcheck" in services["kafka"]
+    for name in ("worker", "generator"):
+        depends = services[name].get("depends_on")
+        assert isinstance(depends, dict), f"{name}: depends_on needs the long form"
+        assert depends["kafka"]["condition"] == "service_healthy", name
+
+
+def test_streamapp_services_are_built_from_the_dockerfile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in ("worker", "generator"):
+        assert _built_here(services[name]), f"{name} is not built from {DOCKERFILE.name}"
+
+
+def test_commands_are_real_cli_commands(services: dict[str, dict[str, Any]]) -> None:
+    checked = []
+    for name, service in services.items():
+        if not _built_here(service):
+            continue
+        command = _command(service)
+        assert command[:1] == ["streamapp"], f"{name}: {command}"
+        sub, *args = command[1:]
+        assert sub in main.commands, f"{name}: `streamapp {sub}` does not exist"
+        # parse the options for real: an unknown option or a bad value raises
+        with click.Context(main, info_name="streamapp") as parent:
+            main.commands[sub].make_context(sub, list(args), parent=parent)
+        checked.append(name)
+    assert {"worker", "generator"} <= set(checked)
+    assert _command(services["worker"]) == ["streamapp", "worker"]
+    assert _command(services["generator"])[:2] == ["streamapp", "generate"]
+
+
+def test_streamapp_settings_load(
+    services: dict[str, dict[str, Any]], dockerfile: list[tuple[str, str]]
+) -> None:
+    found = set()
+    for name, service in services.items():
+        env = {k: v for k, v in _environment(service).items() if k.startswith("STREAMAPP_")}
+        if not env:
+            continue
+        found.add(name)
+        env.setdefault("STREAMAPP_WEB_HOST", WEB_HOST)
+        settings = load_settings(env)  # raises SettingsError naming a bad variable
+        if not _built_here(service):
+            continue
+        assert settings.bootstrap_servers == ["kafka:9092"], name
+    assert {"worker", "generator"} <= found
+    worker_env = _environment(services["worker"])
+    assert "STREAMAPP_WEB_HOST" not in worker_env or not worker_env["STREAMAPP_WEB_HOST"], (
+        "a fixed STREAMAPP_WEB_HOST makes every replica advertise the same name"
+    )
+
+
+def test_workers_reach_the_broker_on_its_internal_listener(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    kafka_env = _environment(services["kafka"])
+    advertised = _listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    for name in ("worker", "generator"):
+        settings = load_settings(_environment(services[name]))
+        for server in settings.bootstrap_servers:
+            host, _, port = server.rpartition(":")
+            assert host == "kafka" and (host, int(port)) in advertised.values(), (name, server)
+
+
+# -- Dockerfile -----------------------------------------------------------------------------
+def test_dockerfile_base_and_user(dockerfile: list[tuple[str, str]]) -> None:
+    assert dockerfile[0][0] == "FROM"
+    assert dockerfile[0][1].split()[0] == "python:3.11-slim"
+    user = _last(dockerfile, "USER")
+    assert user and user.split(":")[0] not in ("root", "0"), "the image must not run as root"
+    assert any(key == "RUN" and "pip install ." in args for key, args in dockerfile)
+
+
+def test_dockerfile_copies_every_package(dockerfile: list[tuple[str, str]]) -> None:
+    """pyproject's package patterns match only directories the Dockerfile copies."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = set()
+    for key, args in dockerfile:
+        if key in ("COPY", "ADD"):
+            sources = [a for a in shlex.split(args) if not a.startswith("--")][:-1]
+            copied.update(s.rstrip("/") for s in sources)
+    assert "pyproject.toml" in copied
+    readme = pyproject["project"].get("readme")
+    if isinstance(readme, str):  # setuptools reads it while building
+        assert readme in copied, f"{readme} (pyproject's readme) is not copied"
+    packages = {
+        path.name
+        for path in ROOT.iterdir()
+        if (path / "__init__.py").is_file() and any(fnmatch(path.name, p) for p in patterns)
+    }
+    assert packages, "no package found"
+    assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"
+
+
+def test_dockerfile_expose_matches_compose(
+    services: dict[str, dict[str, Any]], dockerfile: list[tuple[str, str]]
+) -> None:
+    exposed = {p.split("/")[0] for key, args in dockerfile if key == "EXPOSE" for p in args.split()}
+    worker_port = load_settings(_environment(services["worker"])).web_port
+    assert exposed == {str(worker_port)}
+    assert {target for _, target in _ports(services["worker"])} == exposed
+
+
+def test_dockerfile_cmd_is_the_compose_worker(
+    services: dict[str, dict[str, Any]], dockerfile: list[tuple[str, str]]
+) -> None:
+    cmd = _exec_form(dockerfile, "CMD")
+    assert cmd == _command(services["worker"]) == ["streamapp", "worker"]
+    assert cmd[1] in main.commands
+
+
+def test_entrypoint_advertises_the_container_host_name(dockerfile: list[tuple[str, str]]) -> None:
+    entrypoint = _exec_form(dockerfile, "ENTRYPOINT")
+    assert entrypoint[:2] in (["/bin/sh", "-c"], ["sh", "-c"]), entrypoint
+    assert re.search(r'exec "\$@"', entrypoint[2]), "the entrypoint must exec the command"
+    env = {"PATH": "/usr/bin:/bin", "HOSTNAME": WEB_HOST}
+    assert _web_host_after_entrypoint(dockerfile, env) == WEB_HOST
+    # an explicit setting wins
+    env["STREAMAPP_WEB_HOST"] = "worker.example"
+    assert _web_host_after_entrypoint(dockerfile, env) == "worker.example"
+    # the command runs with its arguments intact, and its exit status comes through
+    args = ("a b", "--c=$HOME", "")
+    echoed = _run_entrypoint(
+        entrypoint,
+        env,
+        sys.executable,
+        "-c",
+        "import sys, json; print(json.dumps(sys.argv[1:]))",
+        *args,
+    )
+    assert json.loads(echoed) == list(args)
+    with pytest.raises(subprocess.CalledProcessError):
+        _run_entrypoint(entrypoint, env, sys.executable, "-c", "raise SystemExit(3)")
+
+
+def test_entrypoint_host_makes_the_worker_reachable(
+    services: dict[str, dict[str, Any]], dockerfile: list[tuple[str, str]]
+) -> None:
+    """The worker env plus what the entrypoint adds: a web host others can reach, on 6066."""
+    env = {"PATH": "/usr/bin:/bin", "HOSTNAME": WEB_HOST, **_environment(services["worker"])}
+    env["STREAMAPP_WEB_HOST"] = _web_host_after_entrypoint(dockerfile, env)
+    settings = load_settings(env)
+    assert settings.web_host == WEB_HOST
+    assert settings.web_host != "127.0.0.1"  # so the app binds 0.0.0.0 (streamapp/app.py)
+    assert settings.data_dir == Path("/data")
+
+
+def test_dockerignore_keeps_local_state_out() -> None:
+    patterns = {
+        line.strip().strip("/")
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for needed in (".venv", ".git", "data", "test-artifacts"):
+        assert needed in patterns, f".dockerignore does not exclude {needed}"
+    assert not {"streamapp", "agents", "tables", "pyproject.toml"} & patterns
