@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-import faust
-import orjson
+from typing import Any
 
-from streamapp.alerting import publish_alert
+import faust
+
+from agents.base import detect
 from streamapp.app import app, settings
 from streamapp.clock import worker_clock
-from streamapp.metrics import EXPIRED_EVENTS_TOTAL
-from streamapp.rules.base import seen_before
-from streamapp.rules.brute_force import new_state, record_failed_login
+from streamapp.models import Alert
+from streamapp.rules.base import State
+from streamapp.rules.brute_force import BRUTE_FORCE
+from streamapp.rules.sliding_count import new_state
 from streamapp.topics import failed_logins_by_ip_topic
 from tables.failed_logins_by_ip import failed_logins_by_ip
 
 __all__ = ["detect_brute_force"]
 
 
+def _apply(state: State, ip: str, login: dict[str, Any]) -> tuple[bool, list[Alert]]:
+    counted, alert = BRUTE_FORCE.record(
+        state,
+        ip,
+        login["ts"],
+        settings.thresholds.brute_force_failures,
+        worker_clock.horizon,
+        keep=settings.retention_seconds,  # the /ips view lists the buckets of the retention
+    )
+    return counted, [alert] if alert else []
+
+
 @app.agent(failed_logins_by_ip_topic, name="detect-brute-force")
 async def detect_brute_force(stream: faust.StreamT[bytes]) -> None:
-    threshold = settings.thresholds.brute_force_failures
-    async for event in stream.events():
-        key: bytes = event.key
-        ts, src_partition, src_offset, ip = orjson.loads(event.value)[:4]
-        worker_clock.observe(ts)
-        state = failed_logins_by_ip.get(key) or new_state()
-        if seen_before(state, src_partition, src_offset):
-            continue
-        counted, alert = record_failed_login(state, ip, ts, threshold, worker_clock.horizon)
-        if not counted:
-            EXPIRED_EVENTS_TOTAL.labels(topic="logins").inc()
-            continue
-        failed_logins_by_ip[key] = state
-        if alert is not None:
-            await publish_alert(alert)
+    await detect(stream, failed_logins_by_ip, new_state, _apply, "logins")

@@ -1,28 +1,25 @@
-"""route_logins: validate `logins`, dead-letter bad records, re-key failed logins by IP."""
+"""route_logins: validate `logins`; failed logins re-keyed by IP, every login re-keyed by user."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import faust
-import orjson
 
 from streamapp.app import app
-from streamapp.ingest import decode_or_dead_letter
+from streamapp.ingest import route
 from streamapp.models import Login, parse_login
-from streamapp.topics import failed_logins_by_ip_topic, logins_topic
+from streamapp.topics import failed_logins_by_ip_topic, logins_by_user_topic, logins_topic
 
 __all__ = ["route_logins"]
 
 
+def _targets(login: Login) -> Iterable[tuple[faust.TopicT, str]]:
+    if not login.success:
+        yield failed_logins_by_ip_topic, login.ip
+    yield logins_by_user_topic, login.user
+
+
 @app.agent(logins_topic, name="route-logins")
 async def route_logins(stream: faust.StreamT[bytes]) -> None:
-    async for event in stream.events():
-        login: Login | None = await decode_or_dead_letter(event, parse_login, "logins")
-        if login is None:
-            continue
-        message = event.message
-        # the source position travels along so the detector can drop redeliveries
-        payload = orjson.dumps(
-            [login.ts, message.partition, message.offset, login.ip, login.user, login.success]
-        )
-        if not login.success:
-            await failed_logins_by_ip_topic.send(key=login.ip.encode(), value=payload)
+    await route(stream, parse_login, "logins", _targets)

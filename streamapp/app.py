@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import faust
 
 from streamapp.settings import Settings, load_settings
 
-__all__ = ["app", "create_app", "settings"]
+__all__ = ["APP_MODULES", "app", "create_app", "import_app_modules", "settings"]
+
+#: packages whose modules register tables, agents, timers and views on import
+APP_MODULES = ["tables", "agents", "streamapp.web"]
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -28,7 +34,7 @@ def create_app(settings: Settings) -> faust.App:
         processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         # scanned by `faust -A streamapp.app worker` and by `streamapp worker`
-        autodiscover=["tables", "agents", "streamapp.web"],
+        autodiscover=APP_MODULES,
         origin="streamapp",
         # faust's debug pages are not part of the contract's web API
         web_graph_enabled=False,
@@ -39,6 +45,17 @@ def create_app(settings: Settings) -> faust.App:
         table_standby_replicas=1,
         logging_config=None,
     )
+
+
+def import_app_modules() -> None:
+    """Import every app module now, so that a broken one stops the worker with its traceback.
+
+    (faust's autodiscovery only logs a warning and starts without the agent.)
+    """
+    for name in APP_MODULES:
+        package = importlib.import_module(name)
+        for module in pkgutil.iter_modules(getattr(package, "__path__", [])):
+            importlib.import_module(f"{name}.{module.name}")
 
 
 settings = load_settings()

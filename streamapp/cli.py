@@ -96,7 +96,9 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
     if data_dir is not None:
         os.environ["STREAMAPP_DATA_DIR"] = str(data_dir)
     _load_or_exit()
-    from streamapp.app import app, settings
+    from streamapp.app import app, import_app_modules, settings
+
+    import_app_modules()
 
     level = loglevel or settings.log_level
     logging.getLogger("streamapp").setLevel(level.upper())

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import faust
+import orjson
 
 from streamapp.app import settings
 from streamapp.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTAL
 from streamapp.models import InvalidEvent, Parser, decode_json_object
 from streamapp.topics import dead_letters_topic
 
-__all__ = ["decode_or_dead_letter", "send_dead_letter"]
+__all__ = ["decode_or_dead_letter", "route", "send_dead_letter"]
 
 logger = logging.getLogger(__name__)
 E = TypeVar("E")
@@ -54,3 +56,22 @@ async def decode_or_dead_letter(event: faust.EventT, parse: Parser, topic: str) 
     EVENTS_TOTAL.labels(topic=topic).inc()
     EVENT_LAG_SECONDS.observe(max(0.0, time.time() - parsed.ts))
     return parsed
+
+
+Rekey = Callable[[Any], Iterable[tuple[faust.TopicT, str]]]
+
+
+async def route(stream: faust.StreamT[bytes], parse: Parser, source: str, rekey: Rekey) -> None:
+    """Decode every record of ``source``; forward valid events to by-entity topics.
+
+    The forwarded value carries the event and its source position ("src"), which the detectors
+    use to drop records redelivered after a crash.
+    """
+    async for event in stream.events():
+        parsed = await decode_or_dead_letter(event, parse, source)
+        if parsed is None:
+            continue
+        message = event.message
+        payload = orjson.dumps({"src": [message.partition, message.offset], "e": parsed})
+        for topic, key in rekey(parsed):
+            await topic.send(key=key.encode(), value=payload)

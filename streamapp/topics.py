@@ -8,11 +8,18 @@ from streamapp.app import app, settings
 
 __all__ = [
     "SOURCE_TOPICS",
+    "declare_output_topics",
     "alerts_topic",
     "dead_letters_topic",
     "failed_logins_by_ip_topic",
     "logins_by_user_topic",
     "logins_topic",
+    "prices_by_symbol_topic",
+    "readings_by_sensor_topic",
+    "sensor_readings_topic",
+    "stock_prices_topic",
+    "transactions_by_card_topic",
+    "transactions_topic",
 ]
 
 
@@ -33,7 +40,7 @@ def _by_entity(name: str) -> faust.TopicT:
     # Re-keyed by entity with raw key bytes: the same bytes, partitioner and partition count as
     # the tables' changelogs, so web routing (table_route) finds the worker that owns a key.
     return app.topic(
-        f"{settings.topic_prefix}{settings.app_id}-{name}",
+        f"{settings.app_id}-{name}",  # internal: scoped by app id, like faust's changelogs
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -44,10 +51,29 @@ def _by_entity(name: str) -> faust.TopicT:
 
 
 logins_topic = _external("logins")
+sensor_readings_topic = _external("sensor-readings")
+transactions_topic = _external("transactions")
+stock_prices_topic = _external("stock-prices")
 alerts_topic = _external("alerts")
 dead_letters_topic = _external("dead-letters")
 
 failed_logins_by_ip_topic = _by_entity("failed-logins-by-ip")
 logins_by_user_topic = _by_entity("logins-by-user")
+readings_by_sensor_topic = _by_entity("readings-by-sensor")
+transactions_by_card_topic = _by_entity("transactions-by-card")
+prices_by_symbol_topic = _by_entity("prices-by-symbol")
 
-SOURCE_TOPICS = {"logins": logins_topic}
+#: contract name -> topic, for every JSON input topic
+SOURCE_TOPICS = {
+    "logins": logins_topic,
+    "sensor-readings": sensor_readings_topic,
+    "transactions": transactions_topic,
+    "stock-prices": stock_prices_topic,
+}
+
+
+@app.task
+async def declare_output_topics() -> None:
+    """Create the output topics at start: faust creates only the topics agents subscribe to."""
+    for topic in (alerts_topic, dead_letters_topic):
+        await topic.maybe_declare()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from streamapp.rules.base import seen_before
-from streamapp.rules.brute_force import new_state, record_failed_login
+from streamapp.rules.brute_force import BRUTE_FORCE
+from streamapp.rules.sliding_count import new_state
 
 
 def _run(timestamps, threshold=5, horizon=0.0):
     state = new_state()
     alerts = []
     for ts in timestamps:
-        counted, alert = record_failed_login(state, "1.2.3.4", ts, threshold, horizon)
+        counted, alert = BRUTE_FORCE.record(state, "1.2.3.4", ts, threshold, horizon, keep=3600)
         assert counted
         if alert:
             alerts.append(alert)
@@ -38,9 +39,9 @@ def test_events_spread_beyond_60_seconds_do_not_alert():
 
 def test_expired_events_are_not_counted_and_old_buckets_are_dropped():
     state = new_state()
-    assert record_failed_login(state, "ip", 100.0, 5, horizon=200.0) == (False, None)
-    record_failed_login(state, "ip", 150.0, 5, horizon=0.0)
-    record_failed_login(state, "ip", 5000.0, 5, horizon=4000.0)
+    assert BRUTE_FORCE.record(state, "ip", 100.0, 5, horizon=200.0, keep=3600) == (False, None)
+    BRUTE_FORCE.record(state, "ip", 150.0, 5, horizon=0.0, keep=3600)
+    BRUTE_FORCE.record(state, "ip", 5000.0, 5, horizon=4000.0, keep=3600)
     assert [b[0] for b in state["buckets"]] == [5000.0]
 
 

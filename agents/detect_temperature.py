@@ -1,0 +1,35 @@
+"""detect_temperature: per-sensor 60-s windows; high_temperature and temperature_anomaly alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from agents.base import detect
+from streamapp.app import app, settings
+from streamapp.clock import worker_clock
+from streamapp.models import Alert
+from streamapp.rules.base import State
+from streamapp.rules.temperature import TemperatureThresholds, new_state, record_reading
+from streamapp.topics import readings_by_sensor_topic
+from tables.temperature_by_sensor import temperature_by_sensor
+
+__all__ = ["detect_temperature"]
+
+_limits = TemperatureThresholds(
+    high=settings.thresholds.high_temperature,
+    sigmas=settings.thresholds.temperature_anomaly_sigmas,
+    min_readings=settings.thresholds.temperature_anomaly_min_readings,
+)
+
+
+def _apply(state: State, sensor_id: str, reading: dict[str, Any]) -> tuple[bool, list[Alert]]:
+    return record_reading(
+        state, sensor_id, reading["ts"], reading["temperature"], _limits, worker_clock.horizon
+    )
+
+
+@app.agent(readings_by_sensor_topic, name="detect-temperature")
+async def detect_temperature(stream: faust.StreamT[bytes]) -> None:
+    await detect(stream, temperature_by_sensor, new_state, _apply, "sensor-readings")
