@@ -12,7 +12,6 @@ from streamapp.clock import worker_clock
 from streamapp.models import Alert
 from streamapp.rules.base import State
 from streamapp.rules.card_fraud import CARD_VELOCITY, new_state, record_amount
-from streamapp.rules.sliding_count import WINDOW_SECONDS
 from streamapp.topics import transactions_by_card_topic
 from tables.transactions_by_card import transactions_by_card
 
@@ -23,7 +22,7 @@ def _apply(state: State, card_id: str, txn: dict[str, Any]) -> tuple[bool, list[
     limits = settings.thresholds
     counted, velocity = CARD_VELOCITY.record(
         state, card_id, txn["ts"], limits.card_velocity_transactions, worker_clock.horizon,
-        keep=WINDOW_SECONDS,  # only the 60-s count is needed
+        keep=settings.retention_seconds,  # late transactions still find their window
     )  # fmt: skip
     if not counted:
         return False, []

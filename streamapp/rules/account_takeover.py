@@ -1,8 +1,13 @@
-"""account_takeover: a successful login after at least N failed logins within 5 minutes."""
+"""account_takeover: a successful login after at least N failed logins within 5 minutes.
+
+Judged on event time, whatever the arrival order: records produced without keys reach the user's
+partition from several source partitions, so a failure may arrive after the success it precedes.
+A late failure therefore re-checks the successes of the 5 minutes after it.
+"""
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 
 from streamapp.models import Alert, alert_id_for
 from streamapp.rules.base import State
@@ -11,12 +16,32 @@ __all__ = ["KIND", "LOOKBACK_SECONDS", "new_state", "record_login"]
 
 KIND = "account_takeover"
 LOOKBACK_SECONDS = 300.0
-# Only the newest failures can decide the rule; a cap bounds the state of a user under attack.
+# Only the newest events can decide the rule; caps bound the state of a user under attack.
 _MAX_FAILURES_KEPT = 256
+_MAX_SUCCESSES_KEPT = 64
 
 
 def new_state() -> State:
-    return {"failures": [], "last": 0.0}
+    # successes: [[ts, alerted]] sorted by ts
+    return {"failures": [], "successes": [], "last": 0.0}
+
+
+def _failures_before(failures: list[float], ts: float) -> int:
+    return bisect_left(failures, ts) - bisect_left(failures, ts - LOOKBACK_SECONDS)
+
+
+def _alert(user: str, ts: float, failed: int, threshold: int) -> Alert:
+    return Alert(
+        alert_id=alert_id_for(KIND, user, ts),
+        kind=KIND,
+        key=user,
+        ts=ts,
+        window_start=ts - LOOKBACK_SECONDS,
+        window_end=ts,
+        value=failed,
+        threshold=threshold,
+        detail=f"successful login for {user} after {failed} failed logins within 5 minutes",
+    )
 
 
 def record_login(
@@ -26,25 +51,27 @@ def record_login(
     if ts <= horizon:
         return False, None
     failures: list[float] = state["failures"]
+    successes: list[list[float]] = state["successes"]
     state["last"] = max(state["last"], ts)
-    if not success:
+    alert = None
+    if success:
+        failed = _failures_before(failures, ts)
+        alerted = failed >= threshold
+        insort(successes, [ts, 1 if alerted else 0])
+        if alerted:
+            alert = _alert(user, ts, failed, threshold)
+    else:
         insort(failures, ts)
-        # failures older than the lookback before the newest event can never count again
-        cutoff = max(horizon, state["last"] - LOOKBACK_SECONDS)
-        del failures[: max(bisect_left(failures, cutoff), len(failures) - _MAX_FAILURES_KEPT)]
-        return True, None
-    window_start = ts - LOOKBACK_SECONDS
-    recent = bisect_left(failures, ts) - bisect_left(failures, window_start)
-    if recent < threshold:
-        return True, None
-    return True, Alert(
-        alert_id=alert_id_for(KIND, user, ts),
-        kind=KIND,
-        key=user,
-        ts=ts,
-        window_start=window_start,
-        window_end=ts,
-        value=recent,
-        threshold=threshold,
-        detail=f"successful login for {user} after {recent} failed logins within 5 minutes",
-    )
+        # a late failure may complete the run before a success already seen (one alert per success)
+        for entry in successes[bisect_left(successes, [ts, 2]) :]:
+            if entry[0] > ts + LOOKBACK_SECONDS:
+                break
+            if not entry[1]:
+                failed = _failures_before(failures, entry[0])
+                if failed >= threshold:
+                    entry[1] = 1
+                    alert = _alert(user, entry[0], failed, threshold)
+                    break  # one failure completes at most the earliest such success
+    del failures[: max(bisect_right(failures, horizon), len(failures) - _MAX_FAILURES_KEPT)]
+    del successes[: max(bisect_left(successes, [horizon, 2]), len(successes) - _MAX_SUCCESSES_KEPT)]
+    return True, alert

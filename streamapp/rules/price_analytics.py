@@ -3,6 +3,10 @@
 The forecast is Holt's linear exponential smoothing (level + trend, alpha 0.3, beta 0.1): prices
 drift, and a level-only model (the EWMA) always lags a trend; Holt's adds the smoothed slope, costs
 two numbers of state and one multiply-add per tick, and needs no training window.
+
+Smoothing depends on order, and ticks produced without keys can reach the symbol's partition out
+of order. So the ticks of the last five minutes of event time are kept sorted and folded in
+event-time order; older ticks are folded into a settled state once and dropped.
 """
 
 from __future__ import annotations
@@ -11,44 +15,60 @@ from bisect import insort
 
 from streamapp.rules.base import State
 
-__all__ = ["ALPHA", "BETA", "SMA_SECONDS", "new_state", "record_price", "view"]
+__all__ = ["ALPHA", "BETA", "REORDER_SECONDS", "SMA_SECONDS", "new_state", "record_price", "view"]
 
 SMA_SECONDS = 60.0
+REORDER_SECONDS = 300.0
 ALPHA = 0.3  # weight of the newest price in the EWMA and in Holt's level
 BETA = 0.1  # weight of the newest slope in Holt's trend
 
 
 def new_state() -> State:
-    return {"last": None, "ts": None, "recent": [], "ewma": None, "level": None, "trend": 0.0}
+    # settled: [ewma, level, trend] of every tick older than the reorder window, or None
+    return {"last": None, "ts": None, "recent": [], "settled": None, "settled_ts": None}
+
+
+def _fold(smoothed: list[float] | None, price: float) -> list[float]:
+    if smoothed is None:
+        return [price, price, 0.0]
+    ewma, level, trend = smoothed
+    new_level = ALPHA * price + (1 - ALPHA) * (level + trend)
+    return [
+        ALPHA * price + (1 - ALPHA) * ewma,
+        new_level,
+        BETA * (new_level - level) + (1 - BETA) * trend,
+    ]
 
 
 def record_price(state: State, ts: float, price: float) -> None:
-    """Apply one tick (in arrival order; the SMA window follows event time)."""
-    if state["ts"] is None or ts >= state["ts"]:
-        state["last"], state["ts"] = price, ts
+    """Apply one tick; the smoothing follows event time within the reorder window."""
+    settled_ts = state["settled_ts"]
+    if settled_ts is not None and ts <= settled_ts:
+        # later than the reorder window: fold it in now rather than lose it
+        state["settled"] = _fold(state["settled"], price)
+        return
     recent: list[list[float]] = state["recent"]
     insort(recent, [ts, price])
-    newest = recent[-1][0]
-    while recent and recent[0][0] <= newest - SMA_SECONDS:
-        del recent[0]
-    if state["ewma"] is None:
-        state["ewma"] = state["level"] = price
-        return
-    state["ewma"] = ALPHA * price + (1 - ALPHA) * state["ewma"]
-    level, trend = state["level"], state["trend"]
-    new_level = ALPHA * price + (1 - ALPHA) * (level + trend)
-    state["trend"] = BETA * (new_level - level) + (1 - BETA) * trend
-    state["level"] = new_level
+    newest_ts, newest_price = recent[-1]
+    state["ts"], state["last"] = newest_ts, newest_price
+    while recent[0][0] <= newest_ts - REORDER_SECONDS:
+        old_ts, old_price = recent.pop(0)
+        state["settled"] = _fold(state["settled"], old_price)
+        state["settled_ts"] = old_ts
 
 
 def view(symbol: str, state: State) -> dict[str, object]:
+    """The web API's answer: ``sma_60s`` averages the ticks of the 60 s up to the newest one."""
     recent = state["recent"]
+    smoothed = state["settled"]
+    for _, price in recent:
+        smoothed = _fold(smoothed, price)
+    window = [p for ts, p in recent if ts > state["ts"] - SMA_SECONDS] if recent else []
     return {
         "symbol": symbol,
         "last": state["last"],
         "ts": state["ts"],
-        # mean of the ticks in the 60 s up to the symbol's newest tick
-        "sma_60s": sum(p for _, p in recent) / len(recent) if recent else None,
-        "ewma": state["ewma"],
-        "forecast": state["level"] + state["trend"] if state["level"] is not None else None,
+        "sma_60s": sum(window) / len(window) if window else None,
+        "ewma": smoothed[0] if smoothed else None,
+        "forecast": smoothed[1] + smoothed[2] if smoothed else None,
     }

@@ -59,6 +59,9 @@ def record_reading(
     if start + WINDOW_SECONDS <= horizon:
         return False, []
     windows: list[list[float]] = state["windows"]
+    # expired windows leave state before they could count as history
+    while windows and windows[0][_START] + WINDOW_SECONDS <= horizon:
+        del windows[0]
     # the sensor's rolling mean and deviation: all retained readings before this one
     n, mean, std = _history(windows)
     i = bisect_left(windows, start, key=lambda w: w[_START])
@@ -73,9 +76,6 @@ def record_reading(
     last = state["last"]
     if last is None or ts >= last[0]:
         state["last"] = [ts, temperature]
-    # expired windows leave state as soon as the sensor is written again
-    while windows and windows[0][_START] + WINDOW_SECONDS <= horizon:
-        del windows[0]
 
     alerts: list[Alert] = []
     end = start + WINDOW_SECONDS

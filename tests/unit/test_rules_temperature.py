@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import json
 
-import pytest
-
 from streamapp.rules.temperature import (
     ANOMALY,
     HIGH,
@@ -236,12 +234,6 @@ def test_expired_windows_leave_the_state_on_the_next_write():
     assert [w[0] for w in state["windows"]] == [T + 3960]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the anomaly history is taken before expired windows are dropped, so readings "
-    "older than the retention still make up the 'rolling' mean (and whether they do depends on "
-    "whether the expiry timer has deleted the key yet)",
-)
 def test_expired_readings_are_not_part_of_the_rolling_history():
     # 30 readings at T..T+29 (window ends T+60); 2.5 h later, with a 1-h retention, a reading of 50:
     # no retained reading is left, so there is no 30-reading history and no anomaly.

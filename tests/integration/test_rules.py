@@ -1,0 +1,216 @@
+"""Every detection rule on the real broker: just over fires once, at threshold not, bursts capped.
+
+Records are produced with keys, without keys, and half and half for the same entity: the answers
+must not depend on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import orjson
+import pytest
+
+from tests.integration.kafka_io import every_other_keyed, produce, read_all, read_until
+
+pytestmark = pytest.mark.integration
+
+
+def _minute(ago: float) -> float:
+    """The start of an epoch-aligned minute about ``ago`` seconds back."""
+    return (time.time() - ago) // 60 * 60
+
+
+async def _alerts(bootstrap: str, topic: str, expected: int) -> Counter:
+    await read_until(bootstrap, topic, lambda recs: len(recs) >= expected)
+    records = await read_all(bootstrap, topic, settle=3.0)
+    return Counter((orjson.loads(r.value)["kind"], r.key.decode()) for r in records)
+
+
+async def test_logins_brute_force_and_account_takeover(kafka_bootstrap, names, worker_factory):
+    worker = worker_factory()
+    base = _minute(600)
+
+    def login(ip: str, user: str, ts: float, success: bool = False) -> dict:
+        return {"ts": ts, "ip": ip, "user": user, "success": success}
+
+    logins = (
+        # brute_force: 6 failures (keyed), 5 (unkeyed), 200 in 30 s (half keyed)
+        [login("10.9.0.6", f"bf6-{i}", base + i) for i in range(6)]
+        + [login("10.9.0.5", f"bf5-{i}", base + i) for i in range(5)]
+        + [login("10.9.0.200", f"bf200-{i % 7}", base + i * 0.15) for i in range(200)]
+        # account_takeover: 3 failures then success; 2 then success; 50 then success
+        + [login(f"10.8.1.{i}", "ato-3", base + i * 10) for i in range(3)]
+        + [login("10.8.2.1", "ato-3", base + 40, success=True)]
+        + [login(f"10.8.3.{i}", "ato-2", base + i * 10) for i in range(2)]
+        + [login("10.8.4.1", "ato-2", base + 40, success=True)]
+        + [login(f"10.7.{i // 250}.{i % 250}", "ato-50", base + i) for i in range(50)]
+        + [login("10.8.5.1", "ato-50", base + 55, success=True)]
+        # the lookback is 5 minutes: 3 failures 6 minutes before a success do not count
+        + [login(f"10.8.6.{i}", "ato-old", base - 360 + i) for i in range(3)]
+        + [login("10.8.7.1", "ato-old", base + 1, success=True)]
+    )
+    await produce(kafka_bootstrap, names.topic("logins"), logins, every_other_keyed("user"))
+
+    alerts = await _alerts(kafka_bootstrap, names.topic("alerts"), expected=4)
+    assert alerts == Counter(
+        {
+            ("brute_force", "10.9.0.6"): 1,
+            ("brute_force", "10.9.0.200"): 1,
+            ("account_takeover", "ato-3"): 1,
+            ("account_takeover", "ato-50"): 1,
+        }
+    )
+    ips = worker.wait_for("/ips/10.9.0.200", lambda s, b: s == 200)
+    assert sum(w["failed"] for w in ips["windows"]) == 200
+
+
+async def test_sensor_rules_and_window_view(kafka_bootstrap, names, worker_factory):
+    worker = worker_factory()
+    base = _minute(900)
+    history = [19.5, 20.5] * 15  # mean 20, std 0.5 exactly
+
+    def reading(sensor: str, ts: float, temperature: float) -> dict:
+        return {"ts": ts, "sensor_id": sensor, "temperature": temperature}
+
+    history_of = {"anom-6sd": 30, "anom-4sd": 30, "anom-29": 29, "anom-burst": 30}
+    # the anomaly rule compares a reading with the readings that came before it: produce the
+    # history first (records without keys may be reordered across source partitions)
+    history_readings = [
+        reading(sensor, base - 300 + i * 10, t)
+        for sensor, n in history_of.items()
+        for i, t in enumerate(history[:n])
+    ]
+    await produce(
+        kafka_bootstrap, names.topic("sensor-readings"), history_readings, every_other_keyed("sensor_id")
+    )
+    for sensor, n in history_of.items():
+        worker.wait_for(
+            f"/sensors/{sensor}", lambda s, b, n=n: s == 200 and sum(w["count"] for w in b["windows"]) == n
+        )
+    readings = (
+        # high_temperature: 100.5 fires, 100 does not, 30 hot readings in one minute fire once,
+        # and hot readings in two minutes fire twice
+        [reading("hot-1", base + 1, 100.5)]
+        + [reading("hot-at", base + 1, 100.0)]
+        + [reading("hot-30", base + i, 150.0) for i in range(30)]
+        + [reading("hot-2min", base + 1, 101.0), reading("hot-2min", base + 61, 101.0)]
+        # temperature_anomaly: after the 30 readings of the five minutes before
+        + [reading("anom-6sd", base + 5, 23.0)]
+        + [reading("anom-4sd", base + 5, 22.0)]  # exactly 4 standard deviations: not more
+        + [reading("anom-29", base + 5, 40.0)]  # far out, but only 29 readings before it
+        + [reading("anom-burst", base + 5 + i, 60.0) for i in range(10)]
+    )
+    await produce(kafka_bootstrap, names.topic("sensor-readings"), readings, every_other_keyed("sensor_id"))
+    alerts = await _alerts(kafka_bootstrap, names.topic("alerts"), expected=6)
+    assert alerts == Counter(
+        {
+            ("high_temperature", "hot-1"): 1,
+            ("high_temperature", "hot-30"): 1,
+            ("high_temperature", "hot-2min"): 2,
+            ("temperature_anomaly", "anom-6sd"): 1,
+            ("temperature_anomaly", "anom-burst"): 1,
+        }
+    )
+
+    # exact window values: 30 readings of 19.5/20.5 at 10-s steps span five minutes
+    body = worker.wait_for("/sensors/anom-4sd", lambda s, b: s == 200)
+    assert body["last"] == {"ts": base + 5, "temperature": 22.0}
+    windows = body["windows"]
+    assert [w["start"] for w in windows] == [base - 60 * i for i in range(6)]  # newest first
+    assert windows[0] == {"start": base, "end": base + 60, "count": 1, "min": 22.0, "max": 22.0, "mean": 22.0}
+    assert windows[1] == {
+        "start": base - 60, "end": base, "count": 6, "min": 19.5, "max": 20.5, "mean": 20.0,
+    }  # fmt: skip
+    assert sum(w["count"] for w in windows) == 31
+
+
+async def test_card_rules_and_card_view(kafka_bootstrap, names, worker_factory):
+    worker = worker_factory()
+    now = time.time()
+    base = _minute(1200)
+
+    def txn(card: str, n: int, ts: float, amount: float) -> dict:
+        return {"ts": ts, "txn_id": f"{card}-{n}", "card_id": card, "amount": amount, "merchant": "m"}
+
+    # amount_spike compares with the mean of the transactions before: those go first
+    spike_history = (
+        [txn("spike", i, base + i * 15, 10.0) for i in range(5)]
+        + [txn("spike-at", i, base + i * 15, 10.0) for i in range(5)]
+        + [txn("spike-4", i, base + i * 15, 10.0) for i in range(4)]
+        + [txn("spike-many", i, base + i * 15, 10.0) for i in range(5)]
+    )
+    await produce(kafka_bootstrap, names.topic("transactions"), spike_history, every_other_keyed("card_id"))
+    for card, n in {"spike": 5, "spike-at": 5, "spike-4": 4, "spike-many": 5}.items():
+        worker.wait_for(f"/cards/{card}", lambda s, b, n=n: s == 200 and b["count"] == n)
+    transactions = (
+        # card_velocity: 6 in 10 s fires, 5 does not, 50 in 20 s fires once
+        [txn("vel-6", i, base + i, 20.0) for i in range(6)]
+        + [txn("vel-5", i, base + i, 20.0) for i in range(5)]
+        + [txn("vel-50", i, base + i * 0.4, 20.0) for i in range(50)]
+        # amount_spike (transactions 15 s apart: never a velocity burst)
+        + [txn("spike", 5, base + 75, 100.01)]  # just over 10 x the mean of 10
+        + [txn("spike-at", 5, base + 75, 100.0)]  # exactly 10 x: not above
+        + [txn("spike-4", 4, base + 60, 1000.0)]  # only 4 earlier transactions
+        + [txn("spike-many", 5 + i, base + 75 + i * 15, 1000.0) for i in range(20)]
+        # recent transactions, for the view's 60-s count
+        + [txn("recent", i, now - 30 + i, 10.0 * (i + 1)) for i in range(4)]
+    )
+    await produce(kafka_bootstrap, names.topic("transactions"), transactions, every_other_keyed("card_id"))
+    alerts = await _alerts(kafka_bootstrap, names.topic("alerts"), expected=4)
+    assert alerts == Counter(
+        {
+            ("card_velocity", "vel-6"): 1,
+            ("card_velocity", "vel-50"): 1,
+            ("amount_spike", "spike"): 1,
+            ("amount_spike", "spike-many"): 1,
+        }
+    )
+    body = worker.wait_for("/cards/recent", lambda s, b: s == 200 and b["count"] == 4)
+    assert body == {"card_id": "recent", "transactions_60s": 4, "count": 4, "mean_amount": 25.0}
+    body = worker.wait_for("/cards/spike", lambda s, b: s == 200 and b["count"] == 6)
+    assert body["mean_amount"] == pytest.approx((50 + 100.01) / 6)
+    assert body["transactions_60s"] == 0  # all of them are 20 minutes old
+    assert worker.get("/cards/no-such-card")[0] == 404
+
+
+async def test_stock_analytics_on_a_known_series(kafka_bootstrap, names, worker_factory):
+    worker = worker_factory()
+    base = _minute(300)
+    prices = [10.0, 11.0, 12.0, 13.0]
+    ticks = [{"ts": base + i * 10, "symbol": "ACME", "price": p} for i, p in enumerate(prices)]
+    ticks.append({"ts": base + 75, "symbol": "ACME", "price": 14.0})  # pushes the first two out
+    await produce(kafka_bootstrap, names.topic("stock-prices"), ticks, every_other_keyed("symbol"))
+
+    # by hand: EWMA alpha 0.3; Holt alpha 0.3 beta 0.1, level starts at the first price, trend 0
+    ewma, level, trend = 10.0, 10.0, 0.0
+    for price in prices[1:] + [14.0]:
+        ewma = 0.3 * price + 0.7 * ewma
+        new_level = 0.3 * price + 0.7 * (level + trend)
+        trend = 0.1 * (new_level - level) + 0.9 * trend
+        level = new_level
+    body = worker.wait_for("/stocks/ACME", lambda s, b: s == 200 and b["last"] == 14.0)
+    assert body["symbol"] == "ACME" and body["ts"] == base + 75
+    assert body["sma_60s"] == pytest.approx((12.0 + 13.0 + 14.0) / 3)  # ticks after base + 15
+    assert body["ewma"] == pytest.approx(ewma)
+    assert body["forecast"] == pytest.approx(level + trend)
+    assert worker.get("/stocks/NOPE")[0] == 404
+
+
+async def test_alerts_view_lists_newest_first_with_filters(kafka_bootstrap, names, worker_factory):
+    worker = worker_factory()
+    base = _minute(600)
+    logins = [
+        {"ts": base + minute * 120 + i, "ip": f"10.1.1.{minute}", "user": "x", "success": False}
+        for minute in range(3)
+        for i in range(6)
+    ]
+    await produce(kafka_bootstrap, names.topic("logins"), logins)
+    body = worker.wait_for("/alerts?kind=brute_force", lambda s, b: s == 200 and len(b["alerts"]) == 3)
+    assert [a["key"] for a in body["alerts"]] == ["10.1.1.2", "10.1.1.1", "10.1.1.0"]
+    body = worker.get("/alerts?key=10.1.1.1")[1]
+    assert [a["key"] for a in body["alerts"]] == ["10.1.1.1"]
+    assert len(worker.get("/alerts?limit=2")[1]["alerts"]) == 2
+    assert worker.get("/alerts?kind=card_velocity")[1] == {"alerts": []}
+    assert worker.get("/alerts?limit=0")[0] == 400
