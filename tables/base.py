@@ -57,7 +57,7 @@ def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
         for key in doomed:
             db.delete(key)
             store._key_index.pop(key, None)
-            table.send_changelog(partition, key, None)
+            table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
         removed += len(doomed)
     if removed:
         logger.info("expired %d keys from table %s", removed, table.name)

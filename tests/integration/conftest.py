@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -105,6 +106,27 @@ class Worker:
                 pass
             time.sleep(0.3)
         raise AssertionError(f"GET {path} never satisfied the check; last {status} {body}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample on ``/metrics`` (0 when absent)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        pattern = rf"^{re.escape(name)}(?:\{{{re.escape(selector)}\}})? (\S+)$"
+        match = re.search(pattern, text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    def wait_for_metric(
+        self, name: str, check: Callable[[float], bool], timeout: float = 30.0, **labels: str
+    ) -> float:
+        deadline = time.monotonic() + timeout
+        value = self.metric(name, **labels)
+        while not check(value):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}{labels} = {value} never satisfied the check")
+            time.sleep(0.3)
+            value = self.metric(name, **labels)
+        return value
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -1,0 +1,85 @@
+"""State lives in RocksDB with changelog topics, and windows older than the retention expire."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.integration.kafka_io import produce, read_all, read_until
+
+pytestmark = pytest.mark.integration
+
+TABLES = [
+    "failed-logins-by-ip",
+    "logins-by-user",
+    "temperature-by-sensor",
+    "transactions-by-card",
+    "prices-by-symbol",
+]
+
+
+async def test_changelog_topics_exist_and_hold_the_table_updates(kafka_bootstrap, names, worker_factory):
+    worker = worker_factory()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    for table in TABLES:
+        assert f"{names.app_id}-{table}-changelog" in topics
+
+    base = (time.time() // 10) * 10 - 120
+    logins = [{"ts": base + i, "ip": "10.2.3.4", "user": f"u{i}", "success": False} for i in range(4)]
+    await produce(kafka_bootstrap, names.topic("logins"), logins)
+    worker.wait_for("/ips/10.2.3.4", lambda s, b: s == 200 and b["windows"][0]["failed"] == 4)
+
+    changelog = f"{names.app_id}-failed-logins-by-ip-changelog"
+    records = await read_until(kafka_bootstrap, changelog, lambda recs: len(recs) >= 4)
+    updates = [r for r in records if r.key == b"10.2.3.4"]
+    assert len(updates) == 4  # one changelog record per event: one write per event
+    newest = orjson.loads(updates[-1].value)
+    assert sum(n for _, n in newest["buckets"]) == 4
+
+
+async def test_windows_older_than_the_retention_expire(kafka_bootstrap, names, worker_factory):
+    worker = worker_factory()
+    now = time.time()
+
+    def reading(sensor: str, ts: float) -> dict:
+        return {"ts": ts, "sensor_id": sensor, "temperature": 20.0}
+
+    # two hours ago: kept while nothing newer has been seen
+    await produce(
+        kafka_bootstrap, names.topic("sensor-readings"), [reading("old", now - 7200 + i) for i in range(3)]
+    )
+    body = worker.wait_for("/sensors/old", lambda s, b: s == 200)
+    assert body["windows"][0]["count"] == 3
+
+    # a reading of now moves the event clock: the old windows are beyond the one-hour retention
+    await produce(kafka_bootstrap, names.topic("sensor-readings"), [reading("new", now)])
+    worker.wait_for("/sensors/new", lambda s, b: s == 200)
+    assert worker.get("/sensors/old")[0] == 404
+
+    # ... and the expiry timer removes the key from RocksDB and writes a tombstone to the changelog
+    changelog = f"{names.app_id}-temperature-by-sensor-changelog"
+    records = await read_until(
+        kafka_bootstrap,
+        changelog,
+        lambda recs: any(r.key == b"old" and r.value is None for r in recs),
+        within=30,
+    )
+    assert [r.value is None for r in records if r.key == b"old"][-1]
+
+    # an event older than the retention on arrival is not added to state, and is counted
+    await produce(kafka_bootstrap, names.topic("sensor-readings"), [reading("late", now - 5000)])
+    worker.wait_for_metric("streamapp_expired_events_total", lambda v: v == 1, topic="sensor-readings")
+    assert worker.get("/sensors/late")[0] == 404
+    assert worker.get("/sensors/new")[0] == 200
+
+    # expired keys stay gone: the table's changelog ends with the tombstone
+    tail = [r for r in await read_all(kafka_bootstrap, changelog) if r.key == b"old"]
+    assert tail[-1].value is None
