@@ -110,9 +110,24 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
 @main.command()
 @click.option("--rate", default=200, show_default=True, help="Background events per second.")
 @click.option("--duration", type=float, default=None, help="Seconds to run (default: until Ctrl-C).")
-@click.option("--scenario", default="all", show_default=True, help="logins, or all.")
+@click.option(
+    "--scenario",
+    type=click.Choice(["all", "logins", "sensors", "transactions", "stocks"]),
+    default="all",
+    show_default=True,
+    help="Which input topics get traffic (all: the four, sharing --rate).",
+)
 @click.option("--keys/--no-keys", default=True, show_default=True, help="Set record keys.")
-def generate(rate: int, duration: float | None, scenario: str, keys: bool) -> None:
+@click.option("--seed", type=int, default=None, help="Seed for reproducible traffic (default: random).")
+@click.option(
+    "--incidents",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help='Append every injected incident to FILE as a JSON line {"kind", "key", "at"}.',
+)
+def generate(
+    rate: int, duration: float | None, scenario: str, keys: bool, seed: int | None, incidents: Path | None
+) -> None:
     """Produce realistic traffic with injected incidents to the input topics."""
     import asyncio
 
@@ -125,7 +140,7 @@ def generate(rate: int, duration: float | None, scenario: str, keys: bool) -> No
     _configure_logging()
     settings = _load_or_exit()
     try:
-        sent = asyncio.run(produce_traffic(settings, scenario, rate, duration, keys))
+        sent = asyncio.run(produce_traffic(settings, scenario, rate, duration, keys, seed, incidents))
     except KeyboardInterrupt:
         return
     _say(f"produced {sent} events")
