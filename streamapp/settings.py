@@ -57,6 +57,7 @@ class Settings:
     retention_seconds: int = 3600
     max_record_bytes: int = 1_048_576
     log_level: str = "info"
+    log_format: str = "text"
     thresholds: Thresholds = Thresholds()
 
     @property
@@ -202,6 +203,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retention_seconds=get("RETENTION_SECONDS", _positive_int, defaults.retention_seconds),
         max_record_bytes=get("MAX_RECORD_BYTES", _positive_int, defaults.max_record_bytes),
         log_level=get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), defaults.log_level),
+        log_format=get("LOG_FORMAT", _choice("text", "json"), defaults.log_format),
         thresholds=thresholds,
     )
     _check_combinations(settings)
