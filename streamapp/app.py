@@ -43,6 +43,9 @@ def create_app(settings: Settings) -> faust.App:
         web_tables_enabled=False,
         producer_max_request_size=max(4 * settings.max_record_bytes, 1_048_576),
         table_standby_replicas=1,
+        # a crashed worker's partitions move to the others after this long (faust's default: 60 s)
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         logging_config=None,
     )
 

@@ -68,6 +68,16 @@ class Worker:
         )  # fmt: skip
         return self
 
+    def restart(self) -> Worker:
+        """Start again with the same data dir, web port and settings (after stop or kill)."""
+        self.stop()
+        self.restarts += 1
+        return self.start()
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no flush, no commit."""
+        self.stop(signal.SIGKILL)
+
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict]:
         try:
             with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:

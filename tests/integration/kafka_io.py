@@ -65,11 +65,16 @@ async def read_until(
         await consumer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, settle: float = 2.0) -> list[Any]:
+async def read_all(
+    bootstrap: str, topic: str, settle: float = 2.0, read_committed: bool = False
+) -> list[Any]:
     """Every record in ``topic`` up to its end now, after waiting ``settle`` seconds for stragglers."""
     await asyncio.sleep(settle)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
     )
     await consumer.start()
     try:
@@ -79,6 +84,7 @@ async def read_all(bootstrap: str, topic: str, settle: float = 2.0) -> list[Any]
             parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
+        # under read_committed the end is the last stable offset
         ends = await consumer.end_offsets(parts)
         records: list[Any] = []
 

@@ -1,0 +1,199 @@
+"""Crashes, restarts and a second worker: state is rebuilt from changelogs and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.integration.kafka_io import every_other_keyed, produce, read_all
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def _record(name: str, **figures: float) -> None:
+    """Keep measured figures (recovery times) as a test artifact."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "fault-tolerance.jsonl", "a") as out:
+        out.write(json.dumps({"test": name, **figures}) + "\n")
+
+
+def _logins(rng: random.Random, n: int, ips: int, base: float) -> list[dict]:
+    # failures only, spread over 5 minutes: each IP's count is the ground truth
+    return [
+        {
+            "ts": base + rng.random() * 300,
+            "ip": f"10.50.{i % ips // 250}.{i % ips % 250}",
+            "user": "u",
+            "success": False,
+        }
+        for i in (rng.randrange(ips) for _ in range(n))
+    ]
+
+
+def _readings(rng: random.Random, n: int, sensors: int, base: float) -> list[dict]:
+    return [
+        {
+            "ts": base + rng.random() * 300,
+            "sensor_id": f"s{rng.randrange(sensors)}",
+            "temperature": 20 + rng.random(),
+        }
+        for _ in range(n)
+    ]
+
+
+def _truth(logins: list[dict], readings: list[dict]) -> tuple[Counter, Counter]:
+    return Counter(e["ip"] for e in logins), Counter(e["sensor_id"] for e in readings)
+
+
+def _state_matches(worker, failed_by_ip: Counter, readings_by_sensor: Counter) -> list[str]:
+    """Keys whose view differs from the ground truth (empty when every table matches)."""
+    wrong = []
+    for ip, n in failed_by_ip.items():
+        status, body = worker.get(f"/ips/{ip}")
+        got = sum(w["failed"] for w in body["windows"]) if status == 200 else 0
+        if got != n:
+            wrong.append(f"{ip}: {got} != {n}")
+    for sensor, n in readings_by_sensor.items():
+        status, body = worker.get(f"/sensors/{sensor}")
+        got = sum(w["count"] for w in body["windows"]) if status == 200 else 0
+        if got != n:
+            wrong.append(f"{sensor}: {got} != {n}")
+    return wrong
+
+
+def _wait_until_matches(worker, truth: tuple[Counter, Counter], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while wrong := _state_matches(worker, *truth):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(wrong)} keys differ from the ground truth, e.g. {wrong[:5]}")
+        time.sleep(0.5)
+
+
+def _time_to_ready(worker, timeout: float = 120.0) -> float:
+    started = time.monotonic()
+    worker.wait_ready(timeout)
+    return time.monotonic() - started
+
+
+async def _produce_slowly(
+    bootstrap: str, topic: str, events: list[dict], key_field: str, chunks: int = 20
+) -> None:
+    size = len(events) // chunks + 1
+    key = every_other_keyed(key_field)
+    for i in range(0, len(events), size):
+        await produce(bootstrap, topic, events[i : i + size], key)
+        await asyncio.sleep(0.25)
+
+
+async def test_crash_with_state_lost_recovers_every_table_exactly(kafka_bootstrap, names, worker_factory):
+    rng = random.Random(11)
+    base = time.time() - 900
+    worker = worker_factory()
+    logins, readings = _logins(rng, 3000, 120, base), _readings(rng, 1500, 40, base)
+    await produce(kafka_bootstrap, names.topic("logins"), logins, every_other_keyed("ip"))
+    await produce(kafka_bootstrap, names.topic("sensor-readings"), readings, every_other_keyed("sensor_id"))
+    _wait_until_matches(worker, _truth(logins, readings))
+
+    # kill -9 once everything is processed, and lose the local RocksDB files
+    worker.kill()
+    shutil.rmtree(worker.data_dir)
+    worker.start()
+    recovery_from_changelog = _time_to_ready(worker)
+    # ready means recovered: the views are complete the moment /ready says 200
+    assert _state_matches(worker, *_truth(logins, readings)) == []
+
+    # kill -9 in the middle of a stream, lose the files again: nothing lost, nothing counted twice
+    more_logins, more_readings = _logins(rng, 4000, 120, base), _readings(rng, 2000, 40, base)
+    stream = asyncio.gather(
+        _produce_slowly(kafka_bootstrap, names.topic("logins"), more_logins, "ip"),
+        _produce_slowly(kafka_bootstrap, names.topic("sensor-readings"), more_readings, "sensor_id"),
+    )
+    await asyncio.sleep(2.0)
+    worker.wait_for_metric("streamapp_events_total", lambda v: v > 0, topic="logins")
+    worker.kill()
+    shutil.rmtree(worker.data_dir)
+    worker.start()
+    await stream
+    _time_to_ready(worker)
+    _wait_until_matches(worker, _truth(logins + more_logins, readings + more_readings))
+
+    # a restart that keeps its RocksDB files does not replay the whole changelog
+    worker.stop()
+    worker.start()
+    recovery_with_local_state = _time_to_ready(worker)
+    assert _state_matches(worker, *_truth(logins + more_logins, readings + more_readings)) == []
+    log = worker.log_text().split("Starting...")[-1]
+    _record(
+        "crash_and_restart",
+        ready_s_from_changelog=round(recovery_from_changelog, 2),
+        ready_s_with_local_state=round(recovery_with_local_state, 2),
+        changelog_records=len(logins + more_logins) + len(readings + more_readings),
+    )
+    assert "Restore complete" in worker.log_text()
+    assert log  # the restart's own log section exists
+
+
+async def test_two_workers_split_partitions_answer_for_any_key_and_take_over(
+    kafka_bootstrap, names, worker_factory
+):
+    rng = random.Random(5)
+    base = time.time() - 900
+    first = worker_factory()
+    second = worker_factory()
+    logins, readings = _logins(rng, 2000, 100, base), _readings(rng, 1000, 30, base)
+    await produce(kafka_bootstrap, names.topic("logins"), logins, every_other_keyed("ip"))
+    await produce(kafka_bootstrap, names.topic("sensor-readings"), readings, every_other_keyed("sensor_id"))
+    truth = _truth(logins, readings)
+    # either worker answers right for every key: requests for the other's keys are routed to it
+    _wait_until_matches(first, truth)
+    _wait_until_matches(second, truth)
+    owned = [w for w in (first, second) if "assigned" in w.log_text()]
+    assert len(owned) == 2
+
+    # the second worker dies; the first takes its partitions over (from its standby replicas)
+    second.kill()
+    killed = time.monotonic()
+    _wait_until_matches(first, truth, timeout=120)
+    _record("takeover", seconds_to_answer_all_keys=round(time.monotonic() - killed, 2))
+
+    # and keeps processing the dead worker's partitions
+    later = _logins(rng, 500, 100, base)
+    await produce(kafka_bootstrap, names.topic("logins"), later, every_other_keyed("ip"))
+    _wait_until_matches(first, _truth(logins + later, readings))
+
+
+async def test_exactly_once_kill_leaves_exact_counts_and_no_duplicate_alerts(
+    kafka_bootstrap, names, worker_factory
+):
+    rng = random.Random(23)
+    base = (time.time() - 900) // 60 * 60
+    worker = worker_factory(STREAMAPP_PROCESSING_GUARANTEE="exactly_once")
+    # bursts of 10 failures from 200 IPs, each in its own minute: 200 brute_force alerts
+    logins = [
+        {"ts": base + (i % 10) * 60 + j, "ip": f"10.60.{i // 250}.{i % 250}", "user": "u", "success": False}
+        for i in range(200)
+        for j in range(10)
+    ]
+    rng.shuffle(logins)
+    stream = asyncio.ensure_future(_produce_slowly(kafka_bootstrap, names.topic("logins"), logins, "ip"))
+    await asyncio.sleep(2.0)
+    worker.wait_for_metric("streamapp_alerts_total", lambda v: v > 0, kind="brute_force")
+    worker.kill()
+    worker.start()
+    await stream
+    _time_to_ready(worker)
+    _wait_until_matches(worker, _truth(logins, []))
+    records = await read_all(kafka_bootstrap, names.topic("alerts"), settle=5.0, read_committed=True)
+    ids = [orjson.loads(r.value)["alert_id"] for r in records]
+    assert len(ids) == 200
+    assert len(set(ids)) == 200, "duplicate alerts after kill -9 under exactly_once"
