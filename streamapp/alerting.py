@@ -17,4 +17,7 @@ async def publish_alert(alert: Alert) -> None:
     """Send the alert (key: entity id) and count it."""
     await alerts_topic.send(key=alert.key.encode(), value=alert.to_json())
     ALERTS_TOTAL.labels(kind=alert.kind).inc()
-    logger.info("alert %s %s key=%s: %s", alert.kind, alert.alert_id, alert.key, alert.detail)
+    logger.info(
+        "alert %s %s key=%s: %s", alert.kind, alert.alert_id, alert.key, alert.detail,
+        extra={"kind": alert.kind, "key": alert.key, "alert_id": alert.alert_id},
+    )  # fmt: skip

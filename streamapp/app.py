@@ -6,19 +6,34 @@ import importlib
 import pkgutil
 
 import faust
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
+from streamapp.logs import logging_config
 from streamapp.settings import Settings, load_settings
 
-__all__ = ["APP_MODULES", "app", "create_app", "import_app_modules", "settings"]
+__all__ = ["APP_MODULES", "StreamApp", "StreamAppWeb", "app", "create_app", "import_app_modules", "settings"]
 
 #: packages whose modules register tables, agents, timers and views on import
-APP_MODULES = ["tables", "agents", "streamapp.web"]
+APP_MODULES = ["tables", "agents", "streamapp.web", "streamapp.monitoring", "streamapp.live"]
+
+
+class StreamAppWeb(AiohttpWeb):
+    """faust's aiohttp web server without its placeholder index: `GET /` is the live page."""
+
+    production_blueprints = []  # (prefix, blueprint) pairs faust mounts when not in debug mode
+
+
+class StreamApp(faust.App):
+    """The Faust app, serving the web API with :class:`StreamAppWeb`."""
+
+    def _new_web(self) -> AiohttpWeb:
+        return StreamAppWeb(self)
 
 
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for these settings (agents and tables register themselves on import)."""
     tabledir = settings.data_dir / "tables"
-    return faust.App(
+    return StreamApp(
         settings.app_id,
         broker=settings.broker,
         # rocksdict is the driver faust picks for rocksdb:// ("rocksdict://" is not a valid URL)
@@ -46,7 +61,8 @@ def create_app(settings: Settings) -> faust.App:
         # a crashed worker's partitions move to the others after this long (faust's default: 60 s)
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
-        logging_config=None,
+        # our handler and format (text or JSON lines) with the secret filter, on mode's root setup
+        logging_config=logging_config(settings),
     )
 
 

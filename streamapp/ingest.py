@@ -34,9 +34,12 @@ async def send_dead_letter(event: faust.EventT, reason: str) -> None:
     ]
     await dead_letters_topic.send(key=message.key, value=message.value, headers=headers)
     DEAD_LETTERS_TOTAL.labels(topic=message.topic).inc()
+    key = message.key.decode(errors="backslashreplace") if message.key is not None else None
     logger.warning(
         "dead letter: %s[%d]@%d key=%r: %s",
-        message.topic, message.partition, message.offset, message.key, reason,
+        message.topic, message.partition, message.offset, key, reason,
+        extra={"topic": message.topic, "partition": message.partition, "offset": message.offset,
+               "key": key, "reason": reason},
     )  # fmt: skip
 
 

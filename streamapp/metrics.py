@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 __all__ = [
     "ALERTS_TOTAL",
@@ -11,7 +11,12 @@ __all__ = [
     "EVENTS_TOTAL",
     "EVENT_LAG_SECONDS",
     "EXPIRED_EVENTS_TOTAL",
+    "READY",
 ]
+
+# The `*_created` series (one per counter and histogram child) double the scrape for a timestamp
+# that Prometheus does not use.
+disable_created_metrics()
 
 EVENTS_TOTAL = Counter("streamapp_events", "Valid input events processed", ["topic"])
 ALERTS_TOTAL = Counter("streamapp_alerts", "Alerts published", ["kind"])
@@ -27,5 +32,9 @@ EVENT_LAG_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
 CONSUMER_LAG = Gauge(
-    "streamapp_consumer_lag", "Records behind the end of the partition", ["topic", "partition"]
+    "streamapp_consumer_lag",
+    "Records behind the end of the partition: highwater minus committed offset, for the partitions "
+    "of the topics this worker's agents consume",
+    ["topic", "partition"],
 )
+READY = Gauge("streamapp_ready", "1 once table recovery is done and no rebalance is under way, else 0")
