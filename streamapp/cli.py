@@ -5,14 +5,25 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from streamapp.dev.kafka import DevBroker, DevBrokerError, fetch_kafka_jars
+from streamapp.dev.registry import (
+    DEFAULT_REGISTRY_PORT,
+    DEFAULT_REGISTRY_URL,
+    DevRegistry,
+    DevRegistryError,
+    fetch_registry,
+)
 from streamapp.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 
 def _say(message: str) -> None:
@@ -82,6 +93,319 @@ def kafka_fetch() -> None:
         click.echo(fetch_kafka_jars(progress=_say))
     except DevBrokerError as exc:
         _fail(str(exc))
+
+
+# -- dev schema registry ----------------------------------------------------------------------
+@main.group()
+def registry() -> None:
+    """Run a real schema registry (Apicurio, in memory, Confluent-compatible API) on 127.0.0.1."""
+
+
+_registry_port_option = click.option(
+    "--port", default=DEFAULT_REGISTRY_PORT, show_default=True, help="HTTP port of the registry."
+)
+
+
+@registry.command("up")
+@_registry_port_option
+def registry_up(port: int) -> None:
+    """Fetch Apicurio Registry on first use, start it and wait until it answers."""
+    try:
+        status = DevRegistry(port=port).up(progress=_say)
+    except DevRegistryError as exc:
+        _fail(str(exc))
+    click.echo(status.describe())
+    _say(f"point workers at it: STREAMAPP_SCHEMA_REGISTRY_URL={status.url}")
+
+
+@registry.command("down")
+@_registry_port_option
+def registry_down(port: int) -> None:
+    """Stop the registry that `streamapp registry up` started (its schemas are gone: in memory)."""
+    DevRegistry(port=port).down(progress=_say)
+
+
+@registry.command("status")
+@_registry_port_option
+def registry_status(port: int) -> None:
+    """Say whether the dev registry runs, where, and whether it answers."""
+    status = DevRegistry(port=port).status()
+    click.echo(status.describe())
+    sys.exit(0 if status.running else 3)
+
+
+@registry.command("fetch")
+def registry_fetch() -> None:
+    """Only download Apicurio Registry (done by `up` on first use)."""
+    try:
+        click.echo(fetch_registry(progress=_say))
+    except DevRegistryError as exc:
+        _fail(str(exc))
+
+
+# -- schemas ----------------------------------------------------------------------------------
+def _registry_url(url: str | None) -> str:
+    return url or _load_or_exit().schema_registry_url or DEFAULT_REGISTRY_URL
+
+
+_registry_url_option = click.option(
+    "--url",
+    default=None,
+    help="Registry API root (default: STREAMAPP_SCHEMA_REGISTRY_URL, else the dev registry).",
+)
+
+
+def _schema_file(path: Path) -> str:
+    from streamapp.avro import load_schema, parse_schema, schema_text
+
+    try:
+        schema = load_schema(path)
+        parse_schema(schema)
+    except (OSError, ValueError) as exc:
+        _fail(f"{path}: {exc}")
+    return schema_text(schema)
+
+
+def _run_registry(action: Callable[[Any], Awaitable[T]], url: str) -> T:
+    """Run ``action(client)`` against the registry; unreachable or refusing registries exit with a reason."""
+    import asyncio
+
+    from streamapp.registry import SchemaRegistryClient, SchemaRegistryUnavailable
+
+    async def run() -> T:
+        async with SchemaRegistryClient(url) as client:
+            return await action(client)
+
+    try:
+        return asyncio.run(run())
+    except SchemaRegistryUnavailable as exc:
+        _fail(f"{exc} (start one with `streamapp registry up`)")
+        raise  # unreachable: _fail exits
+
+
+def _why_incompatible(subject: str, text: str, url: str) -> str:
+    """Plain reasons, from comparing with the subject's latest version, or '' when none is found."""
+    from streamapp.avro import explain_incompatibility
+    from streamapp.registry import SchemaRegistryClient, SchemaRegistryError
+
+    async def latest(client: SchemaRegistryClient) -> tuple[str, str | None]:
+        return str((await client.version(subject, "latest"))["schema"]), await client.compatibility(subject)
+
+    try:
+        old, level = _run_registry(latest, url)
+    except SchemaRegistryError:
+        return ""
+    reasons = explain_incompatibility(text, old, level)
+    return f" [{'; '.join(reasons)}]" if reasons else ""
+
+
+@main.group()
+def schema() -> None:
+    """Register and check Avro schemas in the schema registry."""
+
+
+@schema.command("register")
+@click.option("--subject", required=True, help="Subject, e.g. users-value (the topic name + '-value').")
+@click.option(
+    "--compatibility",
+    type=click.Choice(["BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
+                       "FULL_TRANSITIVE", "NONE"]),
+    default=None,
+    help="Set the subject's compatibility rule first (default: BACKWARD for a subject with no rule).",
+)  # fmt: skip
+@_registry_url_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def schema_register(subject: str, compatibility: str | None, url: str | None, file: Path) -> None:
+    """Register the Avro schema in FILE under SUBJECT; a refusal prints the registry's reason."""
+    from streamapp.avro_producer import DEFAULT_COMPATIBILITY
+    from streamapp.registry import SchemaRegistryClient, SchemaRegistryError
+
+    text = _schema_file(file)
+
+    async def register(client: SchemaRegistryClient) -> tuple[int, dict[str, Any], str]:
+        level = await client.compatibility(subject)
+        if compatibility is not None and compatibility != level:
+            level = await client.set_compatibility(subject, compatibility)
+        elif level is None:
+            level = await client.set_compatibility(subject, DEFAULT_COMPATIBILITY)
+        schema_id = await client.register(subject, text)
+        return schema_id, await client.version(subject, "latest"), level
+
+    try:
+        schema_id, latest, level = _run_registry(register, _registry_url(url))
+    except SchemaRegistryError as exc:
+        why = "incompatible" if exc.status == 409 else f"HTTP {exc.status}"
+        plain = _why_incompatible(subject, text, _registry_url(url)) if exc.status == 409 else ""
+        _fail(f"the registry refused {file.name} for subject {subject} ({why}): {exc.reason}{plain}", code=1)
+        return
+    version = latest.get("version") if latest.get("id") == schema_id else "an earlier version"
+    click.echo(f"{file.name}: registered under {subject} as schema id {schema_id}, version {version} "
+               f"(compatibility {level})")  # fmt: skip
+
+
+@schema.command("check")
+@click.option("--subject", required=True, help="Subject to check against, e.g. users-value.")
+@click.option("--version", "version", default="latest", show_default=True, help="Version to compare with.")
+@_registry_url_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def schema_check(subject: str, version: str, url: str | None, file: Path) -> None:
+    """Ask the registry whether FILE may be registered under SUBJECT (exit 1 when not)."""
+    from streamapp.registry import Compatibility, SchemaRegistryClient, SchemaRegistryError
+
+    text = _schema_file(file)
+
+    async def check(client: SchemaRegistryClient) -> Compatibility:
+        return await client.check(subject, text, version)
+
+    try:
+        result = _run_registry(check, _registry_url(url))
+    except SchemaRegistryError as exc:
+        _fail(f"cannot check {file.name} against {subject}: {exc.reason}", code=1)
+        return
+    level = result.level or "no rule (anything goes)"
+    detail = "; ".join(result.messages)
+    if result.is_compatible:
+        click.echo(f"{file.name}: compatible with {subject} version {version} (compatibility {level})"
+                   + (f": {detail}" if detail else ""))  # fmt: skip
+        return
+    plain = _why_incompatible(subject, text, _registry_url(url))
+    _fail(
+        f"{file.name} is NOT compatible with {subject} version {version} (compatibility {level})"
+        + (f": {detail}" if detail else "")
+        + plain,
+        code=1,
+    )
+
+
+# -- Avro producer ----------------------------------------------------------------------------
+@main.group()
+def avro() -> None:
+    """Produce Avro records in the Confluent wire format (schema registered or looked up)."""
+
+
+@avro.command("produce")
+@click.option("--topic", default="users", show_default=True, help="Topic (STREAMAPP_TOPIC_PREFIX applies).")
+@click.option(
+    "--schema", "schema_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="Avro schema file (default: the bundled example.avro.User v1).",
+)  # fmt: skip
+@click.option(
+    "--key-field", default="name", show_default=True, help="Record field used as key ('' for none)."
+)
+@_registry_url_option
+def avro_produce(topic: str, schema_path: Path | None, key_field: str, url: str | None) -> None:
+    """Read JSON objects, one a line, from standard input and produce them as Avro records."""
+    import asyncio
+
+    import orjson
+
+    from streamapp.avro import bundled_schema
+    from streamapp.avro_producer import AvroProducer
+    from streamapp.registry import SchemaRegistryError, SchemaRegistryUnavailable
+
+    settings = _load_or_exit()
+    schema_value: Any = (
+        bundled_schema("user-v1") if schema_path is None else orjson.loads(_schema_file(schema_path))
+    )
+    records = []
+    for number, line in enumerate(sys.stdin, 1):
+        if line.strip():
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                _fail(f"line {number} of standard input is not JSON: {exc}")
+
+    async def produce() -> int:
+        full_topic = settings.topic(topic)
+        async with AvroProducer(settings.bootstrap_servers, _registry_url(url)) as producer:
+            futures = []
+            for record in records:
+                key = record.get(key_field) if key_field and isinstance(record, dict) else None
+                key_text = None if key is None else str(key)
+                futures.append(await producer.send(full_topic, record, schema_value, key=key_text))
+            await asyncio.gather(*futures)
+            schema_id, _ = await producer.schema_id(f"{full_topic}-value", schema_value)
+        _say(f"produced {len(futures)} records to {full_topic} (schema id {schema_id})")
+        return len(futures)
+
+    try:
+        asyncio.run(produce())
+    except ValueError as exc:  # a record that does not fit the schema
+        _fail(str(exc), code=1)
+    except SchemaRegistryError as exc:
+        _fail(f"the registry refused the schema: {exc.reason}", code=1)
+    except SchemaRegistryUnavailable as exc:
+        _fail(f"{exc} (start one with `streamapp registry up`)")
+
+
+# -- dead letters -----------------------------------------------------------------------------
+@main.group()
+def dlq() -> None:
+    """Inspect dead letters and re-submit chosen ones to their source topic."""
+
+
+@dlq.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest N only.")
+@click.option("--topic", default=None, help="Only dead letters from this source topic (e.g. users).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def dlq_list(limit: int, topic: str | None, as_json: bool) -> None:
+    """List dead letters, oldest first, with their reasons and where they came from."""
+    import asyncio
+
+    import orjson
+
+    from streamapp.dlq import DeadLetterError, read_dead_letters
+
+    settings = _load_or_exit()
+    try:
+        letters = asyncio.run(read_dead_letters(settings, source_topic=topic, limit=limit))
+    except DeadLetterError as exc:
+        _fail(str(exc), code=1)
+        return
+    for letter in letters:
+        click.echo(orjson.dumps(letter.summary()).decode() if as_json else letter.describe())
+    _say(f"{len(letters)} dead letters" + (f" from {topic}" if topic else ""))
+
+
+@dlq.command("resubmit")
+@click.option("--offset", "offsets", type=int, multiple=True, help="Dead-letter offset (repeatable).")
+@click.option("--partition", type=int, default=None, help="Dead-letters partition of --offset.")
+@click.option("--all", "resubmit_all", is_flag=True, help="Every dead letter (of --topic, if given).")
+@click.option("--topic", default=None, help="Only dead letters from this source topic.")
+def dlq_resubmit(
+    offsets: tuple[int, ...], partition: int | None, resubmit_all: bool, topic: str | None
+) -> None:
+    """Re-submit dead letters byte-for-byte (key, value, original headers) to their source topic."""
+    import asyncio
+
+    from streamapp.dlq import DeadLetterError, read_dead_letters, resubmit
+
+    if resubmit_all == bool(offsets):
+        _fail("say which: --offset O [--partition P] (see `streamapp dlq list`), or --all")
+    settings = _load_or_exit()
+    positions = None if resubmit_all else [(partition, o) for o in offsets]
+    try:
+        letters = asyncio.run(read_dead_letters(settings, source_topic=topic, positions=positions))
+        if positions is not None:
+            found = {(letter.partition, letter.offset) for letter in letters}
+            missing = [o for p, o in positions if not any(o == fo and p in (None, fp) for fp, fo in found)]
+            if missing:
+                _fail(f"no dead letter at offset {', '.join(map(str, missing))}"
+                      + (f" of partition {partition}" if partition is not None else ""), code=1)  # fmt: skip
+            by_offset: dict[int, list[int]] = {}
+            for fp, fo in found:
+                by_offset.setdefault(fo, []).append(fp)
+            ambiguous = {o: ps for o, ps in by_offset.items() if len(ps) > 1}
+            if ambiguous:
+                _fail(f"offset {min(ambiguous)} is in partitions {sorted(ambiguous[min(ambiguous)])}: "
+                      "add --partition P", code=1)  # fmt: skip
+        done = asyncio.run(resubmit(settings, letters))
+    except DeadLetterError as exc:
+        _fail(str(exc), code=1)
+        return
+    for letter, written in done:
+        click.echo(f"{letter.position} -> {written}  ({letter.error})")
+    _say(f"re-submitted {len(done)} dead letters")
 
 
 # -- worker -----------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import faust
@@ -15,10 +16,13 @@ from streamapp.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTA
 from streamapp.models import InvalidEvent, Parser, decode_json_object
 from streamapp.topics import dead_letters_topic
 
-__all__ = ["decode_or_dead_letter", "route", "send_dead_letter"]
+__all__ = ["Decoder", "decode_or_dead_letter", "route", "send_dead_letter"]
 
 logger = logging.getLogger(__name__)
 E = TypeVar("E")
+
+#: record value -> the object a parser takes (JSON by default; the Avro decoder is async)
+Decoder = Callable[[bytes | None], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
 async def send_dead_letter(event: faust.EventT, reason: str) -> None:
@@ -43,7 +47,9 @@ async def send_dead_letter(event: faust.EventT, reason: str) -> None:
     )  # fmt: skip
 
 
-async def decode_or_dead_letter(event: faust.EventT, parse: Parser, topic: str) -> Any | None:
+async def decode_or_dead_letter(
+    event: faust.EventT, parse: Parser, topic: str, decode: Decoder = decode_json_object
+) -> Any | None:
     """The parsed event, or None after dead-lettering a record that cannot be processed."""
     message = event.message
     value: bytes | None = message.value
@@ -52,9 +58,16 @@ async def decode_or_dead_letter(event: faust.EventT, parse: Parser, topic: str) 
             raise InvalidEvent(
                 f"record of {len(value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES={settings.max_record_bytes}"
             )
-        parsed = parse(decode_json_object(value), message.timestamp)
+        obj = decode(value)
+        if inspect.isawaitable(obj):
+            obj = await obj
+        parsed = parse(cast(dict[str, Any], obj), message.timestamp)
     except InvalidEvent as exc:
         await send_dead_letter(event, str(exc))
+        return None
+    except Exception as exc:  # a decoder bug must not stop the worker or lose the record
+        logger.exception("decoding a %s record failed unexpectedly", topic)
+        await send_dead_letter(event, f"internal error while decoding: {type(exc).__name__}: {exc}"[:500])
         return None
     EVENTS_TOTAL.labels(topic=topic).inc()
     EVENT_LAG_SECONDS.observe(max(0.0, time.time() - parsed.ts))
@@ -64,14 +77,20 @@ async def decode_or_dead_letter(event: faust.EventT, parse: Parser, topic: str) 
 Rekey = Callable[[Any], Iterable[tuple[faust.TopicT, str]]]
 
 
-async def route(stream: faust.StreamT[bytes], parse: Parser, source: str, rekey: Rekey) -> None:
+async def route(
+    stream: faust.StreamT[bytes],
+    parse: Parser,
+    source: str,
+    rekey: Rekey,
+    decode: Decoder = decode_json_object,
+) -> None:
     """Decode every record of ``source``; forward valid events to by-entity topics.
 
     The forwarded value carries the event and its source position ("src"), which the detectors
     use to drop records redelivered after a crash.
     """
     async for event in stream.events():
-        parsed = await decode_or_dead_letter(event, parse, source)
+        parsed = await decode_or_dead_letter(event, parse, source, decode)
         if parsed is None:
             continue
         message = event.message

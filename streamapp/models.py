@@ -18,6 +18,7 @@ __all__ = [
     "SensorReading",
     "StockPrice",
     "Transaction",
+    "User",
     "alert_id_for",
     "decode_json_object",
     "event_time",
@@ -25,6 +26,7 @@ __all__ = [
     "parse_sensor_reading",
     "parse_stock_price",
     "parse_transaction",
+    "parse_user",
 ]
 
 # Epoch seconds after 2100-01-01 are almost surely milliseconds sent by mistake.
@@ -65,6 +67,17 @@ class StockPrice:
     ts: float
     symbol: str
     price: float
+
+
+@dataclass(slots=True, frozen=True)
+class User:
+    """A `users` record (Avro): name and age, every field of its schema version, and the schema id."""
+
+    ts: float
+    name: str
+    age: int
+    schema_id: int
+    fields: dict[str, Any]
 
 
 @dataclass(slots=True, frozen=True)
@@ -216,6 +229,32 @@ def parse_stock_price(obj: dict[str, Any], record_ts: float | None) -> StockPric
     if price <= 0:
         raise InvalidEvent(f"field 'price'={price} must be positive")
     return StockPrice(ts=event_time(obj, record_ts), symbol=_text(obj, "symbol") or "", price=price)
+
+
+_MAX_AGE = 150
+
+
+def parse_user(obj: dict[str, Any], record_ts: float | None) -> User:
+    """A decoded Avro `users` record, ``{"schema_id": id, "value": datum}``, checked field by field."""
+    value, schema_id = obj.get("value"), obj.get("schema_id")
+    if not isinstance(schema_id, int):
+        raise InvalidEvent("the record carries no schema id")
+    if not isinstance(value, dict):
+        raise InvalidEvent(f"value must be an Avro record, got {_kind(value)}")
+    age = value.get("age")
+    if age is None:
+        raise InvalidEvent("field 'age' is missing")
+    if isinstance(age, bool) or not isinstance(age, int):
+        raise InvalidEvent(f"field 'age' must be an integer, got {_kind(age)}")
+    if not 0 <= age <= _MAX_AGE:
+        raise InvalidEvent(f"field 'age'={age} is outside 0..{_MAX_AGE}")
+    return User(
+        ts=event_time(value, record_ts),
+        name=_text(value, "name") or "",
+        age=age,
+        schema_id=schema_id,
+        fields=value,
+    )
 
 
 Parser = Callable[[dict[str, Any], float | None], Any]

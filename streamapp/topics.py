@@ -20,6 +20,8 @@ __all__ = [
     "stock_prices_topic",
     "transactions_by_card_topic",
     "transactions_topic",
+    "users_by_name_topic",
+    "users_topic",
 ]
 
 
@@ -54,6 +56,7 @@ logins_topic = _external("logins")
 sensor_readings_topic = _external("sensor-readings")
 transactions_topic = _external("transactions")
 stock_prices_topic = _external("stock-prices")
+users_topic = _external("users")  # Avro, Confluent wire format
 alerts_topic = _external("alerts")
 dead_letters_topic = _external("dead-letters")
 
@@ -62,6 +65,7 @@ logins_by_user_topic = _by_entity("logins-by-user")
 readings_by_sensor_topic = _by_entity("readings-by-sensor")
 transactions_by_card_topic = _by_entity("transactions-by-card")
 prices_by_symbol_topic = _by_entity("prices-by-symbol")
+users_by_name_topic = _by_entity("users-by-name")
 
 #: contract name -> topic, for every JSON input topic
 SOURCE_TOPICS = {

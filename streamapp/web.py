@@ -16,6 +16,7 @@ from tables.failed_logins_by_ip import failed_logins_by_ip
 from tables.prices_by_symbol import prices_by_symbol
 from tables.temperature_by_sensor import temperature_by_sensor
 from tables.transactions_by_card import transactions_by_card
+from tables.users_by_name import users_by_name
 
 __all__ = [
     "get_alerts",
@@ -26,6 +27,7 @@ __all__ = [
     "get_ready",
     "get_sensor",
     "get_stock",
+    "get_user",
     "is_ready",
 ]
 
@@ -120,6 +122,17 @@ async def get_stock(web: View, request: Request, symbol: str) -> Response:
     if not state or state["ts"] is None or state["ts"] <= worker_clock.horizon:
         return _not_found(web, f"symbol {symbol!r}")
     return web.json(price_analytics.view(symbol, state))
+
+
+@app.page("/users/{name}")
+@app.table_route(table=users_by_name, match_info="name")
+async def get_user(web: View, request: Request, name: str) -> Response:
+    state = _state(users_by_name, name)
+    if not state or "record" not in state:
+        return _not_found(web, f"user {name!r}")
+    return web.json(
+        {"name": name, "schema_id": state["schema_id"], "ts": state["ts"], "record": state["record"]}
+    )
 
 
 @app.page("/alerts")

@@ -1,0 +1,280 @@
+"""Avro in the Confluent wire format (byte 0, 4-byte big-endian schema id, Avro binary body)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import io
+import json
+import logging
+import struct
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.types import Schema as ParsedSchema
+
+from streamapp.models import InvalidEvent
+
+__all__ = [
+    "HEADER_BYTES",
+    "MAGIC_BYTE",
+    "AvroDecoder",
+    "ParsedSchema",
+    "RegisteredSchema",
+    "SchemaLookup",
+    "bundled_schema",
+    "decode_body",
+    "encode_record",
+    "explain_incompatibility",
+    "jsonable",
+    "load_schema",
+    "parse_schema",
+    "schema_text",
+    "split_wire",
+]
+
+logger = logging.getLogger(__name__)
+
+MAGIC_BYTE = 0
+_HEADER = struct.Struct(">BI")
+HEADER_BYTES = _HEADER.size  # 5
+
+
+@dataclass(frozen=True)
+class RegisteredSchema:
+    """A schema as the registry returns it for an id."""
+
+    schema_id: int
+    text: str
+    schema_type: str = "AVRO"
+
+
+#: schema id -> the registered schema, or None when the registry does not know the id
+SchemaLookup = Callable[[int], Awaitable[RegisteredSchema | None]]
+
+
+def bundled_schema(name: str) -> dict[str, Any]:
+    """A schema shipped with streamapp (``user-v1``, ``user-v2``, ...) as a JSON object."""
+    text = resources.files("streamapp").joinpath("schemas", f"{name}.avsc").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def load_schema(path: Path) -> Any:
+    """A schema file (.avsc, JSON) as a JSON value; ValueError names the file when it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from None
+
+
+def schema_text(schema: Any) -> str:
+    """The compact JSON text of a schema, as registered."""
+    return schema if isinstance(schema, str) else json.dumps(schema, separators=(",", ":"))
+
+
+def parse_schema(schema: Any) -> ParsedSchema:
+    """Parse an Avro schema (JSON text or value); ValueError with fastavro's reason when invalid."""
+    try:
+        value = json.loads(schema) if isinstance(schema, str) else schema
+        return fastavro.parse_schema(value)
+    except Exception as exc:  # fastavro raises SchemaParseException, KeyError, TypeError, ...
+        raise ValueError(f"not a valid Avro schema: {type(exc).__name__}: {exc}") from None
+
+
+def encode_record(schema_id: int, schema: ParsedSchema, record: Mapping[str, Any]) -> bytes:
+    """The Confluent wire format of ``record``; ValueError says which field does not fit the schema."""
+    try:
+        fastavro.validate(record, schema, raise_errors=True, strict=True)
+    except fastavro.validation.ValidationError as exc:
+        raise ValueError(f"record does not match the schema: {exc}") from None
+    out = io.BytesIO()
+    out.write(_HEADER.pack(MAGIC_BYTE, schema_id))
+    fastavro.schemaless_writer(out, schema, dict(record))
+    return out.getvalue()
+
+
+def split_wire(value: bytes | None) -> tuple[int, bytes]:
+    """(schema id, Avro body) of a Confluent-framed value; InvalidEvent when it is not framed so."""
+    if value is None:
+        raise InvalidEvent("empty record value (null)")
+    if len(value) < HEADER_BYTES:
+        raise InvalidEvent(
+            f"not Confluent Avro: {len(value)} bytes, shorter than the 5-byte header "
+            "(magic byte 0 and a 4-byte schema id)"
+        )
+    magic, schema_id = _HEADER.unpack_from(value)
+    if magic != MAGIC_BYTE:
+        hint = " (looks like JSON)" if value[:1] in (b"{", b"[") else ""
+        raise InvalidEvent(f"not Confluent Avro: magic byte is 0x{magic:02x}, expected 0x00{hint}")
+    return schema_id, value[HEADER_BYTES:]
+
+
+def decode_body(body: bytes, writer: ParsedSchema, schema_id: int) -> Any:
+    """Read one datum written with ``writer``; every byte must belong to it."""
+    stream = io.BytesIO(body)
+    try:
+        datum = fastavro.schemaless_reader(stream, writer, None)
+    except EOFError:
+        raise InvalidEvent(
+            f"corrupt Avro body for schema id {schema_id}: it ends before the record does"
+        ) from None
+    except Exception as exc:  # bad union index: IndexError; bad UTF-8; absurd lengths; ...
+        raise InvalidEvent(
+            f"corrupt Avro body for schema id {schema_id}: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    left = len(body) - stream.tell()
+    if left:
+        raise InvalidEvent(f"corrupt Avro body for schema id {schema_id}: {left} bytes left after the record")
+    return datum
+
+
+def jsonable(value: Any) -> Any:
+    """An Avro datum as JSON-safe values: bytes as base64 text, decimals and times as strings."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    return str(value)
+
+
+_PROMOTIONS = {
+    ("int", "long"), ("int", "float"), ("int", "double"), ("long", "float"), ("long", "double"),
+    ("float", "double"), ("string", "bytes"), ("bytes", "string"),
+}  # fmt: skip
+
+
+def _type_name(avro_type: Any) -> str:
+    if isinstance(avro_type, list):
+        return "union[" + ", ".join(_type_name(t) for t in avro_type) + "]"
+    if isinstance(avro_type, dict):
+        return str(avro_type.get("name") or avro_type.get("type"))
+    return str(avro_type)
+
+
+def _readable(writer: Any, reader: Any) -> bool:
+    """Whether data of ``writer`` type can be read as ``reader`` (top-level shapes only)."""
+    if writer == reader:
+        return True
+    if isinstance(reader, list):
+        return any(_readable(writer, branch) for branch in reader)
+    if isinstance(writer, list):
+        return all(_readable(branch, reader) for branch in writer)
+    if isinstance(writer, str) and isinstance(reader, str):
+        return (writer, reader) in _PROMOTIONS
+    return _type_name(writer) == _type_name(reader)  # nested named types: leave the details to the registry
+
+
+def _field_problems(reader: dict[str, Any], writer: dict[str, Any], writer_role: str) -> list[str]:
+    written = {f["name"]: f for f in writer.get("fields", [])}
+    for field_ in writer.get("fields", []):
+        for alias in field_.get("aliases", []):
+            written.setdefault(alias, field_)
+    problems = []
+    for field_ in reader.get("fields", []):
+        name = field_["name"]
+        source = next((written[n] for n in [name, *field_.get("aliases", [])] if n in written), None)
+        if source is None:
+            if "default" not in field_:
+                problems.append(
+                    f"field {name!r} has no default, and records written with the {writer_role} "
+                    "schema lack it"
+                )
+        elif not _readable(source["type"], field_["type"]):
+            problems.append(
+                f"field {name!r} is {_type_name(source['type'])} in the {writer_role} schema and "
+                f"{_type_name(field_['type'])} in the {'newer' if writer_role == 'older' else 'older'} one: "
+                "not convertible"
+            )
+    return problems
+
+
+def explain_incompatibility(new: Any, old: Any, level: str | None) -> list[str]:
+    """Plain reasons why record schema ``new`` cannot follow ``old`` under ``level`` (may be empty)."""
+    try:
+        new_value = json.loads(new) if isinstance(new, str) else new
+        old_value = json.loads(old) if isinstance(old, str) else old
+    except ValueError:
+        return []
+    if not (isinstance(new_value, dict) and isinstance(old_value, dict)):
+        return []
+    if new_value.get("type") != "record" or old_value.get("type") != "record":
+        return []
+    level = (level or "BACKWARD").upper()
+    problems = []
+    if level.startswith(("BACKWARD", "FULL")):  # the new schema must read old data
+        problems += _field_problems(new_value, old_value, "older")
+    if level.startswith(("FORWARD", "FULL")):  # the old schema must read new data
+        problems += _field_problems(old_value, new_value, "newer")
+    return problems
+
+
+class AvroDecoder:
+    """Decodes Confluent-framed Avro by schema id; writer schemas are looked up once and cached.
+
+    Each record is read with the schema it was written with (the writer schema registered under
+    its id), so every version of a schema is read with all of its fields. Unknown ids are cached
+    for ``unknown_ttl`` seconds, so a flood of bad records does not flood the registry.
+    """
+
+    def __init__(self, lookup: SchemaLookup, unknown_ttl: float = 30.0) -> None:
+        self._lookup = lookup
+        self._unknown_ttl = unknown_ttl
+        self._schemas: dict[int, ParsedSchema] = {}
+        self._refused: dict[int, tuple[float, str]] = {}  # id -> (until, reason)
+
+    @property
+    def cached_ids(self) -> list[int]:
+        return sorted(self._schemas)
+
+    async def writer_schema(self, schema_id: int) -> ParsedSchema:
+        """The parsed writer schema for ``schema_id``; InvalidEvent when there is none usable."""
+        schema = self._schemas.get(schema_id)
+        if schema is not None:
+            return schema
+        refused = self._refused.get(schema_id)
+        if refused is not None and refused[0] > time.monotonic():
+            raise InvalidEvent(refused[1])
+        try:
+            schema = self._parse(schema_id, await self._lookup(schema_id))
+        except InvalidEvent as exc:
+            self._refused[schema_id] = (time.monotonic() + self._unknown_ttl, str(exc))
+            raise
+        self._schemas[schema_id] = schema
+        self._refused.pop(schema_id, None)
+        logger.info("cached writer schema id %d", schema_id)
+        return schema
+
+    @staticmethod
+    def _parse(schema_id: int, registered: RegisteredSchema | None) -> ParsedSchema:
+        if registered is None:
+            raise InvalidEvent(f"unknown schema id {schema_id}: the schema registry has no such schema")
+        if registered.schema_type.upper() != "AVRO":
+            raise InvalidEvent(f"schema id {schema_id} is a {registered.schema_type} schema, not Avro")
+        try:
+            return parse_schema(registered.text)
+        except ValueError as exc:
+            raise InvalidEvent(f"schema id {schema_id}: {exc}") from None
+
+    async def decode(self, value: bytes | None) -> dict[str, Any]:
+        """``{"schema_id": id, "value": datum}`` with a JSON-safe datum; InvalidEvent otherwise."""
+        schema_id, body = split_wire(value)
+        writer = await self.writer_schema(schema_id)
+        return {"schema_id": schema_id, "value": jsonable(decode_body(body, writer, schema_id))}

@@ -1,0 +1,311 @@
+"""The embedded development schema registry: Apicurio Registry from Maven Central, in memory, on loopback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamapp.dev.kafka import DevBrokerError, java_major_version, streamapp_home
+
+__all__ = [
+    "APICURIO_VERSION",
+    "CCOMPAT_PATH",
+    "DEFAULT_REGISTRY_PORT",
+    "DEFAULT_REGISTRY_URL",
+    "DevRegistry",
+    "DevRegistryError",
+    "RegistryStatus",
+    "fetch_registry",
+    "registry_answers",
+]
+
+#: 3.0.x is the newest line that runs on Java 17 (3.1+ is built for Java 21)
+APICURIO_VERSION = "3.0.9"
+_ARTIFACT = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"
+_RUNNER = f"apicurio-registry-app-{APICURIO_VERSION}-runner.jar"
+_MIN_JAVA = 17
+#: the Confluent-compatible API (what producers, consumers and streamapp talk to)
+CCOMPAT_PATH = "/apis/ccompat/v7"
+DEFAULT_REGISTRY_PORT = 8081
+#: where `streamapp registry up` serves: the default of STREAMAPP_SCHEMA_REGISTRY_URL's users
+DEFAULT_REGISTRY_URL = f"http://127.0.0.1:{DEFAULT_REGISTRY_PORT}{CCOMPAT_PATH}"
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+class DevRegistryError(RuntimeError):
+    """A dev registry operation failed; the message says what to do."""
+
+
+def _heap() -> str:
+    return os.environ.get("STREAMAPP_REGISTRY_HEAP", "256m")
+
+
+def _check_java() -> None:
+    try:
+        major = java_major_version()
+    except DevBrokerError as exc:
+        raise DevRegistryError(str(exc)) from None
+    if major < _MIN_JAVA:
+        raise DevRegistryError(
+            f"Java {major} found, Apicurio Registry {APICURIO_VERSION} needs Java {_MIN_JAVA}+: "
+            "install a newer JDK or put it first on PATH"
+        )
+
+
+def fetch_registry(home: Path | None = None, progress: Progress | None = None) -> Path:
+    """Download and unpack Apicurio Registry with Maven once; return the directory holding the runner jar."""
+    home = home or streamapp_home()
+    base = home / "registry" / APICURIO_VERSION
+    app_dir = base / "app"
+    done = app_dir / ".complete"
+    if done.exists():
+        return app_dir
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise DevRegistryError("mvn not found: install Maven (apt install maven) to fetch Apicurio Registry")
+    say = progress or (lambda _msg: None)
+    download = base / "download"
+    shutil.rmtree(download, ignore_errors=True)
+    download.mkdir(parents=True)
+    maven_log = base / "maven.log"
+    say(f"fetching Apicurio Registry {APICURIO_VERSION} ({_ARTIFACT}, about 110 MB) from Maven Central ...")
+    started = time.monotonic()
+    cmd = [mvn, "-B", "dependency:copy", f"-Dartifact={_ARTIFACT}", f"-DoutputDirectory={download}"]
+    with open(maven_log, "w") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=base,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        errors: list[str] = []
+        for line in proc.stdout:
+            log.write(line)
+            if "apicurio-registry-app" in line and ("Downloading from" in line or "Downloaded from" in line):
+                say("  " + line.strip())
+            if line.startswith("[ERROR]") and len(errors) < 3:
+                errors.append(line[len("[ERROR]") :].strip())
+    if proc.wait() != 0:
+        reason = errors[0] if errors else f"exit code {proc.returncode}"
+        raise DevRegistryError(f"Maven could not fetch {_ARTIFACT}: {reason} (full output: {maven_log})")
+    archives = list(download.glob("*.tar.gz"))
+    if len(archives) != 1:
+        raise DevRegistryError(f"Maven finished but {download} holds no single .tar.gz: {archives}")
+    say(f"unpacking {archives[0].name} ...")
+    staging = base / "app.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    with tarfile.open(archives[0]) as archive:
+        archive.extractall(staging, filter="data")
+    if not (staging / _RUNNER).is_file():
+        raise DevRegistryError(f"the archive has no {_RUNNER}: unexpected layout in {staging}")
+    shutil.rmtree(app_dir, ignore_errors=True)
+    staging.rename(app_dir)
+    shutil.rmtree(download, ignore_errors=True)  # the unpacked app is what we keep
+    done.write_text(f"{_ARTIFACT}\n")
+    say(f"fetched Apicurio Registry {APICURIO_VERSION} in {time.monotonic() - started:.1f} s into {app_dir}")
+    return app_dir
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def registry_answers(url: str, timeout: float = 3.0) -> bool:
+    """True when a Confluent-compatible registry at ``url`` (ending in /apis/ccompat/v7) lists subjects."""
+    try:
+        with urllib.request.urlopen(f"{url}/subjects", timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class RegistryStatus:
+    """What `streamapp registry status` reports."""
+
+    running: bool
+    pid: int | None
+    url: str
+    log_file: Path
+    answers: bool
+    rss_mib: float | None = None
+
+    def describe(self) -> str:
+        if not self.running:
+            return "dev schema registry: stopped"
+        health = "answering" if self.answers else "NOT answering"
+        memory = f", RSS {self.rss_mib:.0f} MiB" if self.rss_mib is not None else ""
+        return (
+            f"dev schema registry: running, pid {self.pid}, Apicurio Registry {APICURIO_VERSION} "
+            f"(in memory) at {self.url}, {health}{memory}; log {self.log_file}"
+        )
+
+
+def _rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    return None
+
+
+class DevRegistry:
+    """One Apicurio Registry process on a loopback port; its pid and log live under one state directory.
+
+    Storage is Apicurio's default: an in-memory H2 database, so every start begins empty.
+    """
+
+    def __init__(
+        self, home: Path | None = None, port: int = DEFAULT_REGISTRY_PORT, host: str = "127.0.0.1"
+    ) -> None:
+        self.home = home or streamapp_home()
+        self.host = host
+        self.port = port
+        self.state_dir = self.home / "registry" / f"registry-{port}"
+        self.pid_file = self.state_dir / "registry.pid"
+        self.log_file = self.state_dir / "registry.log"
+
+    @property
+    def url(self) -> str:
+        """The Confluent-compatible API root: what STREAMAPP_SCHEMA_REGISTRY_URL points to."""
+        return f"http://{self.host}:{self.port}{CCOMPAT_PATH}"
+
+    def _marker(self) -> str:
+        # on the java command line, so a reused pid is never mistaken for our registry
+        return f"-Dstreamapp.registry.state={self.state_dir}"
+
+    def _pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            return None
+        if self._marker().encode() in cmdline and not _is_zombie(pid):
+            return pid
+        return None
+
+    def status(self) -> RegistryStatus:
+        pid = self._pid()
+        return RegistryStatus(
+            running=pid is not None,
+            pid=pid,
+            url=self.url,
+            log_file=self.log_file,
+            answers=pid is not None and registry_answers(self.url),
+            rss_mib=_rss_mib(pid) if pid is not None else None,
+        )
+
+    def command(self, app_dir: Path) -> list[str]:
+        """The java command line that runs the registry."""
+        heap = _heap()
+        return [
+            "java", "-Xms64m", f"-Xmx{heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-Xss512k", "-XX:ReservedCodeCacheSize=64m", "-Djava.awt.headless=true",
+            self._marker(),
+            f"-Dquarkus.http.host={self.host}", f"-Dquarkus.http.port={self.port}",
+            # in memory (Apicurio's default, spelled out): every start begins empty
+            "-Dapicurio.storage.kind=sql", "-Dapicurio.storage.sql.kind=h2",
+            # the default pool keeps 20 H2 connections open; a dev registry needs a few
+            "-Dapicurio.datasource.jdbc.initial-size=2", "-Dapicurio.datasource.jdbc.min-size=2",
+            "-Dapicurio.datasource.jdbc.max-size=10",
+            "-Dquarkus.thread-pool.max-threads=16",
+            "-jar", str(app_dir / _RUNNER),
+        ]  # fmt: skip
+
+    def up(self, progress: Progress | None = None, timeout: float = 90.0) -> RegistryStatus:
+        """Start the registry unless it already runs; return once it answers."""
+        say = progress or (lambda _msg: None)
+        if self._pid() is not None:
+            say(f"dev schema registry already running at {self.url}")
+            return self.status()
+        _check_java()
+        if _port_in_use(self.host, self.port):
+            raise DevRegistryError(
+                f"port {self.host}:{self.port} is taken by another process: stop it, or pick a free "
+                "port with `streamapp registry up --port N`"
+            )
+        app_dir = fetch_registry(self.home, say)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                self.command(app_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.state_dir,
+                start_new_session=True,  # Ctrl-C in the shell must not kill a background registry
+            )  # fmt: skip
+        self.pid_file.write_text(str(proc.pid))
+        say(
+            f"starting Apicurio Registry {APICURIO_VERSION} at {self.url} "
+            f"(pid {proc.pid}, heap {_heap()}) ..."
+        )
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise DevRegistryError(
+                    f"the registry exited with code {proc.returncode}: {self._last_error()} "
+                    f"(log {self.log_file})"
+                )
+            if registry_answers(self.url, timeout=2.0):
+                say(f"dev schema registry up at {self.url} in {time.monotonic() - started:.1f} s")
+                return self.status()
+            time.sleep(0.25)
+        self.down()
+        raise DevRegistryError(f"the registry did not answer within {timeout:.0f} s (log {self.log_file})")
+
+    def down(self, progress: Progress | None = None, timeout: float = 20.0) -> bool:
+        """Stop the registry this state directory started; True when one was stopped."""
+        say = progress or (lambda _msg: None)
+        pid = self._pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            say("dev schema registry is not running")
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not _is_zombie(pid):
+            time.sleep(0.1)
+        if not _is_zombie(pid):
+            say(f"registry did not stop in {timeout:.0f} s; killing it")
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        say(f"dev schema registry stopped (pid {pid})")
+        return True
+
+    def _last_error(self) -> str:
+        try:
+            lines = self.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return "no log"
+        for line in reversed(lines):
+            if "ERROR" in line or "Exception" in line:
+                return line.strip()[:300]
+        return lines[-1].strip()[:300] if lines else "empty log"
+
+
+def _is_zombie(pid: int) -> bool:
+    """The process is gone, or a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True
