@@ -58,6 +58,7 @@ class Settings:
     max_record_bytes: int = 1_048_576
     log_level: str = "info"
     log_format: str = "text"
+    publish_alerts: bool = True
     thresholds: Thresholds = Thresholds()
 
     @property
@@ -99,6 +100,15 @@ def _choice(*options: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
 
 
 def _broker_url(raw: str) -> str:
@@ -204,6 +214,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_record_bytes=get("MAX_RECORD_BYTES", _positive_int, defaults.max_record_bytes),
         log_level=get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), defaults.log_level),
         log_format=get("LOG_FORMAT", _choice("text", "json"), defaults.log_format),
+        publish_alerts=get("PUBLISH_ALERTS", _boolean, defaults.publish_alerts),
         thresholds=thresholds,
     )
     _check_combinations(settings)
