@@ -408,6 +408,59 @@ def dlq_resubmit(
     _say(f"re-submitted {len(done)} dead letters")
 
 
+# -- dev prometheus ---------------------------------------------------------------------------
+@main.group()
+def prometheus() -> None:
+    """Run a real Prometheus (Debian's package) on 127.0.0.1 that scrapes the workers."""
+
+
+_prometheus_port_option = click.option(
+    "--port", default=9090, show_default=True, help="Prometheus web/API port."
+)
+
+
+@prometheus.command("up")
+@_prometheus_port_option
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    default=("127.0.0.1:6066",),
+    show_default=True,
+    help="A worker's web address host:port to scrape (repeatable).",
+)
+@click.option("--scrape-interval", default="2s", show_default=True, help="How often to scrape.")
+def prometheus_up(port: int, targets: tuple[str, ...], scrape_interval: str) -> None:
+    """Start Prometheus (or give the running one new targets) and wait until it is ready."""
+    from streamapp.dev.prometheus import DevPrometheus, DevPrometheusError
+
+    try:
+        status = DevPrometheus(port=port).up(targets, scrape_interval, progress=_say)
+    except DevPrometheusError as exc:
+        _fail(str(exc))
+    click.echo(status.describe())
+
+
+@prometheus.command("down")
+@_prometheus_port_option
+def prometheus_down(port: int) -> None:
+    """Stop the Prometheus that `streamapp prometheus up` started (its data stays)."""
+    from streamapp.dev.prometheus import DevPrometheus
+
+    DevPrometheus(port=port).down(progress=_say)
+
+
+@prometheus.command("status")
+@_prometheus_port_option
+def prometheus_status(port: int) -> None:
+    """Say whether the dev Prometheus runs, what it scrapes, and whether it is ready."""
+    from streamapp.dev.prometheus import DevPrometheus
+
+    status = DevPrometheus(port=port).status()
+    click.echo(status.describe())
+    sys.exit(0 if status.running else 3)
+
+
 # -- worker -----------------------------------------------------------------------------------
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--web-port", type=int, help="Web API port (default STREAMAPP_WEB_PORT or 6066).")
@@ -426,7 +479,9 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
 
     level = loglevel or settings.log_level
     logging.getLogger("streamapp").setLevel(level.upper())
-    sys.argv = ["streamapp", "worker", "--loglevel", level]
+    # JSON logs: every console line is a JSON object, so no startup banner (faust's --quiet)
+    quiet = ["--quiet"] if settings.log_format == "json" else []
+    sys.argv = ["streamapp", *quiet, "worker", "--loglevel", level]
     app.main()
 
 
