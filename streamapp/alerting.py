@@ -1,9 +1,10 @@
-"""Publishing alerts to the ``alerts`` topic, once per alert, keyed by the entity."""
+"""Publishing alerts to the ``alerts`` topic, once per alert, keyed by the entity (or only counting them)."""
 
 from __future__ import annotations
 
 import logging
 
+from streamapp.app import settings
 from streamapp.metrics import ALERTS_TOTAL
 from streamapp.models import Alert
 from streamapp.topics import alerts_topic
@@ -14,7 +15,18 @@ logger = logging.getLogger(__name__)
 
 
 async def publish_alert(alert: Alert) -> None:
-    """Send the alert (key: entity id) and count it."""
+    """Send the alert (key: entity id) and count it.
+
+    With ``STREAMAPP_PUBLISH_ALERTS=false`` (what `streamapp replay` runs with unless ``--alerts``)
+    the alert is only counted and logged at debug level: a replay must not alert on old events again.
+    """
+    if not settings.publish_alerts:
+        ALERTS_TOTAL.labels(kind=alert.kind).inc()
+        logger.debug(
+            "alert %s %s key=%s not published (STREAMAPP_PUBLISH_ALERTS=false)",
+            alert.kind, alert.alert_id, alert.key,
+        )  # fmt: skip
+        return
     await alerts_topic.send(key=alert.key.encode(), value=alert.to_json())
     ALERTS_TOTAL.labels(kind=alert.kind).inc()
     logger.info(
