@@ -146,7 +146,7 @@ def _web_host_after_entrypoint(dockerfile: list[tuple[str, str]], env: dict[str,
 
 # -- compose file ---------------------------------------------------------------------------
 def test_services_are_named(services: dict[str, dict[str, Any]]) -> None:
-    assert {"kafka", "worker", "generator"} <= set(services)
+    assert {"kafka", "worker", "generator", "prometheus", "grafana"} <= set(services)
 
 
 def test_kafka_is_apache_kafka_4_in_kraft_mode(services: dict[str, dict[str, Any]]) -> None:
@@ -392,3 +392,65 @@ def test_dockerignore_keeps_local_state_out() -> None:
     for needed in (".venv", ".git", "data", "test-artifacts"):
         assert needed in patterns, f".dockerignore does not exclude {needed}"
     assert not {"streamapp", "agents", "tables", "pyproject.toml"} & patterns
+
+
+# -- Prometheus and Grafana -----------------------------------------------------------------
+def _bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """{container path: host path} for every bind mount (``./host:/container[:mode]``)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, _, rest = str(volume).partition(":")
+        if rest and source.startswith((".", "/")):
+            mounts[rest.split(":", 1)[0]] = (ROOT / source).resolve()
+    return mounts
+
+
+def _flag(command: list[str], name: str) -> str | None:
+    found = [arg.split("=", 1)[1] for arg in command if arg.startswith(f"--{name}=")]
+    return found[-1] if found else None
+
+
+def test_prometheus_scrapes_every_worker_replica(services: dict[str, dict[str, Any]]) -> None:
+    prometheus = services["prometheus"]
+    assert str(prometheus.get("image", "")).startswith("prom/prometheus:v2."), prometheus.get("image")
+    assert ("9090", "9090") in _ports(prometheus)
+    config_path = _flag(_command(prometheus), "config.file")
+    assert config_path is not None
+    host_config = _bind_mounts(prometheus)[config_path]
+    assert host_config == ROOT / "ops" / "prometheus" / "prometheus.yml"
+    config = yaml.safe_load(host_config.read_text(encoding="utf-8"))
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "streamapp"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    # one A record per replica: `--scale worker=N` gets every worker scraped
+    (dns,) = job["dns_sd_configs"]
+    worker_port = load_settings(_environment(services["worker"])).web_port
+    assert dns["names"] == ["worker"] and dns["type"] == "A" and dns["port"] == worker_port
+    assert shutil.which("promtool"), "promtool missing: `make deps` (apt-get install prometheus)"
+    check = subprocess.run(["promtool", "check", "config", str(host_config)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    grafana = services["grafana"]
+    assert str(grafana.get("image", "")).startswith("grafana/grafana:"), grafana.get("image")
+    assert ("3000", "3000") in _ports(grafana)
+    env = _environment(grafana)
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    mounts = _bind_mounts(grafana)
+    provisioning = mounts["/etc/grafana/provisioning"]
+    assert provisioning == ROOT / "ops" / "grafana" / "provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "streamapp.yml").read_text())["providers"]
+    dashboards = mounts[provider["options"]["path"]]
+    assert dashboards == ROOT / "ops" / "grafana" / "dashboards"
+    dashboard = json.loads((dashboards / "streamapp.json").read_text(encoding="utf-8"))
+    uids = {
+        panel["datasource"]["uid"] for panel in dashboard["panels"] if panel.get("datasource") is not None
+    }
+    assert uids == {source["uid"]}, "every panel must use the provisioned data source"
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"] + "/") and (dashboards / Path(home).name).is_file()
+    assert "prometheus" in (grafana.get("depends_on") or {})
