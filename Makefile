@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test unit integration lint bench kafka-up kafka-down clean
+.PHONY: install deps demo test unit integration lint bench kafka-up kafka-down clean
 
 install: $(STAMP)
 
@@ -19,7 +19,22 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/streamapp demo
 
-test: install
+# Debian packages the tests drive for real: Prometheus (with promtool) and headless Chromium.
+# Installed only when missing, so this is instant on a machine that has them.
+deps:
+	@missing=""; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		packages=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+		echo "installing Debian packages: $$packages"; \
+		$$sudo apt-get update -q && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$packages; \
+	fi
+
+test: deps install
 	$(BIN)/streamapp kafka fetch
 	$(BIN)/python -m pytest -q tests/unit
 	$(BIN)/python -m pytest -q tests/integration
