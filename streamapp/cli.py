@@ -539,6 +539,59 @@ def demo(rate: int, duration: float | None) -> None:
         _fail(str(exc))
 
 
+# -- replay -----------------------------------------------------------------------------------
+@main.command()
+@click.option("--app-id", "app_id", required=True, help="The fresh app id to rebuild the state under.")
+@click.option(
+    "--from", "from_time", default=None, metavar="TIME",
+    help="Start at the first record whose record timestamp is at or after TIME "
+    "(ISO-8601 with offset, or epoch seconds). Default: the beginning.",
+)  # fmt: skip
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="RocksDB state of the replay worker (default: STREAMAPP_DATA_DIR/replay/APP_ID).",
+)  # fmt: skip
+@click.option(
+    "--web-port", type=click.IntRange(1, 65535), default=None,
+    help="Web port of the replay worker (default: a free one).",
+)  # fmt: skip
+@click.option(
+    "--alerts/--no-alerts", default=False, show_default=True,
+    help="Publish the alerts the replay detects (same alert_ids as the first time).",
+)  # fmt: skip
+@click.option("--serve", is_flag=True, help="Keep the caught-up worker running until Ctrl-C.")
+@click.option("--force", is_flag=True, help="Delete what an earlier replay into APP_ID left; start over.")
+def replay(
+    app_id: str,
+    from_time: str | None,
+    data_dir: Path | None,
+    web_port: int | None,
+    alerts: bool,
+    serve: bool,
+    force: bool,
+) -> None:
+    """Rebuild every table from the source topics into a fresh app id (Kappa reprocessing)."""
+    from streamapp import replay as replaying
+
+    settings = _load_or_exit()
+    try:
+        replaying.check_new_app_id(app_id, settings)
+        start_time = None if from_time is None else replaying.parse_start_time(from_time)
+        topics = replaying.app_topics(app_id)
+        options = replaying.ReplayOptions(
+            app_id=app_id,
+            data_dir=data_dir or settings.data_dir / "replay" / app_id,
+            web_port=web_port or replaying.pick_free_port(),
+            start_time=start_time,
+            publish_alerts=alerts,
+            serve=serve,
+            force=force,
+        )
+        sys.exit(replaying.run_replay(settings, options, topics, click.echo))
+    except (replaying.ReplayError, SettingsError) as exc:
+        _fail(str(exc))
+
+
 def _configure_logging(level: str = "info") -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

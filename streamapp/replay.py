@@ -1,0 +1,541 @@
+"""`streamapp replay`: rebuild every table from the source topics into a fresh app id, with progress."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from streamapp.settings import PREFIX, Settings
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_WORKER_FAILED",
+    "Echo",
+    "Progress",
+    "ProgressMeter",
+    "ReplayError",
+    "ReplayOptions",
+    "ReplayTopics",
+    "app_topics",
+    "check_new_app_id",
+    "commit_start_offsets",
+    "find_leftovers",
+    "format_count",
+    "measure",
+    "parse_start_time",
+    "pick_free_port",
+    "run_replay",
+    "switch_over_hint",
+]
+
+Echo = Callable[[str], None]
+
+#: exit codes of `streamapp replay` besides 0 (done) and 2 (refused)
+EXIT_WORKER_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+#: seconds over which the progress line's records/s is measured
+RATE_WINDOW_SECONDS = 6.0
+
+_EPOCH_SECONDS = re.compile(r"^\d+(\.\d+)?$")
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot start or go on; the message (one line) says why and what to do."""
+
+
+# -- what to replay -----------------------------------------------------------------------------
+def parse_start_time(text: str) -> float:
+    """Epoch seconds from ``--from``: epoch seconds, or ISO-8601 with an offset (``Z`` allowed)."""
+    raw = text.strip()
+    if _EPOCH_SECONDS.match(raw):
+        return float(raw)
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ReplayError(
+            f"--from {text!r} is neither epoch seconds nor ISO-8601 (e.g. 2026-01-01T12:00:00+00:00)"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ReplayError(f"--from {text!r} has no UTC offset: add one, e.g. {raw}+00:00 or {raw}Z")
+    return parsed.timestamp()
+
+
+def check_new_app_id(new_id: str, settings: Settings) -> None:
+    """Refuse the live app id, and an id whose internal topics could be taken for source topics."""
+    if new_id == settings.app_id:
+        raise ReplayError(
+            f"--app-id {new_id} is the live app id (STREAMAPP_APP_ID): a replay builds fresh state "
+            f"under a new app id, e.g. --app-id {settings.app_id}-r1"
+        )
+    if settings.topic_prefix.startswith(f"{new_id}-"):
+        raise ReplayError(
+            f"--app-id {new_id}: the topic prefix {settings.topic_prefix!r} starts with '{new_id}-', "
+            "so internal and source topics could not be told apart; choose another app id"
+        )
+
+
+@dataclass(frozen=True)
+class ReplayTopics:
+    """The topics of the app under the new app id."""
+
+    #: input topics the app's agents read (shared by every app id)
+    source: tuple[str, ...]
+    #: by-entity topics of the new app id, written and read by its agents
+    internal: tuple[str, ...]
+    #: every topic that belongs to the new app id: internal, changelogs, faust's assignor topic
+    owned: tuple[str, ...]
+
+
+def app_topics(new_id: str) -> ReplayTopics:
+    """The app's topics under ``new_id``, from the agents and tables the app modules declare.
+
+    Imports the app in this process with ``STREAMAPP_APP_ID=new_id`` (topic names are fixed at
+    import), so it must run before anything else here imports :mod:`streamapp.app`. A new agent
+    or table is picked up without changing this module.
+    """
+    os.environ[f"{PREFIX}APP_ID"] = new_id
+    from streamapp.app import app, import_app_modules, settings
+
+    if settings.app_id != new_id:
+        raise ReplayError(f"the app was already imported with app id {settings.app_id}, not {new_id}")
+    import_app_modules()
+    names: set[str] = set()
+    for agent in app.agents.values():
+        names.update(getattr(agent.channel, "topics", ()))
+    internal = sorted(n for n in names if n.startswith(f"{new_id}-"))
+    source = sorted(n for n in names if not n.startswith(f"{new_id}-"))
+    changelogs = sorted(table.changelog_topic.get_topic_name() for table in app.tables.values())
+    owned = [*internal, *changelogs, f"{new_id}-__assignor-__leader"]
+    return ReplayTopics(source=tuple(source), internal=tuple(internal), owned=tuple(owned))
+
+
+async def find_leftovers(admin: AIOKafkaAdminClient, new_id: str, owned: Iterable[str]) -> list[str]:
+    """What makes ``new_id`` not fresh: committed offsets of its group, topics it owns."""
+    found = []
+    committed = await admin.list_consumer_group_offsets(new_id)
+    if committed:
+        found.append(f"consumer group {new_id} has committed offsets on {len(committed)} partitions")
+    existing = set(await admin.list_topics())  # all topics: asking for named ones may create them
+    taken = sorted(set(owned) & existing)
+    if taken:
+        found.append(f"its topics exist ({', '.join(taken[:3])}{', ...' if len(taken) > 3 else ''})")
+    return found
+
+
+async def _delete_topics(admin: AIOKafkaAdminClient, topics: list[str], within: float = 60.0) -> None:
+    """Delete ``topics`` and wait until the broker no longer lists them."""
+    if not topics:
+        return
+    await admin.delete_topics(topics)
+    deadline = time.monotonic() + within
+    while set(topics) & set(await admin.list_topics()):
+        if time.monotonic() > deadline:
+            raise ReplayError(f"topics {', '.join(topics)} were not deleted within {within:.0f} s")
+        await asyncio.sleep(0.5)
+
+
+async def commit_start_offsets(
+    settings: Settings, new_id: str, source_topics: Iterable[str], start_ms: int | None
+) -> dict[TopicPartition, tuple[int, int]]:
+    """Commit where ``new_id`` starts on every source partition; return ``{tp: (start, end)}``.
+
+    Start is the beginning of the partition, or with ``start_ms`` the first record whose record
+    timestamp is at or after it (the end when there is none). End is the end offset now: what the
+    replay must reach. Topics that do not exist yet are skipped (there is nothing to replay).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=new_id, enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        existing = set(await consumer.topics())
+        parts = [
+            TopicPartition(topic, p)
+            for topic in source_topics
+            if topic in existing
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not parts:
+            return {}
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        if start_ms is None:
+            starts = await consumer.beginning_offsets(parts)
+        else:
+            found = await consumer.offsets_for_times({tp: start_ms for tp in parts})
+            starts = {tp: ends[tp] if found[tp] is None else found[tp].offset for tp in parts}
+        await consumer.commit({tp: OffsetAndMetadata(starts[tp], "streamapp replay") for tp in parts})
+        return {tp: (starts[tp], ends[tp]) for tp in parts}
+    finally:
+        await consumer.stop()
+
+
+# -- progress -----------------------------------------------------------------------------------
+def format_count(n: float) -> str:
+    """``12,345``."""
+    return f"{n:,.0f}"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One measurement of how far the replay is."""
+
+    elapsed: float
+    #: source records the new app id has consumed and committed since its start offsets
+    source_done: int
+    #: source records between the start offsets and the end offsets captured at start
+    source_total: int
+    #: records on the by-entity topics that the new app id has not yet committed
+    internal_lag: int
+    #: by-entity records the new app id has committed
+    internal_done: int
+    #: source records per second over the last few seconds
+    rate: float
+    worker_ready: bool
+
+    @property
+    def percent(self) -> float:
+        return 100.0 if not self.source_total else 100.0 * self.source_done / self.source_total
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until the source topics are caught up at the current rate (None: unknown)."""
+        remaining = self.source_total - self.source_done
+        if remaining <= 0:
+            return 0.0
+        return remaining / self.rate if self.rate > 0 else None
+
+    @property
+    def caught_up(self) -> bool:
+        """Source topics at the end offsets captured at start, nothing left on by-entity topics."""
+        return self.worker_ready and self.source_done >= self.source_total and self.internal_lag == 0
+
+    def describe(self) -> str:
+        """The progress line."""
+        eta = self.eta
+        eta_text = "ETA ?" if eta is None else f"ETA {eta:.0f} s"
+        if self.source_done >= self.source_total:
+            eta_text = "source done"
+        line = (
+            f"replay {self.percent:5.1f}%  {format_count(self.source_done)}/{format_count(self.source_total)}"
+            f" records  {format_count(self.rate)} records/s  {eta_text}"
+            f"  by-entity lag {format_count(self.internal_lag)}  {self.elapsed:.0f} s"
+        )
+        return line if self.worker_ready else f"{line}  (worker starting)"
+
+
+class ProgressMeter:
+    """Turns measurements into :class:`Progress`, with records/s over a sliding window."""
+
+    def __init__(self, source_total: int, started: float, window: float = RATE_WINDOW_SECONDS) -> None:
+        self.source_total = source_total
+        self.started = started
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def update(
+        self, now: float, source_done: int, internal_done: int, internal_lag: int, worker_ready: bool
+    ) -> Progress:
+        self._samples.append((now, source_done))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
+            self._samples.popleft()
+        first_at, first_done = self._samples[0]
+        rate = (source_done - first_done) / (now - first_at) if now > first_at else 0.0
+        return Progress(
+            elapsed=now - self.started,
+            source_done=source_done,
+            source_total=self.source_total,
+            internal_lag=internal_lag,
+            internal_done=internal_done,
+            rate=max(rate, 0.0),
+            worker_ready=worker_ready,
+        )
+
+
+async def measure(
+    admin: AIOKafkaAdminClient,
+    offsets: AIOKafkaConsumer,
+    new_id: str,
+    sources: Mapping[TopicPartition, tuple[int, int]],
+    internal_topics: Iterable[str],
+    internal_parts: dict[str, list[TopicPartition]],
+) -> tuple[int, int, int]:
+    """``(source_done, internal_done, internal_lag)`` from the group's committed offsets.
+
+    ``internal_parts`` caches the partitions of by-entity topics (created by the worker after it
+    starts); topics are looked up in the full listing, never by name, which could create them.
+    """
+    committed = {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(new_id)).items()}
+    source_done = sum(
+        min(max(committed.get(tp, start) - start, 0), end - start) for tp, (start, end) in sources.items()
+    )
+    missing = [t for t in internal_topics if t not in internal_parts]
+    if missing:
+        listed = set(await admin.list_topics())
+        present = [t for t in missing if t in listed]
+        if present:
+            for meta in await admin.describe_topics(present):
+                if not meta["error_code"] and meta["partitions"]:
+                    internal_parts[meta["topic"]] = [
+                        TopicPartition(meta["topic"], p["partition"]) for p in meta["partitions"]
+                    ]
+    parts = [tp for tps in internal_parts.values() for tp in tps]
+    ends = await offsets.end_offsets(parts) if parts else {}
+    internal_done = sum(max(committed.get(tp, 0), 0) for tp in parts)
+    internal_lag = sum(max(ends[tp] - max(committed.get(tp, 0), 0), 0) for tp in parts)
+    return source_done, internal_done, internal_lag
+
+
+# -- the run ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What `streamapp replay` was asked to do."""
+
+    app_id: str
+    data_dir: Path
+    web_port: int
+    start_time: float | None = None
+    publish_alerts: bool = False
+    serve: bool = False
+    force: bool = False
+    interval: float = 1.5
+
+
+def pick_free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for the replay worker's web API)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def switch_over_hint(live_id: str, new_id: str) -> str:
+    """How to move readers from the live app id to the replayed one."""
+    return (
+        f"to switch over: run workers with STREAMAPP_APP_ID={new_id} beside the {live_id} workers "
+        f"(they recover the rebuilt state from the changelog topics and follow new records), point "
+        f"readers and dashboards at them, stop the {live_id} workers, then delete the {live_id}-* "
+        "internal and changelog topics"
+    )
+
+
+def _spawn_worker(options: ReplayOptions, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        f"{PREFIX}APP_ID": options.app_id,
+        f"{PREFIX}DATA_DIR": str(options.data_dir),
+        f"{PREFIX}WEB_PORT": str(options.web_port),
+        f"{PREFIX}PUBLISH_ALERTS": "true" if options.publish_alerts else "false",
+    }
+    with open(log_path, "ab") as log:
+        # own session: the terminal's Ctrl-C reaches only the replay, which stops the worker
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamapp.cli", "worker"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def _stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+async def _exit_code(proc: subprocess.Popen[bytes], poll_every: float = 0.5) -> int:
+    """Wait (without blocking the loop) until ``proc`` exits; its exit code."""
+    while True:
+        code = proc.poll()
+        if code is not None:
+            return code
+        await asyncio.sleep(poll_every)
+
+
+async def _worker_ready(http: aiohttp.ClientSession, port: int) -> bool:
+    try:
+        async with http.get(f"http://127.0.0.1:{port}/ready", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return r.status == 200
+    except (TimeoutError, aiohttp.ClientError):
+        return False
+
+
+async def _prepare(
+    settings: Settings, options: ReplayOptions, topics: ReplayTopics, echo: Echo
+) -> dict[TopicPartition, tuple[int, int]]:
+    """Check that the app id is fresh (or clear it with --force); commit the start offsets."""
+    try:
+        return await _prepare_on_broker(settings, options, topics, echo)
+    except (KafkaError, OSError) as exc:
+        raise ReplayError(f"the broker {settings.broker} did not answer as expected: {exc!r}") from exc
+
+
+async def _prepare_on_broker(
+    settings: Settings, options: ReplayOptions, topics: ReplayTopics, echo: Echo
+) -> dict[TopicPartition, tuple[int, int]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        leftovers = await find_leftovers(admin, options.app_id, topics.owned)
+        if leftovers and not options.force:
+            raise ReplayError(
+                f"app id {options.app_id} is not fresh: {'; '.join(leftovers)}; "
+                "choose a new --app-id, or --force to delete its topics and start over"
+            )
+        if leftovers:
+            existing = set(await admin.list_topics())
+            doomed = [t for t in topics.owned if t in existing]
+            echo(f"--force: deleting {len(doomed)} topics of app id {options.app_id}")
+            await _delete_topics(admin, doomed)
+    finally:
+        await admin.close()
+    start_ms = None if options.start_time is None else int(options.start_time * 1000)
+    return await commit_start_offsets(settings, options.app_id, topics.source, start_ms)
+
+
+async def _follow(
+    settings: Settings,
+    options: ReplayOptions,
+    topics: ReplayTopics,
+    echo: Echo,
+    workers: list[subprocess.Popen[bytes]],
+) -> int:
+    """Prepare, start the worker, show progress until caught up (and serve); the exit code."""
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main_task.cancel)
+    done = False
+    try:
+        sources = await _prepare(settings, options, topics, echo)
+        total = sum(end - start for start, end in sources.values())
+        what = (
+            "from the beginning"
+            if options.start_time is None
+            else f"from {datetime.fromtimestamp(options.start_time).astimezone().isoformat()}"
+        )
+        alerts = "published again" if options.publish_alerts else "not published"
+        echo(
+            f"replaying {format_count(total)} records of {len(topics.source)} source topics {what} "
+            f"into app id {options.app_id} (alerts {alerts})"
+        )
+        log_path = options.data_dir / "worker.log"
+        started = time.monotonic()
+        worker = _spawn_worker(options, log_path)
+        workers.append(worker)
+        echo(f"worker started (pid {worker.pid}, web http://127.0.0.1:{options.web_port}, log {log_path})")
+        meter = ProgressMeter(total, started)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        offsets = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+        await admin.start()
+        await offsets.start()
+        internal_parts: dict[str, list[TopicPartition]] = {}
+        try:
+            async with aiohttp.ClientSession() as http:
+                while True:
+                    if worker.poll() is not None:
+                        echo(f"streamapp: error: the replay worker exited with {worker.returncode}:")
+                        echo(_log_tail(log_path))
+                        return EXIT_WORKER_FAILED
+                    ready = await _worker_ready(http, options.web_port)
+                    source_done, internal_done, lag = await measure(
+                        admin, offsets, options.app_id, sources, topics.internal, internal_parts
+                    )
+                    progress = meter.update(time.monotonic(), source_done, internal_done, lag, ready)
+                    echo(progress.describe())
+                    if progress.caught_up:
+                        break
+                    await asyncio.sleep(options.interval)
+        finally:
+            await offsets.stop()
+            await admin.close()
+        seconds = time.monotonic() - started
+        done = True
+        echo(
+            f"replay done: {format_count(total)} source records ({format_count(progress.internal_done)} "
+            f"by-entity) in {seconds:.1f} s, {format_count(total / seconds if seconds else 0)} records/s; "
+            f"the state of app id {options.app_id} is in its changelog topics"
+        )
+        echo(switch_over_hint(settings.app_id, options.app_id))
+        if options.serve:
+            echo(
+                f"serving app id {options.app_id} at http://127.0.0.1:{options.web_port} "
+                "(it keeps following new records); Ctrl-C stops it"
+            )
+            code = await _exit_code(worker)
+            echo(f"streamapp: error: the replay worker exited with {code}:")
+            echo(_log_tail(log_path))
+            return EXIT_WORKER_FAILED
+        return 0
+    except asyncio.CancelledError:
+        if done:
+            return 0
+        echo(
+            f"replay interrupted: app id {options.app_id} holds partial state; "
+            "run it again with --force to start over"
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_replay(settings: Settings, options: ReplayOptions, topics: ReplayTopics, echo: Echo) -> int:
+    """Replay into ``options.app_id``; stop every process it started; return the exit code.
+
+    ``settings`` are the live settings (their app id is the one being replaced). Raises
+    :class:`ReplayError` when the replay cannot start.
+    """
+    check_new_app_id(options.app_id, settings)
+    if options.data_dir.exists() and any(options.data_dir.iterdir()):
+        if not options.force:
+            raise ReplayError(
+                f"data dir {options.data_dir} is not empty: a replay builds fresh state; "
+                "choose another --data-dir, or --force to empty its tables"
+            )
+        shutil.rmtree(options.data_dir / "tables", ignore_errors=True)
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        return asyncio.run(_follow(settings, options, topics, echo, workers))
+    finally:
+        # a second Ctrl-C (or a SIGTERM) while the worker shuts down must not leave it orphaned
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for worker in workers:
+                if worker.poll() is None:
+                    echo(f"stopping the replay worker (pid {worker.pid}) ...")
+                _stop_worker(worker)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if workers:
+            echo("replay stopped: no process left running")
