@@ -19,6 +19,7 @@ from typing import Any
 
 import fastavro
 from fastavro.types import Schema as ParsedSchema
+from fastavro.validation import ValidationError
 
 from streamapp.models import InvalidEvent
 
@@ -93,8 +94,13 @@ def encode_record(schema_id: int, schema: ParsedSchema, record: Mapping[str, Any
     """The Confluent wire format of ``record``; ValueError says which field does not fit the schema."""
     try:
         fastavro.validate(record, schema, raise_errors=True, strict=True)
-    except fastavro.validation.ValidationError as exc:
-        raise ValueError(f"record does not match the schema: {exc}") from None
+    except ValidationError as exc:
+        reasons = "; ".join(str(e) for e in getattr(exc, "errors", None) or [exc])
+        raise ValueError(f"record does not match the schema: {reasons}") from None
+    if isinstance(schema, dict) and schema.get("type") == "record":
+        extra = sorted(set(record) - {f["name"] for f in schema["fields"]})
+        if extra:  # Avro would drop them without a word
+            raise ValueError(f"record does not match the schema: fields {extra} are not in it")
     out = io.BytesIO()
     out.write(_HEADER.pack(MAGIC_BYTE, schema_id))
     fastavro.schemaless_writer(out, schema, dict(record))

@@ -319,10 +319,13 @@ def avro_produce(topic: str, schema_path: Path | None, key_field: str, url: str 
         full_topic = settings.topic(topic)
         async with AvroProducer(settings.bootstrap_servers, _registry_url(url)) as producer:
             futures = []
-            for record in records:
+            for number, record in enumerate(records, 1):
                 key = record.get(key_field) if key_field and isinstance(record, dict) else None
                 key_text = None if key is None else str(key)
-                futures.append(await producer.send(full_topic, record, schema_value, key=key_text))
+                try:
+                    futures.append(await producer.send(full_topic, record, schema_value, key=key_text))
+                except ValueError as exc:
+                    raise ValueError(f"record {number}: {exc}") from None
             await asyncio.gather(*futures)
             schema_id, _ = await producer.schema_id(f"{full_topic}-value", schema_value)
         _say(f"produced {len(futures)} records to {full_topic} (schema id {schema_id})")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from streamapp.dev.kafka import DevBroker, broker_answers
+from streamapp.dev.registry import DevRegistry, DevRegistryError, registry_answers
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,30 @@ def kafka_bootstrap() -> Iterator[str]:
     yield broker.bootstrap
     if started_here:
         broker.down()
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> Iterator[str]:
+    """API root of a real schema registry: ``STREAMAPP_TEST_SCHEMA_REGISTRY`` or the project's dev registry.
+
+    The dev registry (Apicurio, in memory) is started with the project's own `streamapp registry up`
+    code and stopped at the end if this session started it. A registry that cannot be had fails
+    the tests that need it; they never skip.
+    """
+    given = os.environ.get("STREAMAPP_TEST_SCHEMA_REGISTRY")
+    if given:
+        if not registry_answers(given, timeout=10):
+            pytest.fail(f"STREAMAPP_TEST_SCHEMA_REGISTRY={given} does not answer")
+        yield given.rstrip("/")
+        return
+    registry = DevRegistry()
+    started_here = not registry.status().running
+    try:
+        status = registry.up()
+    except DevRegistryError as exc:
+        pytest.fail(f"the dev schema registry cannot start: {exc}")
+    if not status.answers:
+        pytest.fail(f"the dev schema registry does not answer: see {status.log_file}")
+    yield registry.url
+    if started_here:
+        registry.down()

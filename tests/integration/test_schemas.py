@@ -1,0 +1,148 @@
+"""Avro `users` on the real broker and registry: both schema versions read; unsafe evolution refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamapp.avro import bundled_schema
+from streamapp.avro_producer import AvroProducer
+from streamapp.registry import SchemaRegistryClient
+
+pytestmark = pytest.mark.integration
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "streamapp" / "schemas"
+
+
+def _cli(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamapp.cli", *args],
+        env=env, input=stdin, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("streamapp: error: "), lines[0]
+    return lines[0]
+
+
+async def test_avro_users_of_both_versions_are_decoded_and_served_by_any_worker(
+    kafka_bootstrap, schema_registry_url, names, worker_factory
+):
+    env = {"STREAMAPP_SCHEMA_REGISTRY_URL": schema_registry_url}
+    workers = [worker_factory(**env), worker_factory(**env)]
+    topic = names.topic("users")
+    v1, v2 = bundled_schema("user-v1"), bundled_schema("user-v2")
+    async with AvroProducer(kafka_bootstrap, schema_registry_url) as producer:
+        sent = [
+            await producer.send(topic, {"name": "ann", "age": 31}, v1, key="ann"),
+            await producer.send(topic, {"name": "bob", "age": 40}, v1),  # no key: re-keyed by name
+        ]
+        await asyncio.gather(*sent)
+        await asyncio.sleep(0.05)  # "latest" is by record time: keep the next ones strictly later
+        sent = [
+            await producer.send(topic, {"name": "carl", "age": 25, "email": "carl@example.com"}, v2),
+            await producer.send(topic, {"name": "ann", "age": 32, "email": None}, v2, key="ann"),
+        ]
+        await asyncio.gather(*sent)
+        id_v1, _ = await producer.schema_id(f"{topic}-value", v1)
+        id_v2, _ = await producer.schema_id(f"{topic}-value", v2)
+    assert id_v1 != id_v2
+
+    async with SchemaRegistryClient(schema_registry_url) as registry:
+        assert await registry.versions(f"{topic}-value") == [1, 2]
+        assert await registry.compatibility(f"{topic}-value") == "BACKWARD"
+
+    for worker in workers:  # any worker answers for any name (forwarded to the owner)
+        ann = worker.wait_for("/users/ann", lambda s, b: s == 200 and b["schema_id"] == id_v2)
+        assert ann["record"] == {"name": "ann", "age": 32, "email": None}
+        bob = worker.wait_for("/users/bob", lambda s, b: s == 200)
+        assert bob == {
+            "name": "bob",
+            "schema_id": id_v1,
+            "ts": bob["ts"],
+            "record": {"name": "bob", "age": 40},
+        }
+        carl = worker.wait_for("/users/carl", lambda s, b: s == 200)
+        assert (carl["schema_id"], carl["record"]["email"]) == (id_v2, "carl@example.com")
+        status, body = worker.get("/users/nobody")
+        assert status == 404 and "error" in body
+
+
+def test_schema_evolution_compatible_accepted_incompatible_refused_with_the_reason(
+    schema_registry_url, names
+):
+    env = {**_base_env(), "STREAMAPP_SCHEMA_REGISTRY_URL": schema_registry_url}
+    subject = f"{names.prefix}users-value"
+
+    first = _cli("schema", "register", "--subject", subject, str(SCHEMAS / "user-v1.avsc"), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "version 1 (compatibility BACKWARD)" in first.stdout
+
+    check = _cli("schema", "check", "--subject", subject, str(SCHEMAS / "user-v2.avsc"), env=env)
+    assert check.returncode == 0, check.stderr
+    assert "compatible" in check.stdout
+    second = _cli("schema", "register", "--subject", subject, str(SCHEMAS / "user-v2.avsc"), env=env)
+    assert second.returncode == 0, second.stderr
+    assert "version 2 (compatibility BACKWARD)" in second.stdout
+
+    age = _cli("schema", "register", "--subject", subject, str(SCHEMAS / "user-incompatible-age-string.avsc"),
+               env=env)  # fmt: skip
+    assert age.returncode == 1
+    line = _one_error_line(age)
+    assert "refused user-incompatible-age-string.avsc" in line and "(incompatible)" in line
+    assert "STRING not compatible with writer type: INT" in line  # the registry's own reason
+    assert "field 'age' is int in the older schema and string in the newer one" in line
+
+    no_default = SCHEMAS / "user-incompatible-no-default.avsc"
+    refused = _cli("schema", "register", "--subject", subject, str(no_default), env=env)
+    assert refused.returncode == 1
+    assert "field 'country' has no default" in _one_error_line(refused)
+    checked = _cli("schema", "check", "--subject", subject, str(no_default), env=env)
+    assert checked.returncode == 1
+    assert "NOT compatible" in _one_error_line(checked)
+
+    # nothing of the refused schemas was stored; the same v2 again is the same version
+    again = _cli("schema", "register", "--subject", subject, str(SCHEMAS / "user-v2.avsc"), env=env)
+    assert again.returncode == 0 and "version 2" in again.stdout
+
+
+def test_cli_helper_produces_avro_users(kafka_bootstrap, schema_registry_url, names, worker_factory):
+    worker = worker_factory(STREAMAPP_SCHEMA_REGISTRY_URL=schema_registry_url)
+    env = {
+        **_base_env(),
+        "STREAMAPP_BROKER": f"kafka://{kafka_bootstrap}",
+        "STREAMAPP_TOPIC_PREFIX": names.prefix,
+        "STREAMAPP_SCHEMA_REGISTRY_URL": schema_registry_url,
+    }
+    produced = _cli(
+        "avro", "produce", env=env, stdin='{"name": "dora", "age": 28}\n{"name": "eve", "age": 51}\n'
+    )
+    assert produced.returncode == 0, produced.stderr
+    assert "produced 2 records" in produced.stderr
+    v2 = str(SCHEMAS / "user-v2.avsc")
+    produced = _cli(
+        "avro", "produce", "--schema", v2, env=env, stdin='{"name": "dora", "age": 29, "email": "d@x"}\n'
+    )
+    assert produced.returncode == 0, produced.stderr
+    assert worker.wait_for("/users/eve", lambda s, b: s == 200)["record"] == {"name": "eve", "age": 51}
+    dora = worker.wait_for("/users/dora", lambda s, b: s == 200 and b["record"]["age"] == 29)
+    assert dora["record"]["email"] == "d@x"
+
+    bad = _cli("avro", "produce", env=env, stdin='{"name": "fay", "age": "old"}\n')
+    assert bad.returncode == 1
+    assert "record 1: record does not match the schema: example.avro.User.age is <old>" in _one_error_line(
+        bad
+    )
+
+
+def _base_env() -> dict[str, str]:
+    return dict(os.environ)
