@@ -147,6 +147,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     return {
         "version": 1,
         "merge": True,
+        "disable_existing_loggers": False,
         "formatters": {"streamapp": {"()": _formatter_path(settings.log_format)}},
         "filters": {"redact_secrets": {"()": f"{__name__}.RedactSecrets"}},
         "handlers": {
