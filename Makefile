@@ -1,5 +1,6 @@
 # streamapp: `make demo` runs broker + worker + traffic; `make test` runs every test on a real broker.
-# Both install what they need first: a virtualenv with the package, and Kafka jars from Maven Central.
+# Both install what they need first: a virtualenv with the package, and Kafka jars from Maven Central
+# (`make test` also fetches Apicurio Registry from Maven Central: the tests run a real schema registry).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -36,6 +37,7 @@ deps:
 
 test: deps install
 	$(BIN)/streamapp kafka fetch
+	$(BIN)/streamapp registry fetch
 	$(BIN)/python -m pytest -q tests/unit
 	$(BIN)/python -m pytest -q tests/integration
 

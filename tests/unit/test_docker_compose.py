@@ -12,12 +12,14 @@ import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import click
 import pytest
 import yaml
 
 from streamapp.cli import main
+from streamapp.dev.registry import APICURIO_VERSION, CCOMPAT_PATH
 from streamapp.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +148,7 @@ def _web_host_after_entrypoint(dockerfile: list[tuple[str, str]], env: dict[str,
 
 # -- compose file ---------------------------------------------------------------------------
 def test_services_are_named(services: dict[str, dict[str, Any]]) -> None:
-    assert {"kafka", "worker", "generator", "prometheus", "grafana"} <= set(services)
+    assert {"kafka", "worker", "generator", "prometheus", "grafana", "schema-registry"} <= set(services)
 
 
 def test_kafka_is_apache_kafka_4_in_kraft_mode(services: dict[str, dict[str, Any]]) -> None:
@@ -297,6 +299,41 @@ def test_workers_reach_the_broker_on_its_internal_listener(
         for server in settings.bootstrap_servers:
             host, _, port = server.rpartition(":")
             assert host == "kafka" and (host, int(port)) in advertised.values(), (name, server)
+
+
+# -- schema registry ------------------------------------------------------------------------
+def test_schema_registry_is_apicurio_3_in_memory_with_a_small_heap(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    registry = services["schema-registry"]
+    image, _, tag = str(registry["image"]).partition(":")
+    assert image == "apicurio/apicurio-registry"  # the official image; 3.x replaced the -mem one
+    assert tag == APICURIO_VERSION, "compose runs the release `streamapp registry up` runs"
+    env = _environment(registry)
+    assert env.get("APICURIO_STORAGE_KIND", "sql") == "sql"
+    assert env.get("APICURIO_STORAGE_SQL_KIND", "h2") == "h2"  # H2 in memory: nothing on disk
+    assert not registry.get("volumes"), "an in-memory registry needs no volume"
+    heap = re.search(r"-Xmx(\d+)m", env.get("JAVA_OPTS_APPEND", ""))
+    assert heap is not None and int(heap.group(1)) <= 512, "the registry's heap must stay small"
+    assert ("8081", "8080") in _ports(registry)  # Apicurio listens on 8080 in the container
+    test = registry["healthcheck"]["test"]
+    joined = " ".join(test) if isinstance(test, list) else test
+    assert f"localhost:8080{CCOMPAT_PATH}/" in joined
+
+
+def test_workers_reach_the_registry_by_its_service_name(services: dict[str, dict[str, Any]]) -> None:
+    registry = services["schema-registry"]
+    container_ports = {target for _, target in _ports(registry)}
+    worker = services["worker"]
+    settings = load_settings(_environment(worker))
+    assert settings.schema_registry_url is not None, "workers must know where the registry is"
+    url = urlparse(settings.schema_registry_url)
+    assert url.hostname in ("schema-registry", registry.get("hostname"))
+    assert str(url.port) in container_ports, "workers talk to the container port, not the host one"
+    assert url.path == CCOMPAT_PATH
+    depends = worker["depends_on"]
+    assert depends["schema-registry"]["condition"] in ("service_started", "service_healthy")
+    assert depends["kafka"]["condition"] == "service_healthy"
 
 
 # -- Dockerfile -----------------------------------------------------------------------------
