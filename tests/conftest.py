@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -50,6 +51,10 @@ def schema_registry_url() -> Iterator[str]:
         return
     registry = DevRegistry()
     started_here = not registry.status().running
+    if started_here and _port_taken(registry.host, registry.port):
+        # the default port belongs to something else (another home's registry, another program):
+        # run this session's own registry on a free port instead
+        registry = DevRegistry(port=_free_port())
     try:
         status = registry.up()
     except DevRegistryError as exc:
@@ -59,3 +64,15 @@ def schema_registry_url() -> Iterator[str]:
     yield registry.url
     if started_here:
         registry.down()
+
+
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
