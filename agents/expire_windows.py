@@ -3,42 +3,67 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from faust.types import TableT
 
 from streamapp.app import app
 from streamapp.clock import worker_clock
 from streamapp.rules import sliding_count, temperature
-from tables.base import expire_keys
+from tables.base import expire_keys, restore_event_clock
 from tables.failed_logins_by_ip import failed_logins_by_ip
 from tables.logins_by_user import logins_by_user
 from tables.prices_by_symbol import prices_by_symbol
 from tables.temperature_by_sensor import temperature_by_sensor
 from tables.transactions_by_card import transactions_by_card
 
-__all__ = ["expire_windows"]
+__all__ = ["EXPIRING_TABLES", "TableExpiry", "expire_windows"]
 
 
-def _newest_bucket_before(field: str, size: float) -> Callable[[Any], bool]:
-    def is_expired(state: Any) -> bool:
-        entries = state.get(field) or []
-        return not entries or entries[-1][0] + size <= worker_clock.horizon
+@dataclass(frozen=True)
+class TableExpiry:
+    """How to tell when a table's value last saw an event, and how long that event lasts."""
 
-    return is_expired
+    table: TableT
+    last_event: Callable[[Any], float]
+    span: float = 0.0  # a bucket or window lasts this long after its start
+
+    def is_expired(self, state: Any) -> bool:
+        return self.last_event(state) + self.span <= worker_clock.horizon
 
 
-def _last_before(field: str) -> Callable[[Any], bool]:
-    def is_expired(state: Any) -> bool:
-        return (state.get(field) or 0.0) <= worker_clock.horizon
+def _newest_start(field: str) -> Callable[[Any], float]:
+    return lambda state: state[field][-1][0] if state.get(field) else 0.0
 
-    return is_expired
+
+def _number(field: str) -> Callable[[Any], float]:
+    return lambda state: state.get(field) or 0.0
+
+
+EXPIRING_TABLES = [
+    TableExpiry(failed_logins_by_ip, _newest_start("buckets"), sliding_count.BUCKET_SECONDS),
+    TableExpiry(temperature_by_sensor, _newest_start("windows"), temperature.WINDOW_SECONDS),
+    TableExpiry(logins_by_user, _number("last")),
+    TableExpiry(transactions_by_card, _number("last")),
+    TableExpiry(prices_by_symbol, _number("ts")),
+]
 
 
 @app.timer(interval=5.0)
 async def expire_windows() -> None:
     if not worker_clock.horizon:
         return
-    expire_keys(failed_logins_by_ip, _newest_bucket_before("buckets", sliding_count.BUCKET_SECONDS))
-    expire_keys(temperature_by_sensor, _newest_bucket_before("windows", temperature.WINDOW_SECONDS))
-    expire_keys(logins_by_user, _last_before("last"))
-    expire_keys(transactions_by_card, _last_before("last"))
-    expire_keys(prices_by_symbol, _last_before("ts"))
+    for expiry in EXPIRING_TABLES:
+        expire_keys(expiry.table, expiry.is_expired)
+
+
+def _on_recovered(expiry: TableExpiry) -> Callable[[], Any]:
+    async def restore() -> None:
+        restore_event_clock(expiry.table, expiry.last_event)
+
+    return restore
+
+
+for _expiry in EXPIRING_TABLES:
+    _expiry.table.on_recover(_on_recovered(_expiry))

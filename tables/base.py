@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 from faust.types import TP, TableT
 
 from streamapp.app import app, settings
+from streamapp.clock import worker_clock
 
-__all__ = ["define_table", "expire_keys"]
+__all__ = ["define_table", "expire_keys", "restore_event_clock"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,25 @@ def define_table(name: str, help: str) -> TableT:
     )
 
 
+def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
+    """(partition, RocksDB) of the partitions this worker processes (not its standbys)."""
+    dbs = getattr(table.data, "_dbs", None)  # rocksdict store: one DB per partition
+    if dbs is None:
+        return
+    changelog = table.changelog_topic.get_topic_name()
+    actives = app.assignor.assigned_actives()
+    for partition, db in list(dbs.items()):
+        if TP(changelog, partition) in actives:
+            yield partition, db
+
+
+def _values(db: Any) -> Iterator[tuple[bytes, Any]]:
+    for key, value in db.items():
+        # faust keeps its own bookkeeping (the persisted changelog offset) in the same DB
+        if not key.startswith(b"__faust"):
+            yield key, orjson.loads(value)
+
+
 def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
     """Delete keys whose state has fully expired, from RocksDB and (as tombstones) the changelog.
 
@@ -39,21 +59,9 @@ def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
     Standby partitions are left alone: they receive the tombstones through the changelog.
     """
     store: Any = table.data
-    dbs = getattr(store, "_dbs", None)  # rocksdict store: one DB per partition
-    if dbs is None:
-        return 0
-    changelog = table.changelog_topic.get_topic_name()
-    actives = app.assignor.assigned_actives()
     removed = 0
-    for partition, db in list(dbs.items()):
-        if TP(changelog, partition) not in actives:
-            continue
-        doomed = [
-            key
-            for key, value in db.items()
-            # faust keeps its own bookkeeping (the persisted changelog offset) in the same DB
-            if not key.startswith(b"__faust") and is_expired(orjson.loads(value))
-        ]
+    for partition, db in _active_partitions(table):
+        doomed = [key for key, value in _values(db) if is_expired(value)]
         for key in doomed:
             db.delete(key)
             store._key_index.pop(key, None)
@@ -62,3 +70,16 @@ def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
     if removed:
         logger.info("expired %d keys from table %s", removed, table.name)
     return removed
+
+
+def restore_event_clock(table: TableT, newest: Callable[[Any], float]) -> None:
+    """After recovery, move the worker's event clock to the newest event time in the table.
+
+    Without it the clock restarts at zero and windows that had expired before the restart, but
+    whose key was not written since, would show again until new events arrive.
+    """
+    latest = max(
+        (newest(value) for _, db in _active_partitions(table) for _, value in _values(db)), default=0.0
+    )
+    if latest:
+        worker_clock.observe(latest)

@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -136,11 +137,21 @@ def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     host, _, port = bootstrap.rpartition(":")
     if not _port_in_use(host, int(port)):
         return False  # not listening yet: spare aiokafka's connection-error log lines
+
+    def ask() -> bool:
+        try:
+            asyncio.run(asyncio.wait_for(_describe_cluster(bootstrap), timeout))
+        except Exception:
+            return False
+        return True
+
     try:
-        asyncio.run(asyncio.wait_for(_describe_cluster(bootstrap), timeout))
-    except Exception:
-        return False
-    return True
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return ask()
+    # called from async code (a test, a service): asyncio.run needs a thread of its own
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(ask).result()
 
 
 @dataclass(frozen=True)

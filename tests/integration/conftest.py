@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from streamapp.dev.kafka import KAFKA_VERSION, DevBroker, fetch_kafka_jars
+
 __all__ = ["Names", "Worker"]
 
 
@@ -182,3 +184,20 @@ def worker_factory(kafka_bootstrap: str, names: Names, tmp_path: Path) -> Iterat
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[DevBroker]:
+    """A broker of this test's own, on free ports, for tests that stop and start the broker.
+
+    It reuses the jars already fetched for the session broker: nothing is downloaded again.
+    """
+    real_libs = fetch_kafka_jars()
+    home = tmp_path / "broker-home"
+    version_dir = home / "kafka" / KAFKA_VERSION
+    version_dir.mkdir(parents=True)
+    (version_dir / "libs").symlink_to(real_libs, target_is_directory=True)
+    broker = DevBroker(home=home, port=free_port(), controller_port=free_port())
+    broker.up()
+    yield broker
+    broker.down()

@@ -197,3 +197,82 @@ async def test_exactly_once_kill_leaves_exact_counts_and_no_duplicate_alerts(
     ids = [orjson.loads(r.value)["alert_id"] for r in records]
     assert len(ids) == 200
     assert len(set(ids)) == 200, "duplicate alerts after kill -9 under exactly_once"
+
+
+async def test_broker_restart_mid_stream_workers_reconnect_and_lose_nothing(
+    names, worker_factory, private_broker
+):
+    rng = random.Random(31)
+    base = time.time() - 900
+    bootstrap = private_broker.bootstrap
+    worker = worker_factory(STREAMAPP_BROKER=f"kafka://{bootstrap}")
+    first = _logins(rng, 3000, 80, base)
+    stream = asyncio.ensure_future(_produce_slowly(bootstrap, names.topic("logins"), first, "ip", chunks=10))
+    await asyncio.sleep(1.0)
+    worker.wait_for_metric("streamapp_events_total", lambda v: v > 0, topic="logins")
+    await stream
+    await asyncio.to_thread(private_broker.down)  # in the middle of processing
+    await asyncio.sleep(3.0)
+    await asyncio.to_thread(private_broker.up)
+    second = _logins(rng, 2000, 80, base)
+    await produce(bootstrap, names.topic("logins"), second, every_other_keyed("ip"))
+    _wait_until_matches(worker, _truth(first + second, []), timeout=120)
+    assert worker.proc is not None and worker.proc.poll() is None  # the same process reconnected
+
+
+async def test_window_expiry_survives_restart_and_rebalance(kafka_bootstrap, names, worker_factory):
+    now = time.time()
+    worker = worker_factory()
+
+    def reading(sensor: str, ts: float) -> dict:
+        return {"ts": ts, "sensor_id": sensor, "temperature": 20.0}
+
+    # a sensor with one window two hours ago and one window now: the old window expires
+    # and a sensor whose older window expires later, while its key is not written again
+    await produce(
+        kafka_bootstrap,
+        names.topic("sensor-readings"),
+        [reading("mixed", now - 7200), reading("gone", now - 7200)],
+    )
+    worker.wait_for("/sensors/gone", lambda s, b: s == 200)
+    await produce(
+        kafka_bootstrap,
+        names.topic("sensor-readings"),
+        [reading("mixed", now), reading("partial", now - 3000), reading("partial", now - 100)],
+    )
+    worker.wait_for("/sensors/partial", lambda s, b: s == 200 and len(b["windows"]) == 2)
+    await produce(kafka_bootstrap, names.topic("sensor-readings"), [reading("clock", now + 1000)])
+    worker.wait_for("/sensors/clock", lambda s, b: s == 200)
+    body = worker.wait_for("/sensors/mixed", lambda s, b: s == 200 and len(b["windows"]) == 1)
+    partial = worker.wait_for("/sensors/partial", lambda s, b: s == 200 and len(b["windows"]) == 1)
+    worker.wait_for("/sensors/gone", lambda s, b: s == 404)
+    # the expiry timer has removed the fully expired key before the restart
+    changelog = f"{names.app_id}-temperature-by-sensor-changelog"
+    from tests.integration.kafka_io import read_until
+
+    await read_until(
+        kafka_bootstrap, changelog, lambda recs: any(r.key == b"gone" and r.value is None for r in recs)
+    )
+
+    # restart from the changelog alone: expired windows do not come back
+    worker.stop()
+    shutil.rmtree(worker.data_dir)
+    worker.start()
+    worker.wait_ready()
+    assert worker.get("/sensors/gone")[0] == 404
+    assert worker.get("/sensors/mixed")[1]["windows"] == body["windows"]
+    assert worker.get("/sensors/partial")[1]["windows"] == partial["windows"]
+
+    # a second worker joins (rebalance): the same answers from both, and new windows keep expiring
+    other = worker_factory()
+    for w in (worker, other):
+        assert w.get("/sensors/gone")[0] == 404
+        w.wait_for("/sensors/mixed", lambda s, b: s == 200 and b["windows"] == body["windows"])
+    await produce(kafka_bootstrap, names.topic("sensor-readings"), [reading("soon-gone", now - 2000)])
+    other.wait_for("/sensors/soon-gone", lambda s, b: s == 200)
+    # each worker's event clock follows the events of its own partitions: time moves on everywhere
+    await produce(
+        kafka_bootstrap, names.topic("sensor-readings"), [reading(f"tick-{i}", now + 2000) for i in range(40)]
+    )
+    for w in (worker, other):
+        w.wait_for("/sensors/soon-gone", lambda s, b: s == 404, timeout=60)
