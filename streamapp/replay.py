@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
     "app_topics",
     "check_new_app_id",
     "commit_start_offsets",
+    "existing_partitions",
     "find_leftovers",
     "format_count",
     "measure",
@@ -80,16 +82,11 @@ def parse_start_time(text: str) -> float:
 
 
 def check_new_app_id(new_id: str, settings: Settings) -> None:
-    """Refuse the live app id, and an id whose internal topics could be taken for source topics."""
+    """Refuse the live app id: a replay never writes into the state it is meant to replace."""
     if new_id == settings.app_id:
         raise ReplayError(
             f"--app-id {new_id} is the live app id (STREAMAPP_APP_ID): a replay builds fresh state "
             f"under a new app id, e.g. --app-id {settings.app_id}-r1"
-        )
-    if settings.topic_prefix.startswith(f"{new_id}-"):
-        raise ReplayError(
-            f"--app-id {new_id}: the topic prefix {settings.topic_prefix!r} starts with '{new_id}-', "
-            "so internal and source topics could not be told apart; choose another app id"
         )
 
 
@@ -108,23 +105,33 @@ class ReplayTopics:
 def app_topics(new_id: str) -> ReplayTopics:
     """The app's topics under ``new_id``, from the agents and tables the app modules declare.
 
-    Imports the app in this process with ``STREAMAPP_APP_ID=new_id`` (topic names are fixed at
-    import), so it must run before anything else here imports :mod:`streamapp.app`. A new agent
-    or table is picked up without changing this module.
+    The app is imported in this process (it is never run here) under a placeholder app id that
+    no topic prefix can clash with: the topic names that start with it are the app's own, the
+    others are source topics. So this must run before anything else here imports
+    :mod:`streamapp.app`. A new agent or table is picked up without changing this module.
     """
-    os.environ[f"{PREFIX}APP_ID"] = new_id
+    placeholder = f"streamapp-replay-{uuid.uuid4().hex}"
+    os.environ[f"{PREFIX}APP_ID"] = placeholder
     from streamapp.app import app, import_app_modules, settings
 
-    if settings.app_id != new_id:
-        raise ReplayError(f"the app was already imported with app id {settings.app_id}, not {new_id}")
+    if settings.app_id != placeholder:
+        raise ReplayError(f"the app was already imported here with app id {settings.app_id}")
     import_app_modules()
     names: set[str] = set()
     for agent in app.agents.values():
         names.update(getattr(agent.channel, "topics", ()))
-    internal = sorted(n for n in names if n.startswith(f"{new_id}-"))
-    source = sorted(n for n in names if not n.startswith(f"{new_id}-"))
-    changelogs = sorted(table.changelog_topic.get_topic_name() for table in app.tables.values())
+    ours = f"{placeholder}-"
+
+    def renamed(name: str) -> str:
+        return f"{new_id}-{name.removeprefix(ours)}"
+
+    internal = sorted(renamed(n) for n in names if n.startswith(ours))
+    source = sorted(n for n in names if not n.startswith(ours))
+    changelogs = sorted(renamed(t.changelog_topic.get_topic_name()) for t in app.tables.values())
     owned = [*internal, *changelogs, f"{new_id}-__assignor-__leader"]
+    clash = sorted(set(owned) & set(source))
+    if clash:
+        raise ReplayError(f"--app-id {new_id} would name its own topics like source topics ({clash[0]})")
     return ReplayTopics(source=tuple(source), internal=tuple(internal), owned=tuple(owned))
 
 
@@ -153,29 +160,40 @@ async def _delete_topics(admin: AIOKafkaAdminClient, topics: list[str], within: 
         await asyncio.sleep(0.5)
 
 
+async def existing_partitions(admin: AIOKafkaAdminClient, topics: Iterable[str]) -> list[TopicPartition]:
+    """The partitions of those of ``topics`` that exist.
+
+    Topics are looked up in the full listing first: asking the broker for a named topic that does
+    not exist may create it (``auto.create.topics.enable``), with the wrong partition count.
+    """
+    listed = set(await admin.list_topics())
+    present = [t for t in topics if t in listed]
+    if not present:
+        return []
+    return [
+        TopicPartition(meta["topic"], p["partition"])
+        for meta in await admin.describe_topics(present)
+        if not meta["error_code"]
+        for p in sorted(meta["partitions"], key=lambda p: p["partition"])
+    ]
+
+
 async def commit_start_offsets(
-    settings: Settings, new_id: str, source_topics: Iterable[str], start_ms: int | None
+    settings: Settings, new_id: str, parts: list[TopicPartition], start_ms: int | None
 ) -> dict[TopicPartition, tuple[int, int]]:
     """Commit where ``new_id`` starts on every source partition; return ``{tp: (start, end)}``.
 
     Start is the beginning of the partition, or with ``start_ms`` the first record whose record
     timestamp is at or after it (the end when there is none). End is the end offset now: what the
-    replay must reach. Topics that do not exist yet are skipped (there is nothing to replay).
+    replay must reach.
     """
+    if not parts:
+        return {}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, group_id=new_id, enable_auto_commit=False,
     )  # fmt: skip
     await consumer.start()
     try:
-        existing = set(await consumer.topics())
-        parts = [
-            TopicPartition(topic, p)
-            for topic in source_topics
-            if topic in existing
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not parts:
-            return {}
         consumer.assign(parts)
         ends = await consumer.end_offsets(parts)
         if start_ms is None:
@@ -250,16 +268,29 @@ class ProgressMeter:
         self.source_total = source_total
         self.started = started
         self.window = window
+        #: when the worker was first seen ready (None: not yet)
+        self.ready_at: float | None = None
         self._samples: deque[tuple[float, int]] = deque()
+
+    @property
+    def startup_seconds(self) -> float | None:
+        """Seconds from the start until the worker was ready (recovered, partitions assigned)."""
+        return None if self.ready_at is None else self.ready_at - self.started
 
     def update(
         self, now: float, source_done: int, internal_done: int, internal_lag: int, worker_ready: bool
     ) -> Progress:
-        self._samples.append((now, source_done))
-        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
-            self._samples.popleft()
-        first_at, first_done = self._samples[0]
-        rate = (source_done - first_done) / (now - first_at) if now > first_at else 0.0
+        if worker_ready and self.ready_at is None:
+            self.ready_at = now
+        rate = 0.0
+        if worker_ready:
+            self._samples.append((now, source_done))
+            while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
+                self._samples.popleft()
+            first_at, first_done = self._samples[0]
+            rate = (source_done - first_done) / (now - first_at) if now > first_at else 0.0
+        else:
+            self._samples.clear()  # a worker that is starting up says nothing about the speed
         return Progress(
             elapsed=now - self.started,
             source_done=source_done,
@@ -290,14 +321,8 @@ async def measure(
     )
     missing = [t for t in internal_topics if t not in internal_parts]
     if missing:
-        listed = set(await admin.list_topics())
-        present = [t for t in missing if t in listed]
-        if present:
-            for meta in await admin.describe_topics(present):
-                if not meta["error_code"] and meta["partitions"]:
-                    internal_parts[meta["topic"]] = [
-                        TopicPartition(meta["topic"], p["partition"]) for p in meta["partitions"]
-                    ]
+        for tp in await existing_partitions(admin, missing):
+            internal_parts.setdefault(tp.topic, []).append(tp)
     parts = [tp for tps in internal_parts.values() for tp in tps]
     ends = await offsets.end_offsets(parts) if parts else {}
     internal_done = sum(max(committed.get(tp, 0), 0) for tp in parts)
@@ -414,10 +439,12 @@ async def _prepare_on_broker(
             doomed = [t for t in topics.owned if t in existing]
             echo(f"--force: deleting {len(doomed)} topics of app id {options.app_id}")
             await _delete_topics(admin, doomed)
+        # source topics that do not exist yet have nothing to replay
+        parts = await existing_partitions(admin, topics.source)
     finally:
         await admin.close()
     start_ms = None if options.start_time is None else int(options.start_time * 1000)
-    return await commit_start_offsets(settings, options.app_id, topics.source, start_ms)
+    return await commit_start_offsets(settings, options.app_id, parts, start_ms)
 
 
 async def _follow(
@@ -447,6 +474,7 @@ async def _follow(
             f"replaying {format_count(total)} records of {len(topics.source)} source topics {what} "
             f"into app id {options.app_id} (alerts {alerts})"
         )
+        options.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = options.data_dir / "worker.log"
         started = time.monotonic()
         worker = _spawn_worker(options, log_path)
@@ -478,11 +506,14 @@ async def _follow(
             await offsets.stop()
             await admin.close()
         seconds = time.monotonic() - started
+        startup = meter.startup_seconds or 0.0
+        running = seconds - startup
         done = True
         echo(
             f"replay done: {format_count(total)} source records ({format_count(progress.internal_done)} "
-            f"by-entity) in {seconds:.1f} s, {format_count(total / seconds if seconds else 0)} records/s; "
-            f"the state of app id {options.app_id} is in its changelog topics"
+            f"by-entity) in {seconds:.1f} s, {format_count(total / seconds if seconds else 0)} records/s "
+            f"({startup:.1f} s worker start-up, then {format_count(total / running if running > 0 else 0)} "
+            f"records/s); the state of app id {options.app_id} is in its changelog topics"
         )
         echo(switch_over_hint(settings.app_id, options.app_id))
         if options.serve:
@@ -522,7 +553,6 @@ def run_replay(settings: Settings, options: ReplayOptions, topics: ReplayTopics,
                 "choose another --data-dir, or --force to empty its tables"
             )
         shutil.rmtree(options.data_dir / "tables", ignore_errors=True)
-    options.data_dir.mkdir(parents=True, exist_ok=True)
     workers: list[subprocess.Popen[bytes]] = []
     try:
         return asyncio.run(_follow(settings, options, topics, echo, workers))
