@@ -484,7 +484,8 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
     logging.getLogger("streamapp").setLevel(level.upper())
     # JSON logs: every console line is a JSON object, so no startup banner (faust's --quiet)
     quiet = ["--quiet"] if settings.log_format == "json" else []
-    sys.argv = ["streamapp", *quiet, "worker", "--loglevel", level]
+    # faust's worker spells "warning" as "warn"
+    sys.argv = ["streamapp", *quiet, "worker", "--loglevel", {"warning": "warn"}.get(level, level)]
     app.main()
 
 
