@@ -215,29 +215,51 @@ def format_count(n: float) -> str:
 
 @dataclass(frozen=True)
 class Progress:
-    """One measurement of how far the replay is."""
+    """One measurement of how far the replay is.
+
+    The work is two steps: every source record is routed to by-entity topics, and every
+    by-entity record updates a table. Both count as records processed.
+    """
 
     elapsed: float
     #: source records the new app id has consumed and committed since its start offsets
     source_done: int
     #: source records between the start offsets and the end offsets captured at start
     source_total: int
-    #: records on the by-entity topics that the new app id has not yet committed
-    internal_lag: int
     #: by-entity records the new app id has committed
     internal_done: int
-    #: source records per second over the last few seconds
+    #: records on the by-entity topics that the new app id has not yet committed
+    internal_lag: int
+    #: records processed (both steps) per second over the last few seconds
     rate: float
     worker_ready: bool
 
     @property
+    def source_finished(self) -> bool:
+        return self.source_done >= self.source_total
+
+    @property
+    def internal_total(self) -> int:
+        """By-entity records the replay makes: exact once the source is done, else estimated.
+
+        The estimate scales what the routed records made so far (a failed login makes two).
+        """
+        made = self.internal_done + self.internal_lag
+        if self.source_finished:
+            return made
+        if not self.source_done:
+            return self.source_total
+        return max(made, round(made * self.source_total / self.source_done))
+
+    @property
     def percent(self) -> float:
-        return 100.0 if not self.source_total else 100.0 * self.source_done / self.source_total
+        total = self.source_total + self.internal_total
+        return 100.0 if not total else 100.0 * (self.source_done + self.internal_done) / total
 
     @property
     def eta(self) -> float | None:
-        """Seconds until the source topics are caught up at the current rate (None: unknown)."""
-        remaining = self.source_total - self.source_done
+        """Seconds until caught up at the current rate (None: not known yet)."""
+        remaining = self.source_total - self.source_done + self.internal_total - self.internal_done
         if remaining <= 0:
             return 0.0
         return remaining / self.rate if self.rate > 0 else None
@@ -245,18 +267,18 @@ class Progress:
     @property
     def caught_up(self) -> bool:
         """Source topics at the end offsets captured at start, nothing left on by-entity topics."""
-        return self.worker_ready and self.source_done >= self.source_total and self.internal_lag == 0
+        return self.worker_ready and self.source_finished and self.internal_lag == 0
 
     def describe(self) -> str:
         """The progress line."""
         eta = self.eta
-        eta_text = "ETA ?" if eta is None else f"ETA {eta:.0f} s"
-        if self.source_done >= self.source_total:
-            eta_text = "source done"
+        estimated = "" if self.source_finished else "~"
         line = (
-            f"replay {self.percent:5.1f}%  {format_count(self.source_done)}/{format_count(self.source_total)}"
-            f" records  {format_count(self.rate)} records/s  {eta_text}"
-            f"  by-entity lag {format_count(self.internal_lag)}  {self.elapsed:.0f} s"
+            f"replay {self.percent:5.1f}%"
+            f"  source {format_count(self.source_done)}/{format_count(self.source_total)}"
+            f"  by-entity {format_count(self.internal_done)}/{estimated}{format_count(self.internal_total)}"
+            f"  {format_count(self.rate)} records/s"
+            f"  ETA {'?' if eta is None else f'{eta:.0f} s'}  {self.elapsed:.0f} s"
         )
         return line if self.worker_ready else f"{line}  (worker starting)"
 
@@ -283,20 +305,21 @@ class ProgressMeter:
         if worker_ready and self.ready_at is None:
             self.ready_at = now
         rate = 0.0
+        processed = source_done + internal_done
         if worker_ready:
-            self._samples.append((now, source_done))
+            self._samples.append((now, processed))
             while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
                 self._samples.popleft()
-            first_at, first_done = self._samples[0]
-            rate = (source_done - first_done) / (now - first_at) if now > first_at else 0.0
+            first_at, first_processed = self._samples[0]
+            rate = (processed - first_processed) / (now - first_at) if now > first_at else 0.0
         else:
             self._samples.clear()  # a worker that is starting up says nothing about the speed
         return Progress(
             elapsed=now - self.started,
             source_done=source_done,
             source_total=self.source_total,
-            internal_lag=internal_lag,
             internal_done=internal_done,
+            internal_lag=internal_lag,
             rate=max(rate, 0.0),
             worker_ready=worker_ready,
         )

@@ -253,7 +253,7 @@ async def test_replay_rebuilds_the_live_state_and_publishes_no_alert_again(
     )
     replay.wait_for_line(r"^serving app id ")
     output = replay.text()
-    progress = re.findall(r"^replay +[\d.]+%  [\d,]+/([\d,]+) records .* records/s", output, re.MULTILINE)
+    progress = re.findall(r"^replay +[\d.]+%  source [\d,]+/([\d,]+)  by-entity .* records/s", output, re.M)
     assert progress and {int(total.replace(",", "")) for total in progress} == {source_records}
     assert re.search(r"^replay 100\.0%", output, re.MULTILINE)
     assert f"STREAMAPP_APP_ID={new_id}" in output  # how to switch over

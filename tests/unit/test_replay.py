@@ -51,27 +51,38 @@ def test_publish_alerts_setting() -> None:
         load_settings({"STREAMAPP_PUBLISH_ALERTS": "maybe"})
 
 
-def _progress(done: int, total: int, lag: int, rate: float, ready: bool = True) -> Progress:
+def _progress(
+    source: int, total: int, internal: int = 0, lag: int = 0, rate: float = 0.0, ready: bool = True
+) -> Progress:
     return Progress(
-        elapsed=12.0, source_done=done, source_total=total, internal_lag=lag, internal_done=0, rate=rate,
-        worker_ready=ready,
+        elapsed=12.0, source_done=source, source_total=total, internal_done=internal, internal_lag=lag,
+        rate=rate, worker_ready=ready,
     )  # fmt: skip
 
 
-def test_progress_line_percent_rate_eta() -> None:
-    line = _progress(2_500, 10_000, 120, 500.0).describe()
-    assert line == "replay  25.0%  2,500/10,000 records  500 records/s  ETA 15 s  by-entity lag 120  12 s"
-    starting = _progress(0, 10_000, 0, 0.0, ready=False).describe()
-    assert starting.endswith("ETA ?  by-entity lag 0  12 s  (worker starting)")
-    assert "source done" in _progress(10_000, 10_000, 5, 0.0).describe()
+def test_progress_counts_both_steps_and_estimates_the_by_entity_records() -> None:
+    # half the source routed, making 6,000 by-entity records (1.2 each), 1,000 of them applied
+    progress = _progress(5_000, 10_000, internal=1_000, lag=5_000, rate=1_000.0)
+    assert progress.internal_total == 12_000
+    assert progress.percent == pytest.approx(100 * 6_000 / 22_000)
+    assert progress.eta == 16.0
+    assert progress.describe() == (
+        "replay  27.3%  source 5,000/10,000  by-entity 1,000/~12,000  1,000 records/s  ETA 16 s  12 s"
+    )
+    # once the source is done the by-entity total is exact
+    finished = _progress(10_000, 10_000, internal=9_000, lag=2_500, rate=500.0)
+    assert finished.internal_total == 11_500
+    assert "by-entity 9,000/11,500" in finished.describe() and "ETA 5 s" in finished.describe()
+    starting = _progress(0, 10_000, ready=False).describe()
+    assert starting.endswith("ETA ?  12 s  (worker starting)")
 
 
 def test_caught_up_needs_the_source_end_no_lag_and_a_ready_worker() -> None:
-    assert _progress(10, 10, 0, 1.0).caught_up
-    assert not _progress(9, 10, 0, 1.0).caught_up
-    assert not _progress(10, 10, 1, 1.0).caught_up
-    assert not _progress(10, 10, 0, 1.0, ready=False).caught_up
-    assert _progress(0, 0, 0, 0.0).caught_up and _progress(0, 0, 0, 0.0).percent == 100.0
+    assert _progress(10, 10, internal=12).caught_up
+    assert not _progress(9, 10).caught_up
+    assert not _progress(10, 10, lag=1).caught_up
+    assert not _progress(10, 10, ready=False).caught_up
+    assert _progress(0, 0).caught_up and _progress(0, 0).percent == 100.0
 
 
 def test_meter_measures_the_rate_over_a_window_once_the_worker_is_ready() -> None:
@@ -80,9 +91,9 @@ def test_meter_measures_the_rate_over_a_window_once_the_worker_is_ready() -> Non
     assert meter.startup_seconds is None
     meter.update(105.0, 0, 0, 0, worker_ready=True)
     assert meter.startup_seconds == 5.0
-    assert meter.update(107.0, 200, 0, 0, worker_ready=True).rate == 100.0
+    assert meter.update(107.0, 150, 50, 100, worker_ready=True).rate == 100.0  # both steps count
     # older samples leave the window: the rate follows the recent speed
-    meter.update(109.0, 300, 0, 0, worker_ready=True)
-    progress = meter.update(111.0, 340, 0, 0, worker_ready=True)
-    assert progress.rate == pytest.approx((340 - 200) / 4.0)
+    meter.update(109.0, 300, 100, 200, worker_ready=True)
+    progress = meter.update(111.0, 340, 200, 140, worker_ready=True)
+    assert progress.rate == pytest.approx((540 - 200) / 4.0)
     assert progress.elapsed == 11.0
