@@ -42,6 +42,7 @@ __all__ = [
     "find_leftovers",
     "format_count",
     "measure",
+    "old_topics_pattern",
     "parse_start_time",
     "pick_free_port",
     "run_replay",
@@ -55,7 +56,7 @@ EXIT_WORKER_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 #: seconds over which the progress line's records/s is measured
-RATE_WINDOW_SECONDS = 6.0
+RATE_WINDOW_SECONDS = 10.0
 
 _EPOCH_SECONDS = re.compile(r"^\d+(\.\d+)?$")
 
@@ -375,13 +376,36 @@ def pick_free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def switch_over_hint(live_id: str, new_id: str) -> str:
-    """How to move readers from the live app id to the replayed one."""
-    return (
-        f"to switch over: run workers with STREAMAPP_APP_ID={new_id} beside the {live_id} workers "
-        f"(they recover the rebuilt state from the changelog topics and follow new records), point "
-        f"readers and dashboards at them, stop the {live_id} workers, then delete the {live_id}-* "
-        "internal and changelog topics"
+def old_topics_pattern(live_id: str, new_id: str, topics: ReplayTopics) -> str:
+    """A regular expression (Kafka's tools take one) matching exactly the live app id's own topics.
+
+    Never the new app id's, nor source topics, even when one app id is a prefix of the other.
+    """
+    suffixes = [name.removeprefix(f"{new_id}-") for name in topics.owned]
+    return f"{_literal(live_id)}-({'|'.join(_literal(s) for s in suffixes)})"
+
+
+def _literal(text: str) -> str:
+    """``text`` as a regular expression that matches only itself (Java and Python alike)."""
+    return "".join(c if c.isalnum() or c in "_-" else f"\\{c}" for c in text)
+
+
+def switch_over_hint(settings: Settings, new_id: str, topics: ReplayTopics) -> str:
+    """How to move readers from the live app id to the replayed one, step by step."""
+    live_id = settings.app_id
+    bootstrap = ",".join(settings.bootstrap_servers)
+    return "\n".join(
+        [
+            "to switch over:",
+            f"  1. run workers with STREAMAPP_APP_ID={new_id} beside the {live_id} workers: they recover "
+            "the rebuilt state from its changelog topics, then follow new records",
+            "  2. once their streamapp_consumer_lag is about 0, point readers and dashboards at them",
+            f"  3. stop the {live_id} workers",
+            f"  4. delete what {live_id} leaves behind:",
+            f"     kafka-topics.sh --bootstrap-server {bootstrap} --delete --topic "
+            f"'{old_topics_pattern(live_id, new_id, topics)}'",
+            f"     kafka-consumer-groups.sh --bootstrap-server {bootstrap} --delete --group {live_id}",
+        ]
     )
 
 
@@ -538,7 +562,7 @@ async def _follow(
             f"({startup:.1f} s worker start-up, then {format_count(total / running if running > 0 else 0)} "
             f"records/s); the state of app id {options.app_id} is in its changelog topics"
         )
-        echo(switch_over_hint(settings.app_id, options.app_id))
+        echo(switch_over_hint(settings, options.app_id, topics))
         if options.serve:
             echo(
                 f"serving app id {options.app_id} at http://127.0.0.1:{options.web_port} "

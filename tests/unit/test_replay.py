@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from streamapp.replay import Progress, ProgressMeter, ReplayError, check_new_app_id, parse_start_time
+from streamapp.replay import (
+    Progress,
+    ProgressMeter,
+    ReplayError,
+    ReplayTopics,
+    check_new_app_id,
+    old_topics_pattern,
+    parse_start_time,
+)
 from streamapp.settings import Settings, SettingsError, load_settings
 
 
@@ -97,3 +107,21 @@ def test_meter_measures_the_rate_over_a_window_once_the_worker_is_ready() -> Non
     progress = meter.update(111.0, 340, 200, 140, worker_ready=True)
     assert progress.rate == pytest.approx((540 - 200) / 4.0)
     assert progress.elapsed == 11.0
+
+
+def test_the_old_topics_pattern_matches_only_the_live_app_ids_own_topics() -> None:
+    topics = ReplayTopics(
+        source=("sa.logins",),
+        internal=("sa-r1-failed-logins-by-ip",),
+        owned=(
+            "sa-r1-failed-logins-by-ip",
+            "sa-r1-failed-logins-by-ip-changelog",
+            "sa-r1-__assignor-__leader",
+        ),  # fmt: skip
+    )
+    pattern = old_topics_pattern("sa.1", "sa-r1", topics)
+    assert pattern == r"sa\.1-(failed-logins-by-ip|failed-logins-by-ip-changelog|__assignor-__leader)"
+    for old in ("sa.1-failed-logins-by-ip", "sa.1-failed-logins-by-ip-changelog", "sa.1-__assignor-__leader"):
+        assert re.fullmatch(pattern, old)
+    for other in ("sa-r1-failed-logins-by-ip", "sax1-failed-logins-by-ip", "sa.1-logins", "sa.logins"):
+        assert not re.fullmatch(pattern, other)
