@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.integration.conftest import Names, Worker, free_port
 from tests.integration.kafka_io import every_other_keyed, produce, read_all
@@ -217,6 +218,15 @@ def _views(worker: Worker, paths: list[str]) -> dict[str, tuple[int, dict]]:
     return {path: worker.get(path) for path in paths}
 
 
+async def _topics(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return await admin.list_topics()
+    finally:
+        await admin.close()
+
+
 async def _alert_ids(bootstrap: str, names: Names) -> list[str]:
     records = await read_all(bootstrap, names.topic("alerts"), settle=3.0)
     return [orjson.loads(r.value)["alert_id"] for r in records]
@@ -288,10 +298,33 @@ async def test_replay_rebuilds_the_live_state_and_publishes_no_alert_again(
         records_per_second_after_startup=int(done.group(6).replace(",", "")),
     )
 
+    # the printed clean-up command deletes exactly the live app id's own topics
+    pattern = re.search(r"--delete --topic '([^']+)'", output)
+    assert pattern is not None
+    topics = await _topics(kafka_bootstrap)
+    doomed = {t for t in topics if re.fullmatch(pattern.group(1), t)}
+    assert doomed and all(t.startswith(f"{names.app_id}-") for t in doomed)
+    assert f"{names.app_id}-failed-logins-by-ip" in doomed
+    assert f"{names.app_id}-temperature-by-sensor-changelog" in doomed
+    assert not {t for t in doomed if t.startswith(f"{new_id}-")}
+    sources = ("logins", "sensor-readings", "transactions", "alerts", "dead-letters")
+    assert not doomed & {names.topic(name) for name in sources}
+
     # the app id is not fresh any more: a second replay into it is refused
     again = start_replay("--app-id", new_id, "--data-dir", str(tmp_path / "r1-again"))
     assert again.wait(60) == 2
     assert f"app id {new_id} is not fresh" in again.text()
+
+    # --force starts over; Ctrl-C in the middle stops it and its worker
+    forced = start_replay("--app-id", new_id, "--data-dir", str(tmp_path / "r1"), "--force")
+    forced.wait_for_line(r"^worker started")
+    assert re.search(r"^--force: deleting \d+ topics of app id", forced.text(), re.MULTILINE)
+    forced_pid = forced.worker_pid
+    assert forced_pid is not None
+    forced.proc.send_signal(signal.SIGINT)
+    assert forced.wait(60) == 130
+    assert not _alive(forced_pid)
+    assert "replay interrupted" in forced.text() and "no process left running" in forced.text()
 
 
 async def test_replay_from_a_time_rebuilds_only_what_came_after_it(
