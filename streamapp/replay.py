@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -202,7 +203,19 @@ async def commit_start_offsets(
         else:
             found = await consumer.offsets_for_times({tp: start_ms for tp in parts})
             starts = {tp: ends[tp] if found[tp] is None else found[tp].offset for tp in parts}
-        await consumer.commit({tp: OffsetAndMetadata(starts[tp], "streamapp replay") for tp in parts})
+        # aiokafka logs every retry of a refused commit as an error: the refusal is reported below
+        coordinator_log = logging.getLogger("aiokafka.consumer.group_coordinator")
+        level = coordinator_log.level
+        coordinator_log.setLevel(logging.CRITICAL)
+        try:
+            await consumer.commit({tp: OffsetAndMetadata(starts[tp], "streamapp replay") for tp in parts})
+        except KafkaError as exc:  # a group with members takes commits only from them
+            raise ReplayError(
+                f"could not commit the start offsets of group {new_id} ({type(exc).__name__}): "
+                f"are workers of app id {new_id} running? stop them first"
+            ) from exc
+        finally:
+            coordinator_log.setLevel(level)
         return {tp: (starts[tp], ends[tp]) for tp in parts}
     finally:
         await consumer.stop()
@@ -472,6 +485,7 @@ async def _prepare(
 async def _prepare_on_broker(
     settings: Settings, options: ReplayOptions, topics: ReplayTopics, echo: Echo
 ) -> dict[TopicPartition, tuple[int, int]]:
+    start_ms = None if options.start_time is None else int(options.start_time * 1000)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
@@ -481,17 +495,18 @@ async def _prepare_on_broker(
                 f"app id {options.app_id} is not fresh: {'; '.join(leftovers)}; "
                 "choose a new --app-id, or --force to delete its topics and start over"
             )
+        # source topics that do not exist yet have nothing to replay
+        parts = await existing_partitions(admin, topics.source)
+        # committing first also makes sure no worker of the app id runs: its group would refuse
+        starts = await commit_start_offsets(settings, options.app_id, parts, start_ms)
         if leftovers:
             existing = set(await admin.list_topics())
             doomed = [t for t in topics.owned if t in existing]
             echo(f"--force: deleting {len(doomed)} topics of app id {options.app_id}")
             await _delete_topics(admin, doomed)
-        # source topics that do not exist yet have nothing to replay
-        parts = await existing_partitions(admin, topics.source)
+        return starts
     finally:
         await admin.close()
-    start_ms = None if options.start_time is None else int(options.start_time * 1000)
-    return await commit_start_offsets(settings, options.app_id, parts, start_ms)
 
 
 async def _follow(

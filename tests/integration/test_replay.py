@@ -370,7 +370,9 @@ async def test_replay_from_a_time_rebuilds_only_what_came_after_it(
     assert Counter(after) == Counter({live_alerts[0]: 2})
 
 
-async def test_replay_refuses_the_live_app_id_and_a_bad_time(names, worker_factory, start_replay, tmp_path):
+async def test_replay_refuses_the_live_app_id_a_bad_time_and_a_running_app_id(
+    kafka_bootstrap, names, worker_factory, start_replay, tmp_path
+):
     same = start_replay("--app-id", names.app_id, "--data-dir", str(tmp_path / "same"))
     assert same.wait(60) == 2
     lines = same.text().strip().splitlines()
@@ -381,10 +383,18 @@ async def test_replay_refuses_the_live_app_id_and_a_bad_time(names, worker_facto
     assert bad_time.wait(60) == 2
     assert "--from 'yesterday' is neither epoch seconds nor ISO-8601" in bad_time.text()
 
+    # --force never deletes the topics of an app id whose workers run
+    running = worker_factory()
+    other = {"STREAMAPP_APP_ID": f"{names.app_id}-other"}
+    own_topics = {t for t in await _topics(kafka_bootstrap) if t.startswith(f"{names.app_id}-")}
+    forced = start_replay("--app-id", names.app_id, "--data-dir", str(tmp_path / "f"), "--force", **other)
+    assert forced.wait(60) == 2
+    assert f"are workers of app id {names.app_id} running? stop them first" in forced.text()
+    assert own_topics <= set(await _topics(kafka_bootstrap))
+
     # an app id that a worker has run under is not fresh, even when it is not the live one
-    worker_factory().stop()
-    used = start_replay("--app-id", names.app_id, "--data-dir", str(tmp_path / "used"),
-                        STREAMAPP_APP_ID=f"{names.app_id}-other")  # fmt: skip
+    running.stop()
+    used = start_replay("--app-id", names.app_id, "--data-dir", str(tmp_path / "used"), **other)
     assert used.wait(60) == 2
     assert f"app id {names.app_id} is not fresh" in used.text()
     assert not (tmp_path / "used" / "worker.log").exists()  # refused before starting anything
