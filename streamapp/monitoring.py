@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
 from faust.sensors.prometheus import MS_LATENCY_BUCKETS, FaustMetrics, PrometheusMonitor
 from faust.types import TP
@@ -28,6 +31,7 @@ logger = logging.getLogger(__name__)
 #: faust's sensors are served as ``faust_*`` whatever the app id, so dashboards need no app id
 FAUST_METRICS_PREFIX = "faust"
 LAG_INTERVAL_SECONDS = 5.0
+_POSITION_TIMEOUT_SECONDS = 0.5
 
 _lag_labels: set[tuple[str, str]] = set()
 
@@ -62,34 +66,45 @@ def consumed_topics(faust_app: faust.App) -> set[str]:
     return {name for agent in faust_app.agents.values() for name in agent.get_topic_names()}
 
 
+async def _position(consumer: Any, tp: TP) -> int | None:
+    """The consumer's position, or None when it has none within a moment (reset pending, revoked)."""
+    try:
+        position: int | None = await asyncio.wait_for(consumer.position(tp), _POSITION_TIMEOUT_SECONDS)
+    except (TimeoutError, KafkaError, AssertionError):
+        return None
+    return position
+
+
 async def measure_consumer_lag(faust_app: faust.App) -> dict[TP, int]:
     """Records behind the end, per assigned partition of the consumed topics.
 
-    highwater (from the consumer's last fetch) minus the committed offset (what the monitor saw
-    committed; the last read offset + 1, or the consumer's position, before the first commit).
-    Costs no broker request once a partition has been read.
+    highwater (from the consumer's last fetch) minus the committed offset as the monitor saw it
+    committed; before this worker's first commit on a partition, the last read offset + 1, and
+    before the first read, the consumer's position (the committed offset it was seeked to).
+    No broker request: all of it is the consumer's own state.
     """
     consumer = faust_app.consumer
     monitor = faust_app.monitor
     topics = consumed_topics(faust_app)
-    lags: dict[TP, int] = {}
+    highwaters: dict[TP, int] = {}
     for tp in consumer.assignment():
         if tp.topic not in topics:
             continue
         try:
             highwater = consumer.highwater(tp)
-        except (AssertionError, KeyError):  # revoked between assignment() and now
+        except (KafkaError, AssertionError, KeyError):  # revoked between assignment() and now
             continue
-        if highwater is None:  # not fetched yet
-            continue
+        if highwater is not None:  # None: not fetched yet
+            highwaters[tp] = highwater
+    behind: dict[TP, int | None] = {}
+    for tp in highwaters:
         committed = monitor.tp_committed_offsets.get(tp)
-        if committed is None:
-            read = monitor.tp_read_offsets.get(tp)
-            committed = read + 1 if read is not None else await consumer.position(tp)
-        if committed is None:
-            continue
-        lags[tp] = max(0, highwater - committed)
-    return lags
+        read = monitor.tp_read_offsets.get(tp)
+        behind[tp] = committed if committed is not None else (read + 1 if read is not None else None)
+    unread = [tp for tp, offset in behind.items() if offset is None]
+    positions = await asyncio.gather(*(_position(consumer, tp) for tp in unread))
+    behind.update(zip(unread, positions, strict=True))
+    return {tp: max(0, highwaters[tp] - offset) for tp, offset in behind.items() if offset is not None}
 
 
 @app.timer(interval=LAG_INTERVAL_SECONDS)
@@ -98,6 +113,9 @@ async def report_consumer_lag() -> None:
     try:
         lags = await measure_consumer_lag(app)
     except ConsumerNotStarted:
+        return
+    except Exception:  # a metric must never take the worker down
+        logger.warning("measuring consumer lag failed", exc_info=True)
         return
     labels = set()
     for tp, lag in lags.items():

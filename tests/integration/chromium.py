@@ -62,8 +62,11 @@ class BrowserPage:
         """Poll a JavaScript expression until it is truthy; return its value."""
         deadline = time.monotonic() + within
         while True:
-            value = await self.evaluate(expression)
-            if value:
+            try:  # the page may still be loading: an error counts as "not yet"
+                value = await self.evaluate(expression)
+            except AssertionError as exc:
+                value = exc
+            if value and not isinstance(value, AssertionError):
                 return value
             if time.monotonic() > deadline:
                 raise AssertionError(f"{expression!r} stayed falsy for {within} s (last {value!r})")

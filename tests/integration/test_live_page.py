@@ -51,7 +51,7 @@ async def test_alert_rows_appear_in_chromium(
         await produce(kafka_bootstrap, names.topic("sensor-readings"), readings, key=lambda r: r["sensor_id"])
 
         # the page was loaded once, before the events: the rows come from its own polling
-        alerts = await page.wait_for(_at_least(_ALERT_ROWS, 3), within=60)
+        alerts = await page.wait_for(_at_least(_ALERT_ROWS, 3), within=90)
         assert sorted(alerts) == [
             "brute_force 192.0.2.10",
             "brute_force 192.0.2.11",

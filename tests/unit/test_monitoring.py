@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -12,7 +14,7 @@ from streamapp.monitoring import consumed_topics, install_faust_sensors, measure
 
 
 class _Consumer:
-    def __init__(self, highwaters: dict[TP, int | None], positions: dict[TP, int]) -> None:
+    def __init__(self, highwaters: dict[TP, int | None], positions: dict[TP, int | None]) -> None:
         self.highwaters = highwaters
         self.positions = positions
         self.position_calls: list[TP] = []
@@ -25,7 +27,12 @@ class _Consumer:
 
     async def position(self, tp: TP) -> int:
         self.position_calls.append(tp)
-        return self.positions[tp]
+        position = self.positions[tp]
+        if position is None:  # no valid position yet: aiokafka waits for the fetcher
+            await asyncio.sleep(3600)
+        elif position < 0:
+            raise IllegalStateError(f"Partition {tp} is not assigned")
+        return position
 
 
 def _app(consumer: _Consumer, committed: dict[TP, int], read: dict[TP, int]) -> Any:
@@ -35,7 +42,9 @@ def _app(consumer: _Consumer, committed: dict[TP, int], read: dict[TP, int]) -> 
 
 
 async def test_lag_is_highwater_minus_committed_for_consumed_topics_only() -> None:
-    committed_tp, read_tp, fresh_tp, unfetched_tp = (TP("logins", p) for p in range(4))
+    committed_tp, read_tp, fresh_tp, unfetched_tp, resetting_tp, revoked_tp = (
+        TP("logins", p) for p in range(6)
+    )
     changelog_tp = TP("app-failed-logins-by-ip-changelog", 0)
     internal_tp = TP("app-failed-logins-by-ip", 1)
     consumer = _Consumer(
@@ -44,16 +53,19 @@ async def test_lag_is_highwater_minus_committed_for_consumed_topics_only() -> No
             read_tp: 50,
             fresh_tp: 7,
             unfetched_tp: None,
+            resetting_tp: 9,
+            revoked_tp: 9,
             changelog_tp: 1000,
             internal_tp: 20,
         },
-        positions={fresh_tp: 0},
+        positions={fresh_tp: 0, resetting_tp: None, revoked_tp: -1},
     )
     app = _app(consumer, committed={committed_tp: 60, internal_tp: 20}, read={read_tp: 44})
     assert consumed_topics(app) == {"logins", "app-failed-logins-by-ip"}
     lags = await measure_consumer_lag(app)
     assert lags == {committed_tp: 40, read_tp: 5, fresh_tp: 7, internal_tp: 0}
-    assert consumer.position_calls == [fresh_tp]  # the broker is asked only before the first read
+    # the position is asked only before the first read, and never waited for long
+    assert sorted(consumer.position_calls) == [fresh_tp, resetting_tp, revoked_tp]
 
 
 def test_faust_sensors_on_our_registry_pass_promtool_names() -> None:
