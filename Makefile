@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install deps demo test unit integration lint bench kafka-up kafka-down clean
+.PHONY: install deps demo test unit integration lint bench bench-small kafka-up kafka-down clean
 
 install: $(STAMP)
 
@@ -50,6 +50,25 @@ integration: install
 lint: install
 	$(BIN)/ruff check streamapp agents tables tests bench
 	$(BIN)/mypy
+
+# Benchmarks against the peers (bench/README.md); the bench extra adds Quix Streams, confluent-kafka
+# and py-spy. `bench` writes bench/RESULTS.md; `bench-small` (CI) fails only when a contender gives
+# no figure: it never judges the speed.
+BENCH_STAMP := $(VENV)/.bench-stamp
+BENCH_EVENTS ?= 200000
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/streamapp kafka fetch
+	$(BIN)/python -m bench.run --events $(BENCH_EVENTS)
+
+bench-small: $(BENCH_STAMP)
+	$(BIN)/streamapp kafka fetch
+	$(BIN)/python -m bench.run --events 20000 --recovery-keys 20000 --latency-seconds 10 \
+		--results test-artifacts/bench-small/RESULTS.md --check
 
 kafka-up: install
 	$(BIN)/streamapp kafka up

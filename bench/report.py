@@ -1,0 +1,302 @@
+"""The bench's report: the machine it ran on, the figures as a table, and bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from bench.contenders import LatencyOutcome, Outcome, ProfileOutcome, RecoveryOutcome
+from streamapp.dev.kafka import KAFKA_VERSION
+
+__all__ = ["Machine", "Report", "machine_info"]
+
+_PACKAGES = ["faust-streaming", "aiokafka", "rocksdict", "orjson", "quixstreams", "confluent-kafka", "py-spy"]
+
+
+@dataclass
+class Machine:
+    """Where the figures come from."""
+
+    cpus: int
+    cpu_model: str
+    ram_gib: float
+    python: str
+    java: str
+    packages: dict[str, str]
+    load_start: tuple[float, float, float]
+    load_end: tuple[float, float, float] | None = None
+    other_workers: int = 0  # streamapp/faust worker processes of others running when the bench started
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ram_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _java() -> str:
+    try:
+        out = subprocess.run(
+            ["java", "-version"], capture_output=True, text=True, check=False, timeout=30
+        ).stderr
+        return out.splitlines()[0] if out else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "not found"
+
+
+def _other_workers() -> int:
+    """Worker processes (streamapp or faust) not started by this bench: the shared machine's load."""
+    mine = os.getpid()
+    count = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == mine:
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b" worker" in cmdline and (b"streamapp" in cmdline or b"faust" in cmdline):
+            count += 1
+    return count
+
+
+def machine_info() -> Machine:
+    packages = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = "not installed"
+    return Machine(
+        cpus=os.cpu_count() or 0,
+        cpu_model=_cpu_model(),
+        ram_gib=_ram_gib(),
+        python=platform.python_version(),
+        java=_java(),
+        packages=packages,
+        load_start=os.getloadavg(),
+        other_workers=_other_workers(),
+    )
+
+
+def _num(value: float | None, digits: int = 0, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}{unit}"
+
+
+@dataclass
+class Report:
+    """Every figure of one run."""
+
+    command: str
+    events: int
+    failures: int
+    ips: int
+    topic: str
+    machine: Machine
+    throughput: list[Outcome] = field(default_factory=list)
+    latency: LatencyOutcome | None = None
+    recovery: RecoveryOutcome | None = None
+    profile: ProfileOutcome | None = None
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    minutes: float = 0.0
+
+    def streamapp(self) -> Outcome | None:
+        return next((o for o in self.throughput if o.name.startswith("streamapp")), None)
+
+    def ratio(self, outcome: Outcome) -> str:
+        base = self.streamapp()
+        if base is None or not base.rate or not outcome.rate:
+            return "—"
+        return f"{outcome.rate / base.rate:.2f}×"
+
+    def missing(self) -> list[str]:
+        """What produced no number (CI fails on these; it never judges the speed)."""
+        gaps = [f"throughput of {o.name}: {o.reason}" for o in self.throughput if o.rate is None]
+        if self.latency is None or self.latency.p99_ms is None:
+            gaps.append(f"latency: {self.latency.reason if self.latency else 'not run'}")
+        if self.recovery is None or self.recovery.records_per_s is None:
+            gaps.append(f"recovery: {self.recovery.reason if self.recovery else 'not run'}")
+        if self.recovery is None or self.recovery.restart_ready_s is None:
+            gaps.append("ready after restart: no figure")
+        base = self.streamapp()
+        if base is None or base.rss_mb is None:
+            gaps.append("worker memory: no figure")
+        return gaps
+
+    # -- text ------------------------------------------------------------------------------------
+    def throughput_rows(self) -> list[list[str]]:
+        rows = [
+            [
+                "contender",
+                "events/s",
+                "vs streamapp",
+                "events",
+                "seconds",
+                "to committed",
+                "CPU",
+                "RSS MiB",
+                "status",
+            ]
+        ]
+        for o in self.throughput:
+            status = o.status if not o.reason else f"{o.status}: {o.reason}"
+            rows.append(
+                [
+                    o.name, _num(o.rate), self.ratio(o), _num(o.events or None), _num(o.seconds, 1),
+                    _num(o.committed_seconds, 1, " s"), _num(o.cpu_pct, 0, "%"), _num(o.rss_mb), status,
+                ]
+            )  # fmt: skip
+        return rows
+
+    def other_rows(self) -> list[list[str]]:
+        rows = [["figure", "value"]]
+        lat = self.latency
+        if lat is not None:
+            at = f"at {_num(lat.rate)} logins/s"
+            rows += [
+                [f"event-to-alert latency p50 ({at})", _num(lat.p50_ms, 0, " ms")],
+                [f"event-to-alert latency p99 ({at})", _num(lat.p99_ms, 0, " ms")],
+                [
+                    "alerts timed / bursts sent",
+                    f"{lat.alerts} / {lat.attacks}" + (f" ({lat.reason})" if lat.reason else ""),
+                ],
+            ]
+        rec = self.recovery
+        if rec is not None:
+            rows += [
+                [f"changelog recovery ({_num(rec.changelog_records)} records, {_num(rec.keys)} IPs)",
+                 _num(rec.records_per_s, 0, " records/s")
+                 + f" (ready in {_num(rec.recovery_ready_s, 1, ' s')})"],
+                ["  same, start-up time taken off", _num(rec.records_per_s_net, 0, " records/s")],
+                ["ready after a restart with local state", _num(rec.restart_ready_s, 1, " s")],
+            ]  # fmt: skip
+            if rec.reason:
+                rows.append(["recovery status", f"{rec.status}: {rec.reason}"])
+        base = self.streamapp()
+        if base is not None:
+            rows.append(
+                ["worker resident memory (VmRSS, end of throughput run)", _num(base.rss_mb, 0, " MiB")]
+            )
+        return rows
+
+    def text(self) -> str:
+        return "\n".join(["", _table(self.throughput_rows()), "", _table(self.other_rows()), ""])
+
+    # -- RESULTS.md ------------------------------------------------------------------------------
+    def markdown(self) -> str:
+        m = self.machine
+        load_end = " / ".join(f"{x:.2f}" for x in m.load_end) if m.load_end else "—"
+        lines = [
+            "# Bench results",
+            "",
+            "Written by `python -m bench.run` (see [README.md](README.md) for what each figure means).",
+            "",
+            f"- **Date**: {self.started:%Y-%m-%d %H:%M} UTC ({self.minutes:.0f} min run)",
+            f"- **Command**: `{self.command}`",
+            f"- **Data**: {self.events:,} login events in `{self.topic}` (8 partitions, keyed by IP): "
+            f"{self.failures:,} failed ({100 * self.failures / max(self.events, 1):.0f}%), {self.ips:,} IPs "
+            "(20 hot attackers send 10% of the traffic); every contender reads the same records",
+            f"- **Machine**: {m.cpus} CPUs ({m.cpu_model}), {m.ram_gib:.1f} GiB RAM; Python {m.python}; "
+            f"{m.java}; Apache Kafka {KAFKA_VERSION} (dev broker, KRaft, same machine)",
+            "- **Packages**: " + ", ".join(f"{k} {v}" for k, v in m.packages.items()),
+            f"- **Load**: load average {m.load_start[0]:.2f} / {m.load_start[1]:.2f} / {m.load_start[2]:.2f} "
+            f"(1/5/15 min) at the start, {load_end} at the end; {m.other_workers} worker processes of "
+            "other people's tests were running when it started. The machine is shared: absolute figures "
+            "are noisy, the ratios (measured minutes apart in one run) less so.",
+            "",
+            "## Throughput (same data, one contender at a time)",
+            "",
+            _markdown_table(self.throughput_rows()),
+            "",
+        ]
+        for o in self.throughput:
+            if o.detail:
+                lines.append(f"- {o.name}: " + "; ".join(f"{k}: {v}" for k, v in o.detail.items()))
+        lines += ["", "## Latency, recovery, memory", "", _markdown_table(self.other_rows()), ""]
+        if self.latency is not None:
+            lat = self.latency
+            lines.append(
+                f"- Latency run: {lat.seconds:.0f} s at a target of {_num(lat.rate)} logins/s "
+                f"(achieved {_num(lat.achieved_rate)}/s), half of streamapp's rate above; 4 brute-force "
+                f"bursts per second, each 6 failed logins from a new IP; max {_num(lat.max_ms, 0, ' ms')}; "
+                f"{lat.kept_up}; worker RSS {_num(lat.rss_mb, 0, ' MiB')}."
+            )
+        if self.recovery is not None:
+            rec = self.recovery
+            lines.append(
+                f"- Recovery: a worker wrote the first {_num(rec.seeded)} keys from as many failed logins of "
+                f"distinct IPs and users ({_num(rec.fill_rate)} events/s, a new key each); the other "
+                f"{_num(rec.appended)} IPs were appended to its changelog as copies of one of its records "
+                "(own key, the partition the worker would use). Changelogs "
+                + ", ".join(f"`{k}` {_num(v)}" for k, v in rec.changelogs.items())
+                + f". A worker with nothing to recover is ready in {_num(rec.empty_ready_s, 1, ' s')} "
+                f"(start-up). RSS after recovery {_num(rec.recovered_rss_mb, 0, ' MiB')}; graceful stop took "
+                f"{_num(rec.stop_s, 1, ' s')}; check: {rec.check}."
+            )
+        lines.append("")
+        prof = self.profile
+        lines += ["## Where the time goes", ""]
+        if prof is None:
+            lines.append("Not profiled in this run (`--profile`).")
+        elif prof.status != "ok":
+            lines.append(f"Profile failed: {prof.reason}")
+        else:
+            lines += [
+                f"py-spy (100 Hz, Python frames) on the streamapp worker during a second throughput pass "
+                f"over the same data (fresh app id), {prof.seconds:.0f} s, {prof.samples:,} samples. "
+                "Own time = samples where the function itself was running; inclusive = anywhere on the "
+                "stack. Folded stacks: `bench/profile.folded` (open in https://www.speedscope.app or "
+                "flamegraph.pl).",
+                "",
+                _markdown_table(
+                    [["#", "function (module)", "own", "inclusive"]]
+                    + [
+                        [
+                            str(i),
+                            f"`{name}`",
+                            f"{100 * own / max(prof.samples, 1):.1f}%",
+                            f"{100 * inc / max(prof.samples, 1):.1f}%",
+                        ]
+                        for i, (name, own, inc) in enumerate(prof.top, 1)
+                    ]  # fmt: skip
+                ),
+            ]
+        lines.append("")
+        return "\n".join(lines)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, row in enumerate(rows):
+        out.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
+    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
+    return "\n".join(out)
