@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
+from typing import Any
 
 from streamapp.app import settings
 from streamapp.metrics import ALERTS_TOTAL
@@ -14,8 +16,8 @@ __all__ = ["publish_alert"]
 logger = logging.getLogger(__name__)
 
 
-async def publish_alert(alert: Alert) -> None:
-    """Send the alert (key: entity id) and count it.
+async def publish_alert(alert: Alert) -> Awaitable[Any] | None:
+    """Send the alert (key: entity id) and count it; return the delivery future.
 
     With ``STREAMAPP_PUBLISH_ALERTS=false`` (what `streamapp replay` runs with unless ``--alerts``)
     the alert is only counted and logged at debug level: a replay must not alert on old events again.
@@ -26,10 +28,11 @@ async def publish_alert(alert: Alert) -> None:
             "alert %s %s key=%s not published (STREAMAPP_PUBLISH_ALERTS=false)",
             alert.kind, alert.alert_id, alert.key,
         )  # fmt: skip
-        return
-    await alerts_topic.send(key=alert.key.encode(), value=alert.to_json())
+        return None
+    delivery = await alerts_topic.send(key=alert.key.encode(), value=alert.to_json())
     ALERTS_TOTAL.labels(kind=alert.kind).inc()
     logger.info(
         "alert %s %s key=%s: %s", alert.kind, alert.alert_id, alert.key, alert.detail,
         extra={"kind": alert.kind, "key": alert.key, "alert_id": alert.alert_id},
     )  # fmt: skip
+    return delivery

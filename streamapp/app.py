@@ -10,6 +10,7 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from streamapp.logs import logging_config
 from streamapp.settings import Settings, load_settings
+from streamapp.transactions import WorkerTransactionManager, worker_transactional_id
 
 __all__ = ["APP_MODULES", "StreamApp", "StreamAppWeb", "app", "create_app", "import_app_modules", "settings"]
 
@@ -56,6 +57,8 @@ def create_app(settings: Settings) -> faust.App:
         web_stats_enabled=False,
         web_metrics_enabled=False,
         web_tables_enabled=False,
+        # a few ms of linger turn one produce request per record into one per batch
+        producer_linger=0.005,
         producer_max_request_size=max(4 * settings.max_record_bytes, 1_048_576),
         table_standby_replicas=1,
         # a crashed worker's partitions move to the others after this long (faust's default: 60 s)
@@ -77,5 +80,18 @@ def import_app_modules() -> None:
             importlib.import_module(f"{name}.{module.name}")
 
 
+def _use_worker_transactions(app: faust.App, settings: Settings) -> None:
+    """Exactly-once needs one transaction per worker for a re-keyed pipeline (see transactions.py)."""
+    if settings.processing_guarantee != "exactly_once":
+        return
+    manager = type(
+        "StreamappTransactionManager",
+        (WorkerTransactionManager,),
+        {"transactional_id": worker_transactional_id(settings.app_id, str(settings.data_dir.resolve()))},
+    )
+    app.transport.TransactionManager = manager  # type: ignore[misc]
+
+
 settings = load_settings()
 app = create_app(settings)
+_use_worker_transactions(app, settings)

@@ -477,6 +477,7 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
         os.environ["STREAMAPP_DATA_DIR"] = str(data_dir)
     _load_or_exit()
     from streamapp.app import app, import_app_modules, settings
+    from streamapp.transactions import discard_state_after_unclean_stop, mark_clean_stop
 
     import_app_modules()
 
@@ -486,7 +487,15 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
     quiet = ["--quiet"] if settings.log_format == "json" else []
     # faust's worker spells "warning" as "warn"
     sys.argv = ["streamapp", *quiet, "worker", "--loglevel", {"warning": "warn"}.get(level, level)]
-    app.main()
+    exactly_once = settings.processing_guarantee == "exactly_once"
+    if exactly_once and discard_state_after_unclean_stop(settings.data_dir):
+        _say("streamapp: the last stop was not clean: tables are rebuilt from the changelogs")
+    try:
+        app.main()
+    except SystemExit as exc:
+        if exactly_once and exc.code in (0, None):
+            mark_clean_stop(settings.data_dir)
+        raise
 
 
 # -- traffic ----------------------------------------------------------------------------------

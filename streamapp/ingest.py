@@ -14,6 +14,7 @@ import orjson
 from streamapp.app import settings
 from streamapp.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTAL
 from streamapp.models import InvalidEvent, Parser, decode_json_object
+from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
 from streamapp.topics import dead_letters_topic
 
 __all__ = ["Decoder", "decode_or_dead_letter", "route", "send_dead_letter"]
@@ -89,11 +90,12 @@ async def route(
     The forwarded value carries the event and its source position ("src"), which the detectors
     use to drop records redelivered after a crash.
     """
-    async for event in stream.events():
-        parsed = await decode_or_dead_letter(event, parse, source, decode)
-        if parsed is None:
-            continue
-        message = event.message
-        payload = orjson.dumps({"src": [message.partition, message.offset], "e": parsed})
-        for topic, key in rekey(parsed):
-            await topic.send(key=key.encode(), value=payload)
+    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
+        for event in events:
+            parsed = await decode_or_dead_letter(event, parse, source, decode)
+            if parsed is None:
+                continue
+            message = event.message
+            payload = orjson.dumps({"src": [message.partition, message.offset], "e": parsed})
+            for topic, key in rekey(parsed):
+                await topic.send(key=key.encode(), value=payload)

@@ -9,9 +9,22 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-__all__ = ["PREFIX", "Settings", "SettingsError", "Thresholds", "load_settings"]
+__all__ = [
+    "BATCH_MAX",
+    "BATCH_WITHIN_SECONDS",
+    "PREFIX",
+    "Settings",
+    "SettingsError",
+    "Thresholds",
+    "load_settings",
+]
 
 PREFIX = "STREAMAPP_"
+
+#: agents take up to this many records at a time, waiting at most this long for a batch to fill:
+#: batches amortise per-record overhead; the wait bounds the latency it adds when traffic is light
+BATCH_MAX = 1000
+BATCH_WITHIN_SECONDS = 0.02
 T = TypeVar("T")
 
 

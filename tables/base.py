@@ -12,7 +12,7 @@ from faust.types import TP, TableT
 from streamapp.app import app, settings
 from streamapp.clock import worker_clock
 
-__all__ = ["define_table", "expire_keys", "restore_event_clock"]
+__all__ = ["define_table", "expire_keys", "load_state", "restore_event_clock", "store_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,35 @@ def define_table(name: str, help: str) -> TableT:
         partitions=settings.partitions,
         help=help,
         options={"driver": "rocksdict"},
+    )
+
+
+def load_state(table: TableT, partition: int, key: bytes) -> Any | None:
+    """The value of ``key`` in the table's RocksDB for ``partition`` (None when absent)."""
+    raw = table.data._db_for_partition(partition).get(key)  # type: ignore[attr-defined]
+    return orjson.loads(raw) if raw is not None else None
+
+
+async def store_state(table: TableT, partition: int, key: bytes, state: Any) -> None:
+    """Write ``key`` to RocksDB and its changelog, both for ``partition``.
+
+    faust's ``table[key] = value`` takes the partition from the event being iterated, which is
+    wrong for a batch that spans partitions; a by-entity stream's partition is the key's own.
+    The changelog record is handed to the producer now rather than to faust's send buffer, so
+    it belongs to the transaction (exactly-once) or flush (at-least-once) of the offsets it came
+    from. Encoding once serves both the store and the changelog record.
+    """
+    raw = orjson.dumps(state)
+    store: Any = table.data
+    store._db_for_partition(partition).put(key, raw)
+    store._key_index[key] = partition  # lets views find the key without searching every DB
+    await table.changelog_topic.send(
+        key=key,
+        value=raw,
+        partition=partition,
+        key_serializer="raw",
+        value_serializer="raw",
+        callback=table._on_changelog_sent,  # type: ignore[attr-defined]  # records the offset
     )
 
 

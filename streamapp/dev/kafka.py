@@ -31,7 +31,7 @@ __all__ = [
 
 KAFKA_VERSION = "4.3.1"
 _MIN_JAVA = 17
-_HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "384m")
+_HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "512m")
 
 logger = logging.getLogger(__name__)
 

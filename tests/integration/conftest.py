@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streamapp.dev.kafka import KAFKA_VERSION, DevBroker, fetch_kafka_jars
 
@@ -36,9 +38,23 @@ class Names:
 
 
 @pytest.fixture
-def names() -> Names:
+def names(kafka_bootstrap: str) -> Iterator[Names]:
+    """Unique names for one test; its topics are deleted afterwards (a broker holding thousands
+    of leftover test partitions runs out of heap)."""
     tag = uuid.uuid4().hex[:10]
-    return Names(app_id=f"t{tag}", prefix=f"t{tag}-")
+    yield Names(app_id=f"t{tag}", prefix=f"t{tag}-")
+    asyncio.run(_delete_topics_starting_with(kafka_bootstrap, f"t{tag}"))
+
+
+async def _delete_topics_starting_with(bootstrap: str, prefix: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=60000)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
 
 
 def free_port() -> int:

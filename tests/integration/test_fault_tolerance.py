@@ -187,7 +187,7 @@ async def test_exactly_once_kill_leaves_exact_counts_and_no_duplicate_alerts(
     rng.shuffle(logins)
     stream = asyncio.ensure_future(_produce_slowly(kafka_bootstrap, names.topic("logins"), logins, "ip"))
     await asyncio.sleep(2.0)
-    worker.wait_for_metric("streamapp_alerts_total", lambda v: v > 0, kind="brute_force")
+    worker.wait_for_metric("streamapp_alerts_total", lambda v: v > 0, timeout=90, kind="brute_force")
     worker.kill()
     worker.start()
     await stream

@@ -38,9 +38,11 @@ async def test_changelog_topics_exist_and_hold_the_table_updates(kafka_bootstrap
     worker.wait_for("/ips/10.2.3.4", lambda s, b: s == 200 and b["windows"][0]["failed"] == 4)
 
     changelog = f"{names.app_id}-failed-logins-by-ip-changelog"
-    records = await read_until(kafka_bootstrap, changelog, lambda recs: len(recs) >= 4)
+    records = await read_until(kafka_bootstrap, changelog, lambda recs: len(recs) >= 1)
+    records = await read_all(kafka_bootstrap, changelog)
     updates = [r for r in records if r.key == b"10.2.3.4"]
-    assert len(updates) == 4  # one changelog record per event: one write per event
+    # at most one write per event: a batch holding several events of one key writes it once
+    assert 1 <= len(updates) <= 4
     newest = orjson.loads(updates[-1].value)
     assert sum(n for _, n in newest["buckets"]) == 4
 
