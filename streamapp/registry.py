@@ -15,6 +15,7 @@ from streamapp.avro import RegisteredSchema
 
 __all__ = [
     "COMPATIBILITY_LEVELS",
+    "SCHEMA_NOT_FOUND",
     "Compatibility",
     "SchemaRegistryClient",
     "SchemaRegistryError",
@@ -25,6 +26,8 @@ COMPATIBILITY_LEVELS = (
     "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE",
 )  # fmt: skip
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+#: the Confluent API's "schema not found": told apart from a 404 for a wrong base URL
+SCHEMA_NOT_FOUND = 40403
 # Apicurio prefixes its reasons with the Java exception class: users need only the reason
 _JAVA_CLASS = re.compile(r"^(?:[a-z_][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error): ")
 
@@ -104,11 +107,15 @@ class SchemaRegistryClient:
 
     # -- schemas by id ---------------------------------------------------------------------
     async def schema_by_id(self, schema_id: int) -> RegisteredSchema | None:
-        """The schema registered under ``schema_id``, or None when there is none."""
+        """The schema registered under ``schema_id``, or None when the registry says there is none.
+
+        Any other error (a 404 without the registry's "schema not found" code means a wrong URL)
+        raises :class:`SchemaRegistryError`.
+        """
         try:
             data = await self._request("GET", f"/schemas/ids/{int(schema_id)}")
         except SchemaRegistryError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and exc.error_code == SCHEMA_NOT_FOUND:
                 return None
             raise
         return RegisteredSchema(schema_id, data["schema"], data.get("schemaType") or "AVRO")

@@ -63,10 +63,13 @@ class SchemaRegistryService(Service):
             except SchemaRegistryUnavailable as exc:
                 logger.warning("%s; retrying in %.1f s", exc, backoff)
             except SchemaRegistryError as exc:
-                if 400 <= exc.status < 500:
-                    logger.warning("registry refused schema id %d: %s", schema_id, exc)
-                    return None
-                logger.warning("registry error for schema id %d: %s; retrying", schema_id, exc)
+                # not an answer about the id (wrong URL, no permission, ...): a problem to fix, not a
+                # reason to dead-letter good records
+                logger.warning(
+                    "schema registry at %s cannot tell schema id %d: %s "
+                    "(check STREAMAPP_SCHEMA_REGISTRY_URL); retrying in %.1f s",
+                    self.url, schema_id, exc, backoff,
+                )  # fmt: skip
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
 

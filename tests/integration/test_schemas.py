@@ -12,7 +12,9 @@ import pytest
 
 from streamapp.avro import bundled_schema
 from streamapp.avro_producer import AvroProducer
+from streamapp.dlq import DeadLetter, DeadLetterError, read_dead_letters
 from streamapp.registry import SchemaRegistryClient
+from streamapp.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +148,35 @@ def test_cli_helper_produces_avro_users(kafka_bootstrap, schema_registry_url, na
 
 def _base_env() -> dict[str, str]:
     return dict(os.environ)
+
+
+async def test_a_registry_that_cannot_answer_delays_users_and_loses_nothing(
+    kafka_bootstrap, schema_registry_url, names, worker_factory
+):
+    # a wrong URL (the registry's root, not its Confluent API): 404s that are not "no such schema"
+    wrong = schema_registry_url.removesuffix("/apis/ccompat/v7") + "/no-such-api"
+    first = worker_factory(STREAMAPP_SCHEMA_REGISTRY_URL=wrong)
+    topic = names.topic("users")
+    async with AvroProducer(kafka_bootstrap, schema_registry_url) as producer:
+        await (await producer.send(topic, {"name": "gus", "age": 61}, bundled_schema("user-v1"), key="gus"))
+    deadline = asyncio.get_running_loop().time() + 90
+    while "check STREAMAPP_SCHEMA_REGISTRY_URL" not in first.log_text():
+        assert asyncio.get_running_loop().time() < deadline, first.log_tail()
+        await asyncio.sleep(0.5)
+    assert first.get("/users/gus")[0] == 404
+    first.stop()  # the record was never acknowledged ...
+    assert await _dead_letters(kafka_bootstrap, names.prefix) == []
+
+    second = worker_factory(STREAMAPP_SCHEMA_REGISTRY_URL=schema_registry_url)
+    gus = second.wait_for("/users/gus", lambda s, b: s == 200)  # ... so a fixed worker reads it
+    assert gus["record"] == {"name": "gus", "age": 61}
+    assert await _dead_letters(kafka_bootstrap, names.prefix) == []
+
+
+async def _dead_letters(bootstrap: str, prefix: str) -> list[DeadLetter]:
+    """This test's dead letters (none when the topic does not even exist yet)."""
+    settings = load_settings({"STREAMAPP_BROKER": f"kafka://{bootstrap}", "STREAMAPP_TOPIC_PREFIX": prefix})
+    try:
+        return await read_dead_letters(settings)
+    except DeadLetterError:
+        return []
