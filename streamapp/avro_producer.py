@@ -70,7 +70,12 @@ class AvroProducer:
 
     async def start(self) -> None:
         await self._registry.__aenter__()
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()
+            await self._registry.close()
+            raise
 
     async def stop(self) -> None:
         try:

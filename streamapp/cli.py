@@ -295,12 +295,14 @@ def avro() -> None:
 @_registry_url_option
 def avro_produce(topic: str, schema_path: Path | None, key_field: str, url: str | None) -> None:
     """Read JSON objects, one a line, from standard input and produce them as Avro records."""
+    _quiet_kafka_client()
     import asyncio
 
     import orjson
 
     from streamapp.avro import bundled_schema
     from streamapp.avro_producer import AvroProducer
+    from streamapp.kafka_clients import client_kwargs
     from streamapp.registry import SchemaRegistryError, SchemaRegistryUnavailable
 
     settings = _load_or_exit()
@@ -317,7 +319,8 @@ def avro_produce(topic: str, schema_path: Path | None, key_field: str, url: str 
 
     async def produce() -> int:
         full_topic = settings.topic(topic)
-        async with AvroProducer(settings.bootstrap_servers, _registry_url(url)) as producer:
+        kafka_options = client_kwargs(settings)
+        async with AvroProducer(settings.bootstrap_servers, _registry_url(url), **kafka_options) as producer:
             futures = []
             for number, record in enumerate(records, 1):
                 key = record.get(key_field) if key_field and isinstance(record, dict) else None
@@ -331,8 +334,12 @@ def avro_produce(topic: str, schema_path: Path | None, key_field: str, url: str 
         _say(f"produced {len(futures)} records to {full_topic} (schema id {schema_id})")
         return len(futures)
 
+    from aiokafka.errors import KafkaError
+
     try:
         asyncio.run(produce())
+    except KafkaError as exc:
+        _fail(f"cannot produce to the broker at {settings.broker}: {exc}")
     except ValueError as exc:  # a record that does not fit the schema
         _fail(str(exc), code=1)
     except SchemaRegistryError as exc:
@@ -345,6 +352,12 @@ def avro_produce(topic: str, schema_path: Path | None, key_field: str, url: str 
 @main.group()
 def dlq() -> None:
     """Inspect dead letters and re-submit chosen ones to their source topic."""
+    _quiet_kafka_client()
+
+
+def _quiet_kafka_client() -> None:
+    # aiokafka logs every failed connection attempt; the command says what failed in one line
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 @dlq.command("list")
@@ -464,6 +477,94 @@ def prometheus_status(port: int) -> None:
     sys.exit(0 if status.running else 3)
 
 
+# -- dev sinks: PostgreSQL and InfluxDB -------------------------------------------------------
+@main.group()
+def postgres() -> None:
+    """Run a real PostgreSQL (Debian's package) on 127.0.0.1 for the sink."""
+
+
+_postgres_port_option = click.option("--port", default=5432, show_default=True, help="PostgreSQL port.")
+
+
+@postgres.command("up")
+@_postgres_port_option
+def postgres_up(port: int) -> None:
+    """Create the cluster on first use, start it and print the DSN to use."""
+    from streamapp.dev.postgres import DevPostgres, DevPostgresError
+
+    try:
+        status = DevPostgres(port=port).up(progress=_say)
+    except DevPostgresError as exc:
+        _fail(str(exc))
+    click.echo(status.describe())
+    _say(f"point workers at it: STREAMAPP_POSTGRES_DSN={status.dsn}")
+
+
+@postgres.command("down")
+@_postgres_port_option
+def postgres_down(port: int) -> None:
+    """Stop the PostgreSQL that `streamapp postgres up` started (its data stays)."""
+    from streamapp.dev.postgres import DevPostgres, DevPostgresError
+
+    try:
+        DevPostgres(port=port).down(progress=_say)
+    except DevPostgresError as exc:
+        _fail(str(exc))
+
+
+@postgres.command("status")
+@_postgres_port_option
+def postgres_status(port: int) -> None:
+    """Say whether the dev PostgreSQL runs, where, and whether it accepts connections."""
+    from streamapp.dev.postgres import DevPostgres
+
+    status = DevPostgres(port=port).status()
+    click.echo(status.describe())
+    sys.exit(0 if status.running else 3)
+
+
+@main.group()
+def influx() -> None:
+    """Run a real InfluxDB 1.x (Debian's package) on 127.0.0.1 for the sink."""
+
+
+_influx_port_option = click.option("--port", default=8086, show_default=True, help="InfluxDB HTTP port.")
+
+
+@influx.command("up")
+@_influx_port_option
+def influx_up(port: int) -> None:
+    """Start influxd with a generated config, create the database and print the URL to use."""
+    from streamapp.dev.influx import DevInflux, DevInfluxError
+
+    try:
+        status = DevInflux(port=port).up(progress=_say)
+    except DevInfluxError as exc:
+        _fail(str(exc))
+    click.echo(status.describe())
+    _say(f"point workers at it: STREAMAPP_INFLUX_URL={status.url}")
+
+
+@influx.command("down")
+@_influx_port_option
+def influx_down(port: int) -> None:
+    """Stop the influxd that `streamapp influx up` started (its data stays)."""
+    from streamapp.dev.influx import DevInflux
+
+    DevInflux(port=port).down(progress=_say)
+
+
+@influx.command("status")
+@_influx_port_option
+def influx_status(port: int) -> None:
+    """Say whether the dev InfluxDB runs, where, and whether it answers."""
+    from streamapp.dev.influx import DevInflux
+
+    status = DevInflux(port=port).status()
+    click.echo(status.describe())
+    sys.exit(0 if status.running else 3)
+
+
 # -- worker -----------------------------------------------------------------------------------
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--web-port", type=int, help="Web API port (default STREAMAPP_WEB_PORT or 6066).")
@@ -475,7 +576,7 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
         os.environ["STREAMAPP_WEB_PORT"] = str(web_port)
     if data_dir is not None:
         os.environ["STREAMAPP_DATA_DIR"] = str(data_dir)
-    _load_or_exit()
+    _check_kafka_access(_load_or_exit())
     from streamapp.app import app, import_app_modules, settings
     from streamapp.transactions import discard_state_after_unclean_stop, mark_clean_stop
 
@@ -603,6 +704,20 @@ def replay(
         sys.exit(replaying.run_replay(settings, options, topics, click.echo))
     except (replaying.ReplayError, SettingsError) as exc:
         _fail(str(exc))
+
+
+def _check_kafka_access(settings: Settings) -> None:
+    """Stop with one line (exit 1) when the broker refuses the credentials, TLS or the ACLs."""
+    if settings.security_protocol == "PLAINTEXT":
+        return  # nothing to refuse: faust's own retries cover a broker that is still starting
+    import asyncio
+
+    from streamapp.kafka_clients import KafkaAccessError, check_access
+
+    try:
+        asyncio.run(check_access(settings))
+    except KafkaAccessError as exc:
+        _fail(str(exc), code=1)
 
 
 def _configure_logging(level: str = "info") -> None:

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from streamapp.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
 __all__ = [
@@ -138,9 +140,9 @@ async def read_dead_letters(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, group_id=None,
         auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=16 * 1024 * 1024, **client_kwargs(settings),
     )  # fmt: skip
-    await consumer.start()
+    await _start(consumer, settings)
     try:
         partitions = sorted(consumer.partitions_for_topic(topic) or ())
         if not partitions:
@@ -157,6 +159,14 @@ async def read_dead_letters(
         letters = [letter for letter in letters if _wanted(letter, wanted)]
     letters.sort(key=lambda letter: (letter.timestamp_ms, letter.partition, letter.offset))
     return letters[-limit:] if limit else letters
+
+
+async def _start(client: AIOKafkaConsumer | AIOKafkaProducer, settings: Settings) -> None:
+    try:
+        await client.start()
+    except KafkaError as exc:
+        await client.stop()
+        raise DeadLetterError(f"cannot reach the broker at {settings.broker}: {exc}") from None
 
 
 def _wanted(letter: DeadLetter, wanted: list[tuple[int | None, int]]) -> bool:
@@ -202,8 +212,9 @@ async def resubmit(settings: Settings, letters: list[DeadLetter]) -> list[tuple[
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True,
         max_request_size=max(4 * settings.max_record_bytes, 8 * 1024 * 1024),
+        **client_kwargs(settings),
     )  # fmt: skip
-    await producer.start()
+    await _start(producer, settings)
     done: list[tuple[DeadLetter, str]] = []
     try:
         for letter in letters:

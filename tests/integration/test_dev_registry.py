@@ -112,3 +112,17 @@ def test_schema_commands_without_a_registry_say_how_to_start_one(tmp_path):
     invalid = _cli("schema", "register", "--subject", "s-value", str(broken), env=env)
     assert invalid.returncode == 2
     assert "not a valid Avro schema" in _one_line_error(invalid)
+
+
+def test_dlq_and_avro_produce_without_a_broker_are_one_line_refusals():
+    env = {**os.environ, "STREAMAPP_BROKER": f"kafka://127.0.0.1:{free_port()}"}
+    for args in (("dlq", "list"), ("dlq", "resubmit", "--all")):
+        refused = _cli(*args, env=env)
+        assert refused.returncode == 1
+        assert "cannot reach the broker at kafka://127.0.0.1:" in _one_line_error(refused)
+    produce = subprocess.run(
+        [sys.executable, "-m", "streamapp.cli", "avro", "produce"],
+        env=env, input='{"name": "ann", "age": 3}\n', capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert produce.returncode == 2
+    assert "cannot produce to the broker" in _one_line_error(produce)
