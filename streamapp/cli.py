@@ -565,6 +565,94 @@ def influx_status(port: int) -> None:
     sys.exit(0 if status.running else 3)
 
 
+# -- dev sinks: PostgreSQL and InfluxDB -------------------------------------------------------
+@main.group()
+def postgres() -> None:
+    """Run a real PostgreSQL (Debian's package) on 127.0.0.1 for the sink."""
+
+
+_postgres_port_option = click.option("--port", default=5432, show_default=True, help="PostgreSQL port.")
+
+
+@postgres.command("up")
+@_postgres_port_option
+def postgres_up(port: int) -> None:
+    """Create the cluster on first use, start it and print the DSN to use."""
+    from streamapp.dev.postgres import DevPostgres, DevPostgresError
+
+    try:
+        status = DevPostgres(port=port).up(progress=_say)
+    except DevPostgresError as exc:
+        _fail(str(exc))
+    click.echo(status.describe())
+    _say(f"point workers at it: STREAMAPP_POSTGRES_DSN={status.dsn}")
+
+
+@postgres.command("down")
+@_postgres_port_option
+def postgres_down(port: int) -> None:
+    """Stop the PostgreSQL that `streamapp postgres up` started (its data stays)."""
+    from streamapp.dev.postgres import DevPostgres, DevPostgresError
+
+    try:
+        DevPostgres(port=port).down(progress=_say)
+    except DevPostgresError as exc:
+        _fail(str(exc))
+
+
+@postgres.command("status")
+@_postgres_port_option
+def postgres_status(port: int) -> None:
+    """Say whether the dev PostgreSQL runs, where, and whether it accepts connections."""
+    from streamapp.dev.postgres import DevPostgres
+
+    status = DevPostgres(port=port).status()
+    click.echo(status.describe())
+    sys.exit(0 if status.running else 3)
+
+
+@main.group()
+def influx() -> None:
+    """Run a real InfluxDB 1.x (Debian's package) on 127.0.0.1 for the sink."""
+
+
+_influx_port_option = click.option("--port", default=8086, show_default=True, help="InfluxDB HTTP port.")
+
+
+@influx.command("up")
+@_influx_port_option
+def influx_up(port: int) -> None:
+    """Start influxd with a generated config, create the database and print the URL to use."""
+    from streamapp.dev.influx import DevInflux, DevInfluxError
+
+    try:
+        status = DevInflux(port=port).up(progress=_say)
+    except DevInfluxError as exc:
+        _fail(str(exc))
+    click.echo(status.describe())
+    _say(f"point workers at it: STREAMAPP_INFLUX_URL={status.url}")
+
+
+@influx.command("down")
+@_influx_port_option
+def influx_down(port: int) -> None:
+    """Stop the influxd that `streamapp influx up` started (its data stays)."""
+    from streamapp.dev.influx import DevInflux
+
+    DevInflux(port=port).down(progress=_say)
+
+
+@influx.command("status")
+@_influx_port_option
+def influx_status(port: int) -> None:
+    """Say whether the dev InfluxDB runs, where, and whether it answers."""
+    from streamapp.dev.influx import DevInflux
+
+    status = DevInflux(port=port).status()
+    click.echo(status.describe())
+    sys.exit(0 if status.running else 3)
+
+
 # -- worker -----------------------------------------------------------------------------------
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--web-port", type=int, help="Web API port (default STREAMAPP_WEB_PORT or 6066).")
