@@ -115,8 +115,8 @@ def _fmt(n: float) -> str:
 def _cpu_pct(start: tuple[float, float | None] | None, proc: Proc) -> float | None:
     """Percent of one core ``proc`` used since ``start`` = (time.time(), its CPU seconds then)."""
     now, cpu = time.time(), proc.cpu_seconds()
-    if start is None or start[1] is None or cpu is None or now <= start[0]:
-        return None
+    if start is None or start[1] is None or cpu is None or now - start[0] < 0.5:
+        return None  # too short a window to say
     return 100 * (cpu - start[1]) / (now - start[0])
 
 
@@ -178,9 +178,8 @@ def streamapp_pipeline(bench: Bench, data: Dataset, prefix: str) -> Outcome:
     out = Outcome("streamapp worker (login pipeline)")
     app_id = bench.name("sa")
     worker = bench.worker("streamapp", app_id, prefix, bench.work / "data" / "streamapp")
-    worker.start()
     try:
-        ready = worker.wait_ready(120)
+        ready = worker.start_ready(120)
         out.detail["ready after start"] = f"{ready:.1f} s"
         n = data.events
         deadline = time.monotonic() + bench.timeout(n)
@@ -259,6 +258,7 @@ def _progress_contender(
         next_report = time.monotonic() + _REPORT_EVERY
         rss: float | None = None
         cpu0: tuple[float, float | None] | None = None
+        starts = 1
         while True:
             progress = read_progress(progress_path)
             if cpu0 is None and progress.count:
@@ -266,6 +266,11 @@ def _progress_contender(
             if progress.done:
                 break
             rss = proc.rss_mb() or rss
+            if not proc.alive() and progress.count == 0 and starts < 3 and proc.returncode():
+                logger.warning("%s: exited before any event, starting it again: %s", label, proc.log_tail(3))
+                starts += 1
+                proc.start()
+                continue
             if not proc.alive():
                 return out.fail(
                     f"exited with {proc.returncode()} after {_fmt(progress.count)} events: {proc.log_tail(5)}"
@@ -430,9 +435,8 @@ def latency(bench: Bench, rate: float, seconds: float) -> LatencyOutcome:
         dict(os.environ),
         bench.work / "logs" / "alert-reader.log",
     )
-    worker.start()
     try:
-        worker.wait_ready(120)
+        worker.start_ready(120)
         reader.start()
         ready_file = alerts_file.with_name(alerts_file.name + ".ready")
         deadline = time.monotonic() + 60
@@ -536,9 +540,8 @@ def recovery(bench: Bench, keys: int, seed_keys: int = 10_000) -> RecoveryOutcom
     bench.broker.create_topic(topic, bench.partitions)
     produce(bench.bootstrap, topic, fill_events(seeded), f"recovery seed ({_fmt(seeded)} distinct IPs)")
     filler = bench.worker("recovery-fill", app_id, prefix, bench.work / "data" / "recovery-fill")
-    filler.start()
     try:
-        out.empty_ready_s = filler.wait_ready(120)
+        out.empty_ready_s = filler.start_ready(120)
         deadline = time.monotonic() + bench.timeout(seeded, 100)
         t0: float | None = None
         next_report = time.monotonic() + _REPORT_EVERY
@@ -591,9 +594,8 @@ def recovery(bench: Bench, keys: int, seed_keys: int = 10_000) -> RecoveryOutcom
     data_dir = bench.work / "data" / "recovery"
     port = free_port()
     recovering = bench.worker("recovery", app_id, prefix, data_dir, port)
-    recovering.start()
     try:
-        out.recovery_ready_s = recovering.wait_ready(bench.timeout(out.changelog_records, 500))
+        out.recovery_ready_s = recovering.start_ready(bench.timeout(out.changelog_records, 500))
         out.records_per_s = out.changelog_records / out.recovery_ready_s
         if out.empty_ready_s is not None and out.recovery_ready_s > out.empty_ready_s:
             out.records_per_s_net = out.changelog_records / (out.recovery_ready_s - out.empty_ready_s)
@@ -604,9 +606,8 @@ def recovery(bench: Bench, keys: int, seed_keys: int = 10_000) -> RecoveryOutcom
         out.check = _check_ips(recovering, [distinct_ip(0), distinct_ip(keys // 2), distinct_ip(keys - 1)])
         out.stop_s = recovering.stop(60)
         restarted = bench.worker("restart", app_id, prefix, data_dir, port)
-        restarted.start()
         try:
-            out.restart_ready_s = restarted.wait_ready(120)
+            out.restart_ready_s = restarted.start_ready(120, keep_state=True)
             logger.info("restart with local state: ready after %.1f s", out.restart_ready_s)
             after = _check_ips(restarted, [distinct_ip(keys - 1)])
             out.check += f"; after restart: {after}"
@@ -697,6 +698,7 @@ class ProfileOutcome:
     samples: int = 0
     seconds: float = 0.0
     top: list[tuple[str, int, int]] = field(default_factory=list)  # (function, own, inclusive samples)
+    stages: list[tuple[str, int]] = field(default_factory=list)  # (stage, inclusive samples)
     folded: Path | None = None
 
 
@@ -708,9 +710,8 @@ def profile(bench: Bench, data: Dataset, prefix: str, seconds: float, top: int =
         out.status, out.reason = "failed", "py-spy is not installed: pip install -e '.[bench]'"
         return out
     worker = bench.worker("profile-streamapp", bench.name("pf"), prefix, bench.work / "data" / "profile")
-    worker.start()
     try:
-        worker.wait_ready(120)
+        worker.start_ready(120)
         deadline = time.monotonic() + 60
         while _sample(worker.metrics(), _EVENTS, topic="logins") == 0:
             if time.monotonic() > deadline:
@@ -730,6 +731,7 @@ def profile(bench: Bench, data: Dataset, prefix: str, seconds: float, top: int =
             return out
         out.folded = folded
         out.samples, out.top = top_functions(folded, top)
+        out.stages = stage_samples(folded)
         return out
     finally:
         worker.stop()
@@ -754,6 +756,35 @@ def top_functions(folded: Path, top: int) -> tuple[int, list[tuple[str, int, int
         for name in set(frames):
             inclusive[name] += samples
     return total, [(name, n, inclusive[name]) for name, n in own.most_common(top)]
+
+
+#: (stage, substrings of frames that put a sample in it): a sample counts once per stage
+STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("idle: the event loop waiting in select()", ("EpollSelector.select",)),
+    ("ingest agent (streamapp.ingest.route), all it calls", ("route (streamapp/ingest.py",)),
+    ("detector agents (agents.base.detect), all they call", ("detect (agents/base.py",)),
+    ("sending records (faust Topic.send and below)", ("Topic.send (faust/topics.py",)),
+    ("aiokafka producer: produce requests", ("Sender._send_produce_req",)),
+    ("socket writes", ("_SelectorSocketTransport.write",)),
+    ("consuming: faust fetcher and stream iteration", ("Fetcher._fetcher", "Stream._c_aiter")),
+    ("Prometheus: faust sensors and streamapp metrics", ("faust/sensors/", "prometheus_client/")),
+    ("table writes and changelog (store_state, Table)", ("store_state", "faust/tables/", "faust/stores/")),
+    ("offset commits", ("Consumer.commit", "Consumer._commit")),
+    ("JSON decode and validation (decode_or_dead_letter)", ("decode_or_dead_letter",)),
+]
+
+
+def stage_samples(folded: Path) -> list[tuple[str, int]]:
+    """Inclusive samples per pipeline stage (:data:`STAGES`)."""
+    counts = [0] * len(STAGES)
+    for line in folded.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        for i, (_, needles) in enumerate(STAGES):
+            if any(needle in stack for needle in needles):
+                counts[i] += int(count)
+    return [(label, n) for (label, _), n in zip(STAGES, counts, strict=True)]
 
 
 def aggregate_folded(folded: Path, target: Path) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -144,6 +145,22 @@ class StreamappWorker(Proc):
 
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         return parse_metrics(self.get("/metrics")[1].decode())
+
+    def start_ready(self, timeout: float, attempts: int = 3, keep_state: bool = False) -> float:
+        """Start and wait for ``/ready``; seconds from the (last) start. A worker that exits before it
+        is ready (the shared broker timing out a topic creation, say) is started again, up to
+        ``attempts`` times in all, with its data dir emptied first unless ``keep_state``."""
+        for attempt in range(1, attempts + 1):
+            if attempt > 1 and not keep_state:
+                shutil.rmtree(self.env["STREAMAPP_DATA_DIR"], ignore_errors=True)
+            self.start()
+            try:
+                return self.wait_ready(timeout)
+            except RuntimeError as exc:
+                if attempt == attempts:
+                    raise
+                logger.warning("%s: exited before ready, starting it again: %s", self.name, str(exc)[-300:])
+        raise AssertionError("unreachable")
 
     def wait_ready(self, timeout: float, poll: float = 0.1) -> float:
         """Poll ``/ready`` until 200; seconds since the process started. Raises on exit or timeout."""

@@ -31,6 +31,7 @@ class Machine:
     load_start: tuple[float, float, float]
     load_end: tuple[float, float, float] | None = None
     other_workers: int = 0  # streamapp/faust worker processes of others running when the bench started
+    code: str = ""  # the commit measured, and whether the working tree differed from it
 
 
 def _cpu_model() -> str:
@@ -79,6 +80,20 @@ def _other_workers() -> int:
     return count
 
 
+def _code() -> str:
+    """``HEAD`` and the tracked files that differ from it (the bench runs the working tree)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False).stdout
+
+    head = git("log", "-1", "--format=%h %s").strip()
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    if not head:
+        return "not a git checkout"
+    return f"`{head[:80]}`" + (f" plus uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
 def machine_info() -> Machine:
     packages = {}
     for name in _PACKAGES:
@@ -95,6 +110,7 @@ def machine_info() -> Machine:
         packages=packages,
         load_start=os.getloadavg(),
         other_workers=_other_workers(),
+        code=_code(),
     )
 
 
@@ -220,6 +236,7 @@ class Report:
             f"- **Machine**: {m.cpus} CPUs ({m.cpu_model}), {m.ram_gib:.1f} GiB RAM; Python {m.python}; "
             f"{m.java}; Apache Kafka {KAFKA_VERSION} (dev broker, KRaft, same machine)",
             "- **Packages**: " + ", ".join(f"{k} {v}" for k, v in m.packages.items()),
+            f"- **Code measured**: {m.code}",
             f"- **Load**: load average {m.load_start[0]:.2f} / {m.load_start[1]:.2f} / {m.load_start[2]:.2f} "
             f"(1/5/15 min) at the start, {load_end} at the end; {m.other_workers} worker processes of "
             "other people's tests were running when it started. The machine is shared: absolute figures "
@@ -282,6 +299,16 @@ class Report:
                     ]  # fmt: skip
                 ),
             ]
+            if prof.stages:
+                lines += [
+                    "",
+                    "By stage (inclusive: a sample counts in every stage on its stack, so the rows overlap):",
+                    "",
+                    _markdown_table(
+                        [["stage", "share of samples"]]
+                        + [[label, f"{100 * n / max(prof.samples, 1):.1f}%"] for label, n in prof.stages]
+                    ),
+                ]
         lines.append("")
         return "\n".join(lines)
 

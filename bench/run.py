@@ -45,22 +45,27 @@ T = TypeVar("T")
 CONTENDERS = ["kafka", "raw", "streamapp", "faust", "quix"]
 
 
-def _bootstrap() -> str:
-    """``STREAMAPP_TEST_BROKER`` when set, else the dev broker (started if it is not running)."""
+def _bootstrap() -> tuple[str, DevBroker | None]:
+    """``STREAMAPP_TEST_BROKER`` when set, else the dev broker; the broker to stop after, if started here."""
     given = os.environ.get("STREAMAPP_TEST_BROKER")
     if given:
         bootstrap = given.split("://", 1)[-1]
         if not broker_answers(bootstrap, timeout=10):
             raise click.ClickException(f"STREAMAPP_TEST_BROKER={given} does not answer")
-        return bootstrap
+        return bootstrap, None
     broker = DevBroker()
+    started_here = not broker.status().running
     try:
         status = broker.up(progress=logger.info)
     except DevBrokerError as exc:
         raise click.ClickException(str(exc)) from exc
+    deadline = time.monotonic() + 90  # a broker that is (re)starting answers within seconds
+    while not status.answers and time.monotonic() < deadline:
+        time.sleep(1)
+        status = broker.status()
     if not status.answers:
         raise click.ClickException(f"the dev broker does not answer: see {status.log_file}")
-    return broker.bootstrap
+    return broker.bootstrap, broker if started_here else None
 
 
 def _guarded(label: str, step: Callable[[], T], failed: Callable[[str], T]) -> T:
@@ -93,7 +98,7 @@ def run(
 ) -> Report:
     """Produce the data once, measure everything, write ``results``; the report."""
     machine = machine_info()
-    bootstrap = _bootstrap()
+    bootstrap, dev_broker = _bootstrap()
     tag = uuid.uuid4().hex[:6]
     broker = Broker(bootstrap)
     bench = Bench(tag=tag, broker=broker, work=work, timeout_scale=timeout_scale)
@@ -158,6 +163,8 @@ def run(
         return report
     finally:
         _clean_up(bench)
+        if dev_broker is not None:  # started for this run: leave the machine as it was
+            dev_broker.down(progress=logger.info)
 
 
 def _clean_up(bench: Bench) -> None:
