@@ -59,6 +59,10 @@ def create_app(settings: Settings) -> faust.App:
         web_tables_enabled=False,
         # a few ms of linger turn one produce request per record into one per batch
         producer_linger=0.005,
+        # flow control (STREAMAPP_MAX_POLL_RECORDS, STREAMAPP_STREAM_BUFFER): records per fetch and
+        # events buffered per agent; a full buffer pauses fetching from that partition (backpressure)
+        broker_max_poll_records=settings.max_poll_records,
+        stream_buffer_maxsize=settings.stream_buffer,
         producer_max_request_size=max(4 * settings.max_record_bytes, 1_048_576),
         table_standby_replicas=1,
         # a crashed worker's partitions move to the others after this long (faust's default: 60 s)

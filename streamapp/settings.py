@@ -72,6 +72,9 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     publish_alerts: bool = True
+    #: flow control: records a worker takes per fetch, and events each agent may buffer
+    max_poll_records: int = 500
+    stream_buffer: int = 4096
     thresholds: Thresholds = Thresholds()
 
     @property
@@ -141,6 +144,15 @@ def _http_url(raw: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError("must be an http(s):// URL")
     return raw.rstrip("/")
+
+
+def _postgres_dsn(raw: str) -> str:
+    if "://" not in raw and "host=" in raw:
+        return raw  # libpq keyword form: host=... port=... user=... password=... dbname=...
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("postgresql", "postgres") or not parsed.hostname:
+        raise ValueError("must look like postgresql://user[:password]@host[:port]/database")
+    return raw
 
 
 def _existing_file(raw: str) -> Path:
@@ -219,7 +231,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sasl_password=get("SASL_PASSWORD", text, None),
         ssl_cafile=get("SSL_CAFILE", _existing_file, None),
         web_token=get("WEB_TOKEN", text, None),
-        postgres_dsn=get("POSTGRES_DSN", text, None),
+        postgres_dsn=get("POSTGRES_DSN", _postgres_dsn, None),
         influx_url=get("INFLUX_URL", _http_url, None),
         app_id=get("APP_ID", _topic_prefix, defaults.app_id),
         topic_prefix=get("TOPIC_PREFIX", _topic_prefix, defaults.topic_prefix),
@@ -228,6 +240,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), defaults.log_level),
         log_format=get("LOG_FORMAT", _choice("text", "json"), defaults.log_format),
         publish_alerts=get("PUBLISH_ALERTS", _boolean, defaults.publish_alerts),
+        max_poll_records=get("MAX_POLL_RECORDS", _positive_int, defaults.max_poll_records),
+        stream_buffer=get("STREAM_BUFFER", _positive_int, defaults.stream_buffer),
         thresholds=thresholds,
     )
     _check_combinations(settings)
@@ -243,6 +257,13 @@ def _check_combinations(settings: Settings) -> None:
         ):
             if not value:
                 raise SettingsError(f"{PREFIX}{name} is required when {PREFIX}SECURITY_PROTOCOL=SASL_SSL")
+    if settings.max_poll_records * 5 > settings.stream_buffer:
+        # faust pauses a partition when its agent's buffer is 80% full; the rest of the fetch in
+        # hand must still fit, or the whole consumer (every topic) waits for that one agent
+        raise SettingsError(
+            f"{PREFIX}MAX_POLL_RECORDS={settings.max_poll_records} is invalid: must be at most a fifth "
+            f"of {PREFIX}STREAM_BUFFER ({settings.stream_buffer})"
+        )
     if settings.retention_seconds < 3600:
         raise SettingsError(
             f"{PREFIX}RETENTION_SECONDS={settings.retention_seconds} is invalid: "
