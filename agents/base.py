@@ -18,10 +18,12 @@ from streamapp.rules.base import State, seen_before
 from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
 from tables.base import load_state, store_state
 
-__all__ = ["Apply", "detect"]
+__all__ = ["Apply", "Updates", "detect"]
 
 #: (state, key, event fields) -> (counted, alerts); mutates state
 Apply = Callable[[State, str, dict[str, Any]], tuple[bool, Iterable[Alert]]]
+#: (entity, state after the batch, the events applied to it) -> records for an updates topic
+Updates = Callable[[str, State, list[dict[str, Any]]], Iterable[bytes]]
 
 
 async def detect(
@@ -30,6 +32,7 @@ async def detect(
     new_state: Callable[[], State],
     apply: Apply,
     source: str,
+    updates: tuple[faust.TopicT, Updates] | None = None,
 ) -> None:
     """Run ``apply`` for every event of a by-entity stream against ``table``.
 
@@ -37,6 +40,10 @@ async def detect(
     are applied in arrival order to one loaded state, which is written once: a burst of a hot
     key costs one RocksDB write and one changelog record per batch instead of one per event.
     The loaded states stay in memory until the batch's alerts are delivered.
+
+    With ``updates`` = (topic, make), every key changed by the batch also sends ``make(entity,
+    state, applied events)`` to ``topic`` (keyed by the entity), delivered with the alerts and
+    before the state: a crash in between sends them again rather than never.
     """
     expired = EXPIRED_EVENTS_TOTAL.labels(topic=source)
     async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
@@ -46,10 +53,12 @@ async def detect(
             by_key.setdefault((message.partition, message.key), []).append(orjson.loads(message.value))
         alerts: list[Alert] = []
         changed_states: list[tuple[int, bytes, State]] = []
+        update_records: list[tuple[bytes, bytes]] = []
         for (partition, key), records in by_key.items():
             state = load_state(table, partition, key) or new_state()
             entity = key.decode()
             changed = False
+            applied: list[dict[str, Any]] = []
             for record in records:
                 fields = record["e"]
                 worker_clock.observe(fields["ts"])
@@ -61,11 +70,16 @@ async def detect(
                     continue
                 changed = True
                 alerts.extend(found)
+                applied.append(fields)
             if changed:
                 changed_states.append((partition, key, state))
+                if updates is not None:
+                    update_records.extend((key, value) for value in updates[1](entity, state, applied))
         # alerts are acknowledged by the broker before the state that remembers them is written:
         # a crash in between re-publishes them (same alert_id) rather than losing them
         deliveries = [d for d in [await publish_alert(alert) for alert in alerts] if d is not None]
+        if updates is not None:
+            deliveries.extend([await updates[0].send(key=k, value=v) for k, v in update_records])
         if deliveries:
             await asyncio.gather(*deliveries)
         for partition, key, state in changed_states:

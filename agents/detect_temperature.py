@@ -5,14 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+import orjson
 
 from agents.base import detect
 from streamapp.app import app, settings
 from streamapp.clock import worker_clock
 from streamapp.models import Alert
 from streamapp.rules.base import State
-from streamapp.rules.temperature import TemperatureThresholds, new_state, record_reading
-from streamapp.topics import readings_by_sensor_topic
+from streamapp.rules.temperature import (
+    WINDOW_SECONDS,
+    TemperatureThresholds,
+    new_state,
+    record_reading,
+    window_records,
+)
+from streamapp.topics import readings_by_sensor_topic, sensor_windows_topic
+from streamapp.windows import bucket_start
 from tables.temperature_by_sensor import temperature_by_sensor
 
 __all__ = ["detect_temperature"]
@@ -30,6 +38,15 @@ def _apply(state: State, sensor_id: str, reading: dict[str, Any]) -> tuple[bool,
     )
 
 
+def _window_updates(sensor_id: str, state: State, readings: list[dict[str, Any]]) -> list[bytes]:
+    # every window a batch touched, as it is now (one record per window per batch, not per reading)
+    starts = {bucket_start(reading["ts"], WINDOW_SECONDS) for reading in readings}
+    return [orjson.dumps(record) for record in window_records(state, sensor_id, starts)]
+
+
 @app.agent(readings_by_sensor_topic, name="detect-temperature")
 async def detect_temperature(stream: faust.StreamT[bytes]) -> None:
-    await detect(stream, temperature_by_sensor, new_state, _apply, "sensor-readings")
+    await detect(
+        stream, temperature_by_sensor, new_state, _apply, "sensor-readings",
+        updates=(sensor_windows_topic, _window_updates),
+    )  # fmt: skip

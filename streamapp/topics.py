@@ -17,6 +17,7 @@ __all__ = [
     "prices_by_symbol_topic",
     "readings_by_sensor_topic",
     "sensor_readings_topic",
+    "sensor_windows_topic",
     "stock_prices_topic",
     "transactions_by_card_topic",
     "transactions_topic",
@@ -66,6 +67,8 @@ readings_by_sensor_topic = _by_entity("readings-by-sensor")
 transactions_by_card_topic = _by_entity("transactions-by-card")
 prices_by_symbol_topic = _by_entity("prices-by-symbol")
 users_by_name_topic = _by_entity("users-by-name")
+#: every update of a sensor's 60-s window (key: sensor id), read by the PostgreSQL and InfluxDB sinks
+sensor_windows_topic = _by_entity("sensor-windows")
 
 #: contract name -> topic, for every JSON input topic
 SOURCE_TOPICS = {
@@ -79,5 +82,5 @@ SOURCE_TOPICS = {
 @app.task
 async def declare_output_topics() -> None:
     """Create the output topics at start: faust creates only the topics agents subscribe to."""
-    for topic in (alerts_topic, dead_letters_topic):
+    for topic in (alerts_topic, dead_letters_topic, sensor_windows_topic):
         await topic.maybe_declare()

@@ -17,6 +17,7 @@ __all__ = [
     "TemperatureThresholds",
     "new_state",
     "record_reading",
+    "window_records",
     "window_view",
 ]
 
@@ -137,4 +138,21 @@ def window_view(state: State, horizon: float) -> list[dict[str, float]]:
         }
         for w in reversed(state["windows"])
         if w[_START] + WINDOW_SECONDS > horizon
+    ]
+
+
+def window_records(state: State, sensor_id: str, starts: set[float]) -> list[dict[str, float | str]]:
+    """The windows starting at ``starts`` as they are now, for the sinks (one record per window)."""
+    return [
+        {
+            "sensor_id": sensor_id,
+            "start": w[_START],
+            "end": w[_START] + WINDOW_SECONDS,
+            "count": int(w[_COUNT]),
+            "min": w[_MIN],
+            "max": w[_MAX],
+            "mean": w[_SUM] / w[_COUNT],
+        }
+        for w in state["windows"]
+        if w[_START] in starts and w[_COUNT]
     ]
