@@ -8,9 +8,11 @@ import pkgutil
 import faust
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
+from streamapp.kafka_clients import broker_credentials
 from streamapp.logs import logging_config
 from streamapp.settings import Settings, load_settings
 from streamapp.transactions import WorkerTransactionManager, worker_transactional_id
+from streamapp.web_auth import token_middleware
 
 __all__ = ["APP_MODULES", "StreamApp", "StreamAppWeb", "app", "create_app", "import_app_modules", "settings"]
 
@@ -37,6 +39,8 @@ def create_app(settings: Settings) -> faust.App:
     return StreamApp(
         settings.app_id,
         broker=settings.broker,
+        # TLS / SASL for every faust client: consumer, producer, admin, transactional producers
+        broker_credentials=broker_credentials(settings),
         # rocksdict is the driver faust picks for rocksdb:// ("rocksdict://" is not a valid URL)
         store="rocksdb://",
         datadir=str(settings.data_dir),
@@ -57,6 +61,10 @@ def create_app(settings: Settings) -> faust.App:
         web_stats_enabled=False,
         web_metrics_enabled=False,
         web_tables_enabled=False,
+        # STREAMAPP_WEB_TOKEN: a bearer token on every view but /health, /ready, /metrics
+        web_application_options=(
+            {"middlewares": [token_middleware(settings.web_token)]} if settings.web_token else None
+        ),
         # a few ms of linger turn one produce request per record into one per batch
         producer_linger=0.005,
         # flow control (STREAMAPP_MAX_POLL_RECORDS, STREAMAPP_STREAM_BUFFER): records per fetch and

@@ -59,13 +59,33 @@ _controller_option = click.option(
 @kafka.command("up")
 @_port_option
 @_controller_option
-def kafka_up(port: int, controller_port: int) -> None:
+@click.option(
+    "--secure", is_flag=True,
+    help="Also listen with SASL_SSL (SCRAM-SHA-512, self-signed TLS) with ACLs; see README 'Security'.",
+)  # fmt: skip
+@click.option("--secure-port", default=9094, show_default=True, help="SASL_SSL port (with --secure).")
+def kafka_up(port: int, controller_port: int, secure: bool, secure_port: int) -> None:
     """Fetch Kafka on first use, start the broker and wait until it answers."""
+    broker = _broker(port, controller_port)
+    if secure:
+        settings = _load_or_exit()
+        broker = DevBroker(
+            port=port, controller_port=controller_port, secure=True, secure_port=secure_port,
+            app_id=settings.app_id, topic_prefix=settings.topic_prefix,
+        )  # fmt: skip
     try:
-        status = _broker(port, controller_port).up(progress=_say)
+        status = broker.up(progress=_say)
     except DevBrokerError as exc:
         _fail(str(exc))
     click.echo(status.describe())
+    if broker.material is not None:
+        _say(
+            "point workers at it: STREAMAPP_BROKER=kafka://" + broker.secure_bootstrap
+            + " STREAMAPP_SECURITY_PROTOCOL=SASL_SSL STREAMAPP_SASL_MECHANISM=SCRAM-SHA-512"
+            + " STREAMAPP_SASL_USERNAME=streamapp"
+            + f' STREAMAPP_SASL_PASSWORD="$(cat {broker.material.password_file("streamapp")})"'
+            + f" STREAMAPP_SSL_CAFILE={broker.material.ca_file}"
+        )
 
 
 @kafka.command("down")

@@ -16,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streamapp.dev.kafka import DevBroker, streamapp_home
+from streamapp.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
 __all__ = ["format_alert", "run_demo"]
@@ -54,6 +55,7 @@ async def _show_alerts(settings: Settings, echo: Echo, until: float | None) -> N
     consumer = AIOKafkaConsumer(
         settings.topic("alerts"), bootstrap_servers=settings.bootstrap_servers,
         auto_offset_reset="latest", enable_auto_commit=False, metadata_max_age_ms=2000,
+        **client_kwargs(settings),
     )  # fmt: skip
     await consumer.start()
     try:

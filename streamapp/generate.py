@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from streamapp.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
 __all__ = [
@@ -386,7 +387,9 @@ async def produce_traffic(
     gen = TrafficGenerator(rng=random.Random(seed))
     logger.info("generating %r traffic at %d events/s with seed %d", scenario, rate, seed)
     incidents_file = incidents_path.open("ab") if incidents_path is not None else None
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all", **client_kwargs(settings)
+    )
     await producer.start()
     sent = 0
     written = 0

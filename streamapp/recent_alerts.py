@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from streamapp.app import app, settings
+from streamapp.kafka_clients import client_kwargs
 
 __all__ = ["RecentAlerts", "recent_alerts"]
 
@@ -45,6 +46,7 @@ class RecentAlerts(Service):
             bootstrap_servers=settings.bootstrap_servers,
             enable_auto_commit=False,
             metadata_max_age_ms=5000,
+            **client_kwargs(settings),
         )
         await self._consumer.start()
 

@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from streamapp.kafka_clients import client_kwargs
 from streamapp.settings import PREFIX, Settings
 
 __all__ = [
@@ -193,6 +194,7 @@ async def commit_start_offsets(
         return {}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, group_id=new_id, enable_auto_commit=False,
+        **client_kwargs(settings),
     )  # fmt: skip
     await consumer.start()
     try:
@@ -486,7 +488,7 @@ async def _prepare_on_broker(
     settings: Settings, options: ReplayOptions, topics: ReplayTopics, echo: Echo
 ) -> dict[TopicPartition, tuple[int, int]]:
     start_ms = None if options.start_time is None else int(options.start_time * 1000)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **client_kwargs(settings))
     await admin.start()
     try:
         leftovers = await find_leftovers(admin, options.app_id, topics.owned)
@@ -543,8 +545,10 @@ async def _follow(
         workers.append(worker)
         echo(f"worker started (pid {worker.pid}, web http://127.0.0.1:{options.web_port}, log {log_path})")
         meter = ProgressMeter(total, started)
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-        offsets = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **client_kwargs(settings))
+        offsets = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, **client_kwargs(settings)
+        )
         await admin.start()
         await offsets.start()
         internal_parts: dict[str, list[TopicPartition]] = {}

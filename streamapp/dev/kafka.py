@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from streamapp.dev import secure as secure_setup
+from streamapp.dev.secure import SecureMaterial
+
 __all__ = [
     "KAFKA_VERSION",
     "BrokerStatus",
@@ -164,14 +167,17 @@ class BrokerStatus:
     state_dir: Path
     log_file: Path
     answers: bool
+    #: ``host:port`` of the SASL_SSL listener when the broker runs with ``--secure``
+    secure_bootstrap: str | None = None
 
     def describe(self) -> str:
         if not self.running:
             return f"dev broker: stopped (state in {self.state_dir})"
         health = "answering" if self.answers else "NOT answering"
+        secure = f", SASL_SSL on {self.secure_bootstrap}" if self.secure_bootstrap else ""
         return (
-            f"dev broker: running, pid {self.pid}, Kafka {KAFKA_VERSION} (KRaft) on {self.bootstrap}, "
-            f"{health}; data {self.state_dir / 'data'}, log {self.log_file}"
+            f"dev broker: running, pid {self.pid}, Kafka {KAFKA_VERSION} (KRaft) on {self.bootstrap}"
+            f"{secure}, {health}; data {self.state_dir / 'data'}, log {self.log_file}"
         )
 
 
@@ -184,11 +190,24 @@ class DevBroker:
         port: int = 9092,
         controller_port: int = 9093,
         host: str = "127.0.0.1",
+        *,
+        secure: bool = False,
+        secure_port: int = 9094,
+        extra_users: tuple[str, ...] = (),
+        app_id: str = "streamapp",
+        topic_prefix: str = "",
     ) -> None:
         self.home = home or streamapp_home()
         self.host = host
         self.port = port
         self.controller_port = controller_port
+        # --secure: a SASL_SSL listener too, SCRAM users, the StandardAuthorizer (see dev/secure.py)
+        self.secure = secure
+        self.secure_port = secure_port
+        self.extra_users = extra_users
+        self.app_id = app_id  # whose topics, group and transactional ids the app's user may use
+        self.topic_prefix = topic_prefix
+        self.material: SecureMaterial | None = None
         self.state_dir = self.home / "kafka" / f"broker-{port}"
         self.pid_file = self.state_dir / "broker.pid"
         self.log_file = self.state_dir / "broker.log"
@@ -197,6 +216,16 @@ class DevBroker:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def secure_bootstrap(self) -> str:
+        return f"{self.host}:{self.secure_port}"
+
+    def _running_secure(self) -> bool:
+        try:
+            return "SASL_SSL://" in self.config_file.read_text()
+        except FileNotFoundError:
+            return False
 
     # -- process bookkeeping -------------------------------------------------------------
     def _pid(self) -> int | None:
@@ -223,20 +252,40 @@ class DevBroker:
             state_dir=self.state_dir,
             log_file=self.log_file,
             answers=pid is not None and broker_answers(self.bootstrap),
+            secure_bootstrap=self._secure_listener() if pid is not None else None,
         )
+
+    def _secure_listener(self) -> str | None:
+        try:
+            text = self.config_file.read_text()
+        except FileNotFoundError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("advertised.listeners="):
+                for listener in line.split("=", 1)[1].split(","):
+                    if listener.startswith("SASL_SSL://"):
+                        return listener.removeprefix("SASL_SSL://")
+        return None
 
     # -- configuration -------------------------------------------------------------------
     def _server_properties(self) -> str:
         data = self.state_dir / "data"
+        listeners = f"PLAINTEXT://{self.host}:{self.port}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        secure: list[str] = []
+        if self.material is not None:
+            listeners += f",SASL_SSL://{self.host}:{self.secure_port}"
+            protocols += ",SASL_SSL:SASL_SSL"
+            secure = secure_setup.server_properties(self.material, self.host, self.secure_port)
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
-                f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                f"listeners={listeners},CONTROLLER://{self.host}:{self.controller_port}",
+                f"advertised.listeners={listeners}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"listener.security.protocol.map={protocols}",
                 f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
                 f"log.dirs={data}",
                 "num.partitions=8",
@@ -256,6 +305,7 @@ class DevBroker:
                 "log.cleaner.dedupe.buffer.size=16777216",
                 "auto.create.topics.enable=true",
                 "message.max.bytes=2097152",
+                *secure,
                 "",
             ]
         )
@@ -267,6 +317,8 @@ class DevBroker:
             "kafka.tools.StorageTool", "format", "-t", cluster_id,
             "-c", str(self.config_file), "--standalone",
         ]  # fmt: skip
+        if self.material is not None:
+            cmd += secure_setup.scram_arguments(self.material)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise DevBrokerError(f"formatting KRaft storage failed:\n{proc.stdout}{proc.stderr}")
@@ -282,10 +334,19 @@ class DevBroker:
         """Start the broker unless it already runs; return once it answers."""
         say = progress or (lambda _msg: None)
         if self._pid() is not None:
+            if self._running_secure() != self.secure:
+                mode = "with" if self._running_secure() else "without"
+                raise DevBrokerError(
+                    f"the dev broker on {self.bootstrap} runs {mode} --secure: "
+                    "stop it first (`streamapp kafka down`), then start it again in the mode you want"
+                )
+            if self.secure:
+                self.material = secure_setup.prepare_material(self.state_dir, self.host, self.extra_users)
             say(f"dev broker already running on {self.bootstrap}")
             return self.status()
         _check_java()
-        for port in (self.port, self.controller_port):
+        ports = (self.port, self.controller_port, *((self.secure_port,) if self.secure else ()))
+        for port in ports:
             if _port_in_use(self.host, port):
                 raise DevBrokerError(
                     f"port {self.host}:{port} is taken by another process: stop it, or pick free "
@@ -293,12 +354,18 @@ class DevBroker:
                 )
         libs = fetch_kafka_jars(self.home, say)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            try:
+                self.material = secure_setup.prepare_material(self.state_dir, self.host, self.extra_users)
+            except secure_setup.SecureSetupError as exc:
+                raise DevBrokerError(str(exc)) from None
         wanted = self._server_properties()
         if not (self.state_dir / "data" / "meta.properties").exists() or (
             self.config_file.exists() and self.config_file.read_text() != wanted
         ):
             shutil.rmtree(self.state_dir / "data", ignore_errors=True)
             self.config_file.write_text(wanted)
+            self.config_file.chmod(0o600)  # --secure: it holds the keystore password
             say("formatting KRaft storage ...")
             self._format(libs)
         started = time.monotonic()
@@ -323,10 +390,35 @@ class DevBroker:
                 )
             if broker_answers(self.bootstrap, timeout=2.0):
                 say(f"dev broker up on {self.bootstrap} in {time.monotonic() - started:.1f} s")
+                if self.material is not None:
+                    self._secure_up(libs, say)
                 return self.status()
             time.sleep(0.3)
         self.down()
         raise DevBrokerError(f"the broker did not answer within {timeout:.0f} s:\n{self._log_tail()}")
+
+    def _secure_up(self, libs: Path, say: Progress) -> None:
+        assert self.material is not None
+        say(f"granting user {secure_setup.APP_USER!r} the ACLs of app id {self.app_id} ...")
+        self.grant_app(secure_setup.APP_USER, self.app_id, self.topic_prefix, libs=libs)
+        say(
+            f"SASL_SSL ({secure_setup.SCRAM_MECHANISM}) on {self.secure_bootstrap}; CA certificate "
+            f"{self.material.ca_file}; user {secure_setup.APP_USER!r}, password in "
+            f"{self.material.password_file(secure_setup.APP_USER)}; admin tools: --command-config "
+            f"{self.material.admin_config}"
+        )
+
+    def grant_app(self, user: str, app_id: str, topic_prefix: str = "", libs: Path | None = None) -> None:
+        """Let ``user`` use the topics, group and transactional ids of ``app_id`` (secure mode)."""
+        if self.material is None:
+            raise DevBrokerError("ACLs need a broker started with --secure")
+        try:
+            secure_setup.grant(
+                libs or fetch_kafka_jars(self.home), self._log4j(), self.secure_bootstrap, self.material,
+                secure_setup.acl_commands(user, app_id, topic_prefix),
+            )  # fmt: skip
+        except (secure_setup.SecureSetupError, subprocess.TimeoutExpired) as exc:
+            raise DevBrokerError(str(exc)) from None
 
     def down(self, progress: Progress | None = None, timeout: float = 30.0) -> bool:
         """Stop the broker this state directory started; True when one was stopped."""
