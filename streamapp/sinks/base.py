@@ -1,0 +1,183 @@
+"""SinkService: a consumer group per sink that commits offsets only after the database has the batch."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from mode import Service
+from prometheus_client import Counter, Gauge
+
+from streamapp.kafka_clients import client_kwargs
+from streamapp.settings import Settings
+
+__all__ = [
+    "SINK_LAG",
+    "SINK_RECORDS_TOTAL",
+    "SINK_RETRIES_TOTAL",
+    "SinkService",
+    "SinkWriter",
+    "backoff_delay",
+]
+
+logger = logging.getLogger(__name__)
+
+SINK_RECORDS_TOTAL = Counter(
+    "streamapp_sink_records", "Records a sink has written to its database (and committed)", ["sink"]
+)
+SINK_RETRIES_TOTAL = Counter(
+    "streamapp_sink_retries", "Failed sink writes, retried with backoff while consumption pauses", ["sink"]
+)
+SINK_LAG = Gauge(
+    "streamapp_sink_lag", "Records in this worker's sink partitions not yet written to the database", ["sink"]
+)
+
+#: first retry after this many seconds, doubling up to the cap
+BACKOFF_FIRST = 0.5
+BACKOFF_CAP = 15.0
+
+
+def backoff_delay(attempt: int, first: float = BACKOFF_FIRST, cap: float = BACKOFF_CAP) -> float:
+    """Exponential backoff with +-20 % jitter: 0.5, 1, 2, 4, 8, 15, 15 ... seconds."""
+    delay = min(cap, first * 2 ** min(attempt, 16))
+    return float(delay * random.uniform(0.8, 1.2))
+
+
+class SinkWriter(Protocol):
+    """A database client: opened and closed with the service, ``write`` raises when it did not write."""
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def write(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> int:
+        """Write the batch idempotently; return how many rows or points it wrote."""
+        ...
+
+
+class SinkService(Service):
+    """Reads ``topics`` with the consumer group ``<app id>-sink-<name>`` and writes batches to a database.
+
+    Flow: fetch up to ``STREAMAPP_MAX_POLL_RECORDS`` records, write them in one batch (retried with
+    exponential backoff while the database is down or slow), then commit the offsets. While it
+    retries it does not fetch: aiokafka keeps at most one fetch per partition in memory, the
+    records pile up in Kafka, not in the worker (backpressure), and the sink catches up from its
+    committed offsets when the database answers again. At-least-once delivery plus idempotent
+    writes (upserts by primary key; InfluxDB points overwrite by series and time) give every row
+    exactly once. The group is the sink's own, so a stalled sink never holds up the detectors.
+    """
+
+    def __init__(self, writer: SinkWriter, topics: Sequence[str], settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.writer = writer
+        self.topics = list(topics)
+        self.settings = settings
+        self.group_id = f"{settings.app_id}-sink-{writer.name}"
+        self._consumer: AIOKafkaConsumer | None = None
+        self._records = SINK_RECORDS_TOTAL.labels(sink=writer.name)
+        self._retries = SINK_RETRIES_TOTAL.labels(sink=writer.name)
+        self._lag = SINK_LAG.labels(sink=writer.name)
+
+    @property
+    def label(self) -> str:
+        return f"{type(self).__name__}({self.writer.name})"
+
+    async def on_start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.settings.max_poll_records,
+            # at most this much per partition is prefetched while the sink waits for its database
+            max_partition_fetch_bytes=256 * 1024,
+            fetch_max_bytes=8 * 1024 * 1024,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+            metadata_max_age_ms=5_000,
+            isolation_level=(
+                "read_committed"
+                if self.settings.processing_guarantee == "exactly_once"
+                else "read_uncommitted"
+            ),
+            **client_kwargs(self.settings),
+        )
+        await self._consumer.start()
+        logger.info(
+            "%s sink: reading %s as group %s", self.writer.name, ", ".join(self.topics), self.group_id
+        )
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()  # uncommitted batches are read again by the next owner
+        await self.writer.close()
+
+    @Service.task
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            await self.writer.open()  # create the tables now; when down, the first write retries
+        except Exception as exc:
+            logger.warning("%s sink: database not reachable at start (%s); will retry", self.writer.name, exc)
+        while not self.should_stop:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=self.settings.max_poll_records)
+            records = [record for part in batch.values() for record in part]
+            if records and not await self._write(records):
+                return  # stopping: nothing committed, the batch is read again
+            if batch:
+                await self._commit(consumer, batch)
+            await self._update_lag(consumer)
+
+    async def _write(self, records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        """Write until it works (True), or until the service stops (False)."""
+        attempt = 0
+        while not self.should_stop:
+            try:
+                if attempt:
+                    await self.writer.open()
+                written = await self.writer.write(records)
+            except Exception as exc:  # any failure of the database or the network: retry
+                self._retries.inc()
+                delay = backoff_delay(attempt)
+                log = logger.warning if attempt < 3 or attempt % 10 == 0 else logger.debug
+                log(
+                    "%s sink: writing %d records failed (attempt %d: %s: %s); consumption paused, "
+                    "retrying in %.1f s", self.writer.name, len(records), attempt + 1,
+                    type(exc).__name__, str(exc)[:200], delay,
+                )  # fmt: skip
+                attempt += 1
+                await self.sleep(delay)
+                continue
+            if attempt:
+                logger.info("%s sink: written again after %d failed attempts", self.writer.name, attempt)
+            self._records.inc(written)
+            return True
+        return False
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # the group moved on (rebalance): the new owner writes the batch again, idempotently
+            logger.warning(
+                "%s sink: commit failed (%s); the batch will be written again", self.writer.name, exc
+            )
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        behind = 0
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                behind += max(0, highwater - await consumer.position(tp))
+        self._lag.set(behind)
