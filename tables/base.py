@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import orjson
@@ -51,14 +52,25 @@ async def store_state(table: TableT, partition: int, key: bytes, state: Any) -> 
     store: Any = table.data
     store._db_for_partition(partition).put(key, raw)
     store._key_index[key] = partition  # lets views find the key without searching every DB
-    await table.changelog_topic.send(
-        key=key,
-        value=raw,
-        partition=partition,
-        key_serializer="raw",
-        value_serializer="raw",
-        callback=table._on_changelog_sent,  # type: ignore[attr-defined]  # records the offset
+    producer = await app.maybe_start_producer()
+    delivery: Any = await producer.send(
+        table.changelog_topic.get_topic_name(), key, raw, partition, None, None
     )
+    delivery.add_done_callback(partial(_remember_changelog_offset, store))
+
+
+def _remember_changelog_offset(store: Any, delivery: Any) -> None:
+    """Keep the changelog offset in RocksDB, so a restart reads the changelog from there on.
+
+    (What faust's own table writes do; under exactly-once only once the transaction commits.)
+    """
+    if delivery.cancelled() or delivery.exception() is not None:
+        return
+    metadata = delivery.result()
+    if app.in_transaction:
+        app.tables.persist_offset_on_commit(store, metadata.topic_partition, metadata.offset)  # type: ignore[attr-defined]
+    else:
+        store.set_persisted_offset(metadata.topic_partition, metadata.offset)
 
 
 def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
