@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import faust
 
 from streamapp.settings import Settings
@@ -10,7 +12,9 @@ from streamapp.sinks.base import SinkService
 __all__ = ["register_sinks", "sink_services"]
 
 
-def sink_services(settings: Settings) -> list[SinkService]:
+def sink_services(
+    settings: Settings, prepare: Callable[[], Awaitable[None]] | None = None
+) -> list[SinkService]:
     """One service per configured sink: PostgreSQL when STREAMAPP_POSTGRES_DSN, InfluxDB when
     STREAMAPP_INFLUX_URL is set; none otherwise."""
     alerts = settings.topic("alerts")
@@ -20,18 +24,22 @@ def sink_services(settings: Settings) -> list[SinkService]:
         from streamapp.sinks.postgres import PostgresWriter
 
         services.append(
-            SinkService(PostgresWriter(settings.postgres_dsn, alerts, windows), [alerts, windows], settings)
+            SinkService(
+                PostgresWriter(settings.postgres_dsn, alerts, windows), [alerts, windows], settings, prepare
+            )
         )
     if settings.influx_url:
         from streamapp.sinks.influx import InfluxWriter
 
-        services.append(SinkService(InfluxWriter(settings.influx_url), [windows], settings))
+        services.append(SinkService(InfluxWriter(settings.influx_url), [windows], settings, prepare))
     return services
 
 
-def register_sinks(app: faust.App, settings: Settings) -> list[SinkService]:
+def register_sinks(
+    app: faust.App, settings: Settings, prepare: Callable[[], Awaitable[None]] | None = None
+) -> list[SinkService]:
     """Start and stop the configured sinks with the app (``app.service``)."""
-    services = sink_services(settings)
+    services = sink_services(settings, prepare)
     for service in services:
         app.service(service)  # type: ignore[arg-type]  # faust starts instances as well as classes
     return services

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -73,8 +73,16 @@ class SinkService(Service):
     exactly once. The group is the sink's own, so a stalled sink never holds up the detectors.
     """
 
-    def __init__(self, writer: SinkWriter, topics: Sequence[str], settings: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        writer: SinkWriter,
+        topics: Sequence[str],
+        settings: Settings,
+        prepare: Callable[[], Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.prepare = prepare
         self.writer = writer
         self.topics = list(topics)
         self.settings = settings
@@ -89,6 +97,8 @@ class SinkService(Service):
         return f"{type(self).__name__}({self.writer.name})"
 
     async def on_start(self) -> None:
+        if self.prepare is not None:
+            await self.prepare()  # e.g. create the topics with the app's partition count first
         self._consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=self.settings.bootstrap_servers,
