@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,12 +19,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streamapp.dev.influx import DevInflux
 from streamapp.dev.kafka import KAFKA_VERSION, DevBroker, fetch_kafka_jars
+from streamapp.dev.postgres import DevPostgres
 
-__all__ = ["Names", "Worker"]
+__all__ = ["Names", "SinkServers", "SinkTargets", "Worker"]
 
 
 @dataclass(frozen=True)
@@ -217,3 +221,86 @@ def private_broker(tmp_path: Path) -> Iterator[DevBroker]:
     broker.up()
     yield broker
     broker.down()
+
+
+# -- sinks: the project's own PostgreSQL and InfluxDB (streamapp postgres|influx up) --------------
+@dataclass(frozen=True)
+class SinkServers:
+    """The session's dev PostgreSQL and InfluxDB, and the home their state lives in."""
+
+    home: Path
+    postgres: DevPostgres
+    influx: DevInflux
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``streamapp ARGS`` (e.g. ``postgres down --port N``) against this session's servers."""
+        env = {**os.environ, "STREAMAPP_HOME": str(self.home)}
+        return subprocess.run(
+            [sys.executable, "-m", "streamapp.cli", *args], env=env, capture_output=True, text=True,
+            timeout=180, check=True,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def sink_servers() -> Iterator[SinkServers]:
+    """PostgreSQL and InfluxDB started by the project's own `streamapp postgres|influx up` for the
+    session, on free ports, stopped at the end. A server that cannot start fails the tests."""
+    # a home every user can traverse: as root, PostgreSQL runs as the `postgres` OS user
+    home = Path(f"/tmp/streamapp-sinks-{uuid.uuid4().hex[:8]}")
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    servers = SinkServers(
+        home=home,
+        postgres=DevPostgres(home=home, port=free_port()),
+        influx=DevInflux(home=home, port=free_port()),
+    )
+    try:
+        servers.cli("postgres", "up", "--port", str(servers.postgres.port))
+        servers.cli("influx", "up", "--port", str(servers.influx.port))
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(f"cannot start the sink databases: {exc.stderr}")
+    yield servers
+    for args in (("postgres", "down"), ("influx", "down")):
+        subprocess.run(
+            [sys.executable, "-m", "streamapp.cli", *args, "--port",
+             str(servers.postgres.port if args[0] == "postgres" else servers.influx.port)],
+            env={**os.environ, "STREAMAPP_HOME": str(home)}, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SinkTargets:
+    """This test's own PostgreSQL database and InfluxDB database, as the worker settings name them."""
+
+    postgres_dsn: str
+    influx_url: str
+    influx_database: str
+    servers: SinkServers
+
+
+@pytest.fixture
+def sink_targets(sink_servers: SinkServers, names: Names) -> Iterator[SinkTargets]:
+    """A fresh PostgreSQL database and InfluxDB database per test (dropped afterwards)."""
+    database = names.app_id.lower()
+    admin_dsn = sink_servers.postgres.dsn
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{database}"'))
+    dsn = admin_dsn.rsplit("/", 1)[0] + f"/{database}"
+    yield SinkTargets(
+        postgres_dsn=dsn,
+        influx_url=f"{sink_servers.influx.base_url}/{database}",
+        influx_database=database,
+        servers=sink_servers,
+    )
+    if sink_servers.postgres.status().running:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    if sink_servers.influx.status().running:
+        sink_servers.influx.query(f'DROP DATABASE "{database}"', database=None)

@@ -1,0 +1,342 @@
+"""Sinks on the real PostgreSQL and InfluxDB: rows match, outages, kill -9, bursts with bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from tests.integration.conftest import Names, SinkTargets, Worker
+from tests.integration.kafka_io import every_other_keyed, produce, read_all
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+# -- helpers --------------------------------------------------------------------------------
+def readings(sensors: list[str], per_sensor: int, start: float, hot_every: int = 0) -> list[dict[str, Any]]:
+    """``per_sensor`` readings per sensor spread over three minutes of event time from ``start``."""
+    out = []
+    for i in range(per_sensor):
+        for n, sensor in enumerate(sensors):
+            hot = hot_every and i % hot_every == hot_every - 1 and n % 2 == 0
+            out.append(
+                {
+                    "ts": start + (i * 180.0 / per_sensor) + n * 0.01,
+                    "sensor_id": sensor,
+                    "temperature": 120.0 + n if hot else 20.0 + (i % 7) * 0.5 + n,
+                }
+            )
+    return out
+
+
+def query(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def try_query(dsn: str, sql: str) -> list[asyncpg.Record] | None:
+    try:
+        return query(dsn, sql)
+    except (OSError, asyncpg.PostgresError):
+        return None
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.5) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timeout after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def windows_total(dsn: str) -> int:
+    rows = try_query(dsn, "SELECT coalesce(sum(count), 0) AS n FROM sensor_windows")
+    return -1 if rows is None else int(rows[0]["n"])
+
+
+def influx_points(targets: SinkTargets) -> dict[tuple[str, float], dict[str, float]]:
+    body = targets.servers.influx.query(
+        "SELECT * FROM sensor_window GROUP BY sensor_id", database=targets.influx_database
+    )
+    points: dict[tuple[str, float], dict[str, float]] = {}
+    for series in body["results"][0].get("series", []):
+        sensor = series["tags"]["sensor_id"]
+        for values in series["values"]:
+            row = dict(zip(series["columns"], values, strict=True))
+            points[(sensor, float(row["time"]))] = row
+    return points
+
+
+def pg_windows(dsn: str) -> dict[tuple[str, float], asyncpg.Record]:
+    return {(r["sensor_id"], r["window_start"]): r for r in query(dsn, "SELECT * FROM sensor_windows")}
+
+
+def assert_windows_match_views(worker: Worker, dsn: str, sensors: list[str]) -> int:
+    """Every window of every sensor's /sensors view is a row (same numbers), and nothing else is."""
+    rows = pg_windows(dsn)
+    seen = 0
+    for sensor in sensors:
+        status, view = worker.get(f"/sensors/{sensor}")
+        assert status == 200, (sensor, view)
+        for window in view["windows"]:
+            row = rows[(sensor, float(window["start"]))]
+            assert (row["window_end"], row["count"]) == (window["end"], window["count"]), (sensor, window)
+            assert abs(row["min"] - window["min"]) < 1e-9 and abs(row["max"] - window["max"]) < 1e-9
+            assert abs(row["mean"] - window["mean"]) < 1e-6
+            seen += 1
+    assert seen == len(rows), f"{len(rows)} rows for {seen} windows in the views"
+    return seen
+
+
+def assert_alerts_match_topic(bootstrap: str, names: Names, dsn: str) -> int:
+    published = [orjson.loads(r.value) for r in asyncio.run(read_all(bootstrap, names.topic("alerts")))]
+    ids = {a["alert_id"] for a in published}
+    rows = query(dsn, "SELECT alert_id, kind, key, window_start FROM alerts")
+    assert len(rows) == len({r["alert_id"] for r in rows})  # the primary key holds
+    assert {r["alert_id"] for r in rows} == ids
+    by_id = {a["alert_id"]: a for a in published}
+    for row in rows:
+        alert = by_id[row["alert_id"]]
+        assert (row["kind"], row["key"], row["window_start"]) == (
+            alert["kind"],
+            alert["key"],
+            alert["window_start"],
+        )
+    return len(ids)
+
+
+def sink_env(targets: SinkTargets, postgres: bool = True, influx: bool = True) -> dict[str, str]:
+    env = {}
+    if postgres:
+        env["STREAMAPP_POSTGRES_DSN"] = targets.postgres_dsn
+    if influx:
+        env["STREAMAPP_INFLUX_URL"] = targets.influx_url
+    return env
+
+
+# -- tests ----------------------------------------------------------------------------------
+def test_rows_and_points_match_the_alerts_and_windows(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], sink_targets: SinkTargets
+) -> None:
+    worker = worker_factory(**sink_env(sink_targets))
+    sensors = [f"s-{n}" for n in range(8)]
+    start = (time.time() // 60) * 60 - 240
+    data = readings(sensors, 45, start, hot_every=15)
+    asyncio.run(
+        produce(kafka_bootstrap, names.topic("sensor-readings"), data, key=every_other_keyed("sensor_id"))
+    )
+
+    wait_until(
+        lambda: windows_total(sink_targets.postgres_dsn) == len(data), 120, "every reading in PostgreSQL"
+    )
+    alerts = assert_alerts_match_topic(kafka_bootstrap, names, sink_targets.postgres_dsn)
+    assert alerts >= 4  # high_temperature at least, on the even sensors
+    windows = assert_windows_match_views(worker, sink_targets.postgres_dsn, sensors)
+    rows = pg_windows(sink_targets.postgres_dsn)
+
+    wait_until(lambda: len(influx_points(sink_targets)) == len(rows), 60, "every window in InfluxDB")
+    wait_until(
+        lambda: all(p["count"] == rows[k]["count"] for k, p in influx_points(sink_targets).items()),
+        60, "InfluxDB points with the final counts",
+    )  # fmt: skip
+    for key, point in influx_points(sink_targets).items():
+        row = rows[key]
+        assert (point["count"], point["min"], point["max"]) == (row["count"], row["min"], row["max"])
+        assert abs(point["mean"] - row["mean"]) < 1e-9 and point["window_end"] == row["window_end"]
+    assert windows == len(rows) >= len(sensors) * 3
+
+
+def test_postgres_down_mid_stream_then_back(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], sink_targets: SinkTargets
+) -> None:
+    worker = worker_factory(**sink_env(sink_targets, influx=False))
+    dsn = sink_targets.postgres_dsn
+    port = str(sink_targets.servers.postgres.port)
+    sensors = [f"p-{n}" for n in range(6)]
+    start = (time.time() // 60) * 60 - 240
+    first = readings(sensors, 20, start)
+    second = readings(sensors, 30, start + 1.0, hot_every=10)
+    topic = names.topic("sensor-readings")
+    asyncio.run(produce(kafka_bootstrap, topic, first, key=lambda v: v["sensor_id"]))
+    wait_until(lambda: windows_total(dsn) == len(first), 120, "the first readings in PostgreSQL")
+
+    sink_targets.servers.cli("postgres", "down", "--port", port)
+    try:
+        asyncio.run(produce(kafka_bootstrap, topic, second, key=every_other_keyed("sensor_id")))
+        total = len(first) + len(second)
+        # the detectors go on; the sink retries with backoff and keeps its offsets
+        worker.wait_for_metric("streamapp_events_total", lambda v: v >= total, 120, topic="sensor-readings")
+        worker.wait_for_metric("streamapp_sink_retries_total", lambda v: v >= 2, 60, sink="postgres")
+        assert worker.metric("streamapp_sink_lag", sink="postgres") > 0
+        time.sleep(3)
+    finally:
+        sink_targets.servers.cli("postgres", "up", "--port", port)
+    caught_up = wait_until(lambda: windows_total(dsn) == total, 120, "every reading after the outage")
+    assert_alerts_match_topic(kafka_bootstrap, names, dsn)
+    assert_windows_match_views(worker, dsn, sensors)
+    worker.wait_for_metric("streamapp_sink_lag", lambda v: v == 0, 30, sink="postgres")
+    assert "consumption paused, retrying" in worker.log_text()
+    print(f"caught up {caught_up:.1f} s after PostgreSQL came back")
+
+
+def test_kill_9_mid_write_and_restart(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], sink_targets: SinkTargets
+) -> None:
+    worker = worker_factory(**sink_env(sink_targets))
+    dsn = sink_targets.postgres_dsn
+    sensors = [f"k-{n}" for n in range(20)]
+    start = (time.time() // 60) * 60 - 240
+    data = readings(sensors, 300, start, hot_every=50)  # 6000 readings
+    topic = names.topic("sensor-readings")
+    chunks = [data[i : i + 500] for i in range(0, len(data), 500)]
+    producing = threading.Thread(
+        target=lambda: [
+            (
+                asyncio.run(produce(kafka_bootstrap, topic, chunk, key=lambda v: v["sensor_id"])),
+                time.sleep(0.5),
+            )
+            for chunk in chunks
+        ]
+    )
+    producing.start()
+    # kill while the sink writes: rows are arriving but far from all of them
+    wait_until(lambda: 500 <= windows_total(dsn) < len(data) // 2, 120, "the sink writing", step=0.1)
+    worker.kill()
+    producing.join()
+    worker.restart().wait_ready()
+    wait_until(lambda: windows_total(dsn) == len(data), 180, "every reading after kill -9 and restart")
+    alerts = assert_alerts_match_topic(kafka_bootstrap, names, dsn)
+    assert alerts > 0
+    windows = assert_windows_match_views(worker, dsn, sensors)
+    wait_until(lambda: len(influx_points(sink_targets)) == windows, 60, "every window in InfluxDB")
+    rows = pg_windows(dsn)
+    wait_until(
+        lambda: all(p["count"] == rows[k]["count"] for k, p in influx_points(sink_targets).items()),
+        60, "InfluxDB points with the final counts",
+    )  # fmt: skip
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _blast(bootstrap: str, topic: str, values: list[bytes]) -> float:
+    """Produce as fast as the client goes; return the seconds it took."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        futures = [await producer.send(topic, value=v) for v in values]
+        await asyncio.gather(*futures)
+        return time.monotonic() - started
+    finally:
+        await producer.stop()
+
+
+def test_burst_ten_times_the_processing_rate_keeps_memory_bounded(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], sink_targets: SinkTargets
+) -> None:
+    worker = worker_factory(
+        STREAMAPP_MAX_POLL_RECORDS="200",
+        STREAMAPP_STREAM_BUFFER="1000",
+        **sink_env(sink_targets, influx=False),
+    )
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    topic = names.topic("sensor-readings")
+    sensors = [f"b-{n}" for n in range(200)]
+    now = time.time()
+
+    def batch(n: int, offset: int) -> list[bytes]:
+        return [
+            orjson.dumps({"ts": now - 120 + ((offset + i) % 1000) * 0.1, "sensor_id": sensors[i % 200],
+                          "temperature": 20.0 + (i % 11)})
+            for i in range(n)
+        ]  # fmt: skip
+
+    # processing rate: a backlog of warm-up records, counted while the worker works through it
+    warmup = 6000
+    asyncio.run(_blast(kafka_bootstrap, topic, batch(warmup, 0)))
+    worker.wait_for_metric("streamapp_events_total", lambda v: v >= 500, 120, topic="sensor-readings")
+    t1, n1 = time.monotonic(), worker.metric("streamapp_events_total", topic="sensor-readings")
+    worker.wait_for_metric("streamapp_events_total", lambda v: v >= warmup, 180, topic="sensor-readings")
+    t2, n2 = time.monotonic(), worker.metric("streamapp_events_total", topic="sensor-readings")
+    rate = (n2 - n1) / (t2 - t1)
+    wait_until(lambda: windows_total(sink_targets.postgres_dsn) == warmup, 120, "warm-up in PostgreSQL")
+    time.sleep(2)
+    baseline = _rss_mib(pid)
+
+    # the burst: ten times that rate for (at least) 5 s
+    size = int(rate * 10 * 5)
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(_rss_mib(pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        took = asyncio.run(_blast(kafka_bootstrap, topic, batch(size, warmup)))
+        burst_rate = size / took
+        total = warmup + size
+        drained = wait_until(
+            lambda: worker.metric("streamapp_events_total", topic="sensor-readings") >= total,
+            900, "the burst processed", step=1.0,
+        )  # fmt: skip
+        sink_drained = wait_until(
+            lambda: windows_total(sink_targets.postgres_dsn) == total,
+            300,
+            "the burst in PostgreSQL",
+            step=1.0,
+        )
+    finally:
+        stop.set()
+        sampler.join()
+    peak = max(samples)
+    figures = {
+        "processing_rate_per_s": round(rate),
+        "burst_records": size,
+        "burst_rate_per_s": round(burst_rate),
+        "burst_over_processing_rate": round(burst_rate / rate, 1),
+        "rss_baseline_mib": round(baseline, 1),
+        "rss_peak_mib": round(peak, 1),
+        "rss_growth_mib": round(peak - baseline, 1),
+        "drain_seconds_after_burst": round(drained, 1),
+        "sink_drain_seconds_after_processing": round(sink_drained, 1),
+        "max_poll_records": 200,
+        "stream_buffer": 1000,
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "sinks-burst.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(figures)
+    assert burst_rate >= 10 * rate, figures
+    # bounded: the backlog (tens of thousands of records) stays in Kafka, not in the worker
+    assert peak - baseline < 150, figures
+    lag = wait_until(
+        lambda: sum(
+            worker.metric("streamapp_consumer_lag", topic=topic, partition=str(p)) for p in range(4)
+        ) == 0,
+        60, "consumer lag 0",
+    )  # fmt: skip
+    assert lag < 60
