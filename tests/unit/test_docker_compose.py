@@ -491,3 +491,115 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(
     home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home.startswith(provider["options"]["path"] + "/") and (dashboards / Path(home).name).is_file()
     assert "prometheus" in (grafana.get("depends_on") or {})
+
+
+# -- the secure overlay (docker-compose.secure.yml) -----------------------------------------
+SECURE_FILE = ROOT / "docker-compose.secure.yml"
+_SECRETS = {
+    "STREAMAPP_SASL_PASSWORD": "sasl-pw", "KAFKA_KEYSTORE_PASSWORD": "ks-pw", "STREAMAPP_WEB_TOKEN": "tok",
+}  # fmt: skip
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Compose's merge of an override file: mappings merge key by key, sequences append."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {k: _merge(base[k], v) if k in base else v for k, v in {**base, **over}.items()}
+    if isinstance(base, list) and isinstance(over, list):
+        return base + [item for item in over if item not in base]
+    return over
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """``${NAME}``, ``${NAME:?message}`` from ``env`` (a missing one fails like compose); ``$$`` is ``$``."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        assert name in env, f"${{{name}}} is not set: compose would refuse to start"
+        return env[name]
+
+    return re.sub(r"\$\{(\w+)(?::\?[^}]*)?\}", one, value).replace("$$", "$")
+
+
+@pytest.fixture(scope="module")
+def secure_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    overlay = yaml.safe_load(SECURE_FILE.read_text(encoding="utf-8"))
+    merged = _merge(compose, overlay)
+    assert set(overlay.get("volumes") or {}) <= set(merged["volumes"])
+    return merged["services"]
+
+
+def test_secure_overlay_kafka_listens_with_sasl_ssl_and_authorizes(
+    secure_services: dict[str, dict[str, Any]],
+) -> None:
+    env = {k: _interpolate(v, _SECRETS) for k, v in _environment(secure_services["kafka"]).items()}
+    listeners = _listeners(env["KAFKA_LISTENERS"])
+    advertised = _listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(p.split(":", 1) for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(listeners) <= set(protocols) and set(advertised) <= set(listeners)
+    for name, (_, port) in advertised.items():
+        assert listeners[name][1] == port
+    assert protocols["SASL_SSL"] == "SASL_SSL" and ("kafka", 9094) == advertised["SASL_SSL"]
+    # the port published to the host is SASL_SSL too: nothing PLAINTEXT leaves the network
+    published = {int(target) for host, target in _ports(secure_services["kafka"]) if host}
+    for name, (_, port) in listeners.items():
+        if port in published:
+            assert protocols[name] == "SASL_SSL", f"{name} on published port {port} is {protocols[name]}"
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    for name in listeners:
+        if protocols[name] == "SASL_SSL":
+            key = f"KAFKA_LISTENER_NAME_{name.replace('_', '__')}_SCRAM___SHA___512_SASL_JAAS_CONFIG"
+            assert "ScramLoginModule" in env[key], key
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert "User:streamapp" not in env["KAFKA_SUPER_USERS"]
+    assert env["KAFKA_SSL_KEYSTORE_TYPE"] == "PKCS12" and env["KAFKA_SSL_KEYSTORE_PASSWORD"] == "ks-pw"
+    keystore_dir = str(Path(env["KAFKA_SSL_KEYSTORE_LOCATION"]).parent)
+    assert any(str(v).split(":")[1:2] == [keystore_dir] for v in secure_services["kafka"]["volumes"])
+    assert secure_services["kafka"]["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+    certs = " ".join(_command(secure_services["certs"]))
+    assert "keytool -genkeypair" in certs and "PKCS12" in certs and "-exportcert -rfc" in certs
+    assert "dns:kafka" in certs and "dns:localhost" in certs
+
+
+def test_secure_overlay_setup_creates_the_user_and_its_acls(
+    secure_services: dict[str, dict[str, Any]],
+) -> None:
+    setup = secure_services["kafka-setup"]
+    script = " ".join(_command(setup))
+    assert "--entity-type users --entity-name streamapp" in script and "SCRAM-SHA-512=" in script
+    assert "$$STREAMAPP_SASL_PASSWORD" in script, "the password comes from the environment, not the file"
+    assert "--resource-pattern-type prefixed" in script
+    for option in ("--topic streamapp", "--group streamapp", "--transactional-id streamapp"):
+        assert option in script
+    from streamapp.dev.secure import app_topic_names
+
+    for topic in app_topic_names(""):
+        assert f"--topic {topic}" in script
+    assert setup["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_secure_overlay_clients_use_sasl_ssl(
+    secure_services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    kafka_env = _environment(secure_services["kafka"])
+    advertised = _listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    cafile = tmp_path / "ca.pem"
+    cafile.write_text("not read here\n")
+    for name in ("worker", "generator"):
+        service = secure_services[name]
+        env = {k: _interpolate(v, _SECRETS) for k, v in _environment(service).items()}
+        assert env["STREAMAPP_SSL_CAFILE"] == "/certs/ca.pem"
+        assert any(str(v).split(":")[1:2] == ["/certs"] for v in service["volumes"]), name
+        settings = load_settings({**env, "STREAMAPP_SSL_CAFILE": str(cafile), "STREAMAPP_WEB_HOST": WEB_HOST})
+        assert settings.security_protocol == "SASL_SSL" and settings.sasl_mechanism == "SCRAM-SHA-512"
+        assert settings.sasl_password == "sasl-pw"  # from the environment, never written in the file
+        (server,) = settings.bootstrap_servers
+        host, _, port = server.rpartition(":")
+        assert advertised["SASL_SSL"] == (host, int(port)), name
+        assert service["depends_on"]["kafka-setup"]["condition"] == "service_completed_successfully"
+    assert load_settings(
+        {**_environment(secure_services["worker"]), "STREAMAPP_SSL_CAFILE": str(cafile),
+         **{k: v for k, v in _SECRETS.items() if k.startswith("STREAMAPP")}}
+    ).web_token == "tok"  # fmt: skip
+    # the health check stays on an open path
+    assert "/health" in " ".join(secure_services["worker"]["healthcheck"]["test"])
