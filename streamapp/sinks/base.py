@@ -164,6 +164,8 @@ class SinkService(Service):
                     type(exc).__name__, str(exc)[:200], delay,
                 )  # fmt: skip
                 attempt += 1
+                if self._consumer is not None:
+                    await self._update_lag(self._consumer, pending=len(records))
                 await self.sleep(delay)
                 continue
             if attempt:
@@ -184,8 +186,9 @@ class SinkService(Service):
                 "%s sink: commit failed (%s); the batch will be written again", self.writer.name, exc
             )
 
-    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        behind = 0
+    async def _update_lag(self, consumer: AIOKafkaConsumer, pending: int = 0) -> None:
+        """Records behind the partitions' ends, counting the batch in hand (``pending``)."""
+        behind = pending
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             if highwater is not None:
