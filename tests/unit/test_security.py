@@ -1,0 +1,135 @@
+"""Kafka client security options, the web token middleware and the dev broker's secure settings."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import faust
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from streamapp.dev import secure
+from streamapp.dev.kafka import DevBroker
+from streamapp.kafka_clients import broker_credentials, client_kwargs
+from streamapp.settings import load_settings
+from streamapp.web_auth import OPEN_PATHS, token_middleware
+
+CA = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
+
+
+def _sasl_env(**extra: str) -> dict[str, str]:
+    return {
+        "STREAMAPP_SECURITY_PROTOCOL": "SASL_SSL",
+        "STREAMAPP_SASL_MECHANISM": "SCRAM-SHA-512",
+        "STREAMAPP_SASL_USERNAME": "streamapp",
+        "STREAMAPP_SASL_PASSWORD": "pw-123",
+        **extra,
+    }
+
+
+def test_plaintext_clients_get_no_security_options() -> None:
+    settings = load_settings({})
+    assert client_kwargs(settings) == {"security_protocol": "PLAINTEXT"}
+    assert broker_credentials(settings) is None
+
+
+def test_sasl_ssl_clients_get_scram_and_a_verifying_tls_context() -> None:
+    settings = load_settings(_sasl_env(STREAMAPP_SSL_CAFILE=str(CA)))
+    kwargs = client_kwargs(settings)
+    assert kwargs["security_protocol"] == "SASL_SSL"
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == ("streamapp", "pw-123")
+    context = kwargs["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    credentials = broker_credentials(settings)
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert credentials.protocol.value == "SASL_SSL" and credentials.mechanism.value == "SCRAM-SHA-512"
+    assert "pw-123" not in repr(credentials)
+
+
+def test_ssl_only_clients_get_tls() -> None:
+    settings = load_settings({"STREAMAPP_SECURITY_PROTOCOL": "SSL"})
+    assert client_kwargs(settings)["security_protocol"] == "SSL"
+    assert "sasl_mechanism" not in client_kwargs(settings)
+    assert isinstance(broker_credentials(settings), faust.SSLCredentials)
+
+
+async def _client(token: str) -> TestClient:
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.path})
+
+    application = web.Application(middlewares=[token_middleware(token)])
+    for path in ("/", "/health", "/ready", "/metrics", "/ips/{ip}", "/alerts", "/healthz"):
+        application.router.add_get(path, hello)
+    client = TestClient(TestServer(application))
+    await client.start_server()
+    return client
+
+
+async def test_token_middleware_guards_every_path_but_the_open_ones() -> None:
+    client = await _client("s3cret")
+    try:
+        for path in ("/ips/1.2.3.4", "/alerts", "/healthz", "/ips/..%2Fhealth"):
+            wrong = ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"},
+                     {"Authorization": "Bearer s3cret2"}, {"Authorization": "Basic s3cret"})  # fmt: skip
+            for headers in wrong:
+                response = await client.get(path, headers=headers)
+                assert response.status == 401, (path, headers)
+                assert "error" in await response.json()
+            response = await client.get(path, headers={"Authorization": "Bearer s3cret"})
+            assert response.status in (200, 404), path
+        for path in OPEN_PATHS:
+            assert (await client.get(path)).status == 200, path
+        assert OPEN_PATHS == {"/health", "/ready", "/metrics", "/"}
+    finally:
+        await client.close()
+
+
+def test_acls_cover_only_the_apps_resources() -> None:
+    plain, literal = secure.acl_commands("streamapp", "streamapp")
+    assert plain[plain.index("--resource-pattern-type") + 1] == "prefixed"
+    for option in ("--topic", "--group", "--transactional-id"):
+        assert plain[plain.index(option) + 1] == "streamapp"
+    assert literal[literal.index("--resource-pattern-type") + 1] == "literal"
+    topics = [literal[i + 1] for i, arg in enumerate(literal) if arg == "--topic"]
+    assert topics == secure.app_topic_names("")
+    assert "--cluster" not in plain + literal
+    (prefixed,) = secure.acl_commands("u", "t1", "t1-")
+    assert [prefixed[i + 1] for i, arg in enumerate(prefixed) if arg == "--topic"] == ["t1", "t1-"]
+
+
+def test_secure_broker_properties_and_scram_users(tmp_path: Path) -> None:
+    material = secure.SecureMaterial(tmp_path, ("admin", "streamapp"))
+    for name in ("keystore", "admin", "streamapp"):
+        (tmp_path / f"{name}.password").write_text(f"{name}-pw\n")
+    broker = DevBroker(home=tmp_path, port=1, controller_port=2, secure=True, secure_port=3)
+    broker.material = material
+    props = dict(line.split("=", 1) for line in broker._server_properties().splitlines() if line)
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:1,SASL_SSL://127.0.0.1:3,CONTROLLER://127.0.0.1:2"
+    assert "SASL_SSL:SASL_SSL" in props["listener.security.protocol.map"]
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:admin;User:ANONYMOUS"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["ssl.keystore.type"] == "PKCS12"
+    args = secure.scram_arguments(material)
+    assert args == ["--add-scram", "SCRAM-SHA-512=[name=admin,password=admin-pw]",
+                    "--add-scram", "SCRAM-SHA-512=[name=streamapp,password=streamapp-pw]"]  # fmt: skip
+    # without --secure nothing of it is there
+    plain = DevBroker(home=tmp_path, port=1, controller_port=2)._server_properties()
+    assert "SASL" not in plain and "authorizer" not in plain
+
+
+@pytest.mark.parametrize("user", ["streamapp", "intruder"])
+def test_material_passwords_are_private_files(tmp_path: Path, user: str) -> None:
+    material = secure.prepare_material(tmp_path, "127.0.0.1", (user,))
+    assert material.password_file(user).stat().st_mode & 0o777 == 0o600
+    assert material.admin_config.stat().st_mode & 0o777 == 0o600
+    assert material.keystore.exists() and material.ca_file.read_text().startswith("-----BEGIN CERTIFICATE")
+    context = ssl.create_default_context(cafile=str(material.ca_file))  # clients can load it
+    assert context.cert_store_stats()["x509_ca"] == 1
+    first = material.password(user)
+    assert secure.prepare_material(tmp_path, "127.0.0.1", (user,)).password(user) == first  # kept
