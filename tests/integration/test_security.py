@@ -263,3 +263,33 @@ def test_kafka_up_secure_cli_prints_where_the_password_is_not_the_password(
         "--controller-port", str(secure_broker.controller_port), env=env,
     )  # fmt: skip
     assert plain.returncode != 0 and "--secure" in plain.stderr
+
+
+async def test_live_page_works_with_the_token_in_its_fragment(
+    kafka_bootstrap: str, names: Names, worker_factory, tmp_path: Path
+) -> None:
+    from tests.integration.chromium import Browser
+    from tests.integration.kafka_io import produce
+
+    token = "live-" + os.urandom(12).hex()
+    worker = worker_factory(STREAMAPP_WEB_TOKEN=token)
+    async with Browser(tmp_path / "chromium-profile", tmp_path / "chromium.log") as browser:
+        # without the token the shell loads, and every data request it makes is refused
+        bare = await browser.open(worker.url + "/")
+        status = await bare.wait_for(
+            "(() => { const s = document.getElementById('status');"
+            " return s.className === 'error' ? s.textContent : null; })()"
+        )
+        assert "HTTP 401" in status
+        page = await browser.open(f"{worker.url}/#token={token}")
+        await page.wait_for("document.getElementById('status').textContent.startsWith('updated')")
+        base = (time.time() // 10) * 10 - 30
+        logins = [{"ts": base + i, "ip": "192.0.2.99", "user": "u", "success": False} for i in range(7)]
+        await produce(kafka_bootstrap, names.topic("logins"), logins)
+        rows = await page.wait_for(
+            "(() => { const r = [...document.querySelectorAll('tr.alert-row')].map(tr => tr.dataset.key);"
+            " return r.length ? r : null; })()",
+            within=90,
+        )
+        assert rows == ["192.0.2.99"]
+    assert token not in worker.log_text()
