@@ -334,11 +334,10 @@ class DevBroker:
         """Start the broker unless it already runs; return once it answers."""
         say = progress or (lambda _msg: None)
         if self._pid() is not None:
-            if self._running_secure() != self.secure:
-                mode = "with" if self._running_secure() else "without"
+            if self.secure and not self._running_secure():
                 raise DevBrokerError(
-                    f"the dev broker on {self.bootstrap} runs {mode} --secure: "
-                    "stop it first (`streamapp kafka down`), then start it again in the mode you want"
+                    f"the dev broker on {self.bootstrap} runs without --secure: stop it first "
+                    "(`streamapp kafka down`), then `streamapp kafka up --secure` (formats its storage again)"
                 )
             if self.secure:
                 self.material = secure_setup.prepare_material(self.state_dir, self.host, self.extra_users)
