@@ -20,13 +20,16 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/streamapp demo
 
-# Debian packages the tests drive for real: Prometheus (with promtool) and headless Chromium.
+# Debian packages the tests drive for real: Prometheus (with promtool), headless Chromium, and the
+# sinks' PostgreSQL (initdb/pg_ctl under /usr/lib/postgresql/*/bin) and InfluxDB 1.x (influxd).
 # Installed only when missing, so this is instant on a machine that has them.
 deps:
 	@missing=""; \
 	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v influxd >/dev/null 2>&1 || missing="$$missing influxdb"; \
 	if [ -n "$$missing" ]; then \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		packages=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
