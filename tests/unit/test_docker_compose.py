@@ -603,3 +603,28 @@ def test_secure_overlay_clients_use_sasl_ssl(
     ).web_token == "tok"  # fmt: skip
     # the health check stays on an open path
     assert "/health" in " ".join(secure_services["worker"]["healthcheck"]["test"])
+
+
+# -- sinks ----------------------------------------------------------------------------------
+def test_sink_databases_are_official_images_the_workers_write_to(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    postgres, influx = services["postgres"], services["influxdb"]
+    assert str(postgres["image"]).split(":")[0] == "postgres"
+    assert str(influx["image"]) == "influxdb:1.8"  # the 1.x HTTP API the sink speaks
+    pg_env = _environment(postgres)
+    settings = load_settings(_environment(services["worker"]))
+    assert settings.postgres_dsn is not None and settings.influx_url is not None
+    dsn = urlparse(settings.postgres_dsn)
+    assert (dsn.hostname, dsn.port or 5432) == ("postgres", 5432)
+    assert (dsn.username, dsn.password) == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"])
+    assert dsn.path.strip("/") == pg_env["POSTGRES_DB"]
+    influx_url = urlparse(settings.influx_url)
+    assert (influx_url.hostname, influx_url.port) == ("influxdb", 8086)
+    assert influx_url.path.strip("/") == _environment(influx)["INFLUXDB_DB"]
+    for name in ("postgres", "influxdb"):
+        assert name in services["worker"]["depends_on"], f"the worker does not start after {name}"
+        assert "healthcheck" in services[name]
+        for volume in services[name].get("volumes", []):
+            source = str(volume).split(":", 1)[0]
+            assert source in (compose.get("volumes") or {}), f"{name}: volume {source} not declared"
