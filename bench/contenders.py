@@ -261,7 +261,7 @@ def _progress_contender(
         starts = 1
         while True:
             progress = read_progress(progress_path)
-            if cpu0 is None and progress.count:
+            if cpu0 is None and progress.first is not None:
                 cpu0 = (time.time(), proc.cpu_seconds())
             if progress.done:
                 break
@@ -763,7 +763,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("idle: the event loop waiting in select()", ("EpollSelector.select",)),
     ("ingest agent (streamapp.ingest.route), all it calls", ("route (streamapp/ingest.py",)),
     ("detector agents (agents.base.detect), all they call", ("detect (agents/base.py",)),
-    ("sending records (faust Topic.send and below)", ("Topic.send (faust/topics.py",)),
+    (
+        "sending records (faust Topic.send or Producer.send, and below)",
+        ("Topic.send (faust/topics.py", "Producer.send (faust/transport/drivers/aiokafka.py"),
+    ),
     ("aiokafka producer: produce requests", ("Sender._send_produce_req",)),
     ("socket writes", ("_SelectorSocketTransport.write",)),
     ("consuming: faust fetcher and stream iteration", ("Fetcher._fetcher", "Stream._c_aiter")),

@@ -51,6 +51,13 @@ class ProgressFile:
         self.first_count = 0
         self._next_write = 1
 
+    def start(self) -> None:
+        """Start the clock now, before the first event (for a consumer: when it gets its partitions)."""
+        if self.first is None:
+            now = time.time()
+            self.first, self.first_count = now, self.count
+            self._write(now, False)
+
     def tick(self, n: int = 1) -> None:
         self.count += n
         if self.count >= self._next_write:

@@ -13,7 +13,7 @@ import os
 from collections import Counter
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from bench.progress import ProgressFile
 
@@ -22,14 +22,27 @@ __all__ = ["consume", "main"]
 logger = logging.getLogger("bench.raw_consume")
 
 
+class _StartClock(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Starts the progress clock when the partitions are assigned: aiokafka fetches ahead in the
+    background from then on, so timing from the first record returned would leave that fetch out."""
+
+    def __init__(self, progress: ProgressFile) -> None:
+        self.progress = progress
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.progress.start()
+
+
 async def consume(
     bootstrap: str, group: str, topic: str, expect: int, progress: ProgressFile
 ) -> Counter[str]:
     """Read ``expect`` records of ``topic`` and count the failed logins per IP."""
     failed: Counter[str] = Counter()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest"
-    )
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest")
+    consumer.subscribe([topic], listener=_StartClock(progress))
     await consumer.start()
     try:
         seen = 0
