@@ -326,6 +326,7 @@ def avro_produce(topic: str, schema_path: Path | None, key_field: str, url: str 
     from streamapp.registry import SchemaRegistryError, SchemaRegistryUnavailable
 
     settings = _load_or_exit()
+    _check_kafka_access(settings)
     schema_value: Any = (
         bundled_schema("user-v1") if schema_path is None else orjson.loads(_schema_file(schema_path))
     )
@@ -393,6 +394,7 @@ def dlq_list(limit: int, topic: str | None, as_json: bool) -> None:
     from streamapp.dlq import DeadLetterError, read_dead_letters
 
     settings = _load_or_exit()
+    _check_kafka_access(settings)
     try:
         letters = asyncio.run(read_dead_letters(settings, source_topic=topic, limit=limit))
     except DeadLetterError as exc:
@@ -419,6 +421,7 @@ def dlq_resubmit(
     if resubmit_all == bool(offsets):
         _fail("say which: --offset O [--partition P] (see `streamapp dlq list`), or --all")
     settings = _load_or_exit()
+    _check_kafka_access(settings)
     positions = None if resubmit_all else [(partition, o) for o in offsets]
     try:
         letters = asyncio.run(read_dead_letters(settings, source_topic=topic, positions=positions))
@@ -652,6 +655,7 @@ def generate(
         _fail("--rate must be a positive number of events per second")
     _configure_logging()
     settings = _load_or_exit()
+    _check_kafka_access(settings)
     try:
         sent = asyncio.run(produce_traffic(settings, scenario, rate, duration, keys, seed, incidents))
     except KeyboardInterrupt:
@@ -708,6 +712,7 @@ def replay(
     from streamapp import replay as replaying
 
     settings = _load_or_exit()
+    _check_kafka_access(settings)
     try:
         replaying.check_new_app_id(app_id, settings)
         start_time = None if from_time is None else replaying.parse_start_time(from_time)

@@ -219,6 +219,8 @@ async def test_principal_without_acls_is_refused(
     # ... and the CLI says so in one line too (dlq reads dead-letters)
     listed = _streamapp("dlq", "list", env=intruder)
     assert listed.returncode != 0
+    assert listed.stderr.startswith("streamapp: error: Kafka authorization failed"), listed.stderr
+    assert len(listed.stderr.strip().splitlines()) == 1, listed.stderr
     assert intruder["STREAMAPP_SASL_PASSWORD"] not in listed.stdout + listed.stderr
 
 
