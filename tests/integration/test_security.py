@@ -87,7 +87,7 @@ def _get(worker: Worker, path: str, token: str | None = None) -> tuple[int, dict
 
 
 def _wait_for(
-    worker: Worker, path: str, token: str, check: Callable[[int, dict], bool], timeout: float = 90
+    worker: Worker, path: str, token: str, check: Callable[[int, dict], bool], timeout: float = 180
 ) -> dict:
     deadline = time.monotonic() + timeout
     status, body = 0, {}
@@ -102,7 +102,7 @@ def _wait_for(
     raise AssertionError(f"GET {path} never satisfied the check; last {status} {body}\n{worker.log_tail()}")
 
 
-async def _read_alerts(settings_env: dict[str, str], topic: str, within: float = 90) -> list[dict]:
+async def _read_alerts(settings_env: dict[str, str], topic: str, within: float = 180) -> list[dict]:
     settings = load_settings(settings_env)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, group_id=None,
@@ -135,7 +135,8 @@ async def test_worker_over_sasl_ssl_end_to_end_with_web_token(
     token = "tok-" + os.urandom(12).hex()
     password = secured_app["STREAMAPP_SASL_PASSWORD"]
     env = {**secured_app, "STREAMAPP_WEB_TOKEN": token, "STREAMAPP_LOG_LEVEL": "debug"}
-    first = worker_factory(**env, STREAMAPP_PROCESSING_GUARANTEE="exactly_once")
+    # a loaded machine: more time than worker_factory's default to get ready
+    first = worker_factory(ready=False, **env, STREAMAPP_PROCESSING_GUARANTEE="exactly_once").wait_ready(180)
 
     # the generator (CLI) produces over SASL_SSL with the app's credentials
     generated = _streamapp(
@@ -160,7 +161,7 @@ async def test_worker_over_sasl_ssl_end_to_end_with_web_token(
     assert body["ip"] == ip
 
     # a second worker: whichever owns the key, both answer (the forwarded request keeps the token)
-    second = worker_factory(**env, STREAMAPP_PROCESSING_GUARANTEE="exactly_once")
+    second = worker_factory(ready=False, **env, STREAMAPP_PROCESSING_GUARANTEE="exactly_once").wait_ready(180)
     for worker in (first, second):
         _wait_for(worker, f"/ips/{ip}", token, lambda s, b: s == 200 and b["ip"] == ip)
         for path in (f"/ips/{ip}", "/alerts", "/sensors", "/ips/nobody"):
