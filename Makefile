@@ -59,6 +59,7 @@ lint: install
 # no figure: it never judges the speed.
 BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_EVENTS ?= 200000
+BENCH_ROUNDS ?= 3
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
@@ -66,7 +67,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(BIN)/streamapp kafka fetch
-	$(BIN)/python -m bench.run --events $(BENCH_EVENTS)
+	$(BIN)/python -m bench.run --events $(BENCH_EVENTS) --rounds $(BENCH_ROUNDS)
 
 bench-small: $(BENCH_STAMP)
 	$(BIN)/streamapp kafka fetch

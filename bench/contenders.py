@@ -59,6 +59,12 @@ class Bench:
     work: Path
     partitions: int = 8
     timeout_scale: float = 1.0
+    round: int = 1  # throughput round: its contenders get names and directories of their own
+
+    @property
+    def r(self) -> str:
+        """Suffix of names and files of the current throughput round ("" in the first)."""
+        return "" if self.round == 1 else f"r{self.round}"
 
     @property
     def bootstrap(self) -> str:
@@ -101,6 +107,8 @@ class Outcome:
     committed_seconds: float | None = None  # first event -> the group's committed offsets reach the end
     rss_mb: float | None = None
     cpu_pct: float | None = None  # CPU time / wall time while it processed (100 = one core busy)
+    ratio: float | None = None  # rate / streamapp's rate (median over rounds of the ratio in each)
+    rounds: list[float | None] = field(default_factory=list)  # the rate of each round
     detail: dict[str, str] = field(default_factory=dict)
 
     def fail(self, reason: str) -> Outcome:
@@ -176,8 +184,8 @@ def streamapp_pipeline(bench: Bench, data: Dataset, prefix: str) -> Outcome:
     handled every record the ingest agent forwarded.
     """
     out = Outcome("streamapp worker (login pipeline)")
-    app_id = bench.name("sa")
-    worker = bench.worker("streamapp", app_id, prefix, bench.work / "data" / "streamapp")
+    app_id = bench.name("sa" + bench.r)
+    worker = bench.worker(f"streamapp{bench.r}", app_id, prefix, bench.work / "data" / f"streamapp{bench.r}")
     try:
         ready = worker.start_ready(120)
         out.detail["ready after start"] = f"{ready:.1f} s"
@@ -249,9 +257,9 @@ def _progress_contender(
 ) -> Outcome:
     """Run a contender process that keeps a progress file; rate from its first to its last event."""
     label = out.name.split()[0].lower()
-    progress_path = bench.work / f"{label}-progress.json"
+    progress_path = bench.work / f"{label}{bench.r}-progress.json"
     env = {**env, "BENCH_PROGRESS": str(progress_path), "BENCH_EXPECT": str(expect)}
-    proc = Proc(label, cmd, env, bench.work / "logs" / f"{label}.log")
+    proc = Proc(label, cmd, env, bench.work / "logs" / f"{label}{bench.r}.log")
     proc.start()
     try:
         deadline = time.monotonic() + 90 * bench.timeout_scale + bench.timeout(expect)
@@ -310,13 +318,13 @@ def _progress_contender(
 def faust_idiomatic(bench: Bench, data: Dataset) -> Outcome:
     """Faust as its docs show it: a hopping (60 s, step 10 s) windowed table, RocksDB + changelog."""
     out = Outcome("Faust idiomatic (hopping windowed table)")
-    app_id = bench.name("fi")
+    app_id = bench.name("fi" + bench.r)
     env = {
         **os.environ,
         "BENCH_BROKER": f"kafka://{bench.bootstrap}",
         "BENCH_APP_ID": app_id,
         "BENCH_TOPIC": data.topic,
-        "BENCH_DATA_DIR": str(bench.work / "data" / "faust"),
+        "BENCH_DATA_DIR": str(bench.work / "data" / f"faust{bench.r}"),
         "BENCH_WEB_PORT": str(free_port()),
         "BENCH_PARTITIONS": str(bench.partitions),
     }
@@ -333,13 +341,13 @@ def quix_streams(bench: Bench, data: Dataset) -> Outcome:
         out.detail["version"] = quixstreams.__version__
     except ImportError:
         return out.fail("quixstreams is not installed: pip install -e '.[bench]'")
-    group = bench.name("qx")
+    group = bench.name("qx" + bench.r)
     env = {
         **os.environ,
         "BENCH_BROKER": bench.bootstrap,
         "BENCH_GROUP": group,
         "BENCH_TOPIC": data.topic,
-        "BENCH_DATA_DIR": str(bench.work / "data" / "quix"),
+        "BENCH_DATA_DIR": str(bench.work / "data" / f"quix{bench.r}"),
     }
     return _progress_contender(
         bench, out, [sys.executable, "-m", "bench.quix_count"], env, group, data.topic, data.events
@@ -349,7 +357,7 @@ def quix_streams(bench: Bench, data: Dataset) -> Outcome:
 def raw_aiokafka(bench: Bench, data: Dataset) -> Outcome:
     """aiokafka ``getmany`` + orjson decode + a dict of failed logins per IP: the Python client's ceiling."""
     out = Outcome("raw aiokafka + orjson loop")
-    group = bench.name("raw")
+    group = bench.name("raw" + bench.r)
     env = {**os.environ, "BENCH_BROKER": bench.bootstrap, "BENCH_GROUP": group, "BENCH_TOPIC": data.topic}
     return _progress_contender(
         bench, out, [sys.executable, "-m", "bench.raw_consume"], env, group, data.topic, data.events
@@ -371,7 +379,7 @@ def consumer_performance(bench: Bench, data: Dataset) -> Outcome:
     cmd = [
         "java", "-Xmx512m", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*",
         "org.apache.kafka.tools.ConsumerPerformance", "--bootstrap-server", bench.bootstrap,
-        "--topic", data.topic, "--num-records", str(data.events), "--group", bench.name("cp"),
+        "--topic", data.topic, "--num-records", str(data.events), "--group", bench.name("cp" + bench.r),
         "--timeout", "60000",
     ]  # fmt: skip
     try:
@@ -380,7 +388,7 @@ def consumer_performance(bench: Bench, data: Dataset) -> Outcome:
         )
     except subprocess.TimeoutExpired:
         return out.fail("timed out")
-    (bench.work / "logs" / "consumer-performance.log").write_text(proc.stdout + proc.stderr)
+    (bench.work / "logs" / f"consumer-performance{bench.r}.log").write_text(proc.stdout + proc.stderr)
     rows = [r for r in csv.reader(io.StringIO(proc.stdout)) if r]
     if proc.returncode != 0 or len(rows) < 2:
         return out.fail(f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}")

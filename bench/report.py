@@ -136,11 +136,14 @@ class Report:
     profile: ProfileOutcome | None = None
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     minutes: float = 0.0
+    rounds: int = 1
 
     def streamapp(self) -> Outcome | None:
         return next((o for o in self.throughput if o.name.startswith("streamapp")), None)
 
     def ratio(self, outcome: Outcome) -> str:
+        if outcome.ratio is not None:
+            return f"{outcome.ratio:.2f}×"
         base = self.streamapp()
         if base is None or not base.rate or not outcome.rate:
             return "—"
@@ -243,6 +246,13 @@ class Report:
             "are noisy, the ratios (measured minutes apart in one run) less so.",
             "",
             "## Throughput (same data, one contender at a time)",
+            "",
+            (
+                f"Each contender ran {self.rounds} times, the rounds in rotating order; the row is its "
+                "median round, and *vs streamapp* the median of the per-round ratios."
+                if self.rounds > 1
+                else "One round: each contender ran once."
+            ),
             "",
             _markdown_table(self.throughput_rows()),
             "",
