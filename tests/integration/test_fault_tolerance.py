@@ -125,7 +125,7 @@ async def test_crash_with_state_lost_recovers_every_table_exactly(kafka_bootstra
     worker.start()
     await stream
     _time_to_ready(worker)
-    _wait_until_matches(worker, _truth(logins + more_logins, readings + more_readings))
+    _wait_until_matches(worker, _truth(logins + more_logins, readings + more_readings), timeout=240)
 
     # a restart that keeps its RocksDB files does not replay the whole changelog
     worker.stop()
