@@ -55,11 +55,19 @@ def try_query(dsn: str, sql: str) -> list[asyncpg.Record] | None:
         return None
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.5) -> float:
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    step: float = 0.5,
+    state: Callable[[], Any] | None = None,
+) -> float:
     started = time.monotonic()
     while not check():
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"timeout after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(
+                f"timeout after {timeout:.0f} s waiting for {what}; now: {state() if state else '?'}"
+            )
         time.sleep(step)
     return time.monotonic() - started
 
@@ -296,7 +304,13 @@ def test_burst_ten_times_the_processing_rate_keeps_memory_bounded(
     worker.wait_for_metric("streamapp_events_total", lambda v: v >= warmup, 180, topic="sensor-readings")
     t2, n2 = time.monotonic(), worker.metric("streamapp_events_total", topic="sensor-readings")
     rate = (n2 - n1) / (t2 - t1)
-    wait_until(lambda: windows_total(sink_targets.postgres_dsn) == warmup, 300, "warm-up in PostgreSQL")
+    wait_until(
+        lambda: windows_total(sink_targets.postgres_dsn) == warmup, 300, "warm-up in PostgreSQL",
+        state=lambda: (
+            windows_total(sink_targets.postgres_dsn), worker.metric("streamapp_sink_lag", sink="postgres"),
+            worker.metric("streamapp_sink_records_total", sink="postgres"), worker.log_tail(5),
+        ),
+    )  # fmt: skip
     time.sleep(2)
     baseline = _rss_mib(pid)
 
