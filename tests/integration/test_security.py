@@ -259,8 +259,12 @@ def test_kafka_up_secure_cli_prints_where_the_password_is_not_the_password(
     password_file = secure_broker.material.password_file("streamapp")
     assert str(password_file) in text and str(secure_broker.material.ca_file) in text
     assert password_file.stat().st_mode & 0o777 == 0o600
+    broker_log = secure_broker.log_file.read_text(errors="replace")
     for user in ("streamapp", "admin", NO_ACL_USER):
         assert secure_broker.material.password(user) not in text
+        assert secure_broker.material.password(user) not in broker_log
+    assert secure_broker.material.keystore_password not in broker_log
+    assert secure_broker.config_file.stat().st_mode & 0o777 == 0o600
     plain = _streamapp(
         "kafka", "up", "--port", str(secure_broker.port),
         "--controller-port", str(secure_broker.controller_port), env=env,
