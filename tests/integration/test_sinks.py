@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.integration.conftest import Names, SinkTargets, Worker
@@ -138,10 +139,15 @@ def sink_env(targets: SinkTargets, postgres: bool = True, influx: bool = True) -
 
 
 # -- tests ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_rows_and_points_match_the_alerts_and_windows(
-    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], sink_targets: SinkTargets
+    kafka_bootstrap: str,
+    names: Names,
+    worker_factory: Callable[..., Worker],
+    sink_targets: SinkTargets,
+    guarantee: str,
 ) -> None:
-    worker = worker_factory(**sink_env(sink_targets))
+    worker = worker_factory(STREAMAPP_PROCESSING_GUARANTEE=guarantee, **sink_env(sink_targets))
     sensors = [f"s-{n}" for n in range(8)]
     start = (time.time() // 60) * 60 - 240
     data = readings(sensors, 45, start, hot_every=15)
