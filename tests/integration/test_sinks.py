@@ -378,3 +378,35 @@ def test_burst_ten_times_the_processing_rate_keeps_memory_bounded(
     assert peak - baseline < 150, figures
     assert max(lags) > 10 * rate, figures  # the backlog was in Kafka, and the metric saw it
     wait_until(lambda: consumer_lag() == 0, 60, "consumer lag 0")
+
+
+def test_influx_down_mid_stream_then_back(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], sink_targets: SinkTargets
+) -> None:
+    worker = worker_factory(**sink_env(sink_targets))
+    port = str(sink_targets.servers.influx.port)
+    sensors = [f"i-{n}" for n in range(5)]
+    start = (time.time() // 60) * 60 - 240
+    first, second = readings(sensors, 20, start), readings(sensors, 20, start + 2.0)
+    topic = names.topic("sensor-readings")
+
+    def influx_total() -> int:
+        try:
+            return sum(int(p["count"]) for p in influx_points(sink_targets).values())
+        except OSError:
+            return -1
+
+    asyncio.run(produce(kafka_bootstrap, topic, first, key=lambda v: v["sensor_id"]))
+    wait_until(lambda: influx_total() == len(first), 120, "the first windows in InfluxDB")
+    sink_targets.servers.cli("influx", "down", "--port", port)
+    try:
+        asyncio.run(produce(kafka_bootstrap, topic, second, key=lambda v: v["sensor_id"]))
+        total = len(first) + len(second)
+        # PostgreSQL goes on: one sink down never holds up the other or the detectors
+        wait_until(lambda: windows_total(sink_targets.postgres_dsn) == total, 120, "PostgreSQL meanwhile")
+        worker.wait_for_metric("streamapp_sink_retries_total", lambda v: v >= 2, 60, sink="influx")
+    finally:
+        sink_targets.servers.cli("influx", "up", "--port", port)
+    wait_until(lambda: influx_total() == total, 120, "every window in InfluxDB after the outage")
+    rows = pg_windows(sink_targets.postgres_dsn)
+    assert set(influx_points(sink_targets)) == set(rows)
