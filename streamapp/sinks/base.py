@@ -150,6 +150,13 @@ class SinkService(Service):
         """Write until it works (True), or until the service stops (False)."""
         attempt = 0
         while not self.should_stop:
+            if attempt and self._consumer is not None:
+                # a rebalance while we waited moved partitions to another worker, which writes them
+                # from the committed offsets: writing our older copy after it could undo newer points
+                owned = self._consumer.assignment()
+                records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
+                if not records:
+                    return True
             try:
                 if attempt:
                     await self.writer.open()
@@ -177,7 +184,10 @@ class SinkService(Service):
     async def _commit(
         self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
-        offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part}
+        owned = consumer.assignment()
+        offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part and tp in owned}
+        if not offsets:
+            return
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
