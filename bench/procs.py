@@ -89,7 +89,8 @@ class Proc:
         try:
             for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
+                    kib = int(line.split()[1])
+                    return kib / 1024 if kib else None  # 0 while the process is exiting
         except (FileNotFoundError, AssertionError):
             return None
         return None
