@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from streamapp.dev.kafka import streamapp_home
+from streamapp.dev.process import log_tail, owned_pid, port_in_use, terminate
 
 __all__ = [
     "DEFAULT_INFLUX_PORT",
@@ -45,12 +44,6 @@ def influxd_binary() -> str:
     if found is None:
         raise DevInfluxError(f"influxd not found: install it with `{_INSTALL_HINT}`")
     return found
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 def _free_port(host: str) -> int:
@@ -132,20 +125,8 @@ class DevInflux:
         return f"{self.base_url}/{DATABASE}"
 
     def _pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1]
-        except (FileNotFoundError, IndexError):
-            return None
-        if state.startswith("Z"):
-            return None
-        if cmdline[:1] and cmdline[0].endswith(b"influxd") and str(self.config_file).encode() in cmdline:
-            return pid
-        return None
+        config = str(self.config_file).encode()
+        return owned_pid(self.pid_file, lambda cmdline: cmdline[0].endswith(b"influxd") and config in cmdline)
 
     def answers(self, timeout: float = 2.0) -> bool:
         """True when ``/ping`` answers 204."""
@@ -181,7 +162,7 @@ class DevInflux:
             say(f"dev influx already running on {self.base_url}")
             return self.status()
         binary = influxd_binary()
-        if _port_in_use(self.host, self.port):
+        if port_in_use(self.host, self.port):
             raise DevInfluxError(
                 f"port {self.host}:{self.port} is taken by another process: stop it, or pick a free "
                 "port with `streamapp influx up --port N`"
@@ -220,19 +201,11 @@ class DevInflux:
             self.pid_file.unlink(missing_ok=True)
             say("dev influx is not running")
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._pid() is not None:
-            time.sleep(0.1)
-        if self._pid() is not None:
-            say(f"influxd did not stop in {timeout:.0f} s; killing it")
-            os.kill(pid, signal.SIGKILL)
+        if terminate(pid, timeout):
+            say(f"influxd did not stop in {timeout:.0f} s; killed it")
         self.pid_file.unlink(missing_ok=True)
         say(f"dev influx stopped (pid {pid})")
         return True
 
     def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)

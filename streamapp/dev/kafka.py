@@ -7,8 +7,6 @@ import base64
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from streamapp.dev import secure as secure_setup
+from streamapp.dev.process import log_tail, owned_pid, port_in_use, terminate
 from streamapp.dev.secure import SecureMaterial
 
 __all__ = [
@@ -118,12 +117,6 @@ def fetch_kafka_jars(home: Path | None = None, progress: Progress | None = None)
     return libs
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 async def _describe_cluster(bootstrap: str) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -138,7 +131,7 @@ async def _describe_cluster(bootstrap: str) -> None:
 def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     """True when a Kafka broker answers a metadata request at ``bootstrap``."""
     host, _, port = bootstrap.rpartition(":")
-    if not _port_in_use(host, int(port)):
+    if not port_in_use(host, int(port)):
         return False  # not listening yet: spare aiokafka's connection-error log lines
 
     def ask() -> bool:
@@ -229,19 +222,9 @@ class DevBroker:
 
     # -- process bookkeeping -------------------------------------------------------------
     def _pid(self) -> int | None:
-        """The pid we started, if that process is still our broker."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
-            return None
-        # pids get reused: only a java running *our* config counts
-        if b"kafka.Kafka" in cmdline and str(self.config_file).encode() in cmdline:
-            return pid
-        return None
+        """The pid we started, if that process is still our broker (a java running our config)."""
+        config = str(self.config_file).encode()
+        return owned_pid(self.pid_file, lambda cmdline: b"kafka.Kafka" in cmdline and config in cmdline)
 
     def status(self) -> BrokerStatus:
         pid = self._pid()
@@ -346,7 +329,7 @@ class DevBroker:
         _check_java()
         ports = (self.port, self.controller_port, *((self.secure_port,) if self.secure else ()))
         for port in ports:
-            if _port_in_use(self.host, port):
+            if port_in_use(self.host, port):
                 raise DevBrokerError(
                     f"port {self.host}:{port} is taken by another process: stop it, or pick free "
                     "ports with `streamapp kafka up --port N --controller-port M`"
@@ -427,28 +410,11 @@ class DevBroker:
             self.pid_file.unlink(missing_ok=True)
             say("dev broker is not running")
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            if _is_zombie(pid):
-                break
-            time.sleep(0.2)
-        if Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
-            say(f"broker did not stop in {timeout:.0f} s; killing it")
-            os.kill(pid, signal.SIGKILL)
+        if terminate(pid, timeout):
+            say(f"broker did not stop in {timeout:.0f} s; killed it")
         self.pid_file.unlink(missing_ok=True)
         say(f"dev broker stopped (pid {pid})")
         return True
 
     def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except (FileNotFoundError, IndexError):
-        return True
+        return log_tail(self.log_file, lines)

@@ -6,7 +6,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamapp.dev.kafka import streamapp_home
+from streamapp.dev.process import port_in_use
 
 __all__ = [
     "DEFAULT_POSTGRES_PORT",
@@ -49,12 +49,6 @@ def postgres_bin_dir() -> Path:
     if on_path is not None:
         return Path(os.path.realpath(on_path)).parent
     raise DevPostgresError(f"PostgreSQL server binaries (pg_ctl, initdb) not found: `{_INSTALL_HINT}`")
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 @dataclass(frozen=True)
@@ -178,7 +172,7 @@ class DevPostgres:
             say(f"dev postgres already running on {self.host}:{self.port}")
             return self.status()
         bindir = postgres_bin_dir()
-        if _port_in_use(self.host, self.port):
+        if port_in_use(self.host, self.port):
             raise DevPostgresError(
                 f"port {self.host}:{self.port} is taken by another process: stop it, or pick a free "
                 "port with `streamapp postgres up --port N`"

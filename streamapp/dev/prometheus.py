@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from streamapp.dev.kafka import streamapp_home
+from streamapp.dev.process import log_tail, owned_pid, port_in_use, terminate
 
 __all__ = [
     "DEFAULT_PROMETHEUS_PORT",
@@ -77,12 +77,6 @@ def scrape_config(targets: Sequence[str], interval: str = DEFAULT_SCRAPE_INTERVA
     )
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 @dataclass(frozen=True)
 class PrometheusStatus:
     """What `streamapp prometheus status` reports."""
@@ -128,22 +122,11 @@ class DevPrometheus:
     # -- process bookkeeping -------------------------------------------------------------
     def _pid(self) -> int | None:
         """The pid we started, if that process is still our Prometheus."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
-            return None
-        if _is_zombie(pid):
-            return None
-        # pids get reused: only a prometheus running *our* config counts
-        if any(arg.endswith(b"prometheus") for arg in cmdline[:1]) and (
-            f"--config.file={self.config_file}".encode() in cmdline
-        ):
-            return pid
-        return None
+        config = f"--config.file={self.config_file}".encode()
+        return owned_pid(
+            self.pid_file,
+            lambda cmdline: cmdline[0].endswith(b"prometheus") and config in cmdline,
+        )
 
     def targets(self) -> tuple[str, ...]:
         """The targets in the current config file."""
@@ -199,7 +182,7 @@ class DevPrometheus:
             self._wait_ready(None, time.monotonic() + timeout)
             return self.status()
         binary = prometheus_binary()
-        if _port_in_use(self.host, self.port):
+        if port_in_use(self.host, self.port):
             raise DevPrometheusError(
                 f"port {self.host}:{self.port} is taken by another process: stop it, or pick a free "
                 "port with `streamapp prometheus up --port N`"
@@ -249,13 +232,8 @@ class DevPrometheus:
             self.pid_file.unlink(missing_ok=True)
             say("dev prometheus is not running")
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
-            time.sleep(0.1)
-        if Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
-            say(f"prometheus did not stop in {timeout:.0f} s; killing it")
-            os.kill(pid, signal.SIGKILL)
+        if terminate(pid, timeout):
+            say(f"prometheus did not stop in {timeout:.0f} s; killed it")
         self.pid_file.unlink(missing_ok=True)
         say(f"dev prometheus stopped (pid {pid})")
         return True
@@ -272,14 +250,4 @@ class DevPrometheus:
         return result
 
     def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except (FileNotFoundError, IndexError):
-        return True
+        return log_tail(self.log_file, lines)

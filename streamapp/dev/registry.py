@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tarfile
 import time
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamapp.dev.kafka import DevBrokerError, java_major_version, streamapp_home
+from streamapp.dev.process import owned_pid, port_in_use, terminate
 
 __all__ = [
     "APICURIO_VERSION",
@@ -119,12 +118,6 @@ def fetch_registry(home: Path | None = None, progress: Progress | None = None) -
     return app_dir
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 def registry_answers(url: str, timeout: float = 3.0) -> bool:
     """True when a Confluent-compatible registry at ``url`` (ending in /apis/ccompat/v7) lists subjects."""
     try:
@@ -192,17 +185,8 @@ class DevRegistry:
         return f"-Dstreamapp.registry.state={self.state_dir}"
 
     def _pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
-            return None
-        if self._marker().encode() in cmdline and not _is_zombie(pid):
-            return pid
-        return None
+        marker = self._marker().encode()
+        return owned_pid(self.pid_file, lambda cmdline: marker in cmdline)
 
     def status(self) -> RegistryStatus:
         pid = self._pid()
@@ -239,7 +223,7 @@ class DevRegistry:
             say(f"dev schema registry already running at {self.url}")
             return self.status()
         _check_java()
-        if _port_in_use(self.host, self.port):
+        if port_in_use(self.host, self.port):
             raise DevRegistryError(
                 f"port {self.host}:{self.port} is taken by another process: stop it, or pick a free "
                 "port with `streamapp registry up --port N`"
@@ -281,13 +265,8 @@ class DevRegistry:
             self.pid_file.unlink(missing_ok=True)
             say("dev schema registry is not running")
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not _is_zombie(pid):
-            time.sleep(0.1)
-        if not _is_zombie(pid):
-            say(f"registry did not stop in {timeout:.0f} s; killing it")
-            os.kill(pid, signal.SIGKILL)
+        if terminate(pid, timeout):
+            say(f"registry did not stop in {timeout:.0f} s; killed it")
         self.pid_file.unlink(missing_ok=True)
         say(f"dev schema registry stopped (pid {pid})")
         return True
@@ -301,11 +280,3 @@ class DevRegistry:
             if "ERROR" in line or "Exception" in line:
                 return line.strip()[:300]
         return lines[-1].strip()[:300] if lines else "empty log"
-
-
-def _is_zombie(pid: int) -> bool:
-    """The process is gone, or a zombie waiting for its parent."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z")
-    except (FileNotFoundError, IndexError):
-        return True

@@ -1,0 +1,63 @@
+"""Background processes of the dev services: ownership by pid file, stopping, ports and logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["is_gone", "log_tail", "owned_pid", "port_in_use", "terminate"]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Something accepts connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def is_gone(pid: int) -> bool:
+    """The process no longer runs (absent, or a zombie its parent has not reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def owned_pid(pid_file: Path, owns: Callable[[list[bytes]], bool]) -> int | None:
+    """The pid in ``pid_file`` if that process still runs and ``owns(its command line)``.
+
+    Pids get reused: only a process whose arguments name our own state counts as ours.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return None
+    return pid if not is_gone(pid) and owns(cmdline) else None
+
+
+def terminate(pid: int, timeout: float) -> bool:
+    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; True when it had to be killed."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not is_gone(pid):
+        time.sleep(0.1)
+    if is_gone(pid):
+        return False
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
