@@ -16,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streamapp.dev.kafka import DevBroker, streamapp_home
+from streamapp.dev.process import stop_child
 from streamapp.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
@@ -38,17 +39,6 @@ def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,
         )  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 async def _show_alerts(settings: Settings, echo: Echo, until: float | None) -> None:
@@ -101,7 +91,7 @@ def run_demo(settings: Settings, echo: Echo, rate: int = 200, duration: float | 
         echo("stopping ...")
     finally:
         for child in reversed(children):
-            _stop(child)
+            stop_child(child, timeout=20.0)
         if started_broker:
             broker.down(progress=echo)
         signal.signal(signal.SIGTERM, previous)

@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from streamapp.dev.process import log_tail, stop_child
 from streamapp.kafka_clients import client_kwargs
 from streamapp.settings import PREFIX, Settings
 
@@ -441,22 +442,6 @@ def _spawn_worker(options: ReplayOptions, log_path: Path) -> subprocess.Popen[by
         )  # fmt: skip
 
 
-def _stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
-def _log_tail(path: Path, lines: int = 15) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
 async def _exit_code(proc: subprocess.Popen[bytes], poll_every: float = 0.5) -> int:
     """Wait (without blocking the loop) until ``proc`` exits; its exit code."""
     while True:
@@ -557,7 +542,7 @@ async def _follow(
                 while True:
                     if worker.poll() is not None:
                         echo(f"streamapp: error: the replay worker exited with {worker.returncode}:")
-                        echo(_log_tail(log_path))
+                        echo(log_tail(log_path, 15))
                         return EXIT_WORKER_FAILED
                     ready = await _worker_ready(http, options.web_port)
                     source_done, internal_done, lag = await measure(
@@ -589,7 +574,7 @@ async def _follow(
             )
             code = await _exit_code(worker)
             echo(f"streamapp: error: the replay worker exited with {code}:")
-            echo(_log_tail(log_path))
+            echo(log_tail(log_path, 15))
             return EXIT_WORKER_FAILED
         return 0
     except asyncio.CancelledError:
@@ -629,7 +614,7 @@ def run_replay(settings: Settings, options: ReplayOptions, topics: ReplayTopics,
             for worker in workers:
                 if worker.poll() is None:
                     echo(f"stopping the replay worker (pid {worker.pid}) ...")
-                _stop_worker(worker)
+                stop_child(worker)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

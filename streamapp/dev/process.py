@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["is_gone", "log_tail", "owned_pid", "port_in_use", "terminate"]
+__all__ = ["is_gone", "log_tail", "owned_pid", "port_in_use", "stop_child", "terminate"]
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -61,3 +62,15 @@ def log_tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
+
+
+def stop_child(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Stop a child started in its own session (and its children): SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
