@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from tables.prices_by_symbol import prices_by_symbol
 from tables.temperature_by_sensor import temperature_by_sensor
 from tables.transactions_by_card import transactions_by_card
 
-__all__ = ["EXPIRING_TABLES", "TableExpiry", "expire_windows"]
+__all__ = ["EXPIRING_TABLES", "SWEEP_INTERVAL_SECONDS", "TableExpiry", "expire_windows"]
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,22 @@ EXPIRING_TABLES = [
 ]
 
 
-@app.timer(interval=5.0)
+#: seconds between sweeps, at least; a sweep that took t seconds waits 20 t before the next
+SWEEP_INTERVAL_SECONDS = 5.0
+_next_sweep = 0.0
+
+
+@app.timer(interval=1.0)
 async def expire_windows() -> None:
-    if not worker_clock.horizon:
+    """Sweep the tables for expired keys, spending at most about a twentieth of the time on it."""
+    global _next_sweep
+    now = time.monotonic()
+    if not worker_clock.horizon or now < _next_sweep:
         return
     for expiry in EXPIRING_TABLES:
-        expire_keys(expiry.table, expiry.is_expired)
+        await expire_keys(expiry.table, expiry.is_expired)
+    took = time.monotonic() - now
+    _next_sweep = now + max(SWEEP_INTERVAL_SECONDS, 20 * took)
 
 
 def _on_recovered(expiry: TableExpiry) -> Callable[[], Any]:

@@ -6,8 +6,10 @@ import importlib
 import pkgutil
 
 import faust
+from faust.types import TransportT
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
+from streamapp.consumer import BatchConsumer, BatchHandler
 from streamapp.kafka_clients import broker_credentials
 from streamapp.logs import logging_config
 from streamapp.settings import Settings, load_settings
@@ -27,10 +29,23 @@ class StreamAppWeb(AiohttpWeb):
 
 
 class StreamApp(faust.App):
-    """The Faust app, serving the web API with :class:`StreamAppWeb`."""
+    """The Faust app, serving the web API with :class:`StreamAppWeb`.
+
+    Its consumer is a :class:`BatchConsumer`: topics in :attr:`batch_handlers` (topic name ->
+    handler, registered by the agents that consume them) are processed a fetch at a time.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.batch_handlers: dict[str, BatchHandler] = {}
 
     def _new_web(self) -> AiohttpWeb:
         return StreamAppWeb(self)
+
+    def _new_transport(self) -> TransportT:
+        transport = super()._new_transport()
+        transport.Consumer = BatchConsumer  # type: ignore[misc]
+        return transport
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -67,6 +82,9 @@ def create_app(settings: Settings) -> faust.App:
         ),
         # a few ms of linger turn one produce request per record into one per batch
         producer_linger=0.005,
+        # batches of forwarded and changelog records are built whole (streamapp.producer): room for
+        # a fetch's worth of them in one produce request per partition
+        producer_max_batch_size=256 * 1024,
         # flow control (STREAMAPP_MAX_POLL_RECORDS, STREAMAPP_STREAM_BUFFER): records per fetch and
         # events buffered per agent; a full buffer pauses fetching from that partition (backpressure)
         broker_max_poll_records=settings.max_poll_records,

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import faust
 import orjson
+from aiokafka.structs import ConsumerRecord
 
-from streamapp.app import settings
-from streamapp.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTAL
+from streamapp.app import app, settings
+from streamapp.consumer import BatchHandler, records_of_events
+from streamapp.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTAL, observe_many
 from streamapp.models import InvalidEvent, Parser, decode_json_object
+from streamapp.producer import Delivery, RecordBatches, key_partition
 from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
 from streamapp.topics import dead_letters_topic
 
-__all__ = ["Decoder", "decode_or_dead_letter", "route", "send_dead_letter"]
+__all__ = ["Decoder", "decode_or_dead_letter", "route", "route_batch", "send_dead_letter"]
 
 logger = logging.getLogger(__name__)
 E = TypeVar("E")
@@ -27,24 +29,26 @@ E = TypeVar("E")
 Decoder = Callable[[bytes | None], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
-async def send_dead_letter(event: faust.EventT, reason: str) -> None:
-    """Publish the record byte-for-byte to dead-letters with the reason and its origin."""
-    message = event.message
-    # aiokafka hands headers over as a list of (str, bytes) tuples
-    headers = cast(list[tuple[str, bytes]], list(message.headers or []))
+async def send_dead_letter(record: ConsumerRecord, reason: str, batches: RecordBatches) -> None:
+    """Queue the record byte-for-byte for dead-letters, with the reason and its origin."""
+    headers = list(record.headers or [])
     headers += [
         ("x-error", reason.encode()),
-        ("x-source-topic", message.topic.encode()),
-        ("x-source-partition", str(message.partition).encode()),
-        ("x-source-offset", str(message.offset).encode()),
+        ("x-source-topic", record.topic.encode()),
+        ("x-source-partition", str(record.partition).encode()),
+        ("x-source-offset", str(record.offset).encode()),
     ]
-    await dead_letters_topic.send(key=message.key, value=message.value, headers=headers)
-    DEAD_LETTERS_TOTAL.labels(topic=message.topic).inc()
-    key = message.key.decode(errors="backslashreplace") if message.key is not None else None
+    target = dead_letters_topic.get_topic_name()
+    await batches.prepare(target)
+    # unkeyed records spread over the partitions by source position (a key picks its own)
+    partition = None if record.key is not None else record.offset % batches.partitions_of(target)
+    batches.add(target, record.key, record.value, partition, headers)
+    DEAD_LETTERS_TOTAL.labels(topic=record.topic).inc()
+    key = record.key.decode(errors="backslashreplace") if record.key is not None else None
     logger.warning(
         "dead letter: %s[%d]@%d key=%r: %s",
-        message.topic, message.partition, message.offset, key, reason,
-        extra={"topic": message.topic, "partition": message.partition, "offset": message.offset,
+        record.topic, record.partition, record.offset, key, reason,
+        extra={"topic": record.topic, "partition": record.partition, "offset": record.offset,
                "key": key, "reason": reason},
     )  # fmt: skip
 
@@ -55,33 +59,102 @@ def _events_of(topic: str) -> Any:
 
 
 async def decode_or_dead_letter(
-    event: faust.EventT, parse: Parser, topic: str, decode: Decoder = decode_json_object
+    record: ConsumerRecord, parse: Parser, batches: RecordBatches, decode: Decoder = decode_json_object
 ) -> Any | None:
-    """The parsed event, or None after dead-lettering a record that cannot be processed."""
-    message = event.message
-    value: bytes | None = message.value
+    """The parsed event, or None after queueing a record that cannot be processed for dead-letters."""
+    value: bytes | None = record.value
     try:
         if value is not None and len(value) > settings.max_record_bytes:
             raise InvalidEvent(
                 f"record of {len(value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES={settings.max_record_bytes}"
             )
         obj = decode(value)
-        if inspect.isawaitable(obj):
-            obj = await obj
-        parsed = parse(cast(dict[str, Any], obj), message.timestamp)
+        if not isinstance(obj, dict):  # the Avro decoder is a coroutine function
+            obj = await cast(Awaitable[dict[str, Any]], obj)
+        parsed = parse(cast(dict[str, Any], obj), record.timestamp / 1000.0)
     except InvalidEvent as exc:
-        await send_dead_letter(event, str(exc))
+        await send_dead_letter(record, str(exc), batches)
         return None
     except Exception as exc:  # a decoder bug must not stop the worker or lose the record
-        logger.exception("decoding a %s record failed unexpectedly", topic)
-        await send_dead_letter(event, f"internal error while decoding: {type(exc).__name__}: {exc}"[:500])
+        logger.exception("decoding a %s record failed unexpectedly", record.topic)
+        await send_dead_letter(
+            record, f"internal error while decoding: {type(exc).__name__}: {exc}"[:500], batches
+        )
         return None
-    _events_of(topic).inc()
-    EVENT_LAG_SECONDS.observe(max(0.0, time.time() - parsed.ts))
     return parsed
 
 
 Rekey = Callable[[Any], Iterable[tuple[faust.TopicT, str]]]
+
+
+async def route_batch(
+    records: Sequence[ConsumerRecord],
+    parse: Parser,
+    source: str,
+    rekey: Rekey,
+    decode: Decoder = decode_json_object,
+) -> list[Delivery]:
+    """Decode records of ``source``; forward valid events to by-entity topics, bad ones to dead-letters.
+
+    The forwarded value carries the event and its source position ("src"), which the detectors
+    use to drop records redelivered after a crash. Returns the deliveries of all it produced.
+
+    A record whose entity hashes to the partition it was read from needs no re-keying: the
+    by-entity partition of that number belongs to this worker too (faust assigns the same
+    partition numbers of topics with equal partition counts to one worker), so the event goes
+    straight to that topic's handler, in order with every other event of that entity and
+    source partition (which all take the same path). Producers that key by the entity, with
+    Kafka's default partitioner, skip the extra hop for every record.
+    """
+    batches = RecordBatches(app)
+    handlers: dict[str, BatchHandler] = app.batch_handlers  # type: ignore[attr-defined]
+    same_partitions: dict[str, bool] = {}  # target topic -> partitioned like the source topic
+    direct: dict[str, list[ConsumerRecord]] = {}
+    lags: list[float] = []
+    now = time.time()
+    for record in records:
+        parsed = await decode_or_dead_letter(record, parse, batches, decode)
+        if parsed is None:
+            continue
+        lags.append(now - parsed.ts)
+        payload = orjson.dumps({"src": [record.partition, record.offset], "e": parsed})
+        for topic, key in rekey(parsed):
+            name = topic.get_topic_name()
+            copartitioned = same_partitions.get(name)
+            if copartitioned is None:
+                await batches.prepare(name, record.topic)
+                copartitioned = same_partitions[name] = name in handlers and (
+                    batches.partitions_of(name) == batches.partitions_of(record.topic)
+                )
+            raw_key = key.encode()
+            if copartitioned and key_partition(raw_key, batches.partitions_of(name)) == record.partition:
+                direct.setdefault(name, []).append(_forwarded(name, record, raw_key, payload))
+            else:
+                batches.add(name, raw_key, payload)
+    if lags:
+        _events_of(source).inc(len(lags))
+        observe_many(EVENT_LAG_SECONDS, (max(0.0, lag) for lag in lags))
+    deliveries = await batches.send()
+    for name, forwarded in direct.items():
+        deliveries.extend(await handlers[name](forwarded))
+    return deliveries
+
+
+def _forwarded(topic: str, source: ConsumerRecord, key: bytes, value: bytes) -> ConsumerRecord:
+    """The record a by-entity topic would have delivered (no offset of its own: it never went there)."""
+    return ConsumerRecord(
+        topic=topic,
+        partition=source.partition,
+        offset=-1,
+        timestamp=source.timestamp,
+        timestamp_type=source.timestamp_type,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=(),
+    )
 
 
 async def route(
@@ -91,20 +164,14 @@ async def route(
     rekey: Rekey,
     decode: Decoder = decode_json_object,
 ) -> None:
-    """Decode every record of ``source``; forward valid events to by-entity topics.
+    """Run :func:`route_batch` for every fetch of the stream's topic (see streamapp.consumer).
 
-    The forwarded value carries the event and its source position ("src"), which the detectors
-    use to drop records redelivered after a crash.
+    Records that reach the agent's stream itself (none, while the batch consumer runs) take
+    the same path, a batch of events at a time.
     """
+    handler = functools.partial(route_batch, parse=parse, source=source, rekey=rekey, decode=decode)
+    for topic in stream.channel.topics:  # type: ignore[attr-defined]
+        stream.app.batch_handlers[topic] = handler  # type: ignore[attr-defined]
     async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
-        # the producer itself (in a transaction: faust's transaction manager), not topic.send():
-        # the by-entity topics take raw bytes, so faust's per-record message wrapping is pure cost
-        producer = await stream.app.maybe_start_producer()
-        for event in events:
-            parsed = await decode_or_dead_letter(event, parse, source, decode)
-            if parsed is None:
-                continue
-            message = event.message
-            payload = orjson.dumps({"src": [message.partition, message.offset], "e": parsed})
-            for topic, key in rekey(parsed):
-                await producer.send(topic.get_topic_name(), key.encode(), payload, None, None, None)
+        for delivery in await handler(records_of_events(events)):
+            await delivery.future

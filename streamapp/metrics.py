@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 __all__ = [
@@ -12,6 +15,7 @@ __all__ = [
     "EVENT_LAG_SECONDS",
     "EXPIRED_EVENTS_TOTAL",
     "READY",
+    "observe_many",
 ]
 
 # The `*_created` series (one per counter and histogram child) double the scrape for a timestamp
@@ -38,3 +42,22 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
 )
 READY = Gauge("streamapp_ready", "1 once table recovery is done and no rebalance is under way, else 0")
+
+
+def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
+    """``histogram.observe(v)`` for every value, with one locked update per bucket instead of per value.
+
+    (prometheus_client's ``observe`` walks the bucket bounds in Python and takes two locks per
+    value: a few microseconds, per event on the hot path.)
+    """
+    bounds = histogram._upper_bounds  # prometheus_client internals: bounds ascending, last +Inf
+    counts = [0] * len(bounds)
+    total = 0.0
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bucket with value <= bound, as observe()
+        total += value
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    if any(counts):
+        histogram._sum.inc(total)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -12,8 +13,16 @@ from faust.types import TP, TableT
 
 from streamapp.app import app, settings
 from streamapp.clock import worker_clock
+from streamapp.producer import Delivery, RecordBatches
 
-__all__ = ["define_table", "expire_keys", "load_state", "restore_event_clock", "store_state"]
+__all__ = [
+    "define_table",
+    "expire_keys",
+    "load_state",
+    "remember_changelog_offsets",
+    "restore_event_clock",
+    "store_state",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,38 +48,42 @@ def load_state(table: TableT, partition: int, key: bytes) -> Any | None:
     return orjson.loads(raw) if raw is not None else None
 
 
-async def store_state(table: TableT, partition: int, key: bytes, state: Any) -> None:
-    """Write ``key`` to RocksDB and its changelog, both for ``partition``.
+def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: RecordBatches) -> None:
+    """Write ``key`` to RocksDB now and queue its changelog record in ``batches``, both for ``partition``.
 
     faust's ``table[key] = value`` takes the partition from the event being iterated, which is
     wrong for a batch that spans partitions; a by-entity stream's partition is the key's own.
-    The changelog record is handed to the producer now rather than to faust's send buffer, so
-    it belongs to the transaction (exactly-once) or flush (at-least-once) of the offsets it came
-    from. Encoding once serves both the store and the changelog record.
+    The changelog record goes out with the batch's other records, so it belongs to the
+    transaction (exactly-once) or the delivery (at-least-once) of the offsets it came from.
+    Encoding once serves both the store and the changelog record.
     """
     raw = orjson.dumps(state)
     store: Any = table.data
     store._db_for_partition(partition).put(key, raw)
     store._key_index[key] = partition  # lets views find the key without searching every DB
-    producer = await app.maybe_start_producer()
-    delivery: Any = await producer.send(
-        table.changelog_topic.get_topic_name(), key, raw, partition, None, None
-    )
-    delivery.add_done_callback(partial(_remember_changelog_offset, store))
+    batches.add(table.changelog_topic.get_topic_name(), key, raw, partition)
 
 
-def _remember_changelog_offset(store: Any, delivery: Any) -> None:
-    """Keep the changelog offset in RocksDB, so a restart reads the changelog from there on.
+def remember_changelog_offsets(table: TableT, deliveries: list[Delivery]) -> None:
+    """Once delivered, keep each changelog partition's last offset in RocksDB (what faust's writes do).
 
-    (What faust's own table writes do; under exactly-once only once the transaction commits.)
+    A restart then reads the changelog from there on; under exactly-once only once the
+    transaction commits.
     """
-    if delivery.cancelled() or delivery.exception() is not None:
+    changelog = table.changelog_topic.get_topic_name()
+    store: Any = table.data
+    for delivery in deliveries:
+        if delivery.tp.topic == changelog:
+            delivery.future.add_done_callback(partial(_remember_changelog_offset, store, delivery))
+
+
+def _remember_changelog_offset(store: Any, delivery: Delivery, future: Any) -> None:
+    if future.cancelled() or future.exception() is not None:
         return
-    metadata = delivery.result()
     if app.in_transaction:
-        app.tables.persist_offset_on_commit(store, metadata.topic_partition, metadata.offset)  # type: ignore[attr-defined]
+        app.tables.persist_offset_on_commit(store, delivery.tp, delivery.last_offset)  # type: ignore[attr-defined]
     else:
-        store.set_persisted_offset(metadata.topic_partition, metadata.offset)
+        store.set_persisted_offset(delivery.tp, delivery.last_offset)
 
 
 def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
@@ -85,29 +98,53 @@ def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
             yield partition, db
 
 
-def _values(db: Any) -> Iterator[tuple[bytes, Any]]:
-    for key, value in db.items():
+def _values(db: Any, from_key: bytes | None = None, limit: int | None = None) -> list[tuple[bytes, Any]]:
+    """Up to ``limit`` (key, decoded value) pairs from ``from_key`` on (faust's bookkeeping skipped)."""
+    found: list[tuple[bytes, Any]] = []
+    for key, value in db.items(from_key=from_key) if from_key is not None else db.items():
+        if limit is not None and len(found) >= limit:
+            break
         # faust keeps its own bookkeeping (the persisted changelog offset) in the same DB
         if not key.startswith(b"__faust"):
-            yield key, orjson.loads(value)
+            found.append((key, orjson.loads(value)))
+    return found
 
 
-def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
+#: keys read per step of an expiry sweep; the event loop runs other work between steps
+SWEEP_STEP_KEYS = 2000
+
+
+async def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
     """Delete keys whose state has fully expired, from RocksDB and (as tombstones) the changelog.
 
     Runs outside stream iteration (in a timer), where faust refuses ``del table[key]``; so this
     goes to the store of each *active* partition and writes the tombstone to that partition.
     Standby partitions are left alone: they receive the tombstones through the changelog.
+    The sweep reads a few thousand keys at a time and yields in between, so a table of a
+    million keys does not stop the agents for seconds; each step checks and deletes without
+    yielding, so no write of an agent falls between a key's check and its deletion.
     """
     store: Any = table.data
     removed = 0
-    for partition, db in _active_partitions(table):
-        doomed = [key for key, value in _values(db) if is_expired(value)]
-        for key in doomed:
-            db.delete(key)
-            store._key_index.pop(key, None)
-            table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
-        removed += len(doomed)
+    for partition, db in list(_active_partitions(table)):
+        cursor: bytes | None = None
+        while True:
+            open_db: Any = getattr(store, "_dbs", {}).get(partition)
+            if open_db is not db:
+                break  # the partition was revoked (its DB closed) while the sweep yielded
+            step = _values(db, cursor, SWEEP_STEP_KEYS + 1)
+            more = len(step) > SWEEP_STEP_KEYS
+            if more:
+                cursor = step.pop()[0]  # the next step starts at this key
+            for key, value in step:
+                if is_expired(value):
+                    db.delete(key)
+                    store._key_index.pop(key, None)
+                    table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
+                    removed += 1
+            if not more:
+                break
+            await asyncio.sleep(0)
     if removed:
         logger.info("expired %d keys from table %s", removed, table.name)
     return removed
@@ -120,7 +157,8 @@ def restore_event_clock(table: TableT, newest: Callable[[Any], float]) -> None:
     whose key was not written since, would show again until new events arrive.
     """
     latest = max(
-        (newest(value) for _, db in _active_partitions(table) for _, value in _values(db)), default=0.0
+        (newest(value) for _, db in _active_partitions(table) for _, value in _values(db)),
+        default=0.0,
     )
     if latest:
         worker_clock.observe(latest)

@@ -1,0 +1,5 @@
+"""Consuming: whole fetched batches of a topic go to one handler, past faust's per-record streams."""
+
+from streamapp.consumer.batch_consumer import BatchConsumer, BatchHandler, records_of_events
+
+__all__ = ["BatchConsumer", "BatchHandler", "records_of_events"]
