@@ -1,7 +1,9 @@
-"""expire_windows: a timer that removes keys whose state is all older than the retention."""
+"""expire_windows: a task that removes keys whose state is all older than the retention."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from tables.temperature_by_sensor import temperature_by_sensor
 from tables.transactions_by_card import transactions_by_card
 
 __all__ = ["EXPIRING_TABLES", "SWEEP_INTERVAL_SECONDS", "TableExpiry", "expire_windows"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,22 +55,26 @@ EXPIRING_TABLES = [
 ]
 
 
-#: seconds between sweeps, at least; a sweep that took t seconds waits 20 t before the next
+#: seconds from the start of one sweep to the start of the next, at least
 SWEEP_INTERVAL_SECONDS = 5.0
-_next_sweep = 0.0
 
 
-@app.timer(interval=1.0)
+@app.task
 async def expire_windows() -> None:
-    """Sweep the tables for expired keys, spending at most about a twentieth of the time on it."""
-    global _next_sweep
-    now = time.monotonic()
-    if not worker_clock.horizon or now < _next_sweep:
-        return
-    for expiry in EXPIRING_TABLES:
-        await expire_keys(expiry.table, expiry.is_expired)
-    took = time.monotonic() - now
-    _next_sweep = now + max(SWEEP_INTERVAL_SECONDS, 20 * took)
+    """Sweep the tables for expired keys, one sweep at a time, every few seconds or less often.
+
+    A sweep is paced (tables.base.expire_keys) and may take longer than the interval on a large
+    table; the next one starts when it is done and the interval has passed.
+    """
+    while True:
+        started = time.monotonic()
+        if worker_clock.horizon:
+            for expiry in EXPIRING_TABLES:
+                try:
+                    await expire_keys(expiry.table, expiry.is_expired)
+                except Exception:  # e.g. a store closed by a rebalance mid-step: the next sweep retries
+                    logger.exception("expiry sweep of table %s failed", expiry.table.name)
+        await asyncio.sleep(max(0.0, started + SWEEP_INTERVAL_SECONDS - time.monotonic()))
 
 
 def _on_recovered(expiry: TableExpiry) -> Callable[[], Any]:
