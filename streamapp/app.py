@@ -12,6 +12,7 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from streamapp.consumer import BatchConsumer, BatchHandler
 from streamapp.kafka_clients import broker_credentials
 from streamapp.logs import logging_config
+from streamapp.producer import BatchSender
 from streamapp.settings import Settings, load_settings
 from streamapp.transactions import WorkerTransactionManager, worker_transactional_id
 from streamapp.web_auth import token_middleware
@@ -38,6 +39,7 @@ class StreamApp(faust.App):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.batch_handlers: dict[str, BatchHandler] = {}
+        self.batch_sender = BatchSender(self)
 
     def _new_web(self) -> AiohttpWeb:
         return StreamAppWeb(self)

@@ -22,8 +22,10 @@ __all__ = ["BatchConsumer", "BatchHandler", "records_of_events"]
 
 logger = logging.getLogger(__name__)
 
-#: a batch handler or commit slower than this is logged (a stall of the whole worker)
+#: a batch handler slower than this is logged (it stops fetching for as long)
 SLOW_BATCH_SECONDS = 0.5
+#: how long a rebalance or a stop waits for the batches being delivered
+PENDING_WAIT_SECONDS = 30.0
 
 #: records of one topic (several partitions, each in offset order) -> deliveries to wait for
 #: before their offsets may be committed
@@ -166,14 +168,8 @@ class BatchConsumer(Consumer):
             delivered.add_done_callback(partial(self._on_delivered, acks, done))
         else:
             self._on_delivered(acks, done, None)
-        commit_every = self._commit_every
-        if commit_every is not None and self._n_acked >= commit_every:
-            self._n_acked = 0
-            started = monotonic()
-            await self.commit()
-            took = monotonic() - started
-            if took > SLOW_BATCH_SECONDS:
-                logger.warning("a commit took %.2f s", took)
+        # no commit from here: faust's commit timer commits the acknowledged ranges (a commit
+        # waits for the producer to flush, which would stop fetching meanwhile)
 
     def _on_delivered(
         self, acks: list[tuple[TP, int, int]], done: asyncio.Future[Any], delivered: Any
@@ -237,10 +233,20 @@ class BatchConsumer(Consumer):
             logger.warning("subscribing before the broker lists these topics: %s", ", ".join(sorted(missing)))
 
     async def wait_empty(self) -> None:
-        """Before a commit at rebalance or stop: the batches being handled finish first."""
+        """Before a commit at rebalance or stop: the batches being handled finish first.
+
+        (At most ``PENDING_WAIT_SECONDS``: batches whose records never reach the broker stay
+        unacknowledged and are processed again, which is at-least-once.)
+        """
         pending = self._pending()
-        while pending:
-            await asyncio.wait(list(pending))
+        if pending:
+            _, late = await asyncio.wait(list(pending), timeout=PENDING_WAIT_SECONDS)
+            if late:
+                logger.warning(
+                    "%d batches not delivered in %.0f s: processed again later",
+                    len(late),
+                    PENDING_WAIT_SECONDS,
+                )
         await super().wait_empty()
 
 

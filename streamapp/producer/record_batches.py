@@ -6,13 +6,14 @@ import asyncio
 import functools
 import struct
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from faust.types import TP, AppT
 
 from streamapp.sensors import count_sent
 
-__all__ = ["Delivery", "RecordBatches", "key_partition", "murmur2"]
+__all__ = ["BatchSender", "Delivery", "RecordBatches", "key_partition", "murmur2"]
 
 
 _M = 0x5BD1E995
@@ -76,8 +77,7 @@ class RecordBatches:
 
     ``topic.send()`` per record costs a coroutine, a future, faust's sensors and a partitioner call
     per record; a record appended to an aiokafka ``BatchBuilder`` costs one C call. Under
-    exactly-once the batches go to the worker's transactional producer, under its lock, so they
-    join the open transaction (never one being committed).
+    exactly-once the batches go to the worker's transactional producer.
     """
 
     def __init__(self, app: AppT) -> None:
@@ -143,23 +143,72 @@ class RecordBatches:
         self._open[tp] = (builder, count + 1)
 
     async def send(self) -> list[Delivery]:
-        """Hand every collected batch to the producer; the deliveries resolve when the broker has them."""
+        """Queue every collected batch for the producer; the deliveries resolve when the broker has them.
+
+        The batches go to the app's :class:`BatchSender`, which hands them to the producer in
+        order: the caller does not wait for the producer's previous batch of a partition to go
+        out (aiokafka keeps one batch per partition waiting), only for room in the queue.
+        """
         batches = self._full + [(tp, builder, count) for tp, (builder, count) in self._open.items()]
         self._full, self._open = [], {}
         if not batches:
             return []
+        sender: BatchSender = self.app.batch_sender  # type: ignore[attr-defined]
         producer = self._kafka_producer()
-        for tp, _, count in batches:
-            count_sent(self.app, tp.topic, count)
         deliveries: list[Delivery] = []
-        if self.app.in_transaction:
-            transaction_id = self.app.consumer.transactions.transactional_id  # type: ignore[attr-defined]
-            async with self.app.producer._trn_locks[transaction_id]:  # type: ignore[attr-defined]
-                for tp, builder, count in batches:
-                    future = await producer.send_batch(builder, tp.topic, partition=tp.partition)
-                    deliveries.append(Delivery(tp, count, future))
-        else:
-            for tp, builder, count in batches:
-                future = await producer.send_batch(builder, tp.topic, partition=tp.partition)
-                deliveries.append(Delivery(tp, count, future))
+        for tp, builder, count in batches:
+            count_sent(self.app, tp.topic, count)
+            deliveries.append(Delivery(tp, count, await sender.submit(producer, tp, builder)))
         return deliveries
+
+
+class BatchSender:
+    """Hands record batches to the Kafka producer one after the other, in the order submitted.
+
+    One task sends, so the batches of a partition reach it in order (a changelog must not have
+    an older state after a newer one). Under exactly-once each batch is sent under the worker's
+    transaction lock, so it joins the open transaction and never one being committed. The queue
+    is bounded: when the broker falls behind, :meth:`submit` waits (backpressure).
+    """
+
+    def __init__(self, app: AppT, max_queued: int = 512) -> None:
+        self.app = app
+        self.max_queued = max_queued
+        self._queue: asyncio.Queue[tuple[Any, TP, Any, asyncio.Future[Any]]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, producer: Any, tp: TP, builder: Any) -> asyncio.Future[Any]:
+        """Queue ``builder`` for ``tp``; the future resolves with the batch's metadata once delivered."""
+        if self._queue is None or self._task is None or self._task.done():
+            self._queue = asyncio.Queue(self.max_queued)
+            self._task = asyncio.get_running_loop().create_task(self._send_all(self._queue))
+        delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put((producer, tp, builder, delivered))
+        return delivered
+
+    async def _send_all(self, queue: asyncio.Queue[tuple[Any, TP, Any, asyncio.Future[Any]]]) -> None:
+        while True:
+            producer, tp, builder, delivered = await queue.get()
+            try:
+                if self.app.in_transaction:
+                    transaction_id = self.app.consumer.transactions.transactional_id  # type: ignore[attr-defined]
+                    async with self.app.producer._trn_locks[transaction_id]:  # type: ignore[attr-defined]
+                        sent = await producer.send_batch(builder, tp.topic, partition=tp.partition)
+                else:
+                    sent = await producer.send_batch(builder, tp.topic, partition=tp.partition)
+            except Exception as exc:  # the producer refused the batch: its offsets stay uncommitted
+                if not delivered.done():
+                    delivered.set_exception(exc)
+                continue
+            sent.add_done_callback(partial(_settle, delivered))
+
+
+def _settle(delivered: asyncio.Future[Any], sent: asyncio.Future[Any]) -> None:
+    if delivered.done():
+        return
+    if sent.cancelled():
+        delivered.cancel()
+    elif sent.exception() is not None:
+        delivered.set_exception(cast(BaseException, sent.exception()))
+    else:
+        delivered.set_result(sent.result())
