@@ -303,7 +303,7 @@ def test_burst_ten_times_the_processing_rate_keeps_memory_bounded(
         ]  # fmt: skip
 
     # processing rate: a backlog of warm-up records, counted while the worker works through it
-    warmup = 6000
+    warmup = 20_000  # enough to time: the worker handles thousands of readings per second
     asyncio.run(_blast(kafka_bootstrap, topic, batch(warmup, 0)))
     worker.wait_for_metric("streamapp_events_total", lambda v: v >= 500, 300, topic="sensor-readings")
     t1, n1 = time.monotonic(), worker.metric("streamapp_events_total", topic="sensor-readings")
