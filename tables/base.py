@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -101,16 +102,12 @@ def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
             yield partition, db
 
 
-def _values(db: Any, from_key: bytes | None = None, limit: int | None = None) -> list[tuple[bytes, Any]]:
-    """Up to ``limit`` (key, decoded value) pairs from ``from_key`` on (faust's bookkeeping skipped)."""
-    found: list[tuple[bytes, Any]] = []
+def _values(db: Any, from_key: bytes | None = None) -> Iterator[tuple[bytes, Any]]:
+    """(key, decoded value) from ``from_key`` on, lazily (faust's bookkeeping keys skipped)."""
     for key, value in db.items(from_key=from_key) if from_key is not None else db.items():
-        if limit is not None and len(found) >= limit:
-            break
         # faust keeps its own bookkeeping (the persisted changelog offset) in the same DB
         if not key.startswith(b"__faust"):
-            found.append((key, orjson.loads(value)))
-    return found
+            yield key, orjson.loads(value)
 
 
 #: keys read per step of an expiry sweep; the event loop runs other work between steps
@@ -139,7 +136,7 @@ async def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
             if open_db is not db:
                 break  # the partition was revoked (its DB closed) while the sweep yielded
             started = time.monotonic()
-            step = _values(db, cursor, SWEEP_STEP_KEYS + 1)
+            step = list(islice(_values(db, cursor), SWEEP_STEP_KEYS + 1))
             more = len(step) > SWEEP_STEP_KEYS
             if more:
                 cursor = step.pop()[0]  # the next step starts at this key
