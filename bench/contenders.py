@@ -769,19 +769,21 @@ def top_functions(folded: Path, top: int) -> tuple[int, list[tuple[str, int, int
 #: (stage, substrings of frames that put a sample in it): a sample counts once per stage
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("idle: the event loop waiting in select()", ("EpollSelector.select",)),
-    ("ingest agent (streamapp.ingest.route), all it calls", ("route (streamapp/ingest.py",)),
-    ("detector agents (agents.base.detect), all they call", ("detect (agents/base.py",)),
-    (
-        "sending records (faust Topic.send or Producer.send, and below)",
-        ("Topic.send (faust/topics.py", "Producer.send (faust/transport/drivers/aiokafka.py"),
-    ),
-    ("aiokafka producer: produce requests", ("Sender._send_produce_req",)),
-    ("socket writes", ("_SelectorSocketTransport.write",)),
-    ("consuming: faust fetcher and stream iteration", ("Fetcher._fetcher", "Stream._c_aiter")),
-    ("Prometheus: faust sensors and streamapp metrics", ("faust/sensors/", "prometheus_client/")),
-    ("table writes and changelog (store_state, Table)", ("store_state", "faust/tables/", "faust/stores/")),
-    ("offset commits", ("Consumer.commit", "Consumer._commit")),
+    ("ingest handler (streamapp.ingest.route_batch), all it calls", ("route_batch (streamapp/ingest.py",)),
+    ("detector handlers (agents.base.detect_batch), all they call", ("detect_batch (agents/base.py",)),
     ("JSON decode and validation (decode_or_dead_letter)", ("decode_or_dead_letter",)),
+    ("rules (streamapp/rules/)", ("streamapp/rules/",)),
+    ("table reads and writes (load_state, store_state; RocksDB)", ("load_state", "store_state")),
+    (
+        "producing: record batches, the sender task, aiokafka's producer",
+        ("RecordBatches.", "BatchSender.", "aiokafka/producer/"),
+    ),
+    ("aiokafka fetch: parsing fetched records", ("aiokafka/consumer/fetcher.py",)),
+    ("faust's per-record stream iteration (topics without a batch handler)", ("Stream._c_aiter",)),
+    ("expiry sweep (expire_keys)", ("expire_keys",)),
+    ("socket writes", ("_SelectorSocketTransport.write",)),
+    ("Prometheus: faust sensors and streamapp metrics", ("faust/sensors/", "prometheus_client/")),
+    ("offset commits", ("Consumer.commit", "Consumer._commit")),
 ]
 
 
