@@ -28,6 +28,7 @@ __all__ = [
     "broker_answers",
     "fetch_kafka_jars",
     "java_major_version",
+    "new_cluster_id",
     "streamapp_home",
 ]
 
@@ -38,6 +39,18 @@ _HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "512m")
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, like ``kafka-storage random-uuid``.
+
+    Never one that starts with "-" (Kafka's ``Uuid.randomUuid`` rejects those too): the storage
+    tool's argument parser would take it for an option and fail one format in 64.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class DevBrokerError(RuntimeError):
@@ -294,7 +307,7 @@ class DevBroker:
         )
 
     def _format(self, libs: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         cmd = [
             "java", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={self._log4j()}",
             "kafka.tools.StorageTool", "format", "-t", cluster_id,

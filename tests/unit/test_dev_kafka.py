@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 
-from streamapp.dev.kafka import DevBrokerError, java_major_version
+from streamapp.dev.kafka import DevBrokerError, java_major_version, new_cluster_id
 
 
 def _fake_java(tmp_path: Path, first_line: str) -> str:
@@ -38,3 +39,11 @@ def test_java_major_version_unreadable_output_is_a_clear_error(tmp_path):
 def test_java_major_version_missing_java_says_what_to_install(tmp_path):
     with pytest.raises(DevBrokerError, match="Java 17"):
         java_major_version(str(tmp_path / "no-such-java"))
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    # one random UUID in 64 encodes to a leading "-", which the storage tool took for an option
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert not [cluster_id for cluster_id in ids if cluster_id.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(cluster_id + "==")) == 16 for cluster_id in ids)
+    assert len(set(ids)) == len(ids)
