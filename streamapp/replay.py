@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -28,6 +30,8 @@ from aiokafka.structs import OffsetAndMetadata
 from streamapp.dev.process import log_tail, stop_child
 from streamapp.kafka_clients import client_kwargs
 from streamapp.settings import PREFIX, Settings
+from streamapp.sinks.influx import InfluxWriter
+from streamapp.sinks.postgres import PostgresWriter
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -49,6 +53,7 @@ __all__ = [
     "parse_start_time",
     "pick_free_port",
     "run_replay",
+    "sink_groups",
     "switch_over_hint",
 ]
 
@@ -125,6 +130,14 @@ def app_topics(new_id: str) -> ReplayTopics:
     for agent in app.agents.values():
         names.update(getattr(agent.channel, "topics", ()))
     ours = f"{placeholder}-"
+    # topics the app writes under its id but no agent reads (the sinks read <app id>-sensor-windows)
+    outputs = sorted(
+        name
+        for topic in vars(importlib.import_module("streamapp.topics")).values()
+        if isinstance(topic, faust.TopicT)
+        for name in topic.topics
+        if name.startswith(ours) and name not in names
+    )
 
     def renamed(name: str) -> str:
         return f"{new_id}-{name.removeprefix(ours)}"
@@ -132,7 +145,7 @@ def app_topics(new_id: str) -> ReplayTopics:
     internal = sorted(renamed(n) for n in names if n.startswith(ours))
     source = sorted(n for n in names if not n.startswith(ours))
     changelogs = sorted(renamed(t.changelog_topic.get_topic_name()) for t in app.tables.values())
-    owned = [*internal, *changelogs, f"{new_id}-__assignor-__leader"]
+    owned = [*internal, *(renamed(n) for n in outputs), *changelogs, f"{new_id}-__assignor-__leader"]
     clash = sorted(set(owned) & set(source))
     if clash:
         raise ReplayError(f"--app-id {new_id} would name its own topics like source topics ({clash[0]})")
@@ -406,6 +419,11 @@ def _literal(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_-" else f"\\{c}" for c in text)
 
 
+def sink_groups(app_id: str) -> list[str]:
+    """The consumer groups of the app id's sinks (streamapp.sinks: ``<app id>-sink-<name>``)."""
+    return [f"{app_id}-sink-{writer.name}" for writer in (PostgresWriter, InfluxWriter)]
+
+
 def switch_over_hint(settings: Settings, new_id: str, topics: ReplayTopics) -> str:
     """How to move readers from the live app id to the replayed one, step by step."""
     live_id = settings.app_id
@@ -420,7 +438,9 @@ def switch_over_hint(settings: Settings, new_id: str, topics: ReplayTopics) -> s
             f"  4. delete what {live_id} leaves behind:",
             f"     kafka-topics.sh --bootstrap-server {bootstrap} --delete --topic "
             f"'{old_topics_pattern(live_id, new_id, topics)}'",
-            f"     kafka-consumer-groups.sh --bootstrap-server {bootstrap} --delete --group {live_id}",
+            f"     kafka-consumer-groups.sh --bootstrap-server {bootstrap} --delete --group {live_id}"
+            + "".join(f" --group {group}" for group in sink_groups(live_id)),
+            "     (the -sink- groups exist only where its PostgreSQL or InfluxDB sink ran)",
         ]
     )
 

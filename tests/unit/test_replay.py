@@ -14,6 +14,8 @@ from streamapp.replay import (
     check_new_app_id,
     old_topics_pattern,
     parse_start_time,
+    sink_groups,
+    switch_over_hint,
 )
 from streamapp.settings import Settings, SettingsError, load_settings
 
@@ -125,3 +127,19 @@ def test_the_old_topics_pattern_matches_only_the_live_app_ids_own_topics() -> No
         assert re.fullmatch(pattern, old)
     for other in ("sa-r1-failed-logins-by-ip", "sax1-failed-logins-by-ip", "sa.1-logins", "sa.logins"):
         assert not re.fullmatch(pattern, other)
+
+
+def test_the_switch_over_hint_deletes_the_live_app_ids_groups_and_its_sinks_groups() -> None:
+    topics = ReplayTopics(
+        source=("sa.logins",),
+        internal=("sa-r1-failed-logins-by-ip",),
+        owned=("sa-r1-failed-logins-by-ip", "sa-r1-sensor-windows", "sa-r1-__assignor-__leader"),
+    )
+    settings = load_settings({"STREAMAPP_APP_ID": "sa"})
+    hint = switch_over_hint(settings, "sa-r1", topics)
+    groups_line = next(line for line in hint.splitlines() if "kafka-consumer-groups.sh" in line)
+    assert groups_line.split("--delete")[1].split() == [
+        "--group", "sa", "--group", "sa-sink-postgres", "--group", "sa-sink-influx",
+    ]  # fmt: skip
+    assert sink_groups("sa") == ["sa-sink-postgres", "sa-sink-influx"]
+    assert re.fullmatch(old_topics_pattern("sa", "sa-r1", topics), "sa-sensor-windows")
