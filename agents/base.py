@@ -15,12 +15,11 @@ from faust.types import TableT
 from streamapp.alerting import publish_alert
 from streamapp.app import app
 from streamapp.clock import worker_clock
-from streamapp.consumer import records_of_events
+from streamapp.consumer import consume_in_batches
 from streamapp.metrics import EXPIRED_EVENTS_TOTAL
 from streamapp.models import Alert
 from streamapp.producer import Delivery, RecordBatches
 from streamapp.rules.base import State, seen_before
-from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
 from tables.base import load_state, remember_changelog_offsets, store_state
 
 __all__ = ["Apply", "Updates", "detect", "detect_batch"]
@@ -58,6 +57,9 @@ async def detect_batch(
     changed_states: list[tuple[int, bytes, State]] = []
     batches = RecordBatches(app)
     observe = worker_clock.observe
+    if updates is not None:
+        updates_topic, make_updates = updates[0].get_topic_name(), updates[1]
+        await batches.prepare(updates_topic)
     for (partition, key), events in by_key.items():
         state = load_state(table, partition, key) or new_state()
         entity = key.decode()
@@ -78,10 +80,8 @@ async def detect_batch(
         if changed:
             changed_states.append((partition, key, state))
             if updates is not None:
-                topic = updates[0].get_topic_name()
-                await batches.prepare(topic)
-                for value in updates[1](entity, state, applied):
-                    batches.add(topic, key, value)
+                for value in make_updates(entity, state, applied):
+                    batches.add(updates_topic, key, value)
     deliveries = [d for d in [await publish_alert(alert) for alert in alerts] if d is not None]
     if deliveries:
         await asyncio.gather(*deliveries)
@@ -100,16 +100,8 @@ async def detect(
     source: str,
     updates: tuple[faust.TopicT, Updates] | None = None,
 ) -> None:
-    """Run :func:`detect_batch` for every fetch of the stream's topic (see streamapp.consumer).
-
-    Records that reach the agent's stream itself (none, while the batch consumer runs) take
-    the same path, a batch of events at a time.
-    """
-    handler = partial(
-        detect_batch, table=table, new_state=new_state, apply=apply, source=source, updates=updates
+    """Run :func:`detect_batch` for every fetch of the stream's topic (see streamapp.consumer)."""
+    await consume_in_batches(
+        stream,
+        partial(detect_batch, table=table, new_state=new_state, apply=apply, source=source, updates=updates),
     )
-    for topic in stream.channel.topics:  # type: ignore[attr-defined]
-        stream.app.batch_handlers[topic] = handler  # type: ignore[attr-defined]
-    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
-        for delivery in await handler(records_of_events(events)):
-            await delivery.future

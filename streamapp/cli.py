@@ -80,8 +80,7 @@ def kafka_up(port: int, controller_port: int, secure: bool, secure_port: int) ->
     click.echo(status.describe())
     if broker.material is not None:
         _say(
-            "point workers at it: STREAMAPP_BROKER=kafka://"
-            + broker.secure_bootstrap
+            "point workers at it: STREAMAPP_BROKER=kafka://" + broker.secure_bootstrap
             + " STREAMAPP_SECURITY_PROTOCOL=SASL_SSL STREAMAPP_SASL_MECHANISM=SCRAM-SHA-512"
             + " STREAMAPP_SASL_USERNAME=streamapp"
             + f' STREAMAPP_SASL_PASSWORD="$(cat {broker.material.password_file("streamapp")})"'

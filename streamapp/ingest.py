@@ -13,11 +13,10 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 
 from streamapp.app import app, settings
-from streamapp.consumer import BatchHandler, records_of_events
+from streamapp.consumer import BatchHandler, consume_in_batches
 from streamapp.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTAL, observe_many
 from streamapp.models import InvalidEvent, Parser, decode_json_object
 from streamapp.producer import Delivery, RecordBatches, key_partition
-from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
 from streamapp.topics import dead_letters_topic
 
 __all__ = ["Decoder", "decode_or_dead_letter", "route", "route_batch", "send_dead_letter"]
@@ -108,7 +107,7 @@ async def route_batch(
     """
     batches = RecordBatches(app)
     handlers: dict[str, BatchHandler] = app.batch_handlers  # type: ignore[attr-defined]
-    same_partitions: dict[str, bool] = {}  # target topic -> partitioned like the source topic
+    targets: dict[faust.TopicT, tuple[str, int, bool]] = {}  # (name, partitions, copartitioned)
     direct: dict[str, list[ConsumerRecord]] = {}
     lags: list[float] = []
     now = time.time()
@@ -119,15 +118,16 @@ async def route_batch(
         lags.append(now - parsed.ts)
         payload = orjson.dumps({"src": [record.partition, record.offset], "e": parsed})
         for topic, key in rekey(parsed):
-            name = topic.get_topic_name()
-            copartitioned = same_partitions.get(name)
-            if copartitioned is None:
+            target = targets.get(topic)
+            if target is None:
+                name = topic.get_topic_name()
                 await batches.prepare(name, record.topic)
-                copartitioned = same_partitions[name] = name in handlers and (
-                    batches.partitions_of(name) == batches.partitions_of(record.topic)
-                )
+                partitions = batches.partitions_of(name)
+                copartitioned = name in handlers and partitions == batches.partitions_of(record.topic)
+                target = targets[topic] = (name, partitions, copartitioned)
+            name, partitions, copartitioned = target
             raw_key = key.encode()
-            if copartitioned and key_partition(raw_key, batches.partitions_of(name)) == record.partition:
+            if copartitioned and key_partition(raw_key, partitions) == record.partition:
                 direct.setdefault(name, []).append(_forwarded(name, record, raw_key, payload))
             else:
                 batches.add(name, raw_key, payload)
@@ -164,14 +164,7 @@ async def route(
     rekey: Rekey,
     decode: Decoder = decode_json_object,
 ) -> None:
-    """Run :func:`route_batch` for every fetch of the stream's topic (see streamapp.consumer).
-
-    Records that reach the agent's stream itself (none, while the batch consumer runs) take
-    the same path, a batch of events at a time.
-    """
-    handler = functools.partial(route_batch, parse=parse, source=source, rekey=rekey, decode=decode)
-    for topic in stream.channel.topics:  # type: ignore[attr-defined]
-        stream.app.batch_handlers[topic] = handler  # type: ignore[attr-defined]
-    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
-        for delivery in await handler(records_of_events(events)):
-            await delivery.future
+    """Run :func:`route_batch` for every fetch of the stream's topic (see streamapp.consumer)."""
+    await consume_in_batches(
+        stream, functools.partial(route_batch, parse=parse, source=source, rekey=rekey, decode=decode)
+    )

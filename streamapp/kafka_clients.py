@@ -83,7 +83,9 @@ def _who(settings: Settings) -> str:
     return f"a {settings.security_protocol} client"
 
 
-async def check_access(settings: Settings, topics: Iterable[str] | None = None, within: float = 15.0) -> None:
+async def check_access(
+    settings: Settings, topics: Iterable[str] | None = None, within: float = 15.0
+) -> None:
     """Connect, authenticate and ask for the app's topics and group: raise :class:`KafkaAccessError`.
 
     Faust retries a refused login or a broken TLS handshake for ever; this check turns them into

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import re
@@ -121,6 +120,7 @@ def app_topics(new_id: str) -> ReplayTopics:
     """
     placeholder = f"streamapp-replay-{uuid.uuid4().hex}"
     os.environ[f"{PREFIX}APP_ID"] = placeholder
+    from streamapp import topics as app_topic_module
     from streamapp.app import app, import_app_modules, settings
 
     if settings.app_id != placeholder:
@@ -133,7 +133,7 @@ def app_topics(new_id: str) -> ReplayTopics:
     # topics the app writes under its id but no agent reads (the sinks read <app id>-sensor-windows)
     outputs = sorted(
         name
-        for topic in vars(importlib.import_module("streamapp.topics")).values()
+        for topic in vars(app_topic_module).values()
         if isinstance(topic, faust.TopicT)
         for name in topic.topics
         if name.startswith(ours) and name not in names

@@ -104,7 +104,7 @@ def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
 
 def _values(db: Any, from_key: bytes | None = None) -> Iterator[tuple[bytes, Any]]:
     """(key, decoded value) from ``from_key`` on, lazily (faust's bookkeeping keys skipped)."""
-    for key, value in db.items(from_key=from_key) if from_key is not None else db.items():
+    for key, value in db.items(from_key=from_key):
         # faust keeps its own bookkeeping (the persisted changelog offset) in the same DB
         if not key.startswith(b"__faust"):
             yield key, orjson.loads(value)
@@ -119,7 +119,7 @@ SWEEP_REST_FACTOR = 9.0
 async def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
     """Delete keys whose state has fully expired, from RocksDB and (as tombstones) the changelog.
 
-    Runs outside stream iteration (in a timer), where faust refuses ``del table[key]``; so this
+    Runs outside stream iteration (in the expiry task), where faust refuses ``del table[key]``; so this
     goes to the store of each *active* partition and writes the tombstone to that partition.
     Standby partitions are left alone: they receive the tombstones through the changelog.
     The sweep reads a thousand keys at a time and rests nine times as long as the step took,

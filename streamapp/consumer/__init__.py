@@ -1,5 +1,10 @@
 """Consuming: whole fetched batches of a topic go to one handler, past faust's per-record streams."""
 
-from streamapp.consumer.batch_consumer import BatchConsumer, BatchHandler, records_of_events
+from streamapp.consumer.batch_consumer import (
+    BatchConsumer,
+    BatchHandler,
+    consume_in_batches,
+    records_of_events,
+)
 
-__all__ = ["BatchConsumer", "BatchHandler", "records_of_events"]
+__all__ = ["BatchConsumer", "BatchHandler", "consume_in_batches", "records_of_events"]

@@ -17,8 +17,9 @@ from faust.types import TP
 
 from streamapp.producer import Delivery
 from streamapp.sensors import count_received
+from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
 
-__all__ = ["BatchConsumer", "BatchHandler", "records_of_events"]
+__all__ = ["BatchConsumer", "BatchHandler", "consume_in_batches", "records_of_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +44,14 @@ class BatchConsumer(Consumer):
     topics, and the agents' streams, are untouched.
     """
 
-    _pending_batches: set[asyncio.Future[Any]] | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: one future per handled fetch, done once its records are delivered and acknowledged
+        self._pending: set[asyncio.Future[Any]] = set()
 
     @property
     def batch_handlers(self) -> dict[str, BatchHandler]:
         return self.app.batch_handlers  # type: ignore[attr-defined, no-any-return]
-
-    def _pending(self) -> set[asyncio.Future[Any]]:
-        if self._pending_batches is None:
-            self._pending_batches = set()
-        return self._pending_batches
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109 (faust's signature)
         generation = self.app.consumer_generation_id
@@ -82,6 +81,7 @@ class BatchConsumer(Consumer):
         What faust's recovery does record by record through a queue (with a progress check of
         every partition per record, some 8,000 records/s): the same offsets bookkeeping, so its
         recovery service sees the progress, declares recovery complete and keeps standbys current.
+        (Not the store's ``apply_changelog_batch``: it wants a faust Event per record.)
         """
         now = monotonic()
         for tp, records in fetched.items():
@@ -127,7 +127,6 @@ class BatchConsumer(Consumer):
     async def _handle(self, fetched: dict[TP, list[ConsumerRecord]], active: set[TP] | None) -> None:
         by_topic: dict[str, list[ConsumerRecord]] = {}
         acks: list[tuple[TP, int, int]] = []
-        monitor = self.app.monitor
         for tp, records in fetched.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue  # what faust's getmany skips too: a partition paused since the fetch
@@ -143,14 +142,13 @@ class BatchConsumer(Consumer):
             self._read_offset[tp] = last + 1
             by_topic.setdefault(tp.topic, []).extend(records)
             # what faust's per-record path tells its monitor (lag and throughput figures)
-            monitor.track_tp_end_offset(tp, self.highwater(tp))
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             count_received(self.app, tp, len(records), last)
         if not by_topic:
             return
         done = asyncio.get_running_loop().create_future()
-        pending = self._pending()
-        pending.add(done)
-        done.add_done_callback(pending.discard)
+        self._pending.add(done)
+        done.add_done_callback(self._pending.discard)
         try:
             deliveries: list[Delivery] = []
             for topic, records in by_topic.items():
@@ -193,16 +191,13 @@ class BatchConsumer(Consumer):
             start = max(start, committed)  # what faust's ack() refuses too
         if start > last:
             return
-        offsets = range(start, last + 1)
         index = self._acked_index[tp]
-        if index.isdisjoint(offsets):
-            self._acked[tp].extend(offsets)
-            index.update(offsets)
-        else:  # a range overlapping an earlier one (after a seek): only the new offsets
-            fresh = [offset for offset in offsets if offset not in index]
-            self._acked[tp].extend(fresh)
-            index.update(fresh)
-        self._n_acked += last - start + 1
+        fresh: Sequence[int] = range(start, last + 1)
+        if not index.isdisjoint(fresh):  # a range overlapping an earlier one (after a seek)
+            fresh = [offset for offset in fresh if offset not in index]
+        self._acked[tp].extend(fresh)
+        index.update(fresh)
+        self._n_acked += len(fresh)
 
     async def subscribe(self, topics: Iterable[str]) -> None:
         """Subscribe once the broker's metadata shows every topic (faust has just created them).
@@ -222,7 +217,6 @@ class BatchConsumer(Consumer):
         for topic in topics:
             # kept in the producer's metadata from now on: faust's web routing hashes keys with it
             client.add_topic(topic)
-        missing = topics
         while True:
             missing = [topic for topic in topics if not client.cluster.partitions_for_topic(topic)]
             if not missing or loop.time() > deadline:
@@ -238,9 +232,8 @@ class BatchConsumer(Consumer):
         (At most ``PENDING_WAIT_SECONDS``: batches whose records never reach the broker stay
         unacknowledged and are processed again, which is at-least-once.)
         """
-        pending = self._pending()
-        if pending:
-            _, late = await asyncio.wait(list(pending), timeout=PENDING_WAIT_SECONDS)
+        if self._pending:
+            _, late = await asyncio.wait(list(self._pending), timeout=PENDING_WAIT_SECONDS)
             if late:
                 logger.warning(
                     "%d batches not delivered in %.0f s: processed again later",
@@ -253,6 +246,19 @@ class BatchConsumer(Consumer):
 def _restorable(table: Any) -> bool:
     """Tables on faust's rocksdict store (all of streamapp's): their changelogs are restored here."""
     return bool(getattr(table.data, "use_rocksdict", False))
+
+
+async def consume_in_batches(stream: faust.StreamT[bytes], handler: BatchHandler) -> None:
+    """An agent's body: ``handler`` takes every fetch of the stream's topics (see BatchConsumer).
+
+    Records that reach the agent's stream itself (none, while the batch consumer runs) take
+    the same handler, a batch of events at a time, acknowledged once delivered.
+    """
+    for topic in stream.channel.topics:  # type: ignore[attr-defined]
+        stream.app.batch_handlers[topic] = handler  # type: ignore[attr-defined]
+    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
+        for delivery in await handler(records_of_events(events)):
+            await delivery.future
 
 
 def records_of_events(events: Iterable[faust.EventT]) -> list[ConsumerRecord]:

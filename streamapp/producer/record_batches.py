@@ -26,7 +26,7 @@ def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (``Utils.murmur2``) as an unsigned 32-bit int, like ``aiokafka.partitioner``.
 
     The same arithmetic as aiokafka's, reading the 4-byte words in one ``struct`` call: about
-    three times faster for the short keys of entity ids.
+    twice as fast for the short keys of entity ids (1.5 against 3.1 us for ``user12345``).
     """
     length = len(data)
     h = 0x9747B28C ^ length
@@ -82,22 +82,15 @@ class RecordBatches:
 
     def __init__(self, app: AppT) -> None:
         self.app = app
-        self._open: dict[TP, tuple[Any, int]] = {}  # tp -> (builder, records in it)
-        self._full: list[tuple[TP, Any, int]] = []
+        self._sender: BatchSender = app.batch_sender  # type: ignore[attr-defined]
+        self._open: dict[TP, Any] = {}  # tp -> the aiokafka BatchBuilder being filled
+        self._full: list[tuple[TP, Any]] = []
         self._producer: Any = None
         self._partitions: dict[str, int] = {}
 
-    def __len__(self) -> int:
-        return sum(count for _, count in self._open.values()) + sum(count for _, _, count in self._full)
-
     def _kafka_producer(self) -> Any:
         if self._producer is None:
-            producer: Any = self.app.producer
-            if self.app.in_transaction:
-                transaction_id = self.app.consumer.transactions.transactional_id  # type: ignore[attr-defined]
-                self._producer = producer._transaction_producers[transaction_id]
-            else:
-                self._producer = producer._ensure_producer()
+            self._producer = self._sender.kafka_producer()
         return self._producer
 
     def partitions_of(self, topic: str) -> int:
@@ -130,17 +123,15 @@ class RecordBatches:
                 raise ValueError(f"a record for {topic} needs a key or a partition")
             partition = key_partition(key, self.partitions_of(topic))
         tp = TP(topic, partition)
-        opened = self._open.get(tp)
-        if opened is None:
-            opened = (self._kafka_producer().create_batch(), 0)
-        builder, count = opened
+        builder = self._open.get(tp)
+        if builder is None:
+            builder = self._open[tp] = self._kafka_producer().create_batch()
         if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-            if count == 0:
+            if builder.record_count() == 0:
                 raise ValueError(f"a record of {len(value or b'')} bytes does not fit a producer batch")
-            self._full.append((tp, builder, count))
-            builder, count = self._kafka_producer().create_batch(), 0
+            self._full.append((tp, builder))
+            builder = self._open[tp] = self._kafka_producer().create_batch()
             builder.append(key=key, value=value, timestamp=None, headers=headers or [])
-        self._open[tp] = (builder, count + 1)
 
     async def send(self) -> list[Delivery]:
         """Queue every collected batch for the producer; the deliveries resolve when the broker has them.
@@ -149,16 +140,13 @@ class RecordBatches:
         order: the caller does not wait for the producer's previous batch of a partition to go
         out (aiokafka keeps one batch per partition waiting), only for room in the queue.
         """
-        batches = self._full + [(tp, builder, count) for tp, (builder, count) in self._open.items()]
+        batches = [*self._full, *self._open.items()]
         self._full, self._open = [], {}
-        if not batches:
-            return []
-        sender: BatchSender = self.app.batch_sender  # type: ignore[attr-defined]
-        producer = self._kafka_producer()
         deliveries: list[Delivery] = []
-        for tp, builder, count in batches:
+        for tp, builder in batches:
+            count = builder.record_count()
             count_sent(self.app, tp.topic, count)
-            deliveries.append(Delivery(tp, count, await sender.submit(producer, tp, builder)))
+            deliveries.append(Delivery(tp, count, await self._sender.submit(tp, builder)))
         return deliveries
 
 
@@ -174,25 +162,40 @@ class BatchSender:
     def __init__(self, app: AppT, max_queued: int = 512) -> None:
         self.app = app
         self.max_queued = max_queued
-        self._queue: asyncio.Queue[tuple[Any, TP, Any, asyncio.Future[Any]]] | None = None
+        self._queue: asyncio.Queue[tuple[TP, Any, asyncio.Future[Any]]] | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, producer: Any, tp: TP, builder: Any) -> asyncio.Future[Any]:
+    def _transactional_id(self) -> str | None:
+        """The worker's transactional id under exactly-once (streamapp.transactions), else None."""
+        if not self.app.in_transaction:
+            return None
+        return self.app.consumer.transactions.transactional_id  # type: ignore[attr-defined, no-any-return]
+
+    def kafka_producer(self) -> Any:
+        """The aiokafka producer the batches go to: the worker's transactional one under exactly-once."""
+        producer: Any = self.app.producer
+        transactional_id = self._transactional_id()
+        if transactional_id is not None:
+            return producer._transaction_producers[transactional_id]
+        return producer._ensure_producer()
+
+    async def submit(self, tp: TP, builder: Any) -> asyncio.Future[Any]:
         """Queue ``builder`` for ``tp``; the future resolves with the batch's metadata once delivered."""
         if self._queue is None or self._task is None or self._task.done():
             self._queue = asyncio.Queue(self.max_queued)
             self._task = asyncio.get_running_loop().create_task(self._send_all(self._queue))
         delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put((producer, tp, builder, delivered))
+        await self._queue.put((tp, builder, delivered))
         return delivered
 
-    async def _send_all(self, queue: asyncio.Queue[tuple[Any, TP, Any, asyncio.Future[Any]]]) -> None:
+    async def _send_all(self, queue: asyncio.Queue[tuple[TP, Any, asyncio.Future[Any]]]) -> None:
         while True:
-            producer, tp, builder, delivered = await queue.get()
+            tp, builder, delivered = await queue.get()
             try:
-                if self.app.in_transaction:
-                    transaction_id = self.app.consumer.transactions.transactional_id  # type: ignore[attr-defined]
-                    async with self.app.producer._trn_locks[transaction_id]:  # type: ignore[attr-defined]
+                producer = self.kafka_producer()
+                transactional_id = self._transactional_id()
+                if transactional_id is not None:
+                    async with self.app.producer._trn_locks[transactional_id]:  # type: ignore[attr-defined]
                         sent = await producer.send_batch(builder, tp.topic, partition=tp.partition)
                 else:
                     sent = await producer.send_batch(builder, tp.topic, partition=tp.partition)
