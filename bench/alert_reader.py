@@ -2,8 +2,9 @@
 
 Run as its own process (so a busy producer cannot delay the reads): ``python -m bench.alert_reader
 BOOTSTRAP TOPIC OUT_FILE``. Every partition of TOPIC is read (no group) from its beginning; the
-line is ``{"recv": epoch seconds, "key", "kind", "ts"}``, where ``ts`` is the alert's ``ts``: the event
-time of the event that made the count cross the threshold. Writes ``OUT_FILE.ready`` once reading.
+line is ``{"recv": epoch seconds, "key", "kind", "ts", "produced"}``, where ``ts`` is the alert's ``ts``:
+the event time of the event that made the count cross the threshold, and ``produced`` the alert
+record's Kafka timestamp (the time the worker's producer took it). Writes ``OUT_FILE.ready`` once reading.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ async def read_alerts(bootstrap: str, topic: str, out: Path) -> None:
                 for records in batches.values():
                     for record in records:
                         alert = orjson.loads(record.value)  # type: ignore[arg-type]
-                        line = {"recv": now, "key": alert["key"], "kind": alert["kind"], "ts": alert["ts"]}
+                        line = {
+                            "recv": now, "key": alert["key"], "kind": alert["kind"], "ts": alert["ts"],
+                            "produced": record.timestamp / 1000,
+                        }  # fmt: skip
                         sink.write(orjson.dumps(line) + b"\n")
                 sink.flush()
     finally:

@@ -27,6 +27,9 @@ from bench.progress import read_progress
 from streamapp.dev.kafka import fetch_kafka_jars
 
 __all__ = [
+    "PEERS_RULES",
+    "STREAMAPP_FULL_NAME",
+    "STREAMAPP_NAME",
     "Bench",
     "LatencyOutcome",
     "Outcome",
@@ -79,10 +82,17 @@ class Bench:
         return (60.0 + events / floor_rate) * self.timeout_scale
 
     def worker(
-        self, label: str, app_id: str, prefix: str, data_dir: Path, port: int | None = None
+        self,
+        label: str,
+        app_id: str,
+        prefix: str,
+        data_dir: Path,
+        port: int | None = None,
+        rules: str = "all",
     ) -> StreamappWorker:
         port = port or free_port()
         env = {
+            "STREAMAPP_RULES": rules,
             **os.environ,
             "STREAMAPP_BROKER": f"kafka://{self.bootstrap}",
             "STREAMAPP_APP_ID": app_id,
@@ -176,16 +186,26 @@ def _group_topics(bench: Bench, app_id: str, source: str) -> list[str]:
     return [source, *sorted(internal)]
 
 
-def streamapp_pipeline(bench: Bench, data: Dataset, prefix: str) -> Outcome:
+#: the peers' workload: failed logins counted per IP (STREAMAPP_RULES=brute_force)
+PEERS_RULES = "brute_force"
+STREAMAPP_NAME = "streamapp worker (brute force per IP)"
+STREAMAPP_FULL_NAME = "streamapp worker, both login rules (+ account takeover per user)"
+
+
+def streamapp_pipeline(bench: Bench, data: Dataset, prefix: str, rules: str = PEERS_RULES) -> Outcome:
     """A real ``streamapp worker`` on the pre-produced topic (``<prefix>logins``), fresh app id and state.
 
     Timed from the first event seen on ``/metrics`` until every login is ingested and every agent
-    downstream (brute force per IP, account takeover per user: tables in RocksDB + changelogs) has
-    handled every record the ingest agent forwarded.
+    downstream has handled every record the ingest agent forwarded. With ``rules`` =
+    "brute_force" (the peers' workload) that is validation and the failed-login count per IP
+    in RocksDB with its changelog, alerts out; with "brute_force,account_takeover" every login
+    also goes through ``logins-by-user`` to the account-takeover state per user.
     """
-    out = Outcome("streamapp worker (login pipeline)")
-    app_id = bench.name("sa" + bench.r)
-    worker = bench.worker(f"streamapp{bench.r}", app_id, prefix, bench.work / "data" / f"streamapp{bench.r}")
+    full = rules != PEERS_RULES
+    out = Outcome(STREAMAPP_FULL_NAME if full else STREAMAPP_NAME)
+    tag = ("sf" if full else "sa") + bench.r
+    app_id = bench.name(tag)
+    worker = bench.worker(tag, app_id, prefix, bench.work / "data" / tag, rules=rules)
     try:
         ready = worker.start_ready(120)
         out.detail["ready after start"] = f"{ready:.1f} s"
@@ -419,6 +439,9 @@ class LatencyOutcome:
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    worker_p50_ms: float | None = None  # crossing event -> the worker's producer takes the alert
+    worker_p99_ms: float | None = None
+    worst: str = ""  # the slowest alerts: when (s into the run), total and in-worker latency
     kept_up: str = ""
     rss_mb: float | None = None
 
@@ -435,7 +458,9 @@ def latency(bench: Bench, rate: float, seconds: float) -> LatencyOutcome:
     app_id = bench.name("lt")
     topic = f"{prefix}logins"
     bench.broker.create_topic(topic, bench.partitions)
-    worker = bench.worker("latency-streamapp", app_id, prefix, bench.work / "data" / "latency")
+    worker = bench.worker(
+        "latency-streamapp", app_id, prefix, bench.work / "data" / "latency", rules=PEERS_RULES
+    )
     alerts_file = bench.work / "latency-alerts.jsonl"
     reader = Proc(
         "alert-reader",
@@ -464,6 +489,7 @@ def latency(bench: Bench, rate: float, seconds: float) -> LatencyOutcome:
         out.achieved_rate = traffic.events / traffic.seconds if traffic.seconds else None
         latencies = _alert_latencies(alerts_file, attacks, worker, deadline=time.monotonic() + 30)
         out.alerts = len(latencies)
+        started = min(attacks.values(), default=0.0)
         try:
             ingested = _sample(worker.metrics(), _EVENTS, topic="logins")
             out.kept_up = (
@@ -475,10 +501,17 @@ def latency(bench: Bench, rate: float, seconds: float) -> LatencyOutcome:
         if not latencies:
             out.status, out.reason = "failed", f"no alert read for {len(attacks)} bursts"
             return out
-        ordered = sorted(latencies)
+        ordered = sorted(total for _, total, _ in latencies)
         out.p50_ms = statistics.median(ordered) * 1000
-        out.p99_ms = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))] * 1000
+        out.p99_ms = _p99(ordered) * 1000
         out.max_ms = ordered[-1] * 1000
+        in_worker = sorted(worker for _, _, worker in latencies)
+        out.worker_p50_ms = statistics.median(in_worker) * 1000
+        out.worker_p99_ms = _p99(in_worker) * 1000
+        out.worst = ", ".join(
+            f"at {ts - started:.1f} s: {total * 1000:,.0f} ms ({worker * 1000:,.0f} in the worker)"
+            for ts, total, worker in sorted(latencies, key=lambda x: -x[1])[:3]
+        )
         if len(latencies) < len(attacks):
             out.status, out.reason = (
                 "partial",
@@ -490,11 +523,18 @@ def latency(bench: Bench, rate: float, seconds: float) -> LatencyOutcome:
         worker.stop()
 
 
+def _p99(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+
+
 def _alert_latencies(
     path: Path, attacks: dict[str, float], worker: StreamappWorker, deadline: float
-) -> list[float]:
-    """Seconds from crossing event to alert read, per attack IP; waits for missing ones until ``deadline``."""
-    found: dict[str, float] = {}
+) -> list[tuple[float, float, float]]:
+    """(crossing ts, seconds to alert read, seconds to the worker producing the alert) per attack IP.
+
+    Waits for missing ones until ``deadline``.
+    """
+    found: dict[str, tuple[float, float, float]] = {}
     while True:
         try:
             lines = path.read_bytes().splitlines()
@@ -503,7 +543,8 @@ def _alert_latencies(
         for line in lines:
             alert = orjson.loads(line)
             if alert["kind"] == "brute_force" and alert["key"] in attacks and alert["key"] not in found:
-                found[alert["key"]] = alert["recv"] - float(alert["ts"])
+                ts = float(alert["ts"])
+                found[alert["key"]] = (ts, alert["recv"] - ts, alert["produced"] - ts)
         if len(found) >= len(attacks) or time.monotonic() > deadline or not worker.alive():
             return list(found.values())
         time.sleep(0.5)
@@ -717,7 +758,9 @@ def profile(bench: Bench, data: Dataset, prefix: str, seconds: float, top: int =
     if not Path(py_spy).exists():
         out.status, out.reason = "failed", "py-spy is not installed: pip install -e '.[bench]'"
         return out
-    worker = bench.worker("profile-streamapp", bench.name("pf"), prefix, bench.work / "data" / "profile")
+    worker = bench.worker(
+        "profile-streamapp", bench.name("pf"), prefix, bench.work / "data" / "profile", rules=PEERS_RULES
+    )
     try:
         worker.start_ready(120)
         deadline = time.monotonic() + 60

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from bench.contenders import LatencyOutcome, Outcome, ProfileOutcome, RecoveryOutcome
+from bench.contenders import STREAMAPP_NAME, LatencyOutcome, Outcome, ProfileOutcome, RecoveryOutcome
 from streamapp.dev.kafka import KAFKA_VERSION
 
 __all__ = ["Machine", "Report", "machine_info"]
@@ -139,7 +139,7 @@ class Report:
     rounds: int = 1
 
     def streamapp(self) -> Outcome | None:
-        return next((o for o in self.throughput if o.name.startswith("streamapp")), None)
+        return next((o for o in self.throughput if o.name == STREAMAPP_NAME), None)
 
     def ratio(self, outcome: Outcome) -> str:
         if outcome.ratio is not None:
@@ -196,6 +196,10 @@ class Report:
             rows += [
                 [f"event-to-alert latency p50 ({at})", _num(lat.p50_ms, 0, " ms")],
                 [f"event-to-alert latency p99 ({at})", _num(lat.p99_ms, 0, " ms")],
+                [
+                    "  of which in the worker (event to alert produced), p50 / p99",
+                    f"{_num(lat.worker_p50_ms, 0, ' ms')} / {_num(lat.worker_p99_ms, 0, ' ms')}",
+                ],
                 [
                     "alerts timed / bursts sent",
                     f"{lat.alerts} / {lat.attacks}" + (f" ({lat.reason})" if lat.reason else ""),
@@ -268,6 +272,7 @@ class Report:
                 f"(achieved {_num(lat.achieved_rate)}/s), half of streamapp's rate above; 4 brute-force "
                 f"bursts per second, each 6 failed logins from a new IP; max {_num(lat.max_ms, 0, ' ms')}; "
                 f"{lat.kept_up}; worker RSS {_num(lat.rss_mb, 0, ' MiB')}."
+                + (f" Slowest alerts: {lat.worst}." if lat.worst else "")
             )
         if self.recovery is not None:
             rec = self.recovery

@@ -43,7 +43,7 @@ __all__ = ["main", "run"]
 logger = logging.getLogger("bench")
 T = TypeVar("T")
 
-CONTENDERS = ["kafka", "raw", "streamapp", "faust", "quix"]
+CONTENDERS = ["kafka", "raw", "streamapp", "streamapp-full", "faust", "quix"]
 
 
 def _bootstrap() -> tuple[str, DevBroker | None]:
@@ -135,6 +135,10 @@ def run(
             "kafka": ("Kafka ConsumerPerformance", lambda: consumer_performance(bench, data)),
             "raw": ("raw aiokafka + orjson loop", lambda: raw_aiokafka(bench, data)),
             "streamapp": ("streamapp worker", lambda: streamapp_pipeline(bench, data, prefix)),
+            "streamapp-full": (
+                "streamapp worker, both login rules",
+                lambda: streamapp_pipeline(bench, data, prefix, rules="brute_force,account_takeover"),
+            ),
             "faust": ("idiomatic Faust worker", lambda: faust_idiomatic(bench, data)),
             "quix": ("Quix Streams", lambda: quix_streams(bench, data)),
         }

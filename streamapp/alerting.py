@@ -21,7 +21,10 @@ async def publish_alert(alert: Alert) -> Awaitable[Any] | None:
 
     With ``STREAMAPP_PUBLISH_ALERTS=false`` (what `streamapp replay` runs with unless ``--alerts``)
     the alert is only counted and logged at debug level: a replay must not alert on old events again.
+    An alert of a rule left out of ``STREAMAPP_RULES`` is neither published nor counted.
     """
+    if alert.kind not in settings.rules:
+        return None
     if not settings.publish_alerts:
         ALERTS_TOTAL.labels(kind=alert.kind).inc()
         logger.debug(

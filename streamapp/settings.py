@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 __all__ = [
+    "ALERT_KINDS",
     "BATCH_MAX",
     "BATCH_WITHIN_SECONDS",
     "PREFIX",
@@ -26,6 +27,16 @@ PREFIX = "STREAMAPP_"
 BATCH_MAX = 1000
 BATCH_WITHIN_SECONDS = 0.02
 T = TypeVar("T")
+
+#: the contract's detection rules, each an alert ``kind``
+ALERT_KINDS = (
+    "brute_force",
+    "account_takeover",
+    "high_temperature",
+    "temperature_anomaly",
+    "card_velocity",
+    "amount_spike",
+)
 
 
 class SettingsError(ValueError):
@@ -76,6 +87,8 @@ class Settings:
     max_poll_records: int = 500
     stream_buffer: int = 4096
     thresholds: Thresholds = Thresholds()
+    #: the detection rules this worker runs (STREAMAPP_RULES; default every rule)
+    rules: frozenset[str] = frozenset(ALERT_KINDS)
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -116,6 +129,17 @@ def _choice(*options: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _rules(raw: str) -> frozenset[str]:
+    if raw.lower() == "all":
+        return frozenset(ALERT_KINDS)
+    kinds = [kind.strip() for kind in raw.split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in ALERT_KINDS]
+    if unknown or not kinds:
+        prefix = f"unknown rule {', '.join(map(repr, unknown))}; " if unknown else ""
+        raise ValueError(f"{prefix}must be 'all' or a comma-separated list of {', '.join(ALERT_KINDS)}")
+    return frozenset(kinds)
 
 
 def _boolean(raw: str) -> bool:
@@ -243,6 +267,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_poll_records=get("MAX_POLL_RECORDS", _positive_int, defaults.max_poll_records),
         stream_buffer=get("STREAM_BUFFER", _positive_int, defaults.stream_buffer),
         thresholds=thresholds,
+        rules=get("RULES", _rules, defaults.rules),
     )
     _check_combinations(settings)
     return settings

@@ -215,3 +215,27 @@ async def test_alerts_view_lists_newest_first_with_filters(kafka_bootstrap, name
     assert len(worker.get("/alerts?limit=2")[1]["alerts"]) == 2
     assert worker.get("/alerts?kind=card_velocity")[1] == {"alerts": []}
     assert worker.get("/alerts?limit=0")[0] == 400
+
+
+async def test_a_rule_left_out_of_streamapp_rules_does_not_run(kafka_bootstrap, names, worker_factory):
+    worker = worker_factory(STREAMAPP_RULES="brute_force")
+    base = _minute(600)
+
+    def login(ip: str, user: str, ts: float, success: bool = False) -> dict:
+        return {"ts": ts, "ip": ip, "user": user, "success": success}
+
+    # an account takeover of "ato-off" first, then a brute force (the alert this test waits for)
+    logins = (
+        [login(f"10.6.1.{i}", "ato-off", base + i) for i in range(4)]
+        + [login("10.6.2.1", "ato-off", base + 10, success=True)]
+        + [login("10.6.0.6", f"bf-{i}", base + 20 + i) for i in range(6)]
+    )
+    await produce(kafka_bootstrap, names.topic("logins"), logins, every_other_keyed("user"))
+
+    worker.wait_for_metric("streamapp_events_total", lambda v: v == len(logins), topic="logins")
+    alerts = await _alerts(kafka_bootstrap, names.topic("alerts"), expected=1)
+    assert alerts == Counter({("brute_force", "10.6.0.6"): 1})
+    # account takeover got nothing: no per-user hop, no state, no alert counted
+    assert await read_all(kafka_bootstrap, f"{names.app_id}-logins-by-user", settle=0) == []
+    assert worker.metric("streamapp_alerts_total", kind="account_takeover") == 0.0
+    assert worker.metric("streamapp_alerts_total", kind="brute_force") == 1.0

@@ -38,12 +38,32 @@ def test_broker_list_in_faust_url_form():
         ("STREAMAPP_SCHEMA_REGISTRY_URL", "registry:8080"),
         ("STREAMAPP_TOPIC_PREFIX", "bad prefix"),
         ("STREAMAPP_RETENTION_SECONDS", "60"),
+        ("STREAMAPP_RULES", "brute_force,bruteforce"),
+        ("STREAMAPP_RULES", ","),
     ],
 )
 def test_bad_value_is_refused_naming_the_variable(name, value):
     with pytest.raises(SettingsError) as info:
         load_settings({name: value})
     assert name in str(info.value)
+
+
+def test_rules_default_to_every_rule_of_the_contract():
+    every = {"brute_force", "account_takeover", "high_temperature", "temperature_anomaly",
+             "card_velocity", "amount_spike"}  # fmt: skip
+    assert load_settings({}).rules == every
+    assert load_settings({"STREAMAPP_RULES": "all"}).rules == every
+    assert load_settings({"STREAMAPP_RULES": " brute_force, card_velocity "}).rules == {
+        "brute_force",
+        "card_velocity",
+    }
+
+
+def test_unknown_rule_is_named_with_the_valid_ones():
+    with pytest.raises(SettingsError) as info:
+        load_settings({"STREAMAPP_RULES": "brute_force,bruteforce"})
+    assert "'bruteforce'" in str(info.value)
+    assert "account_takeover" in str(info.value)
 
 
 def test_sasl_ssl_needs_credentials():
