@@ -14,6 +14,7 @@ from faust.types import TableT
 from streamapp.app import app
 from streamapp.clock import worker_clock
 from streamapp.rules import sliding_count, temperature
+from streamapp.windows import next_sweep_in
 from tables.base import expire_keys, restore_event_clock
 from tables.failed_logins_by_ip import failed_logins_by_ip
 from tables.logins_by_user import logins_by_user
@@ -21,7 +22,7 @@ from tables.prices_by_symbol import prices_by_symbol
 from tables.temperature_by_sensor import temperature_by_sensor
 from tables.transactions_by_card import transactions_by_card
 
-__all__ = ["EXPIRING_TABLES", "SWEEP_INTERVAL_SECONDS", "TableExpiry", "expire_windows"]
+__all__ = ["EXPIRING_TABLES", "TableExpiry", "expire_windows"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,26 +56,23 @@ EXPIRING_TABLES = [
 ]
 
 
-#: seconds from the start of one sweep to the start of the next, at least
-SWEEP_INTERVAL_SECONDS = 5.0
-
-
 @app.task
 async def expire_windows() -> None:
-    """Sweep the tables for expired keys, one sweep at a time, every few seconds or less often.
+    """Sweep the tables for expired keys, one sweep at a time, every 5 s or less often.
 
     A sweep is paced (tables.base.expire_keys) and may take longer than the interval on a large
-    table; the next one starts when it is done and the interval has passed.
+    table; the next one starts when it is done and the interval (:func:`next_sweep_in`) has passed.
     """
     while True:
         started = time.monotonic()
+        busy = 0.0
         if worker_clock.horizon:
             for expiry in EXPIRING_TABLES:
                 try:
-                    await expire_keys(expiry.table, expiry.is_expired)
+                    busy += (await expire_keys(expiry.table, expiry.is_expired))[1]
                 except Exception:  # e.g. a store closed by a rebalance mid-step: the next sweep retries
                     logger.exception("expiry sweep of table %s failed", expiry.table.name)
-        await asyncio.sleep(max(0.0, started + SWEEP_INTERVAL_SECONDS - time.monotonic()))
+        await asyncio.sleep(next_sweep_in(started, busy, time.monotonic()))
 
 
 def _on_recovered(expiry: TableExpiry) -> Callable[[], Any]:

@@ -811,10 +811,13 @@ def top_functions(folded: Path, top: int) -> tuple[int, list[tuple[str, int, int
 
 #: (stage, substrings of frames that put a sample in it): a sample counts once per stage
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("idle: the event loop waiting in select()", ("EpollSelector.select",)),
+    ("idle: an event loop waiting in select() (main or consumer thread)", ("EpollSelector.select",)),
     ("ingest handler (streamapp.ingest.route_batch), all it calls", ("route_batch (streamapp/ingest.py",)),
     ("detector handlers (agents.base.detect_batch), all they call", ("detect_batch (agents/base.py",)),
-    ("JSON decode and validation (decode_or_dead_letter)", ("decode_or_dead_letter",)),
+    (
+        "JSON decode and validation (_parse_valid_json, decode_or_dead_letter)",
+        ("_parse_valid_json", "decode_or_dead_letter"),
+    ),
     ("rules (streamapp/rules/)", ("streamapp/rules/",)),
     ("table reads and writes (load_state, store_state; RocksDB)", ("load_state", "store_state")),
     (

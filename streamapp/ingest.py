@@ -111,13 +111,19 @@ async def route_batch(
     direct: dict[str, list[ConsumerRecord]] = {}
     lags: list[float] = []
     now = time.time()
+    json_values = decode is decode_json_object
+    max_bytes = settings.max_record_bytes
     for record in records:
-        parsed = await decode_or_dead_letter(record, parse, batches, decode)
-        if parsed is None:
-            continue
+        parsed = _parse_valid_json(record, parse, max_bytes) if json_values else None
+        if parsed is None:  # not plain valid JSON (or not JSON at all): the path that gives reasons
+            parsed = await decode_or_dead_letter(record, parse, batches, decode)
+            if parsed is None:
+                continue
         lags.append(now - parsed.ts)
-        payload = orjson.dumps({"src": [record.partition, record.offset], "e": parsed})
+        payload: bytes | None = None  # only for events that go somewhere
         for topic, key in rekey(parsed):
+            if payload is None:
+                payload = orjson.dumps({"src": [record.partition, record.offset], "e": parsed})
             target = targets.get(topic)
             if target is None:
                 name = topic.get_topic_name()
@@ -138,6 +144,22 @@ async def route_batch(
     for name, forwarded in direct.items():
         deliveries.extend(await handlers[name](forwarded))
     return deliveries
+
+
+def _parse_valid_json(record: ConsumerRecord, parse: Parser, max_bytes: int) -> Any | None:
+    """The parsed event of a valid JSON record, else None (the caller then takes the full path).
+
+    The same checks as :func:`decode_or_dead_letter` without its coroutine and handlers per
+    record; any doubt returns None, and that path decodes again and says what is wrong.
+    """
+    value = record.value
+    if value is None or len(value) > max_bytes:
+        return None
+    try:
+        obj = orjson.loads(value)
+        return parse(obj, record.timestamp / 1000.0) if type(obj) is dict else None
+    except Exception:
+        return None
 
 
 def _forwarded(topic: str, source: ConsumerRecord, key: bytes, value: bytes) -> ConsumerRecord:

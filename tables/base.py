@@ -116,7 +116,7 @@ SWEEP_STEP_KEYS = 1000
 SWEEP_REST_FACTOR = 9.0
 
 
-async def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
+async def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> tuple[int, float]:
     """Delete keys whose state has fully expired, from RocksDB and (as tombstones) the changelog.
 
     Runs outside stream iteration (in the expiry task), where faust refuses ``del table[key]``; so this
@@ -125,10 +125,12 @@ async def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
     The sweep reads a thousand keys at a time and rests nine times as long as the step took,
     so a table of a million keys neither stops the agents for seconds nor takes more than a
     tenth of the worker's CPU while it runs; each step checks and deletes without yielding, so
-    no write of an agent falls between a key's check and its deletion.
+    no write of an agent falls between a key's check and its deletion. Returns (keys removed,
+    seconds of work, rests not counted).
     """
     store: Any = table.data
     removed = 0
+    busy = 0.0
     for partition, db in list(_active_partitions(table)):
         cursor: bytes | None = None
         while True:
@@ -147,12 +149,13 @@ async def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> int:
                     table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
                     removed += 1
             took = time.monotonic() - started
+            busy += took
             if not more:
                 break
             await asyncio.sleep(took * SWEEP_REST_FACTOR)
     if removed:
         logger.info("expired %d keys from table %s", removed, table.name)
-    return removed
+    return removed, busy
 
 
 def restore_event_clock(table: TableT, newest: Callable[[Any], float]) -> None:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from streamapp.windows import EventClock, add_to_bucket, bucket_start, buckets_total, drop_buckets_before
+from streamapp.windows import (
+    SWEEP_INTERVAL_SECONDS,
+    SWEEP_WORK_SHARE,
+    EventClock,
+    add_to_bucket,
+    bucket_start,
+    buckets_total,
+    drop_buckets_before,
+    next_sweep_in,
+)
 
 
 @pytest.mark.parametrize(
@@ -81,3 +90,15 @@ def test_event_clock_follows_the_newest_event_time():
     assert clock.horizon == 10_000.0 - 3600
     clock.observe(20_000.5)
     assert clock.horizon == 20_000.5 - 3600
+
+
+def test_sweeps_of_little_work_run_every_interval():
+    assert next_sweep_in(started=100.0, busy=0.001, now=100.5) == SWEEP_INTERVAL_SECONDS - 0.5
+    assert next_sweep_in(started=100.0, busy=0.001, now=107.0) == 0.0  # a paced sweep ran long
+
+
+def test_sweeps_of_much_work_are_spaced_to_a_percent_of_the_time():
+    # 0.2 s of work (100,000 keys) -> the next sweep 20 s after this one started
+    wait = next_sweep_in(started=100.0, busy=0.2, now=102.0)
+    assert wait == pytest.approx(18.0)
+    assert 0.2 / (102.0 - 100.0 + wait) == pytest.approx(SWEEP_WORK_SHARE)
