@@ -27,6 +27,8 @@ from bench.progress import read_progress
 from streamapp.dev.kafka import fetch_kafka_jars
 
 __all__ = [
+    "FULL_RULES",
+    "LATENCY_WARMUP_SECONDS",
     "PEERS_RULES",
     "STREAMAPP_FULL_NAME",
     "STREAMAPP_NAME",
@@ -188,6 +190,8 @@ def _group_topics(bench: Bench, app_id: str, source: str) -> list[str]:
 
 #: the peers' workload: failed logins counted per IP (STREAMAPP_RULES=brute_force)
 PEERS_RULES = "brute_force"
+#: the whole login pipeline: every login also re-keyed by user for account takeover
+FULL_RULES = "brute_force,account_takeover"
 STREAMAPP_NAME = "streamapp worker (brute force per IP)"
 STREAMAPP_FULL_NAME = "streamapp worker, both login rules (+ account takeover per user)"
 
@@ -201,7 +205,7 @@ def streamapp_pipeline(bench: Bench, data: Dataset, prefix: str, rules: str = PE
     in RocksDB with its changelog, alerts out; with "brute_force,account_takeover" every login
     also goes through ``logins-by-user`` to the account-takeover state per user.
     """
-    full = rules != PEERS_RULES
+    full = rules == FULL_RULES
     out = Outcome(STREAMAPP_FULL_NAME if full else STREAMAPP_NAME)
     tag = ("sf" if full else "sa") + bench.r
     app_id = bench.name(tag)
@@ -446,7 +450,11 @@ class LatencyOutcome:
     rss_mb: float | None = None
 
 
-def latency(bench: Bench, rate: float, seconds: float) -> LatencyOutcome:
+#: the first seconds of the latency run's traffic are sent but not timed (the worker's start-up)
+LATENCY_WARMUP_SECONDS = 5.0
+
+
+def latency(bench: Bench, rate: float, seconds: float, rules: str = PEERS_RULES) -> LatencyOutcome:
     """Hold ``rate`` logins/s against a fresh worker with brute-force bursts; time each alert.
 
     Latency = the time the alert is read from ``alerts`` (by a reader process of its own) minus
@@ -454,19 +462,18 @@ def latency(bench: Bench, rate: float, seconds: float) -> LatencyOutcome:
     which streamapp carries into the alert's ``ts``).
     """
     out = LatencyOutcome(rate=rate, seconds=seconds)
-    prefix = bench.name("-lat-")
-    app_id = bench.name("lt")
+    tag = "lt" if rules == PEERS_RULES else "lf"
+    prefix = bench.name(f"-{tag}-")
+    app_id = bench.name(tag)
     topic = f"{prefix}logins"
     bench.broker.create_topic(topic, bench.partitions)
-    worker = bench.worker(
-        "latency-streamapp", app_id, prefix, bench.work / "data" / "latency", rules=PEERS_RULES
-    )
-    alerts_file = bench.work / "latency-alerts.jsonl"
+    worker = bench.worker(f"latency-{tag}", app_id, prefix, bench.work / "data" / tag, rules=rules)
+    alerts_file = bench.work / f"latency-{tag}-alerts.jsonl"
     reader = Proc(
         "alert-reader",
         [sys.executable, "-m", "bench.alert_reader", bench.bootstrap, f"{prefix}alerts", str(alerts_file)],
         dict(os.environ),
-        bench.work / "logs" / "alert-reader.log",
+        bench.work / "logs" / f"alert-reader-{tag}.log",
     )
     try:
         worker.start_ready(120)
@@ -483,7 +490,10 @@ def latency(bench: Bench, rate: float, seconds: float) -> LatencyOutcome:
             _fmt(rate),
             seconds,
         )
-        traffic = produce_paced(bench.bootstrap, topic, rate, seconds, stop=lambda: not worker.alive())
+        traffic = produce_paced(
+            bench.bootstrap, topic, rate, seconds + LATENCY_WARMUP_SECONDS,
+            stop=lambda: not worker.alive(), warmup=LATENCY_WARMUP_SECONDS,
+        )  # fmt: skip
         attacks = traffic.attacks or {}
         out.attacks = len(attacks)
         out.achieved_rate = traffic.events / traffic.seconds if traffic.seconds else None

@@ -154,13 +154,16 @@ def produce_paced(
     threshold: int = 5,
     seed: int = 11,
     stop: Callable[[], bool] = lambda: False,
+    warmup: float = 0.0,
 ) -> LatencyTraffic:
     """Hold ``rate`` logins/s for ``duration`` s: background traffic plus brute-force bursts.
 
     Every ``1 / attacks_per_second`` s a new IP sends ``threshold + 1`` failed logins at once; the
     last one makes the count cross the threshold. Each event's ``ts`` is the time it was handed to
     the producer (ms precision), so an alert's ``ts`` is the produce time of its crossing event.
-    Synchronous (no event loop here): paced in 10-ms ticks.
+    Synchronous (no event loop here): paced in 10-ms ticks. Bursts of the first ``warmup``
+    seconds are sent but not returned in ``attacks`` (not timed): the worker's first seconds
+    of traffic (connections, metadata, first fetches) are start-up, not its steady latency.
     """
     rng = random.Random(seed)
     producer = make_producer(bootstrap, linger_ms=1)
@@ -185,7 +188,8 @@ def produce_paced(
                 ts = time.time()
                 key, value = _login(ts, ip, f"user{rng.randrange(users)}", False)
                 producer.produce(topic, value=value, key=key)
-            attacks[ip] = round(ts, 3)
+            if elapsed >= warmup:
+                attacks[ip] = round(ts, 3)
             sent += burst
             due -= burst
             next_attack += 1.0 / attacks_per_second

@@ -17,6 +17,8 @@ from typing import TypeVar
 import click
 
 from bench.contenders import (
+    FULL_RULES,
+    STREAMAPP_FULL_NAME,
     Bench,
     LatencyOutcome,
     Outcome,
@@ -137,7 +139,7 @@ def run(
             "streamapp": ("streamapp worker", lambda: streamapp_pipeline(bench, data, prefix)),
             "streamapp-full": (
                 "streamapp worker, both login rules",
-                lambda: streamapp_pipeline(bench, data, prefix, rules="brute_force,account_takeover"),
+                lambda: streamapp_pipeline(bench, data, prefix, rules=FULL_RULES),
             ),
             "faust": ("idiomatic Faust worker", lambda: faust_idiomatic(bench, data)),
             "quix": ("Quix Streams", lambda: quix_streams(bench, data)),
@@ -171,6 +173,14 @@ def run(
                 lambda: latency(bench, rate, latency_seconds),
                 lambda reason: LatencyOutcome(status="failed", reason=reason, rate=rate),
             )
+            full = next((o for o in report.throughput if o.name == STREAMAPP_FULL_NAME), None)
+            if full is not None and full.rate:
+                full_rate = full.rate / 2
+                report.latency_full = _guarded(
+                    "event-to-alert latency, both login rules",
+                    lambda: latency(bench, full_rate, latency_seconds, rules=FULL_RULES),
+                    lambda reason: LatencyOutcome(status="failed", reason=reason, rate=full_rate),
+                )
         if recovery_keys > 0:
             report.recovery = _guarded(
                 "changelog recovery and restart",
