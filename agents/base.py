@@ -20,7 +20,7 @@ from streamapp.metrics import EXPIRED_EVENTS_TOTAL
 from streamapp.models import Alert
 from streamapp.producer import Delivery, RecordBatches
 from streamapp.rules.base import State, seen_before
-from tables.base import load_state, remember_changelog_offsets, store_state
+from tables.base import load_state, remember_changelog_offsets, store_event_clock, store_state
 
 __all__ = ["Apply", "Updates", "detect", "detect_batch"]
 
@@ -87,6 +87,8 @@ async def detect_batch(
         await asyncio.gather(*deliveries)
     for partition, key, state in changed_states:
         store_state(table, partition, key, state, batches)
+    for partition in {partition for partition, _, _ in changed_states}:
+        store_event_clock(table, partition, batches)
     sent = await batches.send()
     remember_changelog_offsets(table, sent)
     return sent

@@ -715,7 +715,7 @@ def _partition_of(key: bytes, partitions: int) -> int:
 
 
 def read_one(bench: Bench, topic: str) -> tuple[bytes, bytes, int]:
-    """(key, value, partition) of the first record with a value in ``topic``."""
+    """(key, value, partition) of the first state record in ``topic`` (not the app's bookkeeping)."""
     consumer = Consumer(
         {"bootstrap.servers": bench.bootstrap, "group.id": bench.name("peek"), "enable.auto.commit": False}
     )
@@ -730,7 +730,7 @@ def read_one(bench: Bench, topic: str) -> tuple[bytes, bytes, int]:
                 if msg is None or msg.error():
                     continue
                 key, value = msg.key(), msg.value()
-                if key is not None and value is not None:
+                if key is not None and value is not None and not key.startswith(b"__faust"):
                     return key, value, partition
     finally:
         consumer.close()

@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from streamapp.app import app, settings
 from streamapp.consumer import BatchHandler, consume_in_batches
 from streamapp.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTAL, observe_many
-from streamapp.models import InvalidEvent, Parser, decode_json_object
+from streamapp.models import InvalidEvent, Parser, decode_json_object, parse_valid_json
 from streamapp.producer import Delivery, RecordBatches, key_partition
 from streamapp.topics import dead_letters_topic
 
@@ -114,7 +114,9 @@ async def route_batch(
     json_values = decode is decode_json_object
     max_bytes = settings.max_record_bytes
     for record in records:
-        parsed = _parse_valid_json(record, parse, max_bytes) if json_values else None
+        parsed = (
+            parse_valid_json(record.value, record.timestamp / 1000.0, parse, max_bytes) if json_values else None
+        )
         if parsed is None:  # not plain valid JSON (or not JSON at all): the path that gives reasons
             parsed = await decode_or_dead_letter(record, parse, batches, decode)
             if parsed is None:
@@ -144,22 +146,6 @@ async def route_batch(
     for name, forwarded in direct.items():
         deliveries.extend(await handlers[name](forwarded))
     return deliveries
-
-
-def _parse_valid_json(record: ConsumerRecord, parse: Parser, max_bytes: int) -> Any | None:
-    """The parsed event of a valid JSON record, else None (the caller then takes the full path).
-
-    The same checks as :func:`decode_or_dead_letter` without its coroutine and handlers per
-    record; any doubt returns None, and that path decodes again and says what is wrong.
-    """
-    value = record.value
-    if value is None or len(value) > max_bytes:
-        return None
-    try:
-        obj = orjson.loads(value)
-        return parse(obj, record.timestamp / 1000.0) if type(obj) is dict else None
-    except Exception:
-        return None
 
 
 def _forwarded(topic: str, source: ConsumerRecord, key: bytes, value: bytes) -> ConsumerRecord:

@@ -27,6 +27,7 @@ __all__ = [
     "parse_stock_price",
     "parse_transaction",
     "parse_user",
+    "parse_valid_json",
 ]
 
 # Epoch seconds after 2100-01-01 are almost surely milliseconds sent by mistake.
@@ -123,6 +124,22 @@ def decode_json_object(value: bytes | None) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InvalidEvent(f"value must be a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def parse_valid_json(value: bytes | None, record_ts: float | None, parse: Parser, max_bytes: int) -> Any | None:
+    """The parsed event of a valid JSON record; None for anything else (then take the full path).
+
+    ``parse(decode_json_object(value), record_ts)`` without building a reason for what is wrong:
+    the per-record path of the ingest agents. On None the caller decodes again on the path
+    that says why (streamapp.ingest.decode_or_dead_letter), so any doubt costs only time.
+    """
+    if value is None or len(value) > max_bytes:
+        return None
+    try:
+        obj = orjson.loads(value)
+        return parse(obj, record_ts) if type(obj) is dict else None
+    except Exception:
+        return None
 
 
 def event_time(obj: dict[str, Any], record_ts: float | None) -> float:

@@ -29,6 +29,7 @@ from streamapp.models import (
     parse_stock_price,
     parse_transaction,
     parse_user,
+    parse_valid_json,
 )
 
 PARSERS: dict[str, Callable[[dict[str, Any], float | None], Any]] = {
@@ -108,6 +109,37 @@ def test_json_with_broken_bytes_at_the_json_decoders(obj: dict[str, Any], junk: 
     text = json.dumps(obj).encode()
     middle = len(text) // 2
     _decode_then_parse(text[:middle] + junk + text[middle:], 1.0)
+
+
+def _full_path(parse: Callable[[dict[str, Any], float | None], Any], raw: bytes, ts: float | None) -> Any:
+    try:
+        return parse(decode_json_object(raw), ts)
+    except InvalidEvent:
+        return None
+
+
+@PROPERTY
+@given(obj=event_like, ts=record_ts)
+def test_the_short_json_path_agrees_with_the_full_one(obj: dict[str, Any], ts: float | None) -> None:
+    raw = json.dumps(obj).encode()
+    for parse in PARSERS.values():
+        # the same event where the full path accepts, None (then the full path) where it refuses
+        assert parse_valid_json(raw, ts, parse, max_bytes=1 << 20) == _full_path(parse, raw, ts)
+
+
+@PROPERTY
+@given(raw=st.binary(max_size=512), ts=record_ts)
+def test_the_short_json_path_refuses_what_the_full_one_refuses(raw: bytes, ts: float | None) -> None:
+    for parse in PARSERS.values():
+        short = parse_valid_json(raw, ts, parse, max_bytes=1 << 20)
+        assert short is None or short == _full_path(parse, raw, ts)
+
+
+def test_the_short_json_path_leaves_oversized_and_null_records_to_the_full_one() -> None:
+    raw = orjson.dumps({"ts": 1.0, "ip": "10.0.0.1", "user": "u", "success": False})
+    assert parse_valid_json(raw, None, parse_login, max_bytes=len(raw)) is not None
+    assert parse_valid_json(raw, None, parse_login, max_bytes=len(raw) - 1) is None
+    assert parse_valid_json(None, 1.0, parse_login, max_bytes=1 << 20) is None
 
 
 # -- Avro ---------------------------------------------------------------------------------------
