@@ -469,6 +469,8 @@ def latency(bench: Bench, rate: float, seconds: float, rules: str = PEERS_RULES)
     bench.broker.create_topic(topic, bench.partitions)
     worker = bench.worker(f"latency-{tag}", app_id, prefix, bench.work / "data" / tag, rules=rules)
     alerts_file = bench.work / f"latency-{tag}-alerts.jsonl"
+    for stale in (alerts_file, alerts_file.with_name(alerts_file.name + ".ready")):
+        stale.unlink(missing_ok=True)  # a reused --work-dir: the reader appends, and keys repeat
     reader = Proc(
         "alert-reader",
         [sys.executable, "-m", "bench.alert_reader", bench.bootstrap, f"{prefix}alerts", str(alerts_file)],
