@@ -827,8 +827,8 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("ingest handler (streamapp.ingest.route_batch), all it calls", ("route_batch (streamapp/ingest.py",)),
     ("detector handlers (agents.base.detect_batch), all they call", ("detect_batch (agents/base.py",)),
     (
-        "JSON decode and validation (_parse_valid_json, decode_or_dead_letter)",
-        ("_parse_valid_json", "decode_or_dead_letter"),
+        "JSON decode and validation (parse_valid_json, decode_or_dead_letter)",
+        ("parse_valid_json", "decode_or_dead_letter"),
     ),
     ("rules (streamapp/rules/)", ("streamapp/rules/",)),
     ("table reads and writes (load_state, store_state; RocksDB)", ("load_state", "store_state")),

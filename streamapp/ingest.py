@@ -115,7 +115,9 @@ async def route_batch(
     max_bytes = settings.max_record_bytes
     for record in records:
         parsed = (
-            parse_valid_json(record.value, record.timestamp / 1000.0, parse, max_bytes) if json_values else None
+            parse_valid_json(record.value, record.timestamp / 1000.0, parse, max_bytes)
+            if json_values
+            else None
         )
         if parsed is None:  # not plain valid JSON (or not JSON at all): the path that gives reasons
             parsed = await decode_or_dead_letter(record, parse, batches, decode)

@@ -126,7 +126,9 @@ def decode_json_object(value: bytes | None) -> dict[str, Any]:
     return obj
 
 
-def parse_valid_json(value: bytes | None, record_ts: float | None, parse: Parser, max_bytes: int) -> Any | None:
+def parse_valid_json(
+    value: bytes | None, record_ts: float | None, parse: Parser, max_bytes: int
+) -> Any | None:
     """The parsed event of a valid JSON record; None for anything else (then take the full path).
 
     ``parse(decode_json_object(value), record_ts)`` without building a reason for what is wrong:
