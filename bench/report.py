@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.contenders import (
     LATENCY_WARMUP_SECONDS,
+    STREAMAPP_FULL_NAME,
     STREAMAPP_NAME,
     LatencyOutcome,
     Outcome,
@@ -162,6 +163,10 @@ class Report:
         gaps = [f"throughput of {o.name}: {o.reason}" for o in self.throughput if o.rate is None]
         if self.latency is None or self.latency.p99_ms is None:
             gaps.append(f"latency: {self.latency.reason if self.latency else 'not run'}")
+        full_ran = any(o.name == STREAMAPP_FULL_NAME and o.rate for o in self.throughput)
+        if full_ran and (self.latency_full is None or self.latency_full.p99_ms is None):
+            reason = self.latency_full.reason if self.latency_full else "not run"
+            gaps.append(f"latency with both login rules: {reason}")
         if self.recovery is None or self.recovery.records_per_s is None:
             gaps.append(f"recovery: {self.recovery.reason if self.recovery else 'not run'}")
         if self.recovery is None or self.recovery.restart_ready_s is None:
