@@ -13,6 +13,8 @@ from faust.transport.consumer import TransactionManager
 from faust.types import TP, RecordMetadata
 from faust.types.tuples import HeadersArg
 
+from streamapp.producer.metadata import keep_metadata_of
+
 __all__ = [
     "WorkerTransactionManager",
     "discard_state_after_unclean_stop",
@@ -71,8 +73,15 @@ class WorkerTransactionManager(TransactionManager):
     async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP]) -> None:
         # faust commits (and so closes the open transaction) before partitions are revoked;
         # the one producer lives on across rebalances
-        if self.transactional_id not in self.producer._transaction_producers:  # type: ignore[attr-defined]
+        producers = self.producer._transaction_producers  # type: ignore[attr-defined]
+        if self.transactional_id not in producers:
             await self._start_transactions([self.transactional_id])
+            started = producers.get(self.transactional_id)
+            if started is not None:
+                # every topic the worker reads (sources, re-keyed, changelogs), as the default
+                # producer tracks them: the new producer's metadata must never narrow to one
+                default = self.producer._ensure_producer()  # type: ignore[attr-defined]
+                keep_metadata_of(started.client, default.client._topics | self.app.tables.changelog_topics)
 
     async def send(
         self,
