@@ -5,7 +5,6 @@ from __future__ import annotations
 import faust
 
 from streamapp.app import app, settings
-from streamapp.producer import keep_metadata_of
 
 __all__ = [
     "SOURCE_TOPICS",
@@ -83,8 +82,5 @@ SOURCE_TOPICS = {
 @app.task
 async def declare_output_topics() -> None:
     """Create the output topics at start: faust creates only the topics agents subscribe to."""
-    outputs = (alerts_topic, dead_letters_topic, sensor_windows_topic)
-    for topic in outputs:
+    for topic in (alerts_topic, dead_letters_topic, sensor_windows_topic):
         await topic.maybe_declare()
-    # tracked from the start, by this producer and the transactional one that copies its list
-    keep_metadata_of(app.producer._ensure_producer().client, [t.get_topic_name() for t in outputs])  # type: ignore[attr-defined]

@@ -78,10 +78,10 @@ class WorkerTransactionManager(TransactionManager):
             await self._start_transactions([self.transactional_id])
             started = producers.get(self.transactional_id)
             if started is not None:
-                # every topic the worker reads (sources, re-keyed, changelogs), as the default
-                # producer tracks them: the new producer's metadata must never narrow to one
+                # what the default producer tracks: every topic the worker subscribed to (sources,
+                # re-keyed, changelogs); topics first written later (alerts) are added on their send
                 default = self.producer._ensure_producer()  # type: ignore[attr-defined]
-                keep_metadata_of(started.client, default.client._topics | self.app.tables.changelog_topics)
+                await keep_metadata_of(started.client, default.client._topics)
 
     async def send(
         self,

@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
-from streamapp.producer import Delivery
+from streamapp.producer import Delivery, keep_metadata_of
 from streamapp.sensors import count_received
 from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
 
@@ -220,9 +220,8 @@ class BatchConsumer(Consumer):
         client: Any = self.app.producer._ensure_producer().client  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        for topic in topics:
-            # kept in the producer's metadata from now on: faust's web routing hashes keys with it
-            client.add_topic(topic)
+        # kept in the producer's metadata from now on: faust's web routing hashes keys with it
+        await keep_metadata_of(client, topics, within=5.0)
         while True:
             missing = [topic for topic in topics if not client.cluster.partitions_for_topic(topic)]
             if not missing or loop.time() > deadline:

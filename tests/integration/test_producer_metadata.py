@@ -34,7 +34,7 @@ async def _written_then_new_topic(bootstrap: str, names: Names, keep: bool) -> s
         # for every topic, so the first topic is known without being tracked
         await asyncio.wait_for(producer.client.force_metadata_update(), 30)
         if keep:
-            keep_metadata_of(producer.client, [first])
+            await keep_metadata_of(producer.client, [first])
         await producer.begin_transaction()
         await asyncio.wait_for(await producer.send(first, b"before", partition=1), 30)
         await _create_topic(bootstrap, later)
