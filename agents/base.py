@@ -1,8 +1,18 @@
-"""The loop every detector shares: per batch, load each key's state once, apply, store once, alert."""
+"""The loop every detector shares: per batch, load each key's state once, apply, store once, alert.
+
+Every forwarded event is first checked against the lateness model (streamapp.rules.base.lateness):
+a late event goes to ``late-events`` and never into state. Rules whose answer depends on the
+events before one in event time hold events in their state (``pending``) and judge them once the
+key's event clock has passed them by the grace (``judge``); a key that stays quiet is judged
+after the grace in wall time, through a tick record sent to its own partition (:class:`HeldKeys`).
+A record that makes a rule raise goes to ``dead-letters`` alone; the rest of the batch goes on.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -13,21 +23,53 @@ from aiokafka.structs import ConsumerRecord
 from faust.types import TableT
 
 from streamapp.alerting import publish_alert
-from streamapp.app import app
+from streamapp.app import app, settings
 from streamapp.clock import worker_clock
 from streamapp.consumer import consume_in_batches
-from streamapp.metrics import EXPIRED_EVENTS_TOTAL
+from streamapp.metrics import DEAD_LETTERS_TOTAL, EXPIRED_EVENTS_TOTAL, LATE_EVENTS_TOTAL
 from streamapp.models import Alert
 from streamapp.producer import Delivery, RecordBatches
-from streamapp.rules.base import State, seen_before
+from streamapp.rules.base import Apply, Judge, Late, State, step
+from streamapp.topics import dead_letters_topic, late_events_topic
 from tables.base import load_state, remember_changelog_offsets, store_event_clock, store_state
 
-__all__ = ["Apply", "Updates", "detect", "detect_batch"]
+__all__ = ["TICK", "Apply", "HeldKeys", "Judge", "Updates", "detect", "detect_batch"]
 
-#: (state, key, event fields) -> (counted, alerts); mutates state
-Apply = Callable[[State, str, dict[str, Any]], tuple[bool, Iterable[Alert]]]
+logger = logging.getLogger(__name__)
+
 #: (entity, state after the batch, the events applied to it) -> records for an updates topic
 Updates = Callable[[str, State, list[dict[str, Any]]], Iterable[bytes]]
+
+#: the value of a tick record: judge every event the key holds (it has been quiet for the grace)
+TICK = b'{"tick":1}'
+
+
+class HeldKeys:
+    """Keys whose state holds events not judged yet, and since when (wall time), per table.
+
+    A key that gets no newer event would hold them forever; :meth:`due` names those held for
+    the grace, and the detector's tick task sends each a tick record through its own topic
+    partition, so that the judging happens in the stream, in order with the key's events.
+    """
+
+    def __init__(self) -> None:
+        self._since: dict[tuple[int, bytes], float] = {}
+
+    def update(self, partition: int, key: bytes, state: State, now: float) -> None:
+        if state.get("pending"):
+            self._since.setdefault((partition, key), now)
+        else:
+            self._since.pop((partition, key), None)
+
+    def due(self, now: float, grace: float) -> list[tuple[int, bytes]]:
+        """Keys held for at least ``grace`` seconds; each is due again only after another grace."""
+        due = [held for held, since in self._since.items() if now - since >= grace]
+        for held in due:
+            self._since[held] = now
+        return due
+
+    def __len__(self) -> int:
+        return len(self._since)
 
 
 async def detect_batch(
@@ -37,6 +79,8 @@ async def detect_batch(
     apply: Apply,
     source: str,
     updates: tuple[faust.TopicT, Updates] | None = None,
+    judge: Judge | None = None,
+    held: HeldKeys | None = None,
 ) -> list[Delivery]:
     """Run ``apply`` for every record of a by-entity topic against ``table``; return the deliveries.
 
@@ -49,39 +93,39 @@ async def detect_batch(
     With ``updates`` = (topic, make), every key changed by the batch also sends ``make(entity,
     state, applied events)`` to ``topic`` (keyed by the entity), with the changelog records.
     """
-    expired = EXPIRED_EVENTS_TOTAL.labels(topic=source)
-    by_key: dict[tuple[int, bytes], list[dict[str, Any]]] = {}
+    batches = RecordBatches(app)
+    rejects = _Rejects(batches, settings.topic(source))
+    by_key: dict[tuple[int, bytes], list[ConsumerRecord]] = {}
     for record in records:
-        by_key.setdefault((record.partition, record.key), []).append(orjson.loads(record.value))
+        if not _entity_key(record.key):  # only the app writes these topics: someone else did
+            rejects.dead(record, "record on an internal topic without a UTF-8 entity key")
+            continue
+        by_key.setdefault((record.partition, record.key), []).append(record)
     alerts: list[Alert] = []
     changed_states: list[tuple[int, bytes, State]] = []
-    batches = RecordBatches(app)
-    observe = worker_clock.observe
     if updates is not None:
         updates_topic, make_updates = updates[0].get_topic_name(), updates[1]
         await batches.prepare(updates_topic)
-    for (partition, key), events in by_key.items():
-        state = load_state(table, partition, key) or new_state()
-        entity = key.decode()
-        changed = False
-        applied: list[dict[str, Any]] = []
-        for event in events:
-            fields = event["e"]
-            observe(fields["ts"])
-            if seen_before(state, *event["src"]):
-                continue
-            counted, found = apply(state, entity, fields)
-            if not counted:
-                expired.inc()
-                continue
-            changed = True
-            alerts.extend(found)
-            applied.append(fields)
+    step = partial(_apply_events, new_state=new_state, apply=apply, judge=judge, rejects=rejects)
+    now = time.time()
+    for (partition, key), key_records in by_key.items():
+        raw = load_state(table, partition, key, raw=True)
+        try:
+            state, found, applied, changed = step(raw, key, key_records, isolate=False)
+        except Exception:
+            # one of these records makes the rule raise: again one record at a time, each on a
+            # copy of the state, so that only the guilty ones go to dead-letters
+            rejects.clear_for(key_records)
+            state, found, applied, changed = step(raw, key, key_records, isolate=True)
+        alerts.extend(found)
         if changed:
             changed_states.append((partition, key, state))
-            if updates is not None:
-                for value in make_updates(entity, state, applied):
+            if held is not None:
+                held.update(partition, key, state, now)
+            if updates is not None and applied:
+                for value in make_updates(key.decode(), state, applied):
                     batches.add(updates_topic, key, value)
+    await rejects.queue()
     deliveries = [d for d in [await publish_alert(alert) for alert in alerts] if d is not None]
     if deliveries:
         await asyncio.gather(*deliveries)
@@ -94,6 +138,139 @@ async def detect_batch(
     return sent
 
 
+def _entity_key(key: bytes | None) -> bool:
+    if not key:
+        return False
+    try:
+        key.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _apply_events(
+    raw: bytes | None,
+    key: bytes,
+    records: list[ConsumerRecord],
+    *,
+    new_state: Callable[[], State],
+    apply: Apply,
+    judge: Judge | None,
+    rejects: _Rejects,
+    isolate: bool,
+) -> tuple[State, list[Alert], list[dict[str, Any]], bool]:
+    """Apply one key's records to its state: (state, alerts, applied events, state changed).
+
+    With ``isolate``, each record is applied to a copy of the state and one that raises goes
+    to dead-letters, leaving the state as it was before it.
+    """
+    state = orjson.loads(raw) if raw is not None else new_state()
+    entity = key.decode()
+    grace, horizon = settings.grace_seconds, worker_clock.horizon
+    alerts: list[Alert] = []
+    applied: list[dict[str, Any]] = []
+    changed = False
+    for record in records:
+        before = orjson.dumps(state) if isolate else None
+        try:
+            event = None if record.value == TICK else orjson.loads(record.value)
+            outcome = step(state, entity, event, apply, judge, grace, horizon)
+        except Exception as exc:
+            if not isolate:
+                raise
+            logger.exception("a %s record made the rule raise", record.topic)
+            rejects.dead(record, f"internal error while detecting: {type(exc).__name__}: {exc}"[:500])
+            state = orjson.loads(before) if before is not None else new_state()
+            continue
+        if outcome is None:
+            continue
+        if isinstance(outcome, Late):
+            rejects.late(record, event or {}, outcome.reason, outcome.seconds)
+            continue
+        changed = True
+        alerts.extend(outcome)
+        if event is not None:
+            worker_clock.observe(event["e"]["ts"])
+            applied.append(event["e"])
+    return state, alerts, applied, changed
+
+
+class _Rejects:
+    """Late events and dead letters of one batch, queued with the batch's other records."""
+
+    def __init__(self, batches: RecordBatches, source_topic: str) -> None:
+        self._batches = batches
+        self._source_topic = source_topic
+        self._late: list[tuple[ConsumerRecord, dict[str, Any], str, float]] = []
+        self._dead: list[tuple[ConsumerRecord, str]] = []
+
+    def late(self, record: ConsumerRecord, event: dict[str, Any], reason: str, seconds: float) -> None:
+        self._late.append((record, event, reason, seconds))
+
+    def dead(self, record: ConsumerRecord, reason: str) -> None:
+        self._dead.append((record, reason))
+
+    def clear_for(self, records: list[ConsumerRecord]) -> None:
+        """Forget what these records queued (they are applied again, one at a time)."""
+        ids = {id(record) for record in records}
+        self._late = [entry for entry in self._late if id(entry[0]) not in ids]
+        self._dead = [entry for entry in self._dead if id(entry[0]) not in ids]
+
+    async def queue(self) -> None:
+        if self._late:
+            await self._queue_late()
+        if self._dead:
+            await self._queue_dead()
+
+    async def _queue_late(self) -> None:
+        target = late_events_topic.get_topic_name()
+        await self._batches.prepare(target)
+        counter = LATE_EVENTS_TOTAL.labels(topic=self._source_topic)
+        for record, event, reason, seconds in self._late:
+            value, headers = _source_of(event, record, self._source_topic)
+            headers += [
+                ("x-error", f"late event: {reason}".encode()),
+                ("x-lateness-seconds", f"{seconds:.3f}".encode()),
+            ]
+            self._batches.add(target, record.key, value, None, headers)
+            counter.inc()
+            if reason.startswith("older than the retention"):
+                EXPIRED_EVENTS_TOTAL.labels(topic=self._source_topic).inc()
+
+    async def _queue_dead(self) -> None:
+        target = dead_letters_topic.get_topic_name()
+        await self._batches.prepare(target)
+        for record, reason in self._dead:
+            try:
+                value, headers = _source_of(orjson.loads(record.value), record, self._source_topic)
+            except Exception:  # not an envelope at all: the record itself, where it was read
+                value, headers = record.value, _coordinates(record.topic, record.partition, record.offset)
+            headers.append(("x-error", reason.encode()))
+            self._batches.add(target, record.key, value, None, headers)
+            DEAD_LETTERS_TOTAL.labels(topic=record.topic).inc()
+            logger.warning(
+                "dead letter: %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
+            )
+
+
+def _source_of(
+    event: dict[str, Any], record: ConsumerRecord, source_topic: str
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The input record's value, byte for byte, and its coordinates, from a forwarded event."""
+    raw = event.get("raw")
+    value = raw.encode() if isinstance(raw, str) else orjson.dumps(event.get("e"))
+    src = event.get("src") or [record.partition, record.offset]
+    return value, _coordinates(source_topic, int(src[0]), int(src[1]))
+
+
+def _coordinates(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    return [
+        ("x-source-topic", topic.encode()),
+        ("x-source-partition", str(partition).encode()),
+        ("x-source-offset", str(offset).encode()),
+    ]
+
+
 async def detect(
     stream: faust.StreamT[bytes],
     table: TableT,
@@ -101,9 +278,33 @@ async def detect(
     apply: Apply,
     source: str,
     updates: tuple[faust.TopicT, Updates] | None = None,
+    judge: Judge | None = None,
+    held: HeldKeys | None = None,
 ) -> None:
     """Run :func:`detect_batch` for every fetch of the stream's topic (see streamapp.consumer)."""
     await consume_in_batches(
         stream,
-        partial(detect_batch, table=table, new_state=new_state, apply=apply, source=source, updates=updates),
-    )
+        partial(
+            detect_batch, table=table, new_state=new_state, apply=apply, source=source,
+            updates=updates, judge=judge, held=held,
+        ),
+    )  # fmt: skip
+
+
+async def send_ticks(topic: faust.TopicT, held: HeldKeys) -> None:
+    """Every second, a tick record to each key that has held events for the grace (wall time)."""
+    name = topic.get_topic_name()
+    while True:
+        await asyncio.sleep(1.0)
+        due = held.due(time.time(), settings.grace_seconds)
+        if not due:
+            continue
+        try:
+            batches = RecordBatches(app)
+            await batches.prepare(name)
+            for partition, key in due:
+                batches.add(name, key, TICK, partition)
+            for delivery in await batches.send():
+                await delivery.future
+        except Exception:  # the key stays held: the next round sends its tick again
+            logger.exception("sending ticks to %s failed", name)

@@ -19,7 +19,7 @@ __all__ = ["detect_account_takeover"]
 
 
 def _apply(state: State, user: str, login: dict[str, Any]) -> tuple[bool, list[Alert]]:
-    counted, alert = record_login(
+    return record_login(
         state,
         user,
         login["ts"],
@@ -27,7 +27,6 @@ def _apply(state: State, user: str, login: dict[str, Any]) -> tuple[bool, list[A
         settings.thresholds.account_takeover_failures,
         worker_clock.horizon,
     )
-    return counted, [alert] if alert else []
 
 
 @app.agent(logins_by_user_topic, name="detect-account-takeover")

@@ -20,7 +20,7 @@ __all__ = ["detect_brute_force"]
 
 
 def _apply(state: State, ip: str, login: dict[str, Any]) -> tuple[bool, list[Alert]]:
-    counted, alert = BRUTE_FORCE.record(
+    return BRUTE_FORCE.record(
         state,
         ip,
         login["ts"],
@@ -28,7 +28,6 @@ def _apply(state: State, ip: str, login: dict[str, Any]) -> tuple[bool, list[Ale
         worker_clock.horizon,
         keep=settings.retention_seconds,  # the /ips view lists the buckets of the retention
     )
-    return counted, [alert] if alert else []
 
 
 @app.agent(failed_logins_by_ip_topic, name="detect-brute-force")

@@ -7,7 +7,7 @@ from typing import Any
 import faust
 import orjson
 
-from agents.base import detect
+from agents.base import HeldKeys, detect, send_ticks
 from streamapp.app import app, settings
 from streamapp.clock import worker_clock
 from streamapp.models import Alert
@@ -15,6 +15,7 @@ from streamapp.rules.base import State
 from streamapp.rules.temperature import (
     WINDOW_SECONDS,
     TemperatureThresholds,
+    judge_readings,
     new_state,
     record_reading,
     window_records,
@@ -23,7 +24,10 @@ from streamapp.topics import readings_by_sensor_topic, sensor_windows_topic
 from streamapp.windows import bucket_start
 from tables.temperature_by_sensor import temperature_by_sensor
 
-__all__ = ["detect_temperature"]
+__all__ = ["detect_temperature", "tick_temperature"]
+
+#: sensors holding readings for temperature_anomaly, until a later one or a quiet grace judges them
+_held = HeldKeys()
 
 _limits = TemperatureThresholds(
     high=settings.thresholds.high_temperature,
@@ -38,6 +42,10 @@ def _apply(state: State, sensor_id: str, reading: dict[str, Any]) -> tuple[bool,
     )
 
 
+def _judge(state: State, sensor_id: str, before: float) -> list[Alert]:
+    return judge_readings(state, sensor_id, before, _limits, worker_clock.horizon)
+
+
 def _window_updates(sensor_id: str, state: State, readings: list[dict[str, Any]]) -> list[bytes]:
     # every window a batch touched, as it is now (one record per window per batch, not per reading)
     starts = {bucket_start(reading["ts"], WINDOW_SECONDS) for reading in readings}
@@ -48,5 +56,10 @@ def _window_updates(sensor_id: str, state: State, readings: list[dict[str, Any]]
 async def detect_temperature(stream: faust.StreamT[bytes]) -> None:
     await detect(
         stream, temperature_by_sensor, new_state, _apply, "sensor-readings",
-        updates=(sensor_windows_topic, _window_updates),
+        updates=(sensor_windows_topic, _window_updates), judge=_judge, held=_held,
     )  # fmt: skip
+
+
+@app.task
+async def tick_temperature() -> None:
+    await send_ticks(readings_by_sensor_topic, _held)

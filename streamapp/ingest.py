@@ -95,8 +95,9 @@ async def route_batch(
 ) -> list[Delivery]:
     """Decode records of ``source``; forward valid events to by-entity topics, bad ones to dead-letters.
 
-    The forwarded value carries the event and its source position ("src"), which the detectors
-    use to drop records redelivered after a crash. Returns the deliveries of all it produced.
+    The forwarded value carries the event, its source position ("src"), which the detectors
+    use to drop records redelivered after a crash, and for JSON the input value ("raw") that
+    late-events and dead-letters keep byte for byte. Returns the deliveries of all it produced.
 
     A record whose entity hashes to the partition it was read from needs no re-keying: the
     by-entity partition of that number belongs to this worker too (faust assigns the same
@@ -127,7 +128,11 @@ async def route_batch(
         payload: bytes | None = None  # only for events that go somewhere
         for topic, key in rekey(parsed):
             if payload is None:
-                payload = orjson.dumps({"src": [record.partition, record.offset], "e": parsed})
+                # the input value goes along (as text) for late-events, which keep it byte for byte
+                envelope = {"src": [record.partition, record.offset], "e": parsed}
+                if json_values:
+                    envelope["raw"] = record.value.decode()
+                payload = orjson.dumps(envelope)
             target = targets.get(topic)
             if target is None:
                 name = topic.get_topic_name()

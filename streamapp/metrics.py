@@ -14,6 +14,7 @@ __all__ = [
     "EVENTS_TOTAL",
     "EVENT_LAG_SECONDS",
     "EXPIRED_EVENTS_TOTAL",
+    "LATE_EVENTS_TOTAL",
     "READY",
     "observe_many",
 ]
@@ -28,6 +29,11 @@ DEAD_LETTERS_TOTAL = Counter("streamapp_dead_letters", "Records sent to the dead
 EXPIRED_EVENTS_TOTAL = Counter(
     "streamapp_expired_events",
     "Valid events older than the retention when they arrived (not added to state)",
+    ["topic"],
+)
+LATE_EVENTS_TOTAL = Counter(
+    "streamapp_late_events",
+    "Valid events that arrived later than the grace (or the retention) allows, sent to late-events",
     ["topic"],
 )
 EVENT_LAG_SECONDS = Histogram(

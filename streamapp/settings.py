@@ -79,6 +79,8 @@ class Settings:
     app_id: str = "streamapp"
     topic_prefix: str = ""
     retention_seconds: int = 3600
+    #: how far behind the newest event of its key an event may arrive and still count as in order
+    grace_seconds: float = 60.0
     max_record_bytes: int = 1_048_576
     log_level: str = "info"
     log_format: str = "text"
@@ -119,6 +121,13 @@ def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError("must be a positive number")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a number of seconds, 0 or more")
     return value
 
 
@@ -260,6 +269,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         app_id=get("APP_ID", _topic_prefix, defaults.app_id),
         topic_prefix=get("TOPIC_PREFIX", _topic_prefix, defaults.topic_prefix),
         retention_seconds=get("RETENTION_SECONDS", _positive_int, defaults.retention_seconds),
+        grace_seconds=get("GRACE_SECONDS", _non_negative_float, defaults.grace_seconds),
         max_record_bytes=get("MAX_RECORD_BYTES", _positive_int, defaults.max_record_bytes),
         log_level=get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), defaults.log_level),
         log_format=get("LOG_FORMAT", _choice("text", "json"), defaults.log_format),
@@ -288,6 +298,11 @@ def _check_combinations(settings: Settings) -> None:
         raise SettingsError(
             f"{PREFIX}MAX_POLL_RECORDS={settings.max_poll_records} is invalid: must be at most a fifth "
             f"of {PREFIX}STREAM_BUFFER ({settings.stream_buffer})"
+        )
+    if settings.grace_seconds > settings.retention_seconds / 2:
+        raise SettingsError(
+            f"{PREFIX}GRACE_SECONDS={settings.grace_seconds:g} is invalid: must be at most half of "
+            f"{PREFIX}RETENTION_SECONDS ({settings.retention_seconds})"
         )
     if settings.retention_seconds < 3600:
         raise SettingsError(

@@ -12,6 +12,7 @@ __all__ = [
     "alerts_topic",
     "dead_letters_topic",
     "failed_logins_by_ip_topic",
+    "late_events_topic",
     "logins_by_user_topic",
     "logins_topic",
     "prices_by_symbol_topic",
@@ -60,6 +61,8 @@ stock_prices_topic = _external("stock-prices")
 users_topic = _external("users")  # Avro, Confluent wire format
 alerts_topic = _external("alerts")
 dead_letters_topic = _external("dead-letters")
+#: valid events that came later than the grace allows (see streamapp.rules.base.lateness)
+late_events_topic = _external("late-events")
 
 failed_logins_by_ip_topic = _by_entity("failed-logins-by-ip")
 logins_by_user_topic = _by_entity("logins-by-user")
@@ -82,5 +85,5 @@ SOURCE_TOPICS = {
 @app.task
 async def declare_output_topics() -> None:
     """Create the output topics at start: faust creates only the topics agents subscribe to."""
-    for topic in (alerts_topic, dead_letters_topic, sensor_windows_topic):
+    for topic in (alerts_topic, dead_letters_topic, late_events_topic, sensor_windows_topic):
         await topic.maybe_declare()

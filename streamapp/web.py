@@ -101,7 +101,8 @@ async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
 @app.table_route(table=transactions_by_card, match_info="card_id")
 async def get_card(web: View, request: Request, card_id: str) -> Response:
     state = _state(transactions_by_card, card_id)
-    if not state or not state["count"] or state["last"] <= worker_clock.horizon:
+    count, total = card_fraud.card_totals(state) if state else (0, 0.0)
+    if state is None or not count or state["last"] <= worker_clock.horizon:
         return _not_found(web, f"card {card_id!r}")
     return web.json(
         {
@@ -109,8 +110,8 @@ async def get_card(web: View, request: Request, card_id: str) -> Response:
             "transactions_60s": card_fraud.transactions_within(
                 state, time.time() - sliding_count.WINDOW_SECONDS
             ),
-            "count": state["count"],
-            "mean_amount": state["sum"] / state["count"],
+            "count": count,
+            "mean_amount": total / count,
         }
     )
 

@@ -48,10 +48,12 @@ def define_table(name: str, help: str) -> TableT:
     )
 
 
-def load_state(table: TableT, partition: int, key: bytes) -> Any | None:
-    """The value of ``key`` in the table's RocksDB for ``partition`` (None when absent)."""
-    raw = table.data._db_for_partition(partition).get(key)  # type: ignore[attr-defined]
-    return orjson.loads(raw) if raw is not None else None
+def load_state(table: TableT, partition: int, key: bytes, raw: bool = False) -> Any | None:
+    """The value of ``key`` in the table's RocksDB for ``partition`` (None when absent; bytes if ``raw``)."""
+    value = table.data._db_for_partition(partition).get(key)  # type: ignore[attr-defined]
+    if raw or value is None:
+        return value
+    return orjson.loads(value)
 
 
 def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: RecordBatches) -> None:

@@ -8,5 +8,5 @@ __all__ = ["failed_logins_by_ip"]
 
 failed_logins_by_ip = define_table(
     "failed-logins-by-ip",
-    help="IP -> {buckets: [[start, failed]], alerted_end, src}",
+    help="IP -> {buckets: [[start, failed]], alerted, clock, src}",
 )

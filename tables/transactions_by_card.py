@@ -8,5 +8,5 @@ __all__ = ["transactions_by_card"]
 
 transactions_by_card = define_table(
     "transactions-by-card",
-    help="card -> {buckets: [[start, n]], alerted_end, count, sum, last, src}",
+    help="card -> {buckets: [[start, n]], alerted, count, sum, last, pending, clock, settled, src}",
 )

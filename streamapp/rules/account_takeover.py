@@ -46,23 +46,28 @@ def _alert(user: str, ts: float, failed: int, threshold: int) -> Alert:
 
 def record_login(
     state: State, user: str, ts: float, success: bool, threshold: int, horizon: float
-) -> tuple[bool, Alert | None]:
-    """Apply one login of ``user``; return (counted, alert)."""
+) -> tuple[bool, list[Alert]]:
+    """Apply one login of ``user``; return (counted, alerts).
+
+    A success alerts once, when the failures before it reach the threshold, whether they arrived
+    before it or after it: the rule only ever adds alerts as logins arrive, so any arrival order
+    gives the same alerts.
+    """
     if ts <= horizon:
-        return False, None
+        return False, []
     failures: list[float] = state["failures"]
     successes: list[list[float]] = state["successes"]
     state["last"] = max(state["last"], ts)
-    alert = None
+    alerts: list[Alert] = []
     if success:
         failed = _failures_before(failures, ts)
         alerted = failed >= threshold
         insort(successes, [ts, 1 if alerted else 0])
         if alerted:
-            alert = _alert(user, ts, failed, threshold)
+            alerts.append(_alert(user, ts, failed, threshold))
     else:
         insort(failures, ts)
-        # a late failure may complete the run before a success already seen (one alert per success)
+        # a late failure may complete the run before successes already seen (one alert per success)
         for entry in successes[bisect_left(successes, [ts, 2]) :]:
             if entry[0] > ts + LOOKBACK_SECONDS:
                 break
@@ -70,8 +75,7 @@ def record_login(
                 failed = _failures_before(failures, entry[0])
                 if failed >= threshold:
                     entry[1] = 1
-                    alert = _alert(user, entry[0], failed, threshold)
-                    break  # one failure completes at most the earliest such success
+                    alerts.append(_alert(user, entry[0], failed, threshold))
     del failures[: max(bisect_right(failures, horizon), len(failures) - _MAX_FAILURES_KEPT)]
     del successes[: max(bisect_left(successes, [horizon, 2]), len(successes) - _MAX_SUCCESSES_KEPT)]
-    return True, alert
+    return True, alerts

@@ -1,30 +1,84 @@
-"""card_velocity (too many transactions in 60 s) and amount_spike (amount far above the mean)."""
+"""card_velocity (too many transactions in 60 s) and amount_spike (amount far above the mean).
+
+amount_spike compares a transaction with the ones before it in event time, and a transaction that
+arrives late can raise or lower that mean: so transactions are held (``pending``) and judged once
+the card's event clock has passed them by the grace, when no earlier one can still count.
+"""
 
 from __future__ import annotations
+
+from bisect import bisect_left, insort
+from typing import Any
 
 from streamapp.models import Alert, alert_id_for
 from streamapp.rules.base import State
 from streamapp.rules.sliding_count import BUCKET_SECONDS, SlidingCount
 from streamapp.rules.sliding_count import new_state as new_velocity_state
 
-__all__ = ["AMOUNT_SPIKE", "CARD_VELOCITY", "new_state", "record_amount", "transactions_within"]
+__all__ = [
+    "AMOUNT_SPIKE",
+    "CARD_VELOCITY",
+    "MAX_HELD",
+    "card_totals",
+    "hold_amount",
+    "judge_amounts",
+    "new_state",
+    "transactions_within",
+]
 
 CARD_VELOCITY = SlidingCount(kind="card_velocity", noun="transactions on card")
 AMOUNT_SPIKE = "amount_spike"
+#: transactions held per card at most: a flood within the grace has its oldest judged early
+MAX_HELD = 4096
 
 
 def new_state() -> State:
-    # count and sum of amounts of every transaction kept (the mean a spike is measured against)
-    return {**new_velocity_state(), "count": 0, "sum": 0.0, "last": 0.0}
+    # count and sum of the amounts judged so far (the mean a spike is measured against); pending:
+    # [[ts, txn_id, amount]] not judged yet, oldest first
+    return {**new_velocity_state(), "count": 0, "sum": 0.0, "last": 0.0, "pending": []}
 
 
-def record_amount(
-    state: State, card_id: str, txn_id: str, ts: float, amount: float, factor: float, min_earlier: int
-) -> Alert | None:
-    """Check ``amount`` against the card's mean of earlier transactions, then add it."""
-    count, total = state["count"], state["sum"]
-    state["count"], state["sum"] = count + 1, total + amount
+def hold_amount(state: State, txn_id: str, ts: float, amount: float) -> None:
+    """Keep a transaction until every transaction before it in event time can have arrived."""
+    insort(state.setdefault("pending", []), [ts, txn_id, amount])
     state["last"] = max(state["last"], ts)
+
+
+def judge_amounts(
+    state: State, card_id: str, before: float, factor: float, min_earlier: int
+) -> list[Alert]:
+    """Judge the held transactions earlier than ``before``, oldest first; return the spikes.
+
+    Each is compared with the mean of the transactions strictly earlier in event time (those of
+    the same second do not count for each other), so the answer is the same in any arrival order
+    as long as nothing earlier than ``before`` arrives afterwards (the lateness model's promise).
+    """
+    pending: list[list[Any]] = state.get("pending", [])
+    ready = max(bisect_left(pending, [before]), len(pending) - MAX_HELD)
+    if not ready:
+        return []
+    alerts: list[Alert] = []
+    i = 0
+    while i < ready:
+        j = i
+        while j < ready and pending[j][0] == pending[i][0]:
+            j += 1
+        count, total = state["count"], state["sum"]
+        for ts, txn_id, amount in pending[i:j]:
+            alert = _spike(card_id, txn_id, ts, amount, count, total, factor, min_earlier)
+            if alert is not None:
+                alerts.append(alert)
+        state["count"] = count + (j - i)
+        state["sum"] = total + sum(entry[2] for entry in pending[i:j])
+        i = j
+    del pending[:ready]
+    return alerts
+
+
+def _spike(
+    card_id: str, txn_id: str, ts: float, amount: float, count: int, total: float, factor: float,
+    min_earlier: int,
+) -> Alert | None:
     if count < min_earlier:
         return None
     mean = total / count
@@ -44,6 +98,12 @@ def record_amount(
             f"its mean {mean:.2f} over {count} transactions"
         ),
     )
+
+
+def card_totals(state: State) -> tuple[int, float]:
+    """Count and sum of every transaction of the card, judged or held (for the /cards view)."""
+    pending = state.get("pending", [])
+    return state["count"] + len(pending), state["sum"] + sum(entry[2] for entry in pending)
 
 
 def transactions_within(state: State, since: float) -> int:

@@ -1,9 +1,15 @@
-"""high_temperature and temperature_anomaly over 60-s tumbling windows of one sensor's readings."""
+"""high_temperature and temperature_anomaly over 60-s tumbling windows of one sensor's readings.
+
+high_temperature alerts as a reading arrives. temperature_anomaly compares a reading with the
+readings before it in event time; one that arrives late can move that mean either way, so
+readings are held (``pending``) and judged once the sensor's event clock has passed them by the
+grace, when no earlier reading can still count.
+"""
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from dataclasses import dataclass
 
 from streamapp.models import Alert, alert_id_for
@@ -13,8 +19,10 @@ from streamapp.windows import bucket_start
 __all__ = [
     "ANOMALY",
     "HIGH",
+    "MAX_HELD",
     "WINDOW_SECONDS",
     "TemperatureThresholds",
+    "judge_readings",
     "new_state",
     "record_reading",
     "window_records",
@@ -28,6 +36,8 @@ WINDOW_SECONDS = 60.0
 # a window is [start, count, min, max, sum, sum of squares, alerted kinds bitmask]
 _START, _COUNT, _MIN, _MAX, _SUM, _SUMSQ, _ALERTED = range(7)
 _HIGH_BIT, _ANOMALY_BIT = 1, 2
+#: readings held per sensor at most: a flood within the grace has its oldest judged early
+MAX_HELD = 4096
 
 
 @dataclass(frozen=True)
@@ -38,33 +48,36 @@ class TemperatureThresholds:
 
 
 def new_state() -> State:
-    return {"windows": [], "last": None}
+    # pending: [[ts, temperature]] readings not yet judged for anomalies, oldest first
+    return {"windows": [], "last": None, "pending": []}
 
 
-def _history(windows: list[list[float]]) -> tuple[float, float, float]:
-    """Count, mean and standard deviation of every reading in the retained windows."""
-    n = sum(w[_COUNT] for w in windows)
-    if not n:
+def _history(windows: list[list[float]], minus: list[list[float]]) -> tuple[float, float, float]:
+    """Count, mean and standard deviation of the retained readings, less the ``minus`` ones."""
+    n = sum(w[_COUNT] for w in windows) - len(minus)
+    if n <= 0:
         return 0, 0.0, 0.0
-    total = sum(w[_SUM] for w in windows)
+    total = sum(w[_SUM] for w in windows) - sum(r[1] for r in minus)
+    squares = sum(w[_SUMSQ] for w in windows) - sum(r[1] * r[1] for r in minus)
     mean = total / n
-    variance = max(0.0, sum(w[_SUMSQ] for w in windows) / n - mean * mean)
+    variance = max(0.0, squares / n - mean * mean)
     return n, mean, math.sqrt(variance)
 
 
 def record_reading(
     state: State, sensor_id: str, ts: float, temperature: float, limits: TemperatureThresholds, horizon: float
 ) -> tuple[bool, list[Alert]]:
-    """Add one reading to its 60-s tumbling window; return (counted, alerts)."""
+    """Add one reading to its 60-s tumbling window and hold it for the anomaly check.
+
+    Returns (counted, alerts): high_temperature alerts at once (a window alerts when any of its
+    readings is above the limit, in whatever order they come). temperature_anomaly compares a
+    reading with every reading before it, so it waits: see :func:`judge_readings`.
+    """
     start = bucket_start(ts, WINDOW_SECONDS)
     if start + WINDOW_SECONDS <= horizon:
         return False, []
     windows: list[list[float]] = state["windows"]
-    # expired windows leave state before they could count as history
-    while windows and windows[0][_START] + WINDOW_SECONDS <= horizon:
-        del windows[0]
-    # the sensor's rolling mean and deviation: all retained readings before this one
-    n, mean, std = _history(windows)
+    _expire(state, horizon)
     i = bisect_left(windows, start, key=lambda w: w[_START])
     if i == len(windows) or windows[i][_START] != start:
         windows.insert(i, [start, 0, temperature, temperature, 0.0, 0.0, 0])
@@ -77,13 +90,13 @@ def record_reading(
     last = state["last"]
     if last is None or ts >= last[0]:
         state["last"] = [ts, temperature]
+    insort(state.setdefault("pending", []), [ts, temperature])
 
-    alerts: list[Alert] = []
-    end = start + WINDOW_SECONDS
     flags = int(window[_ALERTED])
     if temperature > limits.high and not flags & _HIGH_BIT:
-        flags |= _HIGH_BIT
-        alerts.append(
+        window[_ALERTED] = flags | _HIGH_BIT
+        end = start + WINDOW_SECONDS
+        return True, [
             Alert(
                 alert_id=alert_id_for(HIGH, sensor_id, start, end),
                 kind=HIGH,
@@ -95,34 +108,84 @@ def record_reading(
                 threshold=limits.high,
                 detail=f"sensor {sensor_id} read {temperature:g} (above {limits.high:g})",
             )
-        )
+        ]
+    return True, []
+
+
+def _expire(state: State, horizon: float) -> None:
+    windows = state["windows"]
+    # expired windows leave state before they could count as history
+    while windows and windows[0][_START] + WINDOW_SECONDS <= horizon:
+        del windows[0]
+    pending = state.get("pending", [])
+    # readings whose window expired go unjudged: the alert would name a window that is gone
+    del pending[: bisect_left(pending, [windows[0][_START]]) if windows else len(pending)]
+
+
+def judge_readings(
+    state: State, sensor_id: str, before: float, limits: TemperatureThresholds, horizon: float
+) -> list[Alert]:
+    """Judge the held readings earlier than ``before`` for anomalies, oldest first.
+
+    A reading is compared with the mean and deviation of every retained reading strictly before
+    it in event time: all readings in the windows, less those still held (which are not before
+    it). Nothing earlier than ``before`` arrives afterwards (the lateness model), so this is the
+    answer of any arrival order.
+    """
+    _expire(state, horizon)
+    pending: list[list[float]] = state.get("pending", [])
+    ready = max(bisect_left(pending, [before]), len(pending) - MAX_HELD)
+    alerts: list[Alert] = []
+    windows: list[list[float]] = state["windows"]
+    i = 0
+    while i < ready:
+        j = i
+        while j < ready and pending[j][0] == pending[i][0]:
+            j += 1
+        n, mean, std = _history(windows, pending[i:])
+        for ts, temperature in pending[i:j]:
+            alert = _anomaly(windows, sensor_id, ts, temperature, n, mean, std, limits)
+            if alert is not None:
+                alerts.append(alert)
+        i = j
+    del pending[:ready]
+    return alerts
+
+
+def _anomaly(
+    windows: list[list[float]], sensor_id: str, ts: float, temperature: float, n: float, mean: float,
+    std: float, limits: TemperatureThresholds,
+) -> Alert | None:
+    start = bucket_start(ts, WINDOW_SECONDS)
+    k = bisect_left(windows, start, key=lambda w: w[_START])
+    if k == len(windows) or windows[k][_START] != start:
+        return None  # its window expired while it was held
+    window = windows[k]
     deviation = abs(temperature - mean)
     if (
-        n >= limits.min_readings
-        and deviation > limits.sigmas * std
-        and deviation > 1e-9  # a flat history has std 0: only a real change counts
-        and not flags & _ANOMALY_BIT
+        n < limits.min_readings
+        or deviation <= limits.sigmas * std
+        or deviation <= 1e-9  # a flat history has std 0: only a real change counts
+        or int(window[_ALERTED]) & _ANOMALY_BIT
     ):
-        flags |= _ANOMALY_BIT
-        sigmas = deviation / std if std else math.inf
-        alerts.append(
-            Alert(
-                alert_id=alert_id_for(ANOMALY, sensor_id, start, end),
-                kind=ANOMALY,
-                key=sensor_id,
-                ts=ts,
-                window_start=start,
-                window_end=end,
-                value=temperature,
-                threshold=limits.sigmas,
-                detail=(
-                    f"sensor {sensor_id} read {temperature:g}, {sigmas:.1f} standard deviations "
-                    f"from its mean {mean:.2f} over {int(n)} readings"
-                ),
-            )
-        )
-    window[_ALERTED] = flags
-    return True, alerts
+        return None
+    window[_ALERTED] = int(window[_ALERTED]) | _ANOMALY_BIT
+    end = start + WINDOW_SECONDS
+    sigmas = deviation / std if std else math.inf
+    return Alert(
+        alert_id=alert_id_for(ANOMALY, sensor_id, start, end),
+        kind=ANOMALY,
+        key=sensor_id,
+        ts=ts,
+        window_start=start,
+        window_end=end,
+        value=temperature,
+        threshold=limits.sigmas,
+        detail=(
+            f"sensor {sensor_id} read {temperature:g}, {sigmas:.1f} standard deviations "
+            f"from its mean {mean:.2f} over {int(n)} readings"
+        ),
+    )
 
 
 def window_view(state: State, horizon: float) -> list[dict[str, float]]:

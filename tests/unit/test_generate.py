@@ -3,6 +3,7 @@ rules themselves (run in-process over the generated records) never alert on."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from typing import Any
@@ -63,46 +64,35 @@ class Rules:
         event = PARSERS[record.topic](record.value, None)
         self.newest = max(self.newest, event.ts)
         horizon = self.newest - 3600
-        found: list[Alert | None] = []
+        found: list[Alert] = []
         if record.topic == "logins":
             if not event.success:
                 ips = self.state("ips", event.ip, sliding_count.new_state)
-                found.append(
-                    BRUTE_FORCE.record(
-                        ips, event.ip, event.ts, self.limits.brute_force_failures, horizon, 3600
-                    )[1]
-                )
-            users = self.state("users", event.user, account_takeover.new_state)
-            found.append(
-                account_takeover.record_login(
-                    users, event.user, event.ts, event.success, self.limits.account_takeover_failures, horizon
+                found += BRUTE_FORCE.record(
+                    ips, event.ip, event.ts, self.limits.brute_force_failures, horizon, 3600
                 )[1]
-            )
+            users = self.state("users", event.user, account_takeover.new_state)
+            found += account_takeover.record_login(
+                users, event.user, event.ts, event.success, self.limits.account_takeover_failures, horizon
+            )[1]
         elif record.topic == "sensor-readings":
             sensor = self.state("sensors", event.sensor_id, temperature.new_state)
             found += temperature.record_reading(
                 sensor, event.sensor_id, event.ts, event.temperature, self.temperature, horizon
             )[1]
+            found += temperature.judge_readings(sensor, event.sensor_id, math.inf, self.temperature, horizon)
         elif record.topic == "transactions":
             card = self.state("cards", event.card_id, card_fraud.new_state)
             limits = self.limits
-            found.append(
-                card_fraud.CARD_VELOCITY.record(
-                    card, event.card_id, event.ts, limits.card_velocity_transactions, horizon, 3600
-                )[1]
-            )
-            found.append(
-                card_fraud.record_amount(
-                    card,
-                    event.card_id,
-                    event.txn_id,
-                    event.ts,
-                    event.amount,
-                    limits.amount_spike_factor,
-                    limits.amount_spike_min_transactions,
-                )  # fmt: skip
-            )
-        self.alerts += [a for a in found if a is not None]
+            found += card_fraud.CARD_VELOCITY.record(
+                card, event.card_id, event.ts, limits.card_velocity_transactions, horizon, 3600
+            )[1]
+            card_fraud.hold_amount(card, event.txn_id, event.ts, event.amount)
+            found += card_fraud.judge_amounts(
+                card, event.card_id, math.inf, limits.amount_spike_factor,
+                limits.amount_spike_min_transactions,
+            )  # fmt: skip
+        self.alerts += found
 
 
 def test_every_record_is_a_valid_event_keyed_by_its_entity():

@@ -18,10 +18,9 @@ def _run(logins, threshold=THRESHOLD, horizon=0.0, user="alice"):
     state = new_state()
     alerts = []
     for ts, success in logins:
-        counted, alert = record_login(state, user, ts, success, threshold, horizon)
+        counted, found = record_login(state, user, ts, success, threshold, horizon)
         assert counted
-        if alert:
-            alerts.append(alert)
+        alerts.extend(found)
     return state, alerts
 
 
@@ -81,7 +80,7 @@ def test_other_users_failures_do_not_count():
     for ts, success in _failures(5):
         record_login(state, "bob", ts, success, THRESHOLD, 0.0)
     other = new_state()
-    assert record_login(other, "alice", T + 10, True, THRESHOLD, 0.0) == (True, None)
+    assert record_login(other, "alice", T + 10, True, THRESHOLD, 0.0) == (True, [])
 
 
 @pytest.mark.parametrize(
@@ -116,10 +115,10 @@ def test_events_older_than_horizon_are_not_counted_and_leave_state_unchanged():
     state, _ = _run(_failures(2))
     before = copy.deepcopy(state)
     for success in (False, True):
-        assert record_login(state, "alice", T - 10, success, THRESHOLD, horizon=T - 5) == (False, None)
+        assert record_login(state, "alice", T - 10, success, THRESHOLD, horizon=T - 5) == (False, [])
         assert state == before
     # an event exactly at the horizon is expired too
-    assert record_login(state, "alice", T - 5, False, THRESHOLD, horizon=T - 5) == (False, None)
+    assert record_login(state, "alice", T - 5, False, THRESHOLD, horizon=T - 5) == (False, [])
     assert state == before
 
 
@@ -127,9 +126,9 @@ def test_expired_failures_do_not_count():
     # 3 failures counted earlier; by the time of the success they are older than the horizon
     state, _ = _run(_failures(3))
     horizon = T + 50
-    assert record_login(state, "alice", horizon + 1, False, THRESHOLD, horizon) == (True, None)
-    counted, alert = record_login(state, "alice", horizon + 2, True, THRESHOLD, horizon)
-    assert counted and alert is None
+    assert record_login(state, "alice", horizon + 1, False, THRESHOLD, horizon) == (True, [])
+    counted, alerts = record_login(state, "alice", horizon + 2, True, THRESHOLD, horizon)
+    assert counted and alerts == []
 
 
 def test_state_is_json_able_and_old_failures_are_pruned():

@@ -11,10 +11,9 @@ def _run(timestamps, threshold=5, horizon=0.0):
     state = new_state()
     alerts = []
     for ts in timestamps:
-        counted, alert = BRUTE_FORCE.record(state, "1.2.3.4", ts, threshold, horizon, keep=3600)
+        counted, found = BRUTE_FORCE.record(state, "1.2.3.4", ts, threshold, horizon, keep=3600)
         assert counted
-        if alert:
-            alerts.append(alert)
+        alerts.extend(found)
     return state, alerts
 
 
@@ -39,7 +38,7 @@ def test_events_spread_beyond_60_seconds_do_not_alert():
 
 def test_expired_events_are_not_counted_and_old_buckets_are_dropped():
     state = new_state()
-    assert BRUTE_FORCE.record(state, "ip", 100.0, 5, horizon=200.0, keep=3600) == (False, None)
+    assert BRUTE_FORCE.record(state, "ip", 100.0, 5, horizon=200.0, keep=3600) == (False, [])
     BRUTE_FORCE.record(state, "ip", 150.0, 5, horizon=0.0, keep=3600)
     BRUTE_FORCE.record(state, "ip", 5000.0, 5, horizon=4000.0, keep=3600)
     assert [b[0] for b in state["buckets"]] == [5000.0]

@@ -10,6 +10,7 @@ from streamapp.rules.temperature import (
     HIGH,
     WINDOW_SECONDS,
     TemperatureThresholds,
+    judge_readings,
     new_state,
     record_reading,
     window_view,
@@ -26,6 +27,8 @@ def _feed(state, readings, horizon=0.0, sensor="s1", limits=LIMITS):
         counted, new = record_reading(state, sensor, ts, temperature, limits, horizon)
         assert counted
         alerts.extend(new)
+        # in order: every reading before this one has come, so the held ones are judged now
+        alerts.extend(judge_readings(state, sensor, float("inf"), limits, horizon))
     return alerts
 
 
