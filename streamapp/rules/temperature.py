@@ -88,7 +88,8 @@ def record_reading(
     window[_SUM] += temperature
     window[_SUMSQ] += temperature * temperature
     last = state["last"]
-    if last is None or ts >= last[0]:
+    # the newest reading; of two at the same time the higher, whatever order they came in
+    if last is None or [ts, temperature] > last:
         state["last"] = [ts, temperature]
     insort(state.setdefault("pending", []), [ts, temperature])
 

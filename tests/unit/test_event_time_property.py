@@ -1,0 +1,202 @@
+"""Every rule under the lateness model: any arrival order within the grace gives the same answer.
+
+Events of a few keys are drawn at random, then delivered in event-time order and in an order
+whose disorder stays within the grace (each event is delayed by up to the grace and the events
+are delivered by delayed time). Both runs go through :func:`streamapp.rules.base.step`, the
+detectors' own per-event step, with a final tick per key (what a quiet grace sends). The alerts
+(kind, key, number) and the final states must be identical. Events later than the grace must be
+refused and leave no trace in state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamapp.models import Alert
+from streamapp.rules import account_takeover, card_fraud, sliding_count, temperature
+from streamapp.rules.base import Apply, Judge, Late, State, step
+from streamapp.rules.brute_force import BRUTE_FORCE
+from streamapp.settings import Thresholds
+
+GRACE = 60.0
+T = 1_800_000_000.0  # an epoch-aligned start
+LIMITS = Thresholds()
+TEMPERATURE = temperature.TemperatureThresholds(min_readings=8)  # small sets reach the history
+
+
+@dataclass(frozen=True)
+class Rule:
+    new_state: Callable[[], State]
+    apply: Apply
+    judge: Judge | None = None
+
+
+def _brute_force(state: State, ip: str, e: dict[str, Any]) -> tuple[bool, list[Alert]]:
+    return BRUTE_FORCE.record(state, ip, e["ts"], LIMITS.brute_force_failures, 0.0, keep=3600)
+
+
+def _takeover(state: State, user: str, e: dict[str, Any]) -> tuple[bool, list[Alert]]:
+    return account_takeover.record_login(
+        state, user, e["ts"], e["success"], LIMITS.account_takeover_failures, 0.0
+    )
+
+
+def _card(state: State, card: str, e: dict[str, Any]) -> tuple[bool, list[Alert]]:
+    counted, alerts = card_fraud.CARD_VELOCITY.record(
+        state, card, e["ts"], LIMITS.card_velocity_transactions, 0.0, keep=3600
+    )
+    if counted:
+        card_fraud.hold_amount(state, e["txn_id"], e["ts"], e["amount"])
+    return counted, alerts
+
+
+def _card_judge(state: State, card: str, before: float) -> list[Alert]:
+    return card_fraud.judge_amounts(
+        state, card, before, LIMITS.amount_spike_factor, LIMITS.amount_spike_min_transactions
+    )
+
+
+def _reading(state: State, sensor: str, e: dict[str, Any]) -> tuple[bool, list[Alert]]:
+    return temperature.record_reading(state, sensor, e["ts"], e["temperature"], TEMPERATURE, 0.0)
+
+
+def _reading_judge(state: State, sensor: str, before: float) -> list[Alert]:
+    return temperature.judge_readings(state, sensor, before, TEMPERATURE, 0.0)
+
+
+RULES = {
+    "logins-by-ip": Rule(sliding_count.new_state, _brute_force),
+    "logins-by-user": Rule(account_takeover.new_state, _takeover),
+    "transactions-by-card": Rule(card_fraud.new_state, _card, _card_judge),
+    "readings-by-sensor": Rule(temperature.new_state, _reading, _reading_judge),
+}
+
+keys = st.sampled_from(["a", "b", "c"])
+seconds = st.integers(min_value=0, max_value=400)
+delays = st.floats(min_value=0, max_value=GRACE, allow_nan=False)
+
+
+def _event(rule: str, draw: Any, i: int) -> dict[str, Any]:
+    if rule == "logins-by-ip":
+        return {}
+    if rule == "logins-by-user":
+        return {"success": draw(st.booleans())}
+    if rule == "transactions-by-card":
+        # whole amounts: sums are exact in any order, as they are for integral cents
+        return {"txn_id": f"t{i}", "amount": float(draw(st.sampled_from([5, 10, 12, 20, 150, 400, 2000])))}
+    return {"temperature": float(draw(st.sampled_from([18, 20, 21, 22, 40, 120])))}
+
+
+@st.composite
+def scenarios(draw: Any, rule: str) -> tuple[list[tuple[str, dict[str, Any]]], list[float]]:
+    n = draw(st.integers(min_value=0, max_value=60))
+    events = []
+    for i in range(n):
+        key = draw(keys)
+        ts = T + draw(seconds) + draw(st.sampled_from([0.0, 0.5]))
+        events.append((key, {"ts": ts, **_event(rule, draw, i)}))
+    return events, [draw(delays) for _ in events]
+
+
+def _run(rule: Rule, arrivals: list[tuple[str, dict[str, Any]]]) -> tuple[Counter, dict[str, State], int]:
+    """Deliver the events in this order, then tick every key; (alerts, states, late count)."""
+    states: dict[str, State] = {}
+    alerts: Counter = Counter()
+    late = 0
+    for offset, (key, fields) in enumerate(arrivals):
+        state = states.setdefault(key, rule.new_state())
+        outcome = step(state, key, {"src": [0, offset], "e": fields}, rule.apply, rule.judge, GRACE, 0.0)
+        if isinstance(outcome, Late):
+            late += 1
+        elif outcome:
+            alerts.update((a.kind, a.key) for a in outcome)
+    for key, state in states.items():
+        alerts.update((a.kind, a.key) for a in step(state, key, None, rule.apply, rule.judge, GRACE, 0.0) or [])
+    for state in states.values():
+        state.pop("src", None)  # source offsets are where each copy was delivered from
+    return alerts, states, late
+
+
+def _check_any_order_within_grace(rule_name: str, scenario: tuple[list, list[float]]) -> None:
+    events, event_delays = scenario
+    rule = RULES[rule_name]
+    in_order = sorted(events, key=lambda e: e[1]["ts"])
+    shuffled = [e for _, e in sorted(zip(event_delays, events, strict=True), key=lambda p: p[1][1]["ts"] + p[0])]
+    expected, expected_states, expected_late = _run(rule, in_order)
+    got, got_states, got_late = _run(rule, shuffled)
+    assert expected_late == got_late == 0
+    assert got == expected
+    assert got_states == expected_states
+
+
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(scenarios("logins-by-ip"))
+def test_brute_force_is_the_same_in_any_order_within_the_grace(scenario) -> None:
+    _check_any_order_within_grace("logins-by-ip", scenario)
+
+
+@PROPERTY
+@given(scenarios("logins-by-user"))
+def test_account_takeover_is_the_same_in_any_order_within_the_grace(scenario) -> None:
+    _check_any_order_within_grace("logins-by-user", scenario)
+
+
+@PROPERTY
+@given(scenarios("transactions-by-card"))
+def test_card_velocity_and_amount_spike_are_the_same_in_any_order_within_the_grace(scenario) -> None:
+    _check_any_order_within_grace("transactions-by-card", scenario)
+
+
+@PROPERTY
+@given(scenarios("readings-by-sensor"))
+def test_temperature_rules_are_the_same_in_any_order_within_the_grace(scenario) -> None:
+    _check_any_order_within_grace("readings-by-sensor", scenario)
+
+
+@PROPERTY
+@given(rule_name=st.sampled_from(sorted(RULES)), scenario=st.data())
+def test_events_beyond_the_grace_are_refused_and_leave_no_trace(rule_name: str, scenario: Any) -> None:
+    events, _ = scenario.draw(scenarios(rule_name))
+    rule = RULES[rule_name]
+    in_order = sorted(events, key=lambda e: e[1]["ts"])
+    _, expected_states, _ = _run(rule, in_order)
+    # the same events, then one more per key that is more than the grace behind its key's newest
+    stragglers = []
+    for key, state in expected_states.items():
+        fields = dict(next(f for k, f in in_order if k == key))
+        fields["ts"] = state["clock"] - GRACE - 0.5
+        stragglers.append((key, fields))
+    alerts, states, late = _run(rule, in_order + stragglers)
+    assert late == len(stragglers)
+    assert states == expected_states
+
+
+def test_sliding_count_newest_first_alerts_like_in_order() -> None:
+    # the issue's case: six failures within 20 s, delivered newest first
+    failures = [("ip", {"ts": T + 20 - 4 * i}) for i in range(6)]
+    rule = RULES["logins-by-ip"]
+    assert _run(rule, failures)[0] == Counter({("brute_force", "ip"): 1})
+
+
+def test_amount_spike_with_the_ordinary_transactions_after_the_large_one() -> None:
+    rule = RULES["transactions-by-card"]
+    large = ("c", {"ts": T + 10, "txn_id": "big", "amount": 500.0})
+    ordinary = [("c", {"ts": T + i, "txn_id": f"t{i}", "amount": 10.0}) for i in range(5)]
+    alerts = _run(rule, [large, *ordinary])[0]
+    assert alerts[("amount_spike", "c")] == 1 and alerts[("card_velocity", "c")] == 1
+
+
+def test_temperature_anomaly_with_the_baseline_after_the_outlier() -> None:
+    rule = RULES["readings-by-sensor"]
+    outlier = ("s", {"ts": T + 50, "temperature": 60.0})
+    baseline = [("s", {"ts": T + i, "temperature": 20.0 + (i % 2)}) for i in range(10)]
+    assert _run(rule, [outlier, *baseline])[0] == Counter({("temperature_anomaly", "s"): 1})
