@@ -117,7 +117,9 @@ def _run(rule: Rule, arrivals: list[tuple[str, dict[str, Any]]]) -> tuple[Counte
         elif outcome:
             alerts.update((a.kind, a.key) for a in outcome)
     for key, state in states.items():
-        alerts.update((a.kind, a.key) for a in step(state, key, None, rule.apply, rule.judge, GRACE, 0.0) or [])
+        alerts.update(
+            (a.kind, a.key) for a in step(state, key, None, rule.apply, rule.judge, GRACE, 0.0) or []
+        )
     for state in states.values():
         state.pop("src", None)  # source offsets are where each copy was delivered from
     return alerts, states, late
@@ -127,7 +129,9 @@ def _check_any_order_within_grace(rule_name: str, scenario: tuple[list, list[flo
     events, event_delays = scenario
     rule = RULES[rule_name]
     in_order = sorted(events, key=lambda e: e[1]["ts"])
-    shuffled = [e for _, e in sorted(zip(event_delays, events, strict=True), key=lambda p: p[1][1]["ts"] + p[0])]
+    shuffled = [
+        e for _, e in sorted(zip(event_delays, events, strict=True), key=lambda p: p[1][1]["ts"] + p[0])
+    ]
     expected, expected_states, expected_late = _run(rule, in_order)
     got, got_states, got_late = _run(rule, shuffled)
     assert expected_late == got_late == 0
