@@ -94,7 +94,7 @@ async def detect_batch(
     state, applied events)`` to ``topic`` (keyed by the entity), with the changelog records.
     """
     batches = RecordBatches(app)
-    rejects = _Rejects(batches, settings.topic(source))
+    rejects = _Rejects(batches, settings.topic(source), table.name)
     by_key: dict[tuple[int, bytes], list[ConsumerRecord]] = {}
     for record in records:
         if not _entity_key(record.key):  # only the app writes these topics: someone else did
@@ -198,9 +198,10 @@ def _apply_events(
 class _Rejects:
     """Late events and dead letters of one batch, queued with the batch's other records."""
 
-    def __init__(self, batches: RecordBatches, source_topic: str) -> None:
+    def __init__(self, batches: RecordBatches, source_topic: str, detection: str) -> None:
         self._batches = batches
         self._source_topic = source_topic
+        self._detection = detection
         self._late: list[tuple[ConsumerRecord, dict[str, Any], str, float]] = []
         self._dead: list[tuple[ConsumerRecord, str]] = []
 
@@ -229,7 +230,7 @@ class _Rejects:
         for record, event, reason, seconds in self._late:
             value, headers = _source_of(event, record, self._source_topic)
             headers += [
-                ("x-error", f"late event: {reason}".encode()),
+                ("x-error", f"late event for {self._detection}: {reason}".encode()),
                 ("x-lateness-seconds", f"{seconds:.3f}".encode()),
             ]
             self._batches.add(target, record.key, value, None, headers)
