@@ -18,6 +18,7 @@ from streamapp.settings import Settings
 __all__ = [
     "Alert",
     "LIMITS",
+    "MAX_ID_CHARS",
     "RESERVED_ID_PREFIX",
     "InvalidEvent",
     "Limits",
@@ -70,6 +71,8 @@ def configure_limits(settings: Settings) -> None:
     LIMITS.max_price = float(settings.max_price)
 
 
+#: the longest entity id (characters)
+MAX_ID_CHARS = 256
 #: faust keeps its bookkeeping (offsets; our event clock) under keys with this prefix in the same
 #: RocksDB as the states: an entity id like that would read or overwrite them
 RESERVED_ID_PREFIX = "__faust"
@@ -261,7 +264,7 @@ def _kind(value: object) -> str:
 def _text(obj: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     """An entity id: a string of 1 to 256 characters (or absent if not ``required``), see id_problem."""
     value = obj.get(name)
-    if type(value) is str and 0 < len(value) <= 256 and value.isprintable() and value[0] != "_":
+    if type(value) is str and 0 < len(value) <= MAX_ID_CHARS and value.isprintable() and value[0] != "_":
         # the common case, checked first: printable text has no control character, and only
         # ids starting with "_" may carry the reserved prefix (the checks cost about 50 ns)
         return value
@@ -273,8 +276,8 @@ def _text(obj: dict[str, Any], name: str, *, required: bool = True) -> str | Non
         raise InvalidEvent(f"field {name!r} must be a string, got {_kind(value)}")
     if required and not value:
         raise InvalidEvent(f"field {name!r} must not be empty")
-    if len(value) > 256:
-        raise InvalidEvent(f"field {name!r} is longer than 256 characters")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidEvent(f"field {name!r} is longer than {MAX_ID_CHARS} characters")
     problem = id_problem(value)  # not printable is not yet unsafe: "Zoë 🧑‍💻" has a joiner (U+200D)
     if problem is not None:
         raise InvalidEvent(f"field {name!r} {problem}")
