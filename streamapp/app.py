@@ -12,6 +12,7 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from streamapp.consumer import BatchConsumer, BatchHandler
 from streamapp.kafka_clients import broker_credentials
 from streamapp.logs import logging_config
+from streamapp.models import configure_limits
 from streamapp.producer import BatchSender
 from streamapp.settings import Settings, load_settings
 from streamapp.transactions import WorkerTransactionManager, worker_transactional_id
@@ -125,5 +126,6 @@ def _use_worker_transactions(app: faust.App, settings: Settings) -> None:
 
 
 settings = load_settings()
+configure_limits(settings)  # the parsers' bounds on hostile input (clock skew, amounts, prices)
 app = create_app(settings)
 _use_worker_transactions(app, settings)

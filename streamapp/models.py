@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from time import time
 from typing import Any
 
 import orjson
 
+from streamapp.settings import Settings
+
 __all__ = [
     "Alert",
+    "LIMITS",
+    "MAX_ID_CHARS",
+    "RESERVED_ID_PREFIX",
     "InvalidEvent",
+    "Limits",
     "Login",
     "SensorReading",
     "StockPrice",
     "Transaction",
     "User",
     "alert_id_for",
+    "configure_limits",
     "decode_json_object",
     "event_time",
+    "id_problem",
     "parse_login",
     "parse_sensor_reading",
     "parse_stock_price",
@@ -36,6 +46,49 @@ _MAX_EPOCH_SECONDS = 4_102_444_800.0
 
 class InvalidEvent(ValueError):
     """A record that cannot be processed; ``str(exc)`` is the dead-letter reason."""
+
+
+@dataclass(slots=True)
+class Limits:
+    """What the parsers accept of well-formed but hostile input (settings of the same names)."""
+
+    #: STREAMAPP_MAX_CLOCK_SKEW_SECONDS: an event dated further ahead would move the event clock
+    #: there and expire every state
+    max_clock_skew_seconds: float = 300.0
+    #: STREAMAPP_MAX_AMOUNT and STREAMAPP_MAX_PRICE: sums and means of them stay finite
+    max_amount: float = 1e9
+    max_price: float = 1e9
+
+
+#: the limits every parser applies; one object, updated in place by :func:`configure_limits`
+LIMITS = Limits()
+
+
+def configure_limits(settings: Settings) -> None:
+    """Apply the worker's settings to every parser (the app calls it once, at start)."""
+    LIMITS.max_clock_skew_seconds = float(settings.max_clock_skew_seconds)
+    LIMITS.max_amount = float(settings.max_amount)
+    LIMITS.max_price = float(settings.max_price)
+
+
+#: the longest entity id (characters)
+MAX_ID_CHARS = 256
+#: faust keeps its bookkeeping (offsets; our event clock) under keys with this prefix in the same
+#: RocksDB as the states: an entity id like that would read or overwrite them
+RESERVED_ID_PREFIX = "__faust"
+#: C0 (NUL included), DEL, C1 and the Unicode line and paragraph separators: a database refuses
+#: NUL, line protocols and log lines break on the others
+_UNSAFE_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` can never be an entity id (a phrase for a reason), or None when it can."""
+    if value.startswith(RESERVED_ID_PREFIX):
+        return f"starts with {RESERVED_ID_PREFIX!r}, the prefix of the stream library's own keys"
+    unsafe = _UNSAFE_CHARACTER.search(value)
+    if unsafe is not None:
+        return f"contains the control character U+{ord(unsafe.group()):04X} at position {unsafe.start()}"
+    return None
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs 3x as much, per event
@@ -145,14 +198,22 @@ def parse_valid_json(
 
 
 def event_time(obj: dict[str, Any], record_ts: float | None) -> float:
-    """Event time in epoch seconds from ``ts`` (number or ISO-8601 with offset), else the record's."""
+    """Event time in epoch seconds from ``ts`` (number or ISO-8601 with offset), else the record's.
+
+    Never more than ``LIMITS.max_clock_skew_seconds`` ahead of the wall clock, however given.
+    """
     raw: Any = obj.get("ts")
     kind = type(raw)
-    if (kind is float or kind is int) and 0 <= raw <= _MAX_EPOCH_SECONDS:
-        return float(raw)  # the common case, checked first (NaN fails the comparison)
+    ceiling = time() + LIMITS.max_clock_skew_seconds
+    if (kind is float or kind is int) and 0 <= raw <= ceiling:
+        # the common case, checked first (NaN fails the comparison); the ceiling is below the
+        # milliseconds cut-off (the skew setting is at most a year)
+        return float(raw)
     if raw is None:
         if record_ts is None:
             raise InvalidEvent("field 'ts' is missing and the record has no timestamp")
+        if record_ts > ceiling:
+            raise InvalidEvent(f"record timestamp (no field 'ts'): {_ahead(record_ts, ceiling)}")
         return float(record_ts)
     if isinstance(raw, bool):
         raise InvalidEvent("field 'ts' must be epoch seconds or an ISO-8601 string, got bool")
@@ -170,9 +231,28 @@ def event_time(obj: dict[str, Any], record_ts: float | None) -> float:
         raise InvalidEvent(f"field 'ts' must be epoch seconds or an ISO-8601 string, got {_kind(raw)}")
     if not math.isfinite(ts) or ts < 0:
         raise InvalidEvent(f"field 'ts' is out of range: {raw!r}")
-    if ts > _MAX_EPOCH_SECONDS:
-        raise InvalidEvent(f"field 'ts'={raw!r} looks like milliseconds; send epoch seconds")
+    if ts > ceiling:
+        if ts > _MAX_EPOCH_SECONDS:
+            raise InvalidEvent(f"field 'ts'={raw!r} looks like milliseconds; send epoch seconds")
+        raise InvalidEvent(f"field 'ts': {_ahead(ts, ceiling)}")
     return ts
+
+
+def _ahead(ts: float, ceiling: float) -> str:
+    skew = LIMITS.max_clock_skew_seconds
+    try:
+        when = datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):  # beyond year 9999
+        when = f"{ts:.0f} (epoch seconds)"
+    return (
+        f"event time {when} is {ts - (ceiling - skew):.0f} s ahead of the wall clock "
+        f"(STREAMAPP_MAX_CLOCK_SKEW_SECONDS={_number_text(skew)})"
+    )
+
+
+def _number_text(value: float) -> str:
+    """A setting's value as a user wrote it: 300, 1000000000, 0.5."""
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _kind(value: object) -> str:
@@ -182,9 +262,12 @@ def _kind(value: object) -> str:
 
 
 def _text(obj: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    """An entity id: a string of 1 to 256 characters (or absent if not ``required``), see id_problem."""
     value = obj.get(name)
-    if type(value) is str and 0 < len(value) <= 256:
-        return value  # the common case, checked first
+    if type(value) is str and 0 < len(value) <= MAX_ID_CHARS and value.isprintable() and value[0] != "_":
+        # the common case, checked first: printable text has no control character, and only
+        # ids starting with "_" may carry the reserved prefix (the checks cost about 50 ns)
+        return value
     if value is None:
         if required:
             raise InvalidEvent(f"field {name!r} is missing")
@@ -193,8 +276,11 @@ def _text(obj: dict[str, Any], name: str, *, required: bool = True) -> str | Non
         raise InvalidEvent(f"field {name!r} must be a string, got {_kind(value)}")
     if required and not value:
         raise InvalidEvent(f"field {name!r} must not be empty")
-    if len(value) > 256:
-        raise InvalidEvent(f"field {name!r} is longer than 256 characters")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidEvent(f"field {name!r} is longer than {MAX_ID_CHARS} characters")
+    problem = id_problem(value)  # not printable is not yet unsafe: "Zoë 🧑‍💻" has a joiner (U+200D)
+    if problem is not None:
+        raise InvalidEvent(f"field {name!r} {problem}")
     return value
 
 
@@ -236,8 +322,12 @@ def parse_sensor_reading(obj: dict[str, Any], record_ts: float | None) -> Sensor
 
 def parse_transaction(obj: dict[str, Any], record_ts: float | None) -> Transaction:
     amount = _number(obj, "amount")
-    if amount < 0:
-        raise InvalidEvent(f"field 'amount'={amount} must not be negative")
+    if not 0 <= amount <= LIMITS.max_amount:
+        if amount < 0:
+            raise InvalidEvent(f"field 'amount'={amount} must not be negative")
+        raise InvalidEvent(
+            f"field 'amount'={amount:g} exceeds STREAMAPP_MAX_AMOUNT={_number_text(LIMITS.max_amount)}"
+        )
     return Transaction(
         ts=event_time(obj, record_ts),
         txn_id=_text(obj, "txn_id") or "",
@@ -250,8 +340,12 @@ def parse_transaction(obj: dict[str, Any], record_ts: float | None) -> Transacti
 
 def parse_stock_price(obj: dict[str, Any], record_ts: float | None) -> StockPrice:
     price = _number(obj, "price")
-    if price <= 0:
-        raise InvalidEvent(f"field 'price'={price} must be positive")
+    if not 0 < price <= LIMITS.max_price:
+        if price <= 0:
+            raise InvalidEvent(f"field 'price'={price} must be positive")
+        raise InvalidEvent(
+            f"field 'price'={price:g} exceeds STREAMAPP_MAX_PRICE={_number_text(LIMITS.max_price)}"
+        )
     return StockPrice(ts=event_time(obj, record_ts), symbol=_text(obj, "symbol") or "", price=price)
 
 

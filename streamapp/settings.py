@@ -82,6 +82,11 @@ class Settings:
     #: how far behind the newest event of its key an event may arrive and still count as in order
     grace_seconds: float = 60.0
     max_record_bytes: int = 1_048_576
+    #: hostile input: events dated further ahead of the wall clock, and amounts or prices above
+    #: these, are dead letters (see streamapp.models.Limits)
+    max_clock_skew_seconds: float = 300.0
+    max_amount: float = 1e9
+    max_price: float = 1e9
     log_level: str = "info"
     log_format: str = "text"
     publish_alerts: bool = True
@@ -129,6 +134,23 @@ def _non_negative_float(raw: str) -> float:
     if not 0 <= value < float("inf"):
         raise ValueError("must be a number of seconds, 0 or more")
     return value
+
+
+#: a year ahead is more than any clock drift; it keeps "now + skew" below the parser's
+#: milliseconds cut-off (2100-01-01) for this century
+MAX_CLOCK_SKEW_LIMIT = 365 * 86400.0
+#: amounts and prices stay where a float still holds cents and no sum of them can overflow
+MAX_VALUE_LIMIT = 1e15
+
+
+def _at_most(limit: float) -> Callable[[str], float]:
+    def positive_number(raw: str) -> float:
+        value = float(raw)
+        if not 0 < value <= limit:  # NaN fails too
+            raise ValueError(f"must be a positive number at most {limit:.0f}")
+        return value
+
+    return positive_number
 
 
 def _choice(*options: str) -> Callable[[str], str]:
@@ -271,6 +293,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retention_seconds=get("RETENTION_SECONDS", _positive_int, defaults.retention_seconds),
         grace_seconds=get("GRACE_SECONDS", _non_negative_float, defaults.grace_seconds),
         max_record_bytes=get("MAX_RECORD_BYTES", _positive_int, defaults.max_record_bytes),
+        max_clock_skew_seconds=get(
+            "MAX_CLOCK_SKEW_SECONDS", _at_most(MAX_CLOCK_SKEW_LIMIT), defaults.max_clock_skew_seconds
+        ),
+        max_amount=get("MAX_AMOUNT", _at_most(MAX_VALUE_LIMIT), defaults.max_amount),
+        max_price=get("MAX_PRICE", _at_most(MAX_VALUE_LIMIT), defaults.max_price),
         log_level=get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), defaults.log_level),
         log_format=get("LOG_FORMAT", _choice("text", "json"), defaults.log_format),
         publish_alerts=get("PUBLISH_ALERTS", _boolean, defaults.publish_alerts),

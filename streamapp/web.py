@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.web import Request, Response, View
@@ -10,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamapp.app import app
 from streamapp.clock import worker_clock
+from streamapp.models import MAX_ID_CHARS, id_problem
 from streamapp.recent_alerts import recent_alerts
 from streamapp.rules import card_fraud, price_analytics, sliding_count, temperature
 from tables.failed_logins_by_ip import failed_logins_by_ip
@@ -32,10 +35,41 @@ __all__ = [
 ]
 
 _MAX_ALERTS = 1000
+Handler = Callable[..., Awaitable[Response]]
 
 
 def _not_found(web: View, what: str) -> Response:
     return web.json({"error": f"{what} not found"}, status=404)
+
+
+def _bad_id(value: str) -> str | None:
+    """Why no event could have ``value`` as its entity id (the parsers refuse it), or None."""
+    if len(value) > MAX_ID_CHARS:
+        return f"longer than {MAX_ID_CHARS} characters"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "not UTF-8 text"
+    return id_problem(value)
+
+
+def _checked_id(param: str) -> Callable[[Handler], Handler]:
+    """Answer 400 for a key no event can have, before any lookup or forwarding to a peer.
+
+    Such keys would read faust's own entries (``__faust...``), not a state: a 500 before.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def view(web: View, request: Request, **kwargs: Any) -> Response:
+            problem = _bad_id(request.match_info[param])
+            if problem is not None:
+                return web.json({"error": f"bad {param}: {problem}"}, status=400)
+            return await handler(web, request, **kwargs)
+
+        return view
+
+    return decorate
 
 
 def _state(table: Any, key: str) -> dict[str, Any] | None:
@@ -66,6 +100,7 @@ async def get_metrics(web: View, request: Request) -> Response:
 
 
 @app.page("/ips/{ip}")
+@_checked_id("ip")
 @app.table_route(table=failed_logins_by_ip, match_info="ip")
 async def get_ip(web: View, request: Request, ip: str) -> Response:
     state = _state(failed_logins_by_ip, ip)
@@ -87,6 +122,7 @@ async def get_ip(web: View, request: Request, ip: str) -> Response:
 
 
 @app.page("/sensors/{sensor_id}")
+@_checked_id("sensor_id")
 @app.table_route(table=temperature_by_sensor, match_info="sensor_id")
 async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
     state = _state(temperature_by_sensor, sensor_id)
@@ -98,6 +134,7 @@ async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
 
 
 @app.page("/cards/{card_id}")
+@_checked_id("card_id")
 @app.table_route(table=transactions_by_card, match_info="card_id")
 async def get_card(web: View, request: Request, card_id: str) -> Response:
     state = _state(transactions_by_card, card_id)
@@ -117,6 +154,7 @@ async def get_card(web: View, request: Request, card_id: str) -> Response:
 
 
 @app.page("/stocks/{symbol}")
+@_checked_id("symbol")
 @app.table_route(table=prices_by_symbol, match_info="symbol")
 async def get_stock(web: View, request: Request, symbol: str) -> Response:
     state = _state(prices_by_symbol, symbol)
@@ -126,6 +164,7 @@ async def get_stock(web: View, request: Request, symbol: str) -> Response:
 
 
 @app.page("/users/{name}")
+@_checked_id("name")
 @app.table_route(table=users_by_name, match_info="name")
 async def get_user(web: View, request: Request, name: str) -> Response:
     state = _state(users_by_name, name)

@@ -34,7 +34,8 @@ MAX_HELD = 4096
 
 def new_state() -> State:
     # count and sum of the amounts judged so far (the mean a spike is measured against); pending:
-    # [[ts, txn_id, amount]] not judged yet, oldest first
+    # [[ts, txn_id, amount]] not judged yet, oldest first. Amounts are at most STREAMAPP_MAX_AMOUNT
+    # (<= 1e15), so the sum stays finite for 1e290 of them
     return {**new_velocity_state(), "count": 0, "sum": 0.0, "last": 0.0, "pending": []}
 
 
@@ -84,6 +85,8 @@ def _spike(
     mean = total / count
     if amount <= factor * mean:
         return None
+    # earlier amounts may all be 0: any positive amount is then a spike, with no ratio to tell
+    ratio = f"{amount / mean:.1f} x its mean" if mean else "above its mean"
     return Alert(
         alert_id=alert_id_for(AMOUNT_SPIKE, card_id, txn_id),
         kind=AMOUNT_SPIKE,
@@ -94,8 +97,8 @@ def _spike(
         value=amount,
         threshold=factor * mean,
         detail=(
-            f"transaction {txn_id} of {amount:.2f} on card {card_id} is {amount / mean:.1f} x "
-            f"its mean {mean:.2f} over {count} transactions"
+            f"transaction {txn_id} of {amount:.2f} on card {card_id} is {ratio} "
+            f"{mean:.2f} over {count} transactions"
         ),
     )
 

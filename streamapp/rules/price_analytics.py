@@ -7,6 +7,12 @@ two numbers of state and one multiply-add per tick, and needs no training window
 Smoothing depends on order, and ticks produced without keys can reach the symbol's partition out
 of order. So the ticks of the last five minutes of event time are kept sorted and folded in
 event-time order; older ticks are folded into a settled state once and dropped.
+
+At most ``MAX_RECENT_TICKS`` ticks are kept per symbol: a symbol flooded with ticks folds its
+oldest kept ones in early, so its state, and the work per tick, stay bounded; the SMA then
+averages the newest ``MAX_RECENT_TICKS`` ticks of its 60 s. With prices bounded
+(STREAMAPP_MAX_PRICE) every derived number stays finite: the SMA is a mean of at most that many
+prices, and the EWMA and Holt's method (0 < alpha, beta < 1) are stable linear filters.
 """
 
 from __future__ import annotations
@@ -15,12 +21,23 @@ from bisect import insort
 
 from streamapp.rules.base import State
 
-__all__ = ["ALPHA", "BETA", "REORDER_SECONDS", "SMA_SECONDS", "new_state", "record_price", "view"]
+__all__ = [
+    "ALPHA",
+    "BETA",
+    "MAX_RECENT_TICKS",
+    "REORDER_SECONDS",
+    "SMA_SECONDS",
+    "new_state",
+    "record_price",
+    "view",
+]
 
 SMA_SECONDS = 60.0
 REORDER_SECONDS = 300.0
 ALPHA = 0.3  # weight of the newest price in the EWMA and in Holt's level
 BETA = 0.1  # weight of the newest slope in Holt's trend
+#: hard cap on the ticks kept per symbol (about 40 kB of state; a few ticks a second for 5 min fit)
+MAX_RECENT_TICKS = 1000
 
 
 def new_state() -> State:
@@ -51,7 +68,7 @@ def record_price(state: State, ts: float, price: float) -> None:
     insort(recent, [ts, price])
     newest_ts, newest_price = recent[-1]
     state["ts"], state["last"] = newest_ts, newest_price
-    while recent[0][0] <= newest_ts - REORDER_SECONDS:
+    while recent[0][0] <= newest_ts - REORDER_SECONDS or len(recent) > MAX_RECENT_TICKS:
         old_ts, old_price = recent.pop(0)
         state["settled"] = _fold(state["settled"], old_price)
         state["settled_ts"] = old_ts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 
@@ -193,3 +194,25 @@ def test_state_is_json_able():
     state, _ = _velocity([T + i for i in range(10)])
     _amounts([10.0] * 6 + [1000.0], state=state)
     assert json.loads(json.dumps(state)) == state
+
+
+# --- hostile but allowed amounts ----------------------------------------------------------------
+
+
+def test_sums_stay_finite_at_the_largest_amount_allowed():
+    from streamapp.settings import MAX_VALUE_LIMIT, Settings
+
+    for ceiling in (Settings().max_amount, MAX_VALUE_LIMIT):
+        state, alerts = _amounts([ceiling] * 20_000)
+        assert math.isfinite(state["sum"]) and state["sum"] == ceiling * 20_000
+        assert alerts == []
+        _, [alert] = _amounts([0.01] * 5 + [ceiling])
+        assert all(math.isfinite(x) for x in (alert.value, alert.threshold))
+        assert json.loads(json.dumps(state)) == state  # nothing the changelog turns into null
+
+
+def test_a_spike_after_only_zero_amounts_alerts_without_dividing_by_zero():
+    state, [alert] = _amounts([0.0] * 5 + [1.0])
+    assert alert.value == 1.0 and alert.threshold == 0.0
+    assert "is above its mean 0.00 over 5 transactions" in alert.detail
+    assert _amounts([0.0] * 6)[1] == []

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
-from streamapp.rules.price_analytics import ALPHA, BETA, SMA_SECONDS, new_state, record_price, view
+from streamapp.rules.price_analytics import (
+    ALPHA,
+    BETA,
+    MAX_RECENT_TICKS,
+    SMA_SECONDS,
+    new_state,
+    record_price,
+    view,
+)
 
 T = 1_700_000_000.0
 
@@ -108,3 +117,45 @@ def test_late_tick_older_than_the_sma_window_does_not_enter_it():
 def test_state_is_json_able():
     state = _run([*SERIES, (T + 100, 20.0)])
     assert json.loads(json.dumps(state)) == state
+
+
+# --- hostile but allowed prices -----------------------------------------------------------------
+
+
+def _finite(figures):
+    return all(math.isfinite(figures[k]) for k in ("last", "sma_60s", "ewma", "forecast"))
+
+
+def test_alternating_tiny_and_huge_prices_keep_every_figure_finite():
+    from streamapp.settings import MAX_VALUE_LIMIT
+
+    tiny = 5e-324  # the smallest positive float: a price the parser accepts
+    for huge in (1e9, MAX_VALUE_LIMIT):
+        state = new_state()
+        for i in range(5000):
+            record_price(state, T + i * 0.5, huge if i % 2 else tiny)
+            if i % 500 == 0:
+                assert _finite(view("ACME", state))
+        figures = view("ACME", state)
+        assert _finite(figures)
+        # the filters are stable: nothing grows past a few times the largest price
+        assert abs(figures["forecast"]) < 10 * huge and 0 < figures["ewma"] < huge
+        assert json.loads(json.dumps(state)) == state
+
+
+def test_a_flood_of_ticks_keeps_at_most_max_recent_ticks():
+    state = new_state()
+    for i in range(3 * MAX_RECENT_TICKS):  # far more ticks than fit, all within the reorder window
+        record_price(state, T + i * 0.01, 100.0 + i % 7)
+        assert len(state["recent"]) <= MAX_RECENT_TICKS
+    assert len(state["recent"]) == MAX_RECENT_TICKS
+    # the kept ticks are the newest; the older ones were folded in, not lost
+    assert state["recent"][0][0] == T + 2 * MAX_RECENT_TICKS * 0.01
+    assert state["settled_ts"] == T + (2 * MAX_RECENT_TICKS - 1) * 0.01
+    figures = view("ACME", state)
+    newest = [100.0 + i % 7 for i in range(2 * MAX_RECENT_TICKS, 3 * MAX_RECENT_TICKS)]
+    assert figures["sma_60s"] == pytest.approx(sum(newest) / len(newest))
+    # a tick later than the folded ones is folded at once and leaves the kept ones alone
+    before = [list(t) for t in state["recent"]]
+    record_price(state, T, 1.0)
+    assert state["recent"] == before
