@@ -598,12 +598,14 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
     if web_port is not None:
         os.environ["STREAMAPP_WEB_PORT"] = str(web_port)
     if data_dir is not None:
-        os.environ["STREAMAPP_DATA_DIR"] = str(data_dir)
+        os.environ["STREAMAPP_DATA_DIR"] = str(data_dir.expanduser().absolute())
     _check_kafka_access(_load_or_exit())
     from streamapp.app import app, import_app_modules, settings
     from streamapp.transactions import discard_state_after_unclean_stop, mark_clean_stop
 
     import_app_modules()
+    # faust creates the data dir without its parents (`--data-dir data/w1` on a fresh clone)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     level = loglevel or settings.log_level
     logging.getLogger("streamapp").setLevel(level.upper())
@@ -719,7 +721,7 @@ def replay(
         topics = replaying.app_topics(app_id)
         options = replaying.ReplayOptions(
             app_id=app_id,
-            data_dir=data_dir or settings.data_dir / "replay" / app_id,
+            data_dir=data_dir.expanduser().absolute() if data_dir else settings.data_dir / "replay" / app_id,
             web_port=web_port or replaying.pick_free_port(),
             start_time=start_time,
             publish_alerts=alerts,
