@@ -669,14 +669,19 @@ def generate(
 @click.option("--rate", default=200, show_default=True, help="Background events per second.")
 @click.option("--duration", type=float, default=None, help="Stop after S seconds (default: Ctrl-C).")
 def demo(rate: int, duration: float | None) -> None:
-    """Start the dev broker, a worker and traffic; show alerts live; Ctrl-C stops all of it."""
+    """Start the dev broker, a worker and traffic; show alerts live; Ctrl-C stops all of it.
+
+    When the worker or the generator stops on its own, the demo says which, shows the end of its log,
+    stops the rest and exits 1.
+    """
     from streamapp.demo import run_demo
 
     settings = _load_or_exit()
     try:
-        run_demo(settings, click.echo, rate=rate, duration=duration)
+        code = run_demo(settings, click.echo, rate=rate, duration=duration)
     except DevBrokerError as exc:
         _fail(str(exc))
+    sys.exit(code)
 
 
 # -- replay -----------------------------------------------------------------------------------
