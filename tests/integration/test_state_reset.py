@@ -1,4 +1,4 @@
-"""A worker whose local state is ahead of its changelogs (the broker's storage was reset) rebuilds, never dies."""
+"""A worker whose local state is ahead of its changelogs (a reset broker) rebuilds it, never dies."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ async def test_worker_rebuilds_state_after_the_broker_storage_is_reset(names, wo
     now = time.time()
     worker = worker_factory(STREAMAPP_BROKER=f"kafka://{bootstrap}")
     before = [f"old-{n}" for n in range(12)]
-    await produce(bootstrap, names.topic("sensor-readings"), _readings(before, 40, now), lambda r: r["sensor_id"])
+    await produce(
+        bootstrap, names.topic("sensor-readings"), _readings(before, 40, now), lambda r: r["sensor_id"]
+    )
     for sensor in before:
         worker.wait_for(f"/sensors/{sensor}", lambda s, b: s == 200 and _count(b) == 40)
     worker.stop()
@@ -43,7 +45,9 @@ async def test_worker_rebuilds_state_after_the_broker_storage_is_reset(names, wo
 
     worker.start().wait_ready(timeout=120)
     after = ["old-0", "new-0", "new-1", "new-2"]
-    await produce(bootstrap, names.topic("sensor-readings"), _readings(after, 5, now), lambda r: r["sensor_id"])
+    await produce(
+        bootstrap, names.topic("sensor-readings"), _readings(after, 5, now), lambda r: r["sensor_id"]
+    )
     for sensor in after:
         # exactly what was produced since the reset: nothing of the discarded state is counted
         body = worker.wait_for(f"/sensors/{sensor}", lambda s, b: s == 200 and _count(b) >= 5)
