@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/streamapp demo
 
 # Debian packages the tests drive for real: Prometheus (with promtool), headless Chromium, and the
-# sinks' PostgreSQL (initdb/pg_ctl under /usr/lib/postgresql/*/bin) and InfluxDB 1.x (influxd).
+# sinks' PostgreSQL (initdb/pg_ctl under /usr/lib/postgresql/*/bin) and InfluxDB 1.x (influxd). kcat: the README sends events with it.
 # Installed only when missing, so this is instant on a machine that has them.
 deps:
 	@missing=""; \
@@ -30,6 +30,7 @@ deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v influxd >/dev/null 2>&1 || missing="$$missing influxdb"; \
+	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
 	if [ -n "$$missing" ]; then \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		packages=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \

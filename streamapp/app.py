@@ -14,6 +14,7 @@ from streamapp.kafka_clients import broker_credentials
 from streamapp.logs import logging_config
 from streamapp.models import configure_limits
 from streamapp.producer import BatchSender
+from streamapp.recovery import HealingTableManager
 from streamapp.settings import Settings, load_settings
 from streamapp.transactions import WorkerTransactionManager, worker_transactional_id
 from streamapp.web_auth import token_middleware
@@ -94,6 +95,8 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=settings.stream_buffer,
         producer_max_request_size=max(4 * settings.max_record_bytes, 1_048_576),
         table_standby_replicas=1,
+        # local state ahead of its changelog is rebuilt, not fatal (faust's ConsistencyError)
+        TableManager=HealingTableManager,
         # a crashed worker's partitions move to the others after this long (faust's default: 60 s)
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,

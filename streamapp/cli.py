@@ -598,12 +598,14 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
     if web_port is not None:
         os.environ["STREAMAPP_WEB_PORT"] = str(web_port)
     if data_dir is not None:
-        os.environ["STREAMAPP_DATA_DIR"] = str(data_dir)
+        os.environ["STREAMAPP_DATA_DIR"] = str(data_dir.expanduser().absolute())
     _check_kafka_access(_load_or_exit())
     from streamapp.app import app, import_app_modules, settings
     from streamapp.transactions import discard_state_after_unclean_stop, mark_clean_stop
 
     import_app_modules()
+    # faust creates the data dir without its parents (`--data-dir data/w1` on a fresh clone)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     level = loglevel or settings.log_level
     logging.getLogger("streamapp").setLevel(level.upper())
@@ -667,14 +669,19 @@ def generate(
 @click.option("--rate", default=200, show_default=True, help="Background events per second.")
 @click.option("--duration", type=float, default=None, help="Stop after S seconds (default: Ctrl-C).")
 def demo(rate: int, duration: float | None) -> None:
-    """Start the dev broker, a worker and traffic; show alerts live; Ctrl-C stops all of it."""
+    """Start the dev broker, a worker and traffic; show alerts live; Ctrl-C stops all of it.
+
+    When the worker or the generator stops on its own, the demo says which, shows the end of its log,
+    stops the rest and exits 1.
+    """
     from streamapp.demo import run_demo
 
     settings = _load_or_exit()
     try:
-        run_demo(settings, click.echo, rate=rate, duration=duration)
+        code = run_demo(settings, click.echo, rate=rate, duration=duration)
     except DevBrokerError as exc:
         _fail(str(exc))
+    sys.exit(code)
 
 
 # -- replay -----------------------------------------------------------------------------------
@@ -719,7 +726,7 @@ def replay(
         topics = replaying.app_topics(app_id)
         options = replaying.ReplayOptions(
             app_id=app_id,
-            data_dir=data_dir or settings.data_dir / "replay" / app_id,
+            data_dir=data_dir.expanduser().absolute() if data_dir else settings.data_dir / "replay" / app_id,
             web_port=web_port or replaying.pick_free_port(),
             start_time=start_time,
             publish_alerts=alerts,

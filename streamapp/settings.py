@@ -217,6 +217,10 @@ def _existing_file(raw: str) -> Path:
     return path
 
 
+def _directory(raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
 def _topic_prefix(raw: str) -> str:
     if not all(c.isalnum() or c in "._-" for c in raw):
         raise ValueError("may hold only letters, digits, '.', '_' and '-'")
@@ -268,7 +272,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
     settings = Settings(
         broker=get("BROKER", _broker_url, defaults.broker),
-        data_dir=get("DATA_DIR", lambda raw: Path(raw).expanduser(), defaults.data_dir),
+        # absolute once, here: faust joins a relative tabledir onto datadir/v1 (data/w1/v1/data/w1/tables)
+        # and child processes (demo, replay) may start in another directory
+        data_dir=get("DATA_DIR", _directory, defaults.data_dir).absolute(),
         web_port=get("WEB_PORT", _port, defaults.web_port),
         web_host=get("WEB_HOST", text, defaults.web_host),
         partitions=get("PARTITIONS", _positive_int, defaults.partitions),

@@ -7,9 +7,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DASHBOARD", "dashboard_queries", "exposed_metric_names", "metric_names"]
+__all__ = [
+    "ALERT_RULES",
+    "DASHBOARD",
+    "alert_rule_queries",
+    "alert_rules",
+    "dashboard_queries",
+    "exposed_metric_names",
+    "metric_names",
+]
 
-DASHBOARD = Path(__file__).resolve().parents[1] / "ops" / "grafana" / "dashboards" / "streamapp.json"
+GRAFANA = Path(__file__).resolve().parents[1] / "ops" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "streamapp.json"
+ALERT_RULES = GRAFANA / "provisioning" / "alerting" / "streamapp.yml"
 
 _KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
@@ -26,6 +36,24 @@ def dashboard_queries(path: Path = DASHBOARD) -> list[str]:
         return [p for item in items for p in (item, *panels(item.get("panels", [])))]
 
     return [t["expr"] for p in panels(dashboard["panels"]) for t in p.get("targets", []) if t.get("expr")]
+
+
+def alert_rules(path: Path = ALERT_RULES) -> list[dict[str, Any]]:
+    """Every rule of every group of Grafana's provisioned alert rules."""
+    import yaml
+
+    provisioned = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return [rule for group in provisioned["groups"] for rule in group["rules"]]
+
+
+def alert_rule_queries(path: Path = ALERT_RULES) -> list[str]:
+    """The PromQL of every alert rule's query steps (expression steps left out)."""
+    return [
+        step["model"]["expr"]
+        for rule in alert_rules(path)
+        for step in rule["data"]
+        if step.get("datasourceUid") != "__expr__"
+    ]
 
 
 def metric_names(expr: str) -> set[str]:

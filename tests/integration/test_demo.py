@@ -157,3 +157,56 @@ def test_demo_shows_alerts_within_30_s_and_sigint_stops_everything(kafka_bootstr
         for pid in child_pids.values():
             if not _gone(pid) and _ours(pid):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_demo_says_when_its_worker_dies_and_stops_the_rest(kafka_bootstrap, names, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "STREAMAPP_BROKER": f"kafka://{kafka_bootstrap}",
+        "STREAMAPP_APP_ID": names.app_id,
+        "STREAMAPP_TOPIC_PREFIX": names.prefix,
+        "STREAMAPP_WEB_PORT": str(port),
+        "STREAMAPP_DATA_DIR": str(tmp_path / "data"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamapp.cli", "demo", "--rate", "50"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    output: list[str] = []
+    pids: dict[str, int] = {}
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line.rstrip("\n"))
+            for name, pattern in (("worker", r"worker started \(pid (\d+)"),
+                                  ("generator", r"traffic generator started \(pid (\d+)")):  # fmt: skip
+                if found := re.search(pattern, line):
+                    pids[name] = int(found.group(1))
+            if "the live page is up" in line:
+                break
+        transcript = "\n".join(output)
+        assert f"open the live page: http://127.0.0.1:{port}/" in transcript
+        assert f"the live page is up: http://127.0.0.1:{port}/" in transcript
+        killed_at = time.monotonic()
+        os.kill(pids["worker"], signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=60)
+        output.extend(rest.splitlines())
+        transcript = "\n".join(output)
+        assert proc.returncode == 1, transcript
+        assert time.monotonic() - killed_at < 30, transcript
+        assert "streamapp demo: the worker exited (code -9)" in transcript
+        log = streamapp_home() / "demo" / "worker.log"
+        assert f"the last lines of its log ({log})" in transcript
+        last_log_line = log.read_text().splitlines()[-1]
+        assert f"  | {last_log_line}" in transcript  # the end of the worker's log is shown
+        assert output[-1].startswith("demo stopped: no process left running"), transcript
+        assert _gone(pids["generator"]), transcript
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for pid in pids.values():
+            if not _gone(pid) and _ours(pid):
+                os.killpg(pid, signal.SIGKILL)

@@ -62,7 +62,7 @@ async def test_alert_rows_appear_in_chromium(
         boiler = await page.evaluate(
             "[...document.querySelector('tr[data-sensor-id=\"boiler-1\"]').cells].map(td => td.textContent)"
         )
-        assert boiler[2:] == ["3", "90.0", "108.3", "140.0", "140.0"], boiler  # n, min, mean, max, last
+        assert boiler[2:7] == ["3", "90.0", "108.3", "140.0", "140.0"], boiler  # n, min, mean, max, last
         status = await page.evaluate("document.getElementById('status').textContent")
         assert status.startswith("updated") and "1 worker" in status
 
@@ -93,3 +93,90 @@ async def test_sensors_lists_every_workers_sensors(
         assert probe["window"]["count"] == 1 and probe["window"]["end"] - probe["window"]["start"] == 60
     local = first.get("/sensors?scope=local")[1]["sensors"]
     assert 0 < len(local) < 12, "each worker owns only some of the sensors"
+
+
+async def test_charts_show_alert_rates_sensor_history_and_forecasts(
+    kafka_bootstrap: str, names: Names, worker_factory, tmp_path: Path
+) -> None:
+    worker = worker_factory()
+    now = time.time()
+    minute = (now // 60) * 60
+    logins = [
+        {"ts": minute - 120 + i, "ip": f"198.51.100.{n}", "user": f"u{i}", "success": False}
+        for n in range(3)
+        for i in range(7)
+    ]
+    # ten 60-s windows per sensor over the last ten minutes, one hot reading in the newest
+    readings = [
+        {"ts": minute - 600 + 60 * w + s, "sensor_id": sensor, "temperature": base + w + s / 10}
+        for sensor, base in (("boiler-1", 80.0), ("room-7", 20.0))
+        for w in range(10)
+        for s in range(0, 50, 10)
+    ] + [{"ts": minute + 1, "sensor_id": "boiler-1", "temperature": 130.0}]
+    prices = [{"ts": now - 50 + i, "symbol": "ACME", "price": 100 + i * 0.5 + (i % 3)} for i in range(40)]
+    await produce(kafka_bootstrap, names.topic("logins"), logins)
+    await produce(kafka_bootstrap, names.topic("sensor-readings"), readings, key=lambda r: r["sensor_id"])
+    await produce(kafka_bootstrap, names.topic("stock-prices"), prices, key=lambda r: r["symbol"])
+    worker.wait_for("/sensors/boiler-1", lambda s, b: s == 200 and b["last"]["temperature"] == 130.0)
+    worker.wait_for("/stocks/ACME", lambda s, b: s == 200 and b["last"] == prices[-1]["price"])
+    worker.wait_for("/alerts", lambda s, b: s == 200 and {a["kind"] for a in b["alerts"]} >= {
+        "brute_force", "high_temperature"})  # fmt: skip
+
+    async with Browser(tmp_path / "chromium-profile", tmp_path / "chromium.log") as browser:
+        page = await browser.open(worker.url + "/")
+        # alert rate: bars for every kind that fired, with its count
+        bars = await page.wait_for(
+            "(() => { const b = [...document.querySelectorAll('rect.rate-bar')]"
+            ".map(r => [r.dataset.kind, +r.dataset.count]); return b.length >= 2 ? b : null; })()",
+            within=30,
+        )
+        by_kind: dict[str, int] = {}
+        for kind, count in bars:
+            by_kind[kind] = by_kind.get(kind, 0) + count
+        published: dict[str, int] = {}
+        for alert in worker.get("/alerts?limit=100")[1]["alerts"]:
+            published[alert["kind"]] = published.get(alert["kind"], 0) + 1
+        assert by_kind == published, bars
+        assert by_kind["brute_force"] == 3 and by_kind["high_temperature"] == 1, bars
+
+        # sensor sparkline: its last point is the newest window /sensors shows
+        spark = await page.wait_for(
+            "(() => { const s = document.querySelector('svg.spark[data-sensor-id=\"boiler-1\"]');"
+            " return s && s.dataset.points ? {...s.dataset} : null; })()",
+            within=30,
+        )
+        listed = next(s for s in worker.get("/sensors")[1]["sensors"] if s["sensor_id"] == "boiler-1")
+        assert float(spark["lastMean"]) == listed["window"]["mean"]
+        assert float(spark["lastStart"]) == listed["window"]["start"]
+        assert int(spark["points"]) == len(worker.get("/sensors/boiler-1")[1]["windows"]) == 11
+
+        # detail view of one sensor, on a click
+        await page.evaluate("document.querySelector('tr.sensor-row[data-sensor-id=\"room-7\"]').click()")
+        detail = await page.wait_for(
+            "(() => { const s = document.getElementById('detail-chart');"
+            " return s.dataset.sensorId === 'room-7' && s.dataset.points ? {...s.dataset} : null; })()"
+        )
+        assert int(detail["points"]) == 10
+        assert not await page.evaluate("document.getElementById('sensor-detail').hidden")
+
+        # stock chart: price ticks and the forecast point /stocks/ACME answers
+        forecast = await page.wait_for(
+            "document.querySelector('.stock[data-symbol=\"ACME\"] circle.forecast')?.dataset.value"
+        )
+        stock = worker.get("/stocks/ACME")[1]
+        assert float(forecast) == stock["forecast"]
+        ticks = await page.evaluate(
+            "+document.querySelector('.stock[data-symbol=\"ACME\"] svg').dataset.ticks"
+        )
+        assert ticks == len([p for p in prices if p["ts"] > stock["ts"] - 60])
+        assert (
+            await page.evaluate("document.querySelectorAll('.stock[data-symbol=\"ACME\"] path.price').length")
+            == 1
+        )
+
+        await page.send("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1,
+                        mobile=False)  # fmt: skip
+        screenshot = await page.screenshot(ARTIFACTS / "live-page-charts.png")
+    assert screenshot.stat().st_size > 20_000
+    # the README's first screen shows this page: kept current by this test
+    (ROOT / "docs" / "live-page.png").write_bytes(screenshot.read_bytes())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from streamapp.dev.prometheus import DevPrometheus
-from tests.dashboard import dashboard_queries, exposed_metric_names, metric_names
+from tests.dashboard import alert_rule_queries, dashboard_queries, exposed_metric_names, metric_names
 from tests.integration.conftest import Names, Worker, free_port
 from tests.integration.kafka_io import produce
 
@@ -109,7 +109,7 @@ async def test_prometheus_scrapes_the_worker_and_promtool_accepts_its_metrics(
     text = _metrics_text(worker)
     _promtool_check_metrics(text)
     # every metric the dashboard queries is served by the worker
-    queried = {name for query in dashboard_queries() for name in metric_names(query)}
+    queried = {name for query in dashboard_queries() + alert_rule_queries() for name in metric_names(query)}
     missing = queried - exposed_metric_names(text)
     assert not missing, f"the dashboard queries metrics the worker does not expose: {sorted(missing)}"
 
@@ -130,8 +130,8 @@ async def test_prometheus_scrapes_the_worker_and_promtool_accepts_its_metrics(
         _wait_for_query(prometheus, f'sum(streamapp_dead_letters_total{{topic="{logins_topic}"}})', 1)
         _wait_for_query(prometheus, "sum(streamapp_ready)", 1)
         _wait_for_query(prometheus, f'count(streamapp_consumer_lag{{topic="{logins_topic}"}})', 4)
-        # every dashboard query is valid PromQL for this Prometheus
-        for query in dashboard_queries():
+        # every dashboard and alert-rule query is valid PromQL for this Prometheus
+        for query in dashboard_queries() + alert_rule_queries():
             prometheus.query(query)
 
         pid = prometheus.status().pid
