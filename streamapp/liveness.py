@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from faust.types import TP
 
@@ -110,3 +111,21 @@ class StallWatchdog:
 
     def live(self) -> bool:
         return not self.stalled() and self.silent_seconds() is None
+
+    def report(self) -> tuple[bool, dict[str, Any]]:
+        """Live or not, and the body of GET /live: the stalled partitions named."""
+        stalls = self.stalled()
+        silent = self.silent_seconds()
+        if not stalls and silent is None:
+            return True, {"status": "live"}
+        body: dict[str, Any] = {
+            "status": "stalled",
+            "stall_seconds": self.stall_seconds,
+            "stalled": [
+                {"topic": s.tp.topic, "partition": s.tp.partition, "lag": s.lag, "seconds": round(s.seconds, 1)}
+                for s in stalls
+            ],
+        }
+        if silent is not None:
+            body["watchdog_silent_seconds"] = round(silent, 1)
+        return False, body

@@ -19,15 +19,13 @@ from streamapp.peers import (
     verify_request,
 )
 
-__all__ = ["OPEN_PATHS", "PEER_NONCE", "token_middleware", "web_middleware"]
+__all__ = ["OPEN_PATHS", "token_middleware", "web_middleware"]
 
 logger = logging.getLogger(__name__)
 
 #: answered without the token: probes, scrapes, and the live page's static HTML shell (it holds no
 #: data; the requests it makes for data carry the token from the page's URL fragment)
 OPEN_PATHS = frozenset({"/health", "/ready", "/live", "/metrics", "/"})
-#: request key holding the nonce of a request a peer signed (its answer is signed back)
-PEER_NONCE = "streamapp_peer_nonce"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -58,7 +56,6 @@ def web_middleware(token: str | None, peer_key: bytes | None) -> Middleware:
             nonce = verify_request(peer_key, signature, request.method, request.raw_path)
             if nonce is None:
                 return _error(401, "the request is not signed with this app's peer key (or is stale)")
-            request[PEER_NONCE] = nonce
             return _signed(await _answer(request, handler), peer_key, nonce)
         if expected is not None and request.path not in OPEN_PATHS:
             given = request.headers.get("Authorization", "").encode(errors="surrogateescape")

@@ -62,7 +62,7 @@ async def _client(token: str) -> TestClient:
         return web.json_response({"path": request.path})
 
     application = web.Application(middlewares=[token_middleware(token)])
-    for path in ("/", "/health", "/ready", "/metrics", "/ips/{ip}", "/alerts", "/healthz"):
+    for path in ("/", "/health", "/ready", "/live", "/metrics", "/ips/{ip}", "/alerts", "/healthz"):
         application.router.add_get(path, hello)
     client = TestClient(TestServer(application))
     await client.start_server()
@@ -83,7 +83,7 @@ async def test_token_middleware_guards_every_path_but_the_open_ones() -> None:
             assert response.status in (200, 404), path
         for path in OPEN_PATHS:
             assert (await client.get(path)).status == 200, path
-        assert OPEN_PATHS == {"/health", "/ready", "/metrics", "/"}
+        assert OPEN_PATHS == {"/health", "/ready", "/live", "/metrics", "/"}
     finally:
         await client.close()
 
