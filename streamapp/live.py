@@ -7,6 +7,7 @@ import base64
 import binascii
 import heapq
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -47,6 +48,7 @@ MAX_SENSORS = 1000
 SCAN_BUDGET_KEYS = 10 * MAX_SENSORS
 #: a cursor is a sensor id (base64url of its key): longer ones are not ids of this app
 _MAX_CURSOR_CHARS = 4096
+_CURSOR = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def _live_page_html() -> str:
@@ -62,6 +64,8 @@ def decode_cursor(cursor: str) -> bytes:
     """The key a cursor stands for; ValueError when it is not a cursor."""
     if len(cursor) > _MAX_CURSOR_CHARS:
         raise ValueError("cursor too long")
+    if not _CURSOR.fullmatch(cursor):  # b64decode would drop foreign characters silently
+        raise ValueError("not a cursor")
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError):

@@ -122,8 +122,8 @@ class StallWatchdog:
             "status": "stalled",
             "stall_seconds": self.stall_seconds,
             "stalled": [
-                {"topic": s.tp.topic, "partition": s.tp.partition, "lag": s.lag, "seconds": round(s.seconds, 1)}
-                for s in stalls
+                {"topic": st.tp.topic, "partition": st.tp.partition, "lag": st.lag, "seconds": round(st.seconds, 1)}
+                for st in stalls
             ],
         }
         if silent is not None:

@@ -510,7 +510,8 @@ class _ComposeLoader(yaml.SafeLoader):
 
 
 _ComposeLoader.add_constructor(
-    "!override", lambda loader, node: _Override(loader.construct_sequence(node))  # type: ignore[arg-type]
+    "!override",
+    lambda loader, node: _Override(loader.construct_sequence(node)),  # type: ignore[arg-type]
 )
 
 
@@ -603,7 +604,8 @@ def test_secure_overlay_clients_use_sasl_ssl(
     cafile = tmp_path / "ca.pem"
     cafile.write_text("not read here\n")
     for name, user, password in (
-        ("worker", "streamapp", "sasl-pw"), ("generator", "streamapp-generator", "gen-pw")
+        ("worker", "streamapp", "sasl-pw"),
+        ("generator", "streamapp-generator", "gen-pw"),
     ):
         service = secure_services[name]
         env = {k: _interpolate(v, _SECRETS) for k, v in _environment(service).items()}
@@ -667,7 +669,9 @@ def test_secure_overlay_puts_no_secret_on_a_command_line(
     assert setup.index("umask 077") < setup.index("printf"), "the password files must be private"
     # the file form of --add-config takes no brackets: SCRAM-SHA-512=password=... (checked on Kafka)
     assert "SCRAM-SHA-512=password=%s" in setup and "[password" not in setup
-    assert setup.count("--add-config-file") == 2 and "rm -f /tmp/streamapp.scram /tmp/generator.scram" in setup
+    assert (
+        setup.count("--add-config-file") == 2 and "rm -f /tmp/streamapp.scram /tmp/generator.scram" in setup
+    )
     certs = _command(secure_services["certs"])[2]
     assert certs.count("-storepass:env KEYSTORE_PASSWORD") == 2 and "-storepass " not in certs
 
@@ -678,9 +682,11 @@ def test_secure_overlay_generator_may_only_write_the_input_topics(
     from streamapp.dev.secure import GENERATOR_USER, INPUT_TOPICS, generator_acl_commands
 
     env = _environment(secure_services["generator"])
-    assert env["STREAMAPP_SASL_USERNAME"] == GENERATOR_USER != _environment(secure_services["worker"])[
-        "STREAMAPP_SASL_USERNAME"
-    ]
+    assert (
+        env["STREAMAPP_SASL_USERNAME"]
+        == GENERATOR_USER
+        != _environment(secure_services["worker"])["STREAMAPP_SASL_USERNAME"]
+    )
     acls = [
         words for words in _commands(_command(secure_services["kafka-setup"])[2])
         if words[0].endswith("kafka-acls.sh") and f"User:{GENERATOR_USER}" in words
