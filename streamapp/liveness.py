@@ -122,7 +122,12 @@ class StallWatchdog:
             "status": "stalled",
             "stall_seconds": self.stall_seconds,
             "stalled": [
-                {"topic": st.tp.topic, "partition": st.tp.partition, "lag": st.lag, "seconds": round(st.seconds, 1)}
+                {
+                    "topic": st.tp.topic,
+                    "partition": st.tp.partition,
+                    "lag": st.lag,
+                    "seconds": round(st.seconds, 1),
+                }
                 for st in stalls
             ],
         }
