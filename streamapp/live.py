@@ -22,6 +22,7 @@ from streamapp.clock import worker_clock
 from streamapp.peers import HOPS_HEADER, PeerError, hops_of, peer_get
 from streamapp.rules import temperature
 from streamapp.web import PEER_KEY
+from tables.base import _active_partitions  # the stores of the partitions this worker processes
 from tables.temperature_by_sensor import temperature_by_sensor
 
 __all__ = [
@@ -150,8 +151,6 @@ def _key(sensor: dict[str, Any]) -> bytes:
 
 def local_sensors(after: bytes | None = None, limit: int = DEFAULT_SENSORS) -> SensorPage:
     """Sensors of this worker's active partitions, in key order after ``after``."""
-    from tables.base import _active_partitions  # the stores of the partitions this worker processes
-
     stores = [
         db.items(from_key=after) if after is not None else db.items()
         for _, db in _active_partitions(temperature_by_sensor)
