@@ -13,11 +13,12 @@ from streamapp.consumer import BatchConsumer, BatchHandler
 from streamapp.kafka_clients import broker_credentials
 from streamapp.logs import logging_config
 from streamapp.models import configure_limits
+from streamapp.peers import peer_key
 from streamapp.producer import BatchSender
 from streamapp.recovery import HealingTableManager
 from streamapp.settings import Settings, load_settings
 from streamapp.transactions import WorkerTransactionManager, worker_transactional_id
-from streamapp.web_auth import token_middleware
+from streamapp.web_auth import web_middleware
 
 __all__ = ["APP_MODULES", "StreamApp", "StreamAppWeb", "app", "create_app", "import_app_modules", "settings"]
 
@@ -80,10 +81,9 @@ def create_app(settings: Settings) -> faust.App:
         web_stats_enabled=False,
         web_metrics_enabled=False,
         web_tables_enabled=False,
-        # STREAMAPP_WEB_TOKEN: a bearer token on every view but /health, /ready, /metrics
-        web_application_options=(
-            {"middlewares": [token_middleware(settings.web_token)]} if settings.web_token else None
-        ),
+        # STREAMAPP_WEB_TOKEN: a bearer token on every view but /health, /ready, /live, /metrics;
+        # requests between workers are signed with the peer key instead, and forwarded once at most
+        web_application_options={"middlewares": [web_middleware(settings.web_token, peer_key(settings))]},
         # a few ms of linger turn one produce request per record into one per batch
         producer_linger=0.005,
         # batches of forwarded and changelog records are built whole (streamapp.producer): room for

@@ -41,7 +41,7 @@ _DSN_KEYWORD_PASSWORD = re.compile(r"""password\s*=\s*('(?:[^'\\]|\\.)*'|"(?:[^"
 
 def secrets_of(settings: Settings) -> list[str]:
     """Every secret the settings hold, longest first (so a secret inside another goes too)."""
-    found = {settings.sasl_password, settings.web_token}
+    found = {settings.sasl_password, settings.web_token, settings.peer_secret}
     dsn = settings.postgres_dsn
     if dsn:
         # URL form postgresql://user:password@host/db (maybe percent-encoded) ...
@@ -72,7 +72,7 @@ class RedactSecrets(logging.Filter):
             except ValueError:  # a bad setting stops the process elsewhere; redact what is set
                 secrets = [
                     os.environ[name]
-                    for name in ("STREAMAPP_SASL_PASSWORD", "STREAMAPP_WEB_TOKEN")
+                    for name in ("STREAMAPP_SASL_PASSWORD", "STREAMAPP_WEB_TOKEN", "STREAMAPP_PEER_SECRET")
                     if os.environ.get(name)
                 ]
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)

@@ -15,7 +15,10 @@ __all__ = [
     "EVENT_LAG_SECONDS",
     "EXPIRED_EVENTS_TOTAL",
     "LATE_EVENTS_TOTAL",
+    "PARTITION_STALLED",
     "READY",
+    "SKIPPED_ALERTS_TOTAL",
+    "WEB_ERRORS_TOTAL",
     "observe_many",
 ]
 
@@ -46,6 +49,19 @@ CONSUMER_LAG = Gauge(
     "Records behind the end of the partition: highwater minus committed offset, for the partitions "
     "of the topics this worker's agents consume",
     ["topic", "partition"],
+)
+PARTITION_STALLED = Gauge(
+    "streamapp_partition_stalled",
+    "1 for each owned partition with records waiting and no progress for STREAMAPP_STALL_SECONDS "
+    "(GET /live answers 503 while any is)",
+    ["topic", "partition"],
+)
+WEB_ERRORS_TOTAL = Counter(
+    "streamapp_web_errors", "Web requests a view failed on (answered 500 and logged)"
+)
+SKIPPED_ALERTS_TOTAL = Counter(
+    "streamapp_skipped_alerts",
+    "Records of the alerts topic the recent-alerts tail could not read (skipped and logged)",
 )
 READY = Gauge("streamapp_ready", "1 once table recovery is done and no rebalance is under way, else 0")
 

@@ -1,4 +1,4 @@
-"""Worker metrics: faust's sensors beside the contract's, consumer lag per partition, readiness."""
+"""Worker metrics: faust's sensors beside the contract's, consumer lag per partition, readiness, liveness."""
 
 from __future__ import annotations
 
@@ -11,18 +11,21 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
 from faust.sensors.prometheus import MS_LATENCY_BUCKETS, FaustMetrics, PrometheusMonitor
 from faust.types import TP
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, Histogram
 
 from streamapp.app import app
-from streamapp.metrics import CONSUMER_LAG, READY
-from streamapp.web import is_ready
+from streamapp.liveness import PartitionProgress
+from streamapp.metrics import CONSUMER_LAG, PARTITION_STALLED, READY
+from streamapp.web import is_ready, watchdog
 
 __all__ = [
     "FAUST_METRICS_PREFIX",
     "LAG_INTERVAL_SECONDS",
+    "check_liveness",
     "consumed_topics",
     "install_faust_sensors",
     "measure_consumer_lag",
+    "measure_progress",
     "report_consumer_lag",
 ]
 
@@ -34,6 +37,7 @@ LAG_INTERVAL_SECONDS = 5.0
 _POSITION_TIMEOUT_SECONDS = 0.5
 
 _lag_labels: set[tuple[str, str]] = set()
+_stalled_labels: set[tuple[str, str]] = set()
 
 
 def install_faust_sensors(
@@ -75,13 +79,14 @@ async def _position(consumer: Any, tp: TP) -> int | None:
     return position
 
 
-async def measure_consumer_lag(faust_app: faust.App) -> dict[TP, int]:
-    """Records behind the end, per assigned partition of the consumed topics.
+async def measure_progress(faust_app: faust.App) -> dict[TP, PartitionProgress]:
+    """Where processing stands, per assigned partition of the consumed topics.
 
-    highwater (from the consumer's last fetch) minus the committed offset as the monitor saw it
-    committed; before this worker's first commit on a partition, the last read offset + 1, and
-    before the first read, the consumer's position (the committed offset it was seeked to).
-    No broker request: all of it is the consumer's own state.
+    ``done``: the committed offset as the monitor saw it committed; before this worker's first
+    commit on a partition, the last read offset + 1, and before the first read, the consumer's
+    position (the committed offset it was seeked to). ``highwater`` comes from the consumer's last
+    fetch; partitions not fetched yet are left out. No broker request: all of it is the consumer's
+    own state.
     """
     consumer = faust_app.consumer
     monitor = faust_app.monitor
@@ -96,39 +101,81 @@ async def measure_consumer_lag(faust_app: faust.App) -> dict[TP, int]:
             continue
         if highwater is not None:  # None: not fetched yet
             highwaters[tp] = highwater
-    behind: dict[TP, int | None] = {}
+    done: dict[TP, int | None] = {}
+    reads: dict[TP, int | None] = {}
     for tp in highwaters:
         committed = monitor.tp_committed_offsets.get(tp)
-        read = monitor.tp_read_offsets.get(tp)
-        behind[tp] = committed if committed is not None else (read + 1 if read is not None else None)
-    unread = [tp for tp, offset in behind.items() if offset is None]
-    positions = await asyncio.gather(*(_position(consumer, tp) for tp in unread))
-    behind.update(zip(unread, positions, strict=True))
-    return {tp: max(0, highwaters[tp] - offset) for tp, offset in behind.items() if offset is not None}
+        read = reads[tp] = monitor.tp_read_offsets.get(tp)
+        done[tp] = committed if committed is not None else (read + 1 if read is not None else None)
+    # the position of every partition not done to its highwater: unread ones need it as their
+    # start, lagging ones to tell records that wait from transaction markers (streamapp.liveness)
+    asked = [tp for tp, offset in done.items() if offset is None or offset < highwaters[tp]]
+    positions = dict(
+        zip(asked, await asyncio.gather(*(_position(consumer, tp) for tp in asked)), strict=True)
+    )
+    found = {}
+    for tp, offset in done.items():
+        start = offset if offset is not None else positions.get(tp)
+        if start is None:
+            continue
+        found[tp] = PartitionProgress(
+            done=start, highwater=highwaters[tp], read=reads[tp], position=positions.get(tp)
+        )
+    return found
+
+
+async def measure_consumer_lag(faust_app: faust.App) -> dict[TP, int]:
+    """Records behind the end, per assigned partition of the consumed topics: highwater - done."""
+    return {tp: progress.lag for tp, progress in (await measure_progress(faust_app)).items()}
+
+
+def _set_labels(gauge: Gauge, known: set[tuple[str, str]], values: dict[tuple[str, str], float]) -> None:
+    """Set ``gauge`` for these labels and drop the children of labels not among them any more."""
+    for label, value in values.items():
+        gauge.labels(*label).set(value)
+    for label in known - set(values):
+        try:
+            gauge.remove(*label)
+        except KeyError:
+            pass
+    known.clear()
+    known.update(values)
+
+
+def check_liveness(progress: dict[TP, PartitionProgress] | None, ready: bool) -> None:
+    """One look of the watchdog (``progress`` None: the consumer is not started), and its metric."""
+    if progress is None or not ready:
+        watchdog.pause()
+        stalls = []
+    else:
+        stalls = watchdog.observe(progress)
+        for stall in stalls:
+            logger.warning(
+                "partition %s[%d] stalled: %d records wait, no progress for %.0f s",
+                stall.tp.topic, stall.tp.partition, stall.lag, stall.seconds,
+            )  # fmt: skip
+    _set_labels(PARTITION_STALLED, _stalled_labels, {(s.tp.topic, str(s.tp.partition)): 1.0 for s in stalls})
 
 
 @app.timer(interval=LAG_INTERVAL_SECONDS)
 async def report_consumer_lag() -> None:
-    """Set ``streamapp_consumer_lag`` for this worker's partitions; drop partitions it lost."""
+    """Set ``streamapp_consumer_lag`` for this worker's partitions, drop partitions it lost; feed
+    the liveness watchdog."""
+    progress: dict[TP, PartitionProgress] | None
     try:
-        lags = await measure_consumer_lag(app)
+        progress = await measure_progress(app)
     except ConsumerNotStarted:
-        return
+        progress = None
     except Exception:  # a metric must never take the worker down
         logger.warning("measuring consumer lag failed", exc_info=True)
-        return
-    labels = set()
-    for tp, lag in lags.items():
-        label = (tp.topic, str(tp.partition))
-        CONSUMER_LAG.labels(*label).set(lag)
-        labels.add(label)
-    for label in _lag_labels - labels:
-        try:
-            CONSUMER_LAG.remove(*label)
-        except KeyError:
-            pass
-    _lag_labels.clear()
-    _lag_labels.update(labels)
+        return  # the watchdog goes silent: repeated failures for stall_seconds fail /live
+    try:
+        check_liveness(progress, is_ready())
+    except Exception:
+        logger.warning("liveness check failed", exc_info=True)
+    if progress is not None:
+        lags = {(tp.topic, str(tp.partition)): float(p.lag) for tp, p in progress.items()}
+        _set_labels(CONSUMER_LAG, _lag_labels, lags)
 
 
 install_faust_sensors(app)

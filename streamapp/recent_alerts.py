@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from typing import Any
 
@@ -12,8 +13,35 @@ from mode import Service
 
 from streamapp.app import app, settings
 from streamapp.kafka_clients import client_kwargs
+from streamapp.metrics import SKIPPED_ALERTS_TOTAL
 
-__all__ = ["RecentAlerts", "recent_alerts"]
+__all__ = ["RecentAlerts", "parse_alert", "recent_alerts"]
+
+#: after a failed fetch the tail waits this long before it fetches again
+_RETRY_SECONDS = 1.0
+
+
+def parse_alert(value: bytes | None) -> dict[str, Any] | None:
+    """The alert in an `alerts` record, or None when it is not one a query can use.
+
+    A query reads ``kind``, ``key`` and ``ts`` of every kept alert: one record without them (any
+    producer may write to the topic) would make every `GET /alerts` fail until it ages out.
+    """
+    if value is None:
+        return None
+    try:
+        alert = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(alert, dict):
+        return None
+    ts = alert.get("ts")
+    if not isinstance(alert.get("kind"), str) or not isinstance(alert.get("key"), str):
+        return None
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        return None
+    return alert
+
 
 logger = logging.getLogger(__name__)
 
@@ -59,25 +87,48 @@ class RecentAlerts(Service):
         consumer = self._consumer
         assert consumer is not None
         topic = settings.topic("alerts")
+        while not self.should_stop:
+            try:
+                await self._seek_to_recent(consumer, topic)
+                break
+            except Exception:  # no metadata yet, broker away: try again, never end the task
+                logger.warning("finding the recent alerts of %s failed; trying again", topic, exc_info=True)
+                await self.sleep(_RETRY_SECONDS)
+        while not self.should_stop:
+            try:
+                batch = await consumer.getmany(timeout_ms=1000)
+            except Exception:  # a broker hiccup must not end the tail: /alerts would freeze
+                logger.warning("fetching %s failed; trying again", topic, exc_info=True)
+                await self.sleep(_RETRY_SECONDS)
+                continue
+            for records in batch.values():
+                for record in records:
+                    self.add(record.value, f"{record.topic}[{record.partition}]@{record.offset}")
+
+    async def _seek_to_recent(self, consumer: AIOKafkaConsumer, topic: str) -> None:
         partitions: list[TopicPartition] = []
         while not self.should_stop and not partitions:
             await consumer._client.force_metadata_update()
             partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
             if not partitions:
                 await self.sleep(1.0)
+        if not partitions:
+            return
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         per_partition = max(1, self.capacity // len(partitions))
         for tp in partitions:
             consumer.seek(tp, max(0, ends[tp] - per_partition))
-        while not self.should_stop:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for records in batch.values():
-                for record in records:
-                    try:
-                        self._alerts.append(orjson.loads(record.value))
-                    except (orjson.JSONDecodeError, TypeError):
-                        logger.warning("ignoring a non-JSON record on %s", topic)
+
+    def add(self, value: bytes | None, where: str = "") -> bool:
+        """Keep the alert in ``value``; skip (logged and counted) a record that is not one."""
+        alert = parse_alert(value)
+        if alert is None:
+            SKIPPED_ALERTS_TOTAL.inc()
+            logger.warning("skipping a record that is not an alert at %s", where)
+            return False
+        self._alerts.append(alert)
+        return True
 
 
 recent_alerts = RecentAlerts()

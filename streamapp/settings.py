@@ -13,6 +13,8 @@ __all__ = [
     "ALERT_KINDS",
     "BATCH_MAX",
     "BATCH_WITHIN_SECONDS",
+    "MIN_SECRET_CHARS",
+    "MIN_STALL_SECONDS",
     "PREFIX",
     "Settings",
     "SettingsError",
@@ -74,6 +76,8 @@ class Settings:
     sasl_password: str | None = field(default=None, repr=False)
     ssl_cafile: Path | None = None
     web_token: str | None = field(default=None, repr=False)
+    #: proves a forwarding worker belongs to the app (default: derived from web_token)
+    peer_secret: str | None = field(default=None, repr=False)
     postgres_dsn: str | None = field(default=None, repr=False)
     influx_url: str | None = None
     app_id: str = "streamapp"
@@ -96,6 +100,8 @@ class Settings:
     thresholds: Thresholds = Thresholds()
     #: the detection rules this worker runs (STREAMAPP_RULES; default every rule)
     rules: frozenset[str] = frozenset(ALERT_KINDS)
+    #: an owned partition with lag and no progress this long makes GET /live fail (liveness watchdog)
+    stall_seconds: float = 120.0
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -160,6 +166,25 @@ def _choice(*options: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+#: shortest STREAMAPP_WEB_TOKEN / STREAMAPP_PEER_SECRET: a few characters can be guessed online
+MIN_SECRET_CHARS = 16
+#: the watchdog looks every 5 s (streamapp.monitoring): a shorter stall time could not be seen
+MIN_STALL_SECONDS = 10.0
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < MIN_SECRET_CHARS:
+        raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 24`)")
+    return raw
+
+
+def _stall_seconds(raw: str) -> float:
+    value = _positive_float(raw)
+    if value < MIN_STALL_SECONDS:
+        raise ValueError(f"must be at least {MIN_STALL_SECONDS:g} seconds")
+    return value
 
 
 def _rules(raw: str) -> frozenset[str]:
@@ -227,6 +252,10 @@ def _topic_prefix(raw: str) -> str:
     return raw
 
 
+#: set but blank is refused, not read as unset: a blank token would leave the web API open by mistake
+_NOT_BLANK = frozenset({"WEB_TOKEN", "PEER_SECRET"})
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings; raise :class:`SettingsError` naming the bad variable."""
     env = os.environ if environ is None else environ
@@ -235,7 +264,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     def get(name: str, parse: Callable[[str], T], default: T) -> T:
         raw = env.get(PREFIX + name)
-        if raw is None or raw == "":
+        if raw is None or (raw == "" and name not in _NOT_BLANK):
             return default
         try:
             return parse(raw.strip())
@@ -245,7 +274,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 if not str(exc).startswith(("invalid literal", "could not"))
                 else (f"must be a {parse.__name__.lstrip('_').replace('_', ' ')}")
             )
-            raise SettingsError(f"{PREFIX}{name}={raw!r} is invalid: {reason}") from None
+            shown = "(hidden)" if name in _NOT_BLANK else repr(raw)  # never echo a secret
+            raise SettingsError(f"{PREFIX}{name}={shown} is invalid: {reason}") from None
 
     def text(raw: str) -> str:
         return raw
@@ -291,7 +321,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sasl_username=get("SASL_USERNAME", text, None),
         sasl_password=get("SASL_PASSWORD", text, None),
         ssl_cafile=get("SSL_CAFILE", _existing_file, None),
-        web_token=get("WEB_TOKEN", text, None),
+        web_token=get("WEB_TOKEN", _secret, None),
+        peer_secret=get("PEER_SECRET", _secret, None),
         postgres_dsn=get("POSTGRES_DSN", _postgres_dsn, None),
         influx_url=get("INFLUX_URL", _http_url, None),
         app_id=get("APP_ID", _topic_prefix, defaults.app_id),
@@ -311,6 +342,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         stream_buffer=get("STREAM_BUFFER", _positive_int, defaults.stream_buffer),
         thresholds=thresholds,
         rules=get("RULES", _rules, defaults.rules),
+        stall_seconds=get("STALL_SECONDS", _stall_seconds, defaults.stall_seconds),
     )
     _check_combinations(settings)
     return settings
@@ -346,7 +378,7 @@ def _check_combinations(settings: Settings) -> None:
 
 def describe(settings: Settings) -> dict[str, Any]:
     """Settings for logs, with secrets masked."""
-    secret = {"sasl_password", "web_token", "postgres_dsn"}
+    secret = {"sasl_password", "web_token", "peer_secret", "postgres_dsn"}
     return {
         k: ("***" if k in secret and v else str(v)) for k, v in settings.__dict__.items() if k != "thresholds"
     }

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import wraps
 from typing import Any
 
+from faust.types import CollectionT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
-from streamapp.app import app
+from streamapp.app import app, settings
 from streamapp.clock import worker_clock
+from streamapp.liveness import StallWatchdog
 from streamapp.models import MAX_ID_CHARS, id_problem
+from streamapp.peers import HOPS_HEADER, MAX_HOPS, PeerError, hops_of, peer_get, peer_key
 from streamapp.recent_alerts import recent_alerts
 from streamapp.rules import card_fraud, price_analytics, sliding_count, temperature
 from tables.failed_logins_by_ip import failed_logins_by_ip
@@ -26,16 +32,72 @@ __all__ = [
     "get_card",
     "get_health",
     "get_ip",
+    "get_live",
     "get_metrics",
     "get_ready",
     "get_sensor",
     "get_stock",
     "get_user",
     "is_ready",
+    "owner_of",
+    "routed",
+    "watchdog",
 ]
+
+logger = logging.getLogger(__name__)
 
 _MAX_ALERTS = 1000
 Handler = Callable[..., Awaitable[Response]]
+
+#: fed every few seconds by streamapp.monitoring; GET /live reads it
+watchdog = StallWatchdog(settings.stall_seconds)
+#: signs requests to other workers and checks their answers (None: no token, no peer secret)
+PEER_KEY = peer_key(settings)
+
+ViewHandler = Callable[..., Awaitable[Response]]
+
+
+def _ident(url: URL) -> tuple[str, int]:
+    return ((url.host if url.scheme else url.path) or "", int(url.port or 80))
+
+
+def owner_of(table: CollectionT, key: str) -> URL | None:
+    """The web URL of the worker that holds ``key`` of ``table``; None when it is this one."""
+    owner: URL = app.router.key_store(table.name, key)
+    if _ident(owner) == _ident(URL(str(app.conf.canonical_url))):
+        return None
+    return owner if owner.scheme else URL(f"http://{owner.path}")
+
+
+def routed(table: CollectionT, match_info: str) -> Callable[[ViewHandler], ViewHandler]:
+    """Answer here when this worker holds the key, else relay the owner's answer (faust's
+    ``table_route``, with the peer key, a timeout, one hop at most and JSON only)."""
+
+    def decorate(fun: ViewHandler) -> ViewHandler:
+        @wraps(fun)
+        async def get(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+            try:
+                owner = owner_of(table, request.match_info[match_info])
+            except KeyError:  # no assignment yet (faust answers ServiceUnavailable too)
+                return view.json({"error": "no worker holds this key yet; retry"}, status=503)
+            if owner is None:
+                return await fun(view, request, *args, **kwargs)
+            if (hops_of(request.headers.get(HOPS_HEADER)) or 0) >= MAX_HOPS:
+                # forwarded to us, yet another worker holds it: partitions moved in between
+                return view.json({"error": "the key is moving between workers; retry"}, status=503)
+            # the path and query exactly as they came (decoding and encoding again could change them)
+            raw_path: str = request.raw_path  # type: ignore[attr-defined]  # an aiohttp request
+            target = URL(str(owner.origin()) + raw_path, encoded=True)
+            try:
+                answer = await peer_get(app.http_client, target, PEER_KEY)
+            except PeerError as exc:
+                logger.warning("forwarding %r: %s", raw_path, exc)
+                return view.json({"error": str(exc)}, status=exc.status)
+            return view.bytes(answer.body, content_type="application/json", status=answer.status)
+
+        return get
+
+    return decorate
 
 
 def _not_found(web: View, what: str) -> Response:
@@ -94,6 +156,13 @@ async def get_ready(web: View, request: Request) -> Response:
     return web.json({"ready": ready}, status=200 if ready else 503)
 
 
+@app.page("/live")
+async def get_live(web: View, request: Request) -> Response:
+    """200 while every owned partition progresses; 503 naming those that wait without progress."""
+    live, body = watchdog.report()
+    return web.json(body, status=200 if live else 503)
+
+
 @app.page("/metrics")
 async def get_metrics(web: View, request: Request) -> Response:
     return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -101,7 +170,7 @@ async def get_metrics(web: View, request: Request) -> Response:
 
 @app.page("/ips/{ip}")
 @_checked_id("ip")
-@app.table_route(table=failed_logins_by_ip, match_info="ip")
+@routed(failed_logins_by_ip, "ip")
 async def get_ip(web: View, request: Request, ip: str) -> Response:
     state = _state(failed_logins_by_ip, ip)
     size = sliding_count.BUCKET_SECONDS
@@ -123,7 +192,7 @@ async def get_ip(web: View, request: Request, ip: str) -> Response:
 
 @app.page("/sensors/{sensor_id}")
 @_checked_id("sensor_id")
-@app.table_route(table=temperature_by_sensor, match_info="sensor_id")
+@routed(temperature_by_sensor, "sensor_id")
 async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
     state = _state(temperature_by_sensor, sensor_id)
     windows = temperature.window_view(state, worker_clock.horizon) if state else []
@@ -135,7 +204,7 @@ async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
 
 @app.page("/cards/{card_id}")
 @_checked_id("card_id")
-@app.table_route(table=transactions_by_card, match_info="card_id")
+@routed(transactions_by_card, "card_id")
 async def get_card(web: View, request: Request, card_id: str) -> Response:
     state = _state(transactions_by_card, card_id)
     count, total = card_fraud.card_totals(state) if state else (0, 0.0)
@@ -155,7 +224,7 @@ async def get_card(web: View, request: Request, card_id: str) -> Response:
 
 @app.page("/stocks/{symbol}")
 @_checked_id("symbol")
-@app.table_route(table=prices_by_symbol, match_info="symbol")
+@routed(prices_by_symbol, "symbol")
 async def get_stock(web: View, request: Request, symbol: str) -> Response:
     state = _state(prices_by_symbol, symbol)
     if not state or state["ts"] is None or state["ts"] <= worker_clock.horizon:
@@ -165,7 +234,7 @@ async def get_stock(web: View, request: Request, symbol: str) -> Response:
 
 @app.page("/users/{name}")
 @_checked_id("name")
-@app.table_route(table=users_by_name, match_info="name")
+@routed(users_by_name, "name")
 async def get_user(web: View, request: Request, name: str) -> Response:
     state = _state(users_by_name, name)
     if not state or "record" not in state:

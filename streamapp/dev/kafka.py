@@ -308,14 +308,27 @@ class DevBroker:
 
     def _format(self, libs: Path) -> None:
         cluster_id = new_cluster_id()
-        cmd = [
-            "java", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={self._log4j()}",
-            "kafka.tools.StorageTool", "format", "-t", cluster_id,
-            "-c", str(self.config_file), "--standalone",
-        ]  # fmt: skip
-        if self.material is not None:
-            cmd += secure_setup.scram_arguments(self.material)
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        java = ["java", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={self._log4j()}"]
+        main = [
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.config_file),
+            "--standalone",
+        ]
+        argfile = self.state_dir / "format.args"
+        if self.material is None:
+            cmd = [*java, *main]
+        else:
+            # the SCRAM passwords go in a private argfile the java launcher reads: never on argv
+            secure_setup.write_java_argfile(argfile, [*main, *secure_setup.scram_arguments(self.material)])
+            cmd = [*java, f"@{argfile}"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        finally:
+            argfile.unlink(missing_ok=True)
         if proc.returncode != 0:
             raise DevBrokerError(f"formatting KRaft storage failed:\n{proc.stdout}{proc.stderr}")
 
@@ -359,8 +372,7 @@ class DevBroker:
             self.config_file.exists() and self.config_file.read_text() != wanted
         ):
             shutil.rmtree(self.state_dir / "data", ignore_errors=True)
-            self.config_file.write_text(wanted)
-            self.config_file.chmod(0o600)  # --secure: it holds the keystore password
+            secure_setup.write_secret(self.config_file, wanted)  # --secure: it holds the keystore password
             say("formatting KRaft storage ...")
             self._format(libs)
         started = time.monotonic()

@@ -13,24 +13,30 @@ from pathlib import Path
 __all__ = [
     "ADMIN_USER",
     "APP_USER",
+    "GENERATOR_USER",
+    "INPUT_TOPICS",
     "SCRAM_MECHANISM",
     "SecureMaterial",
     "SecureSetupError",
     "acl_commands",
     "app_topic_names",
+    "generator_acl_commands",
     "grant",
     "prepare_material",
     "scram_arguments",
     "server_properties",
+    "write_java_argfile",
+    "write_secret",
 ]
 
 ADMIN_USER = "admin"
 APP_USER = "streamapp"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
+GENERATOR_USER = "streamapp-generator"
+#: the contract's input topics: all a traffic generator may write (before STREAMAPP_TOPIC_PREFIX)
+INPUT_TOPICS = ("logins", "sensor-readings", "transactions", "stock-prices", "users")
 #: the contract topics the app reads and writes (before STREAMAPP_TOPIC_PREFIX)
-_CONTRACT_TOPICS = (
-    "logins", "sensor-readings", "transactions", "stock-prices", "users", "alerts", "dead-letters",
-)  # fmt: skip
+_CONTRACT_TOPICS = (*INPUT_TOPICS, "alerts", "dead-letters")
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +45,22 @@ class SecureSetupError(RuntimeError):
     """Generating the certificate or granting ACLs failed; the message says why."""
 
 
-def _write_secret(path: Path, text: str) -> None:
-    """Write ``text`` to a file only its owner may read (mode 0600 from the start)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner may read: mode 0600 before the first byte.
+
+    A new file is created 0600; an existing one is made 0600 before it is truncated and written.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    os.ftruncate(fd, 0)
     with os.fdopen(fd, "w") as out:
         out.write(text)
-    path.chmod(0o600)
+
+
+def write_java_argfile(path: Path, args: Sequence[str]) -> None:
+    """A private ``java @argfile`` of ``args`` (main class and its arguments): the java launcher
+    reads them from the file, so secrets among them never show on the process command line."""
+    write_secret(path, "".join('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"\n' for a in args))
 
 
 @dataclass(frozen=True)
@@ -75,34 +91,38 @@ class SecureMaterial:
         return self.password_file(user).read_text().strip()
 
     @property
+    def keystore_password_file(self) -> Path:
+        return self.directory / "keystore.password"
+
+    @property
     def keystore_password(self) -> str:
-        return (self.directory / "keystore.password").read_text().strip()
+        return self.keystore_password_file.read_text().strip()
 
 
 def prepare_material(state_dir: Path, host: str, users: Sequence[str]) -> SecureMaterial:
     """Create (once) the passwords, the PKCS12 keystore and its PEM certificate; reuse them after."""
     directory = state_dir / "secure"
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o700)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)  # made by an older version, or under a umask that widened it
     material = SecureMaterial(directory, tuple(dict.fromkeys([ADMIN_USER, APP_USER, *users])))
     for name in ("keystore", *material.users):
         path = directory / f"{name}.password"
         if not path.exists():
-            _write_secret(path, secrets.token_urlsafe(24) + "\n")
+            write_secret(path, secrets.token_urlsafe(24) + "\n")
     if not material.keystore.exists() or not material.ca_file.exists():
         material.keystore.unlink(missing_ok=True)
         _keytool(
             "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "3650",
             "-dname", "CN=streamapp dev broker", "-ext", f"SAN=dns:localhost,ip:{host}",
             "-ext", "BC:c=ca:true", "-keystore", str(material.keystore), "-storetype", "PKCS12",
-            "-storepass", material.keystore_password,
+            "-storepass:file", str(material.keystore_password_file),
         )  # fmt: skip
         _keytool(
             "-exportcert", "-rfc", "-alias", "broker", "-keystore", str(material.keystore),
-            "-storetype", "PKCS12", "-storepass", material.keystore_password, "-file", str(material.ca_file),
+            "-storetype", "PKCS12", "-storepass:file", str(material.keystore_password_file),
+            "-file", str(material.ca_file),
         )  # fmt: skip
-        material.keystore.chmod(0o600)
-    _write_secret(
+    write_secret(
         material.admin_config,
         "\n".join(
             [
@@ -120,7 +140,9 @@ def prepare_material(state_dir: Path, host: str, users: Sequence[str]) -> Secure
 
 
 def _keytool(*args: str) -> None:
-    proc = subprocess.run(["keytool", *args], capture_output=True, text=True, check=False)
+    # passwords from files (-storepass:file), never argv; umask 077: the keystore is private from
+    # creation
+    proc = subprocess.run(["keytool", *args], capture_output=True, text=True, check=False, umask=0o077)
     if proc.returncode != 0:
         raise SecureSetupError(f"keytool {args[0]} failed: {proc.stdout}{proc.stderr}".strip())
 
@@ -144,7 +166,10 @@ def server_properties(material: SecureMaterial, host: str, port: int) -> list[st
 
 
 def scram_arguments(material: SecureMaterial) -> list[str]:
-    """``--add-scram`` arguments of ``StorageTool format``: every user with its password."""
+    """``--add-scram`` arguments of ``StorageTool format``: every user with its password.
+
+    They hold passwords: pass them in a :func:`write_java_argfile`, never on the command line.
+    """
     args: list[str] = []
     for user in material.users:
         args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={material.password(user)}]"]
@@ -173,6 +198,15 @@ def acl_commands(user: str, app_id: str, topic_prefix: str = "") -> list[list[st
     for topic in app_topic_names(""):
         literal += ["--topic", topic]
     return [prefixed, literal]
+
+
+def generator_acl_commands(user: str, topic_prefix: str = "") -> list[list[str]]:
+    """AclCommand arguments that let ``user`` write the input topics and do nothing else."""
+    command = ["--add", "--allow-principal", f"User:{user}", "--operation", "Write", "--force",
+               "--resource-pattern-type", "literal"]  # fmt: skip
+    for topic in INPUT_TOPICS:
+        command += ["--topic", f"{topic_prefix}{topic}"]
+    return [command]
 
 
 def grant(

@@ -94,6 +94,20 @@ async def test_sensors_lists_every_workers_sensors(
     local = first.get("/sensors?scope=local")[1]["sensors"]
     assert 0 < len(local) < 12, "each worker owns only some of the sensors"
 
+    # pages of 5 by sensor id, across both workers: every sensor once, then no next page
+    for worker in (first, second):
+        listed, cursor, pages = [], None, 0
+        while True:
+            status, body = worker.get("/sensors?limit=5" + (f"&cursor={cursor}" if cursor else ""))
+            assert status == 200 and len(body["sensors"]) <= 5 and set(body["workers"].values()) == {"ok"}
+            listed += [s["sensor_id"] for s in body["sensors"]]
+            pages += 1
+            cursor = body["next"]
+            if cursor is None:
+                break
+        assert listed == sorted(sensor_ids) and pages <= 4
+    assert first.get("/sensors?limit=1001")[0] == 400
+    assert first.get("/sensors?cursor=!!")[0] == 400
 
 async def test_charts_show_alert_rates_sensor_history_and_forecasts(
     kafka_bootstrap: str, names: Names, worker_factory, tmp_path: Path

@@ -207,3 +207,33 @@ async def _produce_keyed(bootstrap: str, topic: str, key: bytes, value: bytes) -
         await producer.send_and_wait(topic, value=value, key=key)
     finally:
         await producer.stop()
+
+
+async def test_live_stays_200_under_traffic_and_when_idle_under_exactly_once(
+    kafka_bootstrap: str, names: Names, worker_factory
+) -> None:
+    """The liveness watchdog on a real worker: no false stall while records flow, nor after, when
+    exactly-once leaves a commit marker past the last record of every internal partition."""
+    token = "live-" + uuid.uuid4().hex
+    worker = worker_factory(
+        STREAMAPP_STALL_SECONDS="10", STREAMAPP_PROCESSING_GUARANTEE="exactly_once", STREAMAPP_WEB_TOKEN=token
+    )
+    assert worker.get("/live") == (200, {"status": "live"})  # an open path: no token needed
+    base = (time.time() // 10) * 10 - 30
+    for round_ in range(8):  # about 20 s of traffic on two topics, brute force from one IP
+        ip = f"198.51.100.{round_}"
+        await produce(
+            kafka_bootstrap, names.topic("logins"), _failed_logins(ip, base, 7), key=lambda r: r["ip"]
+        )
+        readings = [{"ts": base + i, "sensor_id": f"s{i}", "temperature": 20.0} for i in range(20)]
+        await produce(kafka_bootstrap, names.topic("sensor-readings"), readings, key=lambda r: r["sensor_id"])
+        assert worker.get("/live") == (200, {"status": "live"}), worker.log_tail()
+        await asyncio.sleep(2.5)
+    worker.wait_for_metric("streamapp_alerts_total", lambda v: v >= 8, kind="brute_force")
+    deadline = time.monotonic() + 25  # idle for more than twice STREAMAPP_STALL_SECONDS
+    while time.monotonic() < deadline:
+        assert worker.get("/live") == (200, {"status": "live"}), worker.log_tail()
+        await asyncio.sleep(1)
+    text = _metrics_text(worker)
+    assert not _samples(text, "streamapp_partition_stalled")
+    assert "stalled:" not in worker.log_text()

@@ -496,12 +496,30 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(
 # -- the secure overlay (docker-compose.secure.yml) -----------------------------------------
 SECURE_FILE = ROOT / "docker-compose.secure.yml"
 _SECRETS = {
-    "STREAMAPP_SASL_PASSWORD": "sasl-pw", "KAFKA_KEYSTORE_PASSWORD": "ks-pw", "STREAMAPP_WEB_TOKEN": "tok",
+    "STREAMAPP_SASL_PASSWORD": "sasl-pw", "KAFKA_KEYSTORE_PASSWORD": "ks-pw",
+    "STREAMAPP_WEB_TOKEN": "tok-0123456789abcdef", "STREAMAPP_GENERATOR_SASL_PASSWORD": "gen-pw",
 }  # fmt: skip
 
 
+class _Override(list):  # type: ignore[type-arg]
+    """A sequence tagged ``!override`` in an override file: it replaces the base's, not appends."""
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """yaml's safe loader plus compose's ``!override`` tag (compose 2.24.4 and later)."""
+
+
+_ComposeLoader.add_constructor(
+    "!override",
+    lambda loader, node: _Override(loader.construct_sequence(node)),  # type: ignore[arg-type]
+)
+
+
 def _merge(base: Any, over: Any) -> Any:
-    """Compose's merge of an override file: mappings merge key by key, sequences append."""
+    """Compose's merge of an override file: mappings merge key by key, sequences append
+    (``!override`` sequences replace)."""
+    if isinstance(over, _Override):
+        return list(over)
     if isinstance(base, dict) and isinstance(over, dict):
         return {k: _merge(base[k], v) if k in base else v for k, v in {**base, **over}.items()}
     if isinstance(base, list) and isinstance(over, list):
@@ -522,7 +540,7 @@ def _interpolate(value: str, env: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def secure_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    overlay = yaml.safe_load(SECURE_FILE.read_text(encoding="utf-8"))
+    overlay = yaml.load(SECURE_FILE.read_text(encoding="utf-8"), Loader=_ComposeLoader)
     merged = _merge(compose, overlay)
     assert set(overlay.get("volumes") or {}) <= set(merged["volumes"])
     return merged["services"]
@@ -566,7 +584,7 @@ def test_secure_overlay_setup_creates_the_user_and_its_acls(
 ) -> None:
     setup = secure_services["kafka-setup"]
     script = " ".join(_command(setup))
-    assert "--entity-type users --entity-name streamapp" in script and "SCRAM-SHA-512=" in script
+    assert "--entity-type users --entity-name streamapp " in script and "SCRAM-SHA-512=" in script
     assert "$$STREAMAPP_SASL_PASSWORD" in script, "the password comes from the environment, not the file"
     assert "--resource-pattern-type prefixed" in script
     for option in ("--topic streamapp", "--group streamapp", "--transactional-id streamapp"):
@@ -585,14 +603,18 @@ def test_secure_overlay_clients_use_sasl_ssl(
     advertised = _listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])
     cafile = tmp_path / "ca.pem"
     cafile.write_text("not read here\n")
-    for name in ("worker", "generator"):
+    for name, user, password in (
+        ("worker", "streamapp", "sasl-pw"),
+        ("generator", "streamapp-generator", "gen-pw"),
+    ):
         service = secure_services[name]
         env = {k: _interpolate(v, _SECRETS) for k, v in _environment(service).items()}
         assert env["STREAMAPP_SSL_CAFILE"] == "/certs/ca.pem"
         assert any(str(v).split(":")[1:2] == ["/certs"] for v in service["volumes"]), name
         settings = load_settings({**env, "STREAMAPP_SSL_CAFILE": str(cafile), "STREAMAPP_WEB_HOST": WEB_HOST})
         assert settings.security_protocol == "SASL_SSL" and settings.sasl_mechanism == "SCRAM-SHA-512"
-        assert settings.sasl_password == "sasl-pw"  # from the environment, never written in the file
+        assert settings.sasl_username == user
+        assert settings.sasl_password == password  # from the environment, never written in the file
         (server,) = settings.bootstrap_servers
         host, _, port = server.rpartition(":")
         assert advertised["SASL_SSL"] == (host, int(port)), name
@@ -600,9 +622,97 @@ def test_secure_overlay_clients_use_sasl_ssl(
     assert load_settings(
         {**_environment(secure_services["worker"]), "STREAMAPP_SSL_CAFILE": str(cafile),
          **{k: v for k, v in _SECRETS.items() if k.startswith("STREAMAPP")}}
-    ).web_token == "tok"  # fmt: skip
+    ).web_token == "tok-0123456789abcdef"  # fmt: skip
     # the health check stays on an open path
-    assert "/health" in " ".join(secure_services["worker"]["healthcheck"]["test"])
+    assert "/live" in " ".join(secure_services["worker"]["healthcheck"]["test"])
+
+
+def _commands(script: str) -> list[list[str]]:
+    """The simple commands of a ``sh -c`` script joined with ``&&`` / ``;`` (enough for ours)."""
+    return [shlex.split(part) for part in re.split(r"&&|;", script) if part.strip()]
+
+
+def _secret_references(words: list[str]) -> list[str]:
+    names = [*_SECRETS, "KEYSTORE_PASSWORD"]
+    return [w for w in words for n in names if f"$${n}" in w or f"${{{n}" in w or f"${n}" in w]
+
+
+def test_worker_health_check_is_liveness_on_an_open_path(services: dict[str, dict[str, Any]]) -> None:
+    from streamapp.web_auth import OPEN_PATHS
+
+    test = services["worker"]["healthcheck"]["test"]
+    url = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", " ".join(test))
+    assert url is not None, test
+    assert int(url.group(1)) == load_settings(_environment(services["worker"])).web_port
+    # /live fails when an owned partition stalls; it needs no token, or the check would fail always
+    assert url.group(2) == "/live" and "/live" in OPEN_PATHS
+
+
+def test_secure_overlay_puts_no_secret_on_a_command_line(
+    secure_services: dict[str, dict[str, Any]],
+) -> None:
+    """``ps`` shows every process's arguments to every user: secrets go by environment or file."""
+    seen = 0
+    for name, service in secure_services.items():
+        command = _command(service)
+        if command[:2] != ["sh", "-c"]:
+            assert not _secret_references(command), name
+            continue
+        for words in _commands(command[2]):
+            if _secret_references(words):
+                seen += 1
+                # printf is a builtin of every POSIX shell: no process, no command line
+                assert words[0] == "printf", (name, words)
+                assert words[-2] == ">" and words[-1].startswith("/tmp/"), (name, words)
+    assert seen == 2  # the two SCRAM passwords
+    setup = _command(secure_services["kafka-setup"])[2]
+    assert setup.index("umask 077") < setup.index("printf"), "the password files must be private"
+    # the file form of --add-config takes no brackets: SCRAM-SHA-512=password=... (checked on Kafka)
+    assert "SCRAM-SHA-512=password=%s" in setup and "[password" not in setup
+    assert (
+        setup.count("--add-config-file") == 2 and "rm -f /tmp/streamapp.scram /tmp/generator.scram" in setup
+    )
+    certs = _command(secure_services["certs"])[2]
+    assert certs.count("-storepass:env KEYSTORE_PASSWORD") == 2 and "-storepass " not in certs
+
+
+def test_secure_overlay_generator_may_only_write_the_input_topics(
+    secure_services: dict[str, dict[str, Any]],
+) -> None:
+    from streamapp.dev.secure import GENERATOR_USER, INPUT_TOPICS, generator_acl_commands
+
+    env = _environment(secure_services["generator"])
+    assert (
+        env["STREAMAPP_SASL_USERNAME"]
+        == GENERATOR_USER
+        != _environment(secure_services["worker"])["STREAMAPP_SASL_USERNAME"]
+    )
+    acls = [
+        words for words in _commands(_command(secure_services["kafka-setup"])[2])
+        if words[0].endswith("kafka-acls.sh") and f"User:{GENERATOR_USER}" in words
+    ]  # fmt: skip
+    (acl,) = acls
+    assert acl[acl.index("--operation") + 1] == "Write" and acl.count("--operation") == 1
+    assert acl[acl.index("--resource-pattern-type") + 1] == "literal"
+    topics = [acl[i + 1] for i, word in enumerate(acl) if word == "--topic"]
+    assert topics == list(INPUT_TOPICS)
+    assert not {"--group", "--transactional-id", "--cluster"} & set(acl)
+    # the dev broker grants the same
+    (dev,) = generator_acl_commands(GENERATOR_USER)
+    assert [dev[i + 1] for i, word in enumerate(dev) if word == "--topic"] == topics
+    assert dev[dev.index("--operation") + 1] == "Write"
+
+
+def test_secure_overlay_binds_registry_databases_and_dashboards_to_localhost(
+    compose: dict[str, Any], secure_services: dict[str, dict[str, Any]]
+) -> None:
+    for name in ("schema-registry", "postgres", "influxdb", "prometheus", "grafana"):
+        entries = [str(entry) for entry in secure_services[name].get("ports") or []]
+        assert entries, name
+        for entry in entries:
+            assert entry.startswith("127.0.0.1:"), (name, entry)
+        # the same ports as without the overlay, only on the loopback address
+        assert _ports(secure_services[name]) == _ports(compose["services"][name]), name
 
 
 # -- sinks ----------------------------------------------------------------------------------

@@ -75,11 +75,11 @@ def test_secrets_come_from_every_secret_setting() -> None:
     settings = load_settings(
         {
             "STREAMAPP_SASL_PASSWORD": "sasl-pw",
-            "STREAMAPP_WEB_TOKEN": "web-token",
+            "STREAMAPP_WEB_TOKEN": "web-token-0123456789",
             "STREAMAPP_POSTGRES_DSN": "postgresql://app:p%40ss@db:5432/streamapp",
         }
     )
-    assert set(secrets_of(settings)) == {"sasl-pw", "web-token", "p%40ss", "p@ss"}
+    assert set(secrets_of(settings)) == {"sasl-pw", "web-token-0123456789", "p%40ss", "p@ss"}
     keyword = load_settings({"STREAMAPP_POSTGRES_DSN": "host=db user=app password='s3 cret' dbname=x"})
     assert "s3 cret" in secrets_of(keyword)
     assert secrets_of(load_settings({})) == []
@@ -119,7 +119,9 @@ def test_faust_logging_config_installs_our_handler(
 
 
 def test_configure_logging_for_commands(root_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(load_settings({"STREAMAPP_LOG_FORMAT": "json", "STREAMAPP_WEB_TOKEN": "t0k3n"}))
-    logging.getLogger("streamapp.generate").info("sent with t0k3n")
+    configure_logging(
+        load_settings({"STREAMAPP_LOG_FORMAT": "json", "STREAMAPP_WEB_TOKEN": "t0k3n-0123456789ab"})
+    )
+    logging.getLogger("streamapp.generate").info("sent with t0k3n-0123456789ab")
     entry = json.loads(capsys.readouterr().err)
     assert entry["message"] == "sent with ***"

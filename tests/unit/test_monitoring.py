@@ -10,7 +10,13 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streamapp.monitoring import consumed_topics, install_faust_sensors, measure_consumer_lag
+from streamapp.liveness import PartitionProgress
+from streamapp.monitoring import (
+    consumed_topics,
+    install_faust_sensors,
+    measure_consumer_lag,
+    measure_progress,
+)
 
 
 class _Consumer:
@@ -58,14 +64,18 @@ async def test_lag_is_highwater_minus_committed_for_consumed_topics_only() -> No
             changelog_tp: 1000,
             internal_tp: 20,
         },
-        positions={fresh_tp: 0, resetting_tp: None, revoked_tp: -1},
+        positions={fresh_tp: 0, resetting_tp: None, revoked_tp: -1, committed_tp: 100, read_tp: 50},
     )
     app = _app(consumer, committed={committed_tp: 60, internal_tp: 20}, read={read_tp: 44})
     assert consumed_topics(app) == {"logins", "app-failed-logins-by-ip"}
     lags = await measure_consumer_lag(app)
     assert lags == {committed_tp: 40, read_tp: 5, fresh_tp: 7, internal_tp: 0}
-    # the position is asked only before the first read, and never waited for long
-    assert sorted(consumer.position_calls) == [fresh_tp, resetting_tp, revoked_tp]
+    # the position is asked only before the first read and of lagging partitions (the watchdog
+    # tells records from transaction markers by it), and never waited for long
+    assert sorted(consumer.position_calls) == [committed_tp, read_tp, fresh_tp, resetting_tp, revoked_tp]
+    progress = await measure_progress(app)
+    assert progress[committed_tp] == PartitionProgress(done=60, highwater=100, read=None, position=100)
+    assert progress[read_tp] == PartitionProgress(done=45, highwater=50, read=44, position=50)
 
 
 def test_faust_sensors_on_our_registry_pass_promtool_names() -> None:

@@ -62,7 +62,7 @@ async def _client(token: str) -> TestClient:
         return web.json_response({"path": request.path})
 
     application = web.Application(middlewares=[token_middleware(token)])
-    for path in ("/", "/health", "/ready", "/metrics", "/ips/{ip}", "/alerts", "/healthz"):
+    for path in ("/", "/health", "/ready", "/live", "/metrics", "/ips/{ip}", "/alerts", "/healthz"):
         application.router.add_get(path, hello)
     client = TestClient(TestServer(application))
     await client.start_server()
@@ -83,7 +83,7 @@ async def test_token_middleware_guards_every_path_but_the_open_ones() -> None:
             assert response.status in (200, 404), path
         for path in OPEN_PATHS:
             assert (await client.get(path)).status == 200, path
-        assert OPEN_PATHS == {"/health", "/ready", "/metrics", "/"}
+        assert OPEN_PATHS == {"/health", "/ready", "/live", "/metrics", "/"}
     finally:
         await client.close()
 
@@ -133,3 +133,56 @@ def test_material_passwords_are_private_files(tmp_path: Path, user: str) -> None
     assert context.cert_store_stats()["x509_ca"] == 1
     first = material.password(user)
     assert secure.prepare_material(tmp_path, "127.0.0.1", (user,)).password(user) == first  # kept
+
+
+def test_no_password_on_a_command_line_of_the_secure_dev_setup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keytool and StorageTool run for real / as built: every argv is free of every password."""
+    import subprocess
+
+    from streamapp.dev import kafka as dev_kafka
+
+    real_run = subprocess.run
+    calls: list[list[str]] = []
+    argfiles: dict[str, tuple[int, str]] = {}
+
+    def recording_run(cmd: list[str], *args: object, **kwargs: object) -> object:
+        calls.append(list(cmd))
+        for arg in cmd:
+            if arg.startswith("@"):  # a java argfile: what the launcher will read, and its mode
+                path = Path(arg[1:])
+                argfiles[arg] = (path.stat().st_mode & 0o777, path.read_text())
+        if cmd[0] == "java":  # formatting needs Kafka's jars; what matters here is the command
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        return real_run(cmd, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    material = secure.prepare_material(tmp_path, "127.0.0.1", ("streamapp",))
+    broker = DevBroker(home=tmp_path, port=1, controller_port=2, secure=True, secure_port=3)
+    broker.material = material
+    broker.state_dir.mkdir(parents=True, exist_ok=True)
+    broker._format(tmp_path)
+    passwords = [material.keystore_password, *(material.password(u) for u in material.users)]
+    assert [c[0] for c in calls] == ["keytool", "keytool", "java"]
+    for cmd in calls:
+        for password in passwords:
+            assert not any(password in arg for arg in cmd), cmd
+    assert all("-storepass:file" in cmd for cmd in calls[:2])
+    ((mode, text),) = argfiles.values()
+    assert mode == 0o600 and "kafka.tools.StorageTool" in text
+    assert all(f"password={material.password(u)}]" in text for u in material.users)
+    assert not (broker.state_dir / "format.args").exists(), "the argfile is removed after use"
+    assert material.keystore.stat().st_mode & 0o777 == 0o600  # private from creation (umask 077)
+    assert dev_kafka.secure_setup is secure
+
+
+def test_secret_files_are_private_before_the_first_byte(tmp_path: Path) -> None:
+    loose = tmp_path / "old.password"
+    loose.write_text("old\n")
+    loose.chmod(0o644)
+    secure.write_secret(loose, "new\n")  # an existing world-readable file is closed first
+    assert loose.stat().st_mode & 0o777 == 0o600 and loose.read_text() == "new\n"
+    fresh = tmp_path / "fresh.password"
+    secure.write_secret(fresh, "x\n")
+    assert fresh.stat().st_mode & 0o777 == 0o600

@@ -72,8 +72,10 @@ def test_sasl_ssl_needs_credentials():
 
 
 def test_secrets_do_not_show_in_repr():
-    settings = load_settings({"STREAMAPP_WEB_TOKEN": "s3cret-token", "STREAMAPP_SASL_PASSWORD": "pw123456"})
-    assert "s3cret-token" not in repr(settings)
+    settings = load_settings(
+        {"STREAMAPP_WEB_TOKEN": "s3cret-token-0123456789", "STREAMAPP_SASL_PASSWORD": "pw123456"}
+    )
+    assert "s3cret-token-0123456789" not in repr(settings)
     assert "pw123456" not in repr(settings)
 
 
@@ -89,3 +91,27 @@ def test_worker_command_refuses_bad_setting_at_start():
     assert proc.returncode == 2
     assert "STREAMAPP_WEB_PORT" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["STREAMAPP_WEB_TOKEN", "STREAMAPP_PEER_SECRET"])
+@pytest.mark.parametrize("value", ["", "   ", "short-secret"])
+def test_blank_or_short_secrets_are_refused_without_echoing_them(name, value):
+    with pytest.raises(SettingsError, match=name) as refused:
+        load_settings({name: value})
+    assert "at least 16 characters" in str(refused.value)
+    if value.strip():
+        assert value not in str(refused.value)
+
+
+def test_a_long_enough_token_and_peer_secret_are_kept():
+    settings = load_settings({"STREAMAPP_WEB_TOKEN": "t" * 16, "STREAMAPP_PEER_SECRET": "p" * 40})
+    assert (settings.web_token, settings.peer_secret) == ("t" * 16, "p" * 40)
+    assert load_settings({}).web_token is None and load_settings({}).peer_secret is None
+
+
+def test_stall_seconds_default_and_bounds():
+    assert load_settings({}).stall_seconds == 120
+    assert load_settings({"STREAMAPP_STALL_SECONDS": "30"}).stall_seconds == 30
+    for bad in ("0", "-5", "abc", "9", "nan", "inf"):
+        with pytest.raises(SettingsError, match="STREAMAPP_STALL_SECONDS"):
+            load_settings({"STREAMAPP_STALL_SECONDS": bad})
