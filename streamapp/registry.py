@@ -157,6 +157,17 @@ class SchemaRegistryClient:
         data: dict[str, Any] = await self._request("GET", f"/subjects/{_q(subject)}/versions/{version}")
         return data
 
+    async def subject_ids(self, subject: str) -> frozenset[int]:
+        """The schema ids registered under ``subject`` (empty when the subject does not exist)."""
+        ids = set()
+        for number in await self.versions(subject):
+            try:
+                ids.add(int((await self.version(subject, number))["id"]))
+            except SchemaRegistryError as exc:
+                if exc.status != 404:  # deleted meanwhile
+                    raise
+        return frozenset(ids)
+
     async def subjects(self) -> list[str]:
         return [str(s) for s in await self._request("GET", "/subjects")]
 

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamapp.app import app
 from streamapp.clock import worker_clock
+from streamapp.dependencies import degraded
 from streamapp.recent_alerts import recent_alerts
 from streamapp.rules import card_fraud, price_analytics, sliding_count, temperature
 from tables.failed_logins_by_ip import failed_logins_by_ip
@@ -57,7 +58,8 @@ async def get_health(web: View, request: Request) -> Response:
 @app.page("/ready")
 async def get_ready(web: View, request: Request) -> Response:
     ready = is_ready()
-    return web.json({"ready": ready}, status=200 if ready else 503)
+    # a dependency that is down pauses only what needs it: still ready, but say what waits
+    return web.json({"ready": ready, "degraded": degraded()}, status=200 if ready else 503)
 
 
 @app.page("/metrics")
