@@ -35,7 +35,7 @@ __all__ = [
     "ParsedSchema",
     "RegisteredSchema",
     "SchemaLookup",
-    "SubjectIds",
+    "SubjectsOf",
     "bundled_schema",
     "decode_body",
     "encode_record",
@@ -246,8 +246,8 @@ DEFAULT_MAX_DEPTH = 32
 DEFAULT_MAX_CACHED = 1_000
 _PER_VALUE_BYTES = 8  # what a decoded value costs at least, for the decoded-size bound
 
-#: the ids registered under the decoder's subject
-SubjectIds = Callable[[], Awaitable[frozenset[int]]]
+#: schema id -> the subjects it is registered under
+SubjectsOf = Callable[[int], Awaitable[frozenset[str]]]
 
 
 class _Prescan:
@@ -412,12 +412,11 @@ class AvroDecoder:
     """Decodes Confluent-framed Avro by schema id; writer schemas are looked up once and cached.
 
     Each record is read with the schema it was written with (the writer schema registered under
-    its id), so every version of a schema is read with all of its fields. With ``subject_ids``
-    only the ids registered under the topic's subject (``subject``) are accepted; the list is
-    fetched again at most every ``subject_refresh`` seconds, so a flood of made-up ids costs the
-    registry nothing. Unknown and refused ids are cached for ``unknown_ttl`` seconds. Every cache
-    holds at most ``max_cached`` ids (the oldest go first). Bodies are checked by :func:`prescan`
-    before fastavro decodes them.
+    its id), so every version of a schema is read with all of its fields. With ``subjects_of``
+    only the ids registered under the topic's subject (``subject``) are accepted. Unknown and
+    refused ids are cached for ``unknown_ttl`` seconds, so a flood of bad records does not flood
+    the registry. Every cache holds at most ``max_cached`` ids (the oldest go first). Bodies are
+    checked by :func:`prescan` before fastavro decodes them.
     """
 
     def __init__(
@@ -425,9 +424,8 @@ class AvroDecoder:
         lookup: SchemaLookup,
         unknown_ttl: float = 30.0,
         *,
-        subject_ids: SubjectIds | None = None,
+        subjects_of: SubjectsOf | None = None,
         subject: str = "",
-        subject_refresh: float = 5.0,
         max_items: int = DEFAULT_MAX_ITEMS,
         max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
         max_cached: int = DEFAULT_MAX_CACHED,
@@ -435,11 +433,8 @@ class AvroDecoder:
     ) -> None:
         self._lookup = lookup
         self._unknown_ttl = unknown_ttl
-        self._subject_ids_of = subject_ids
+        self._subjects_of = subjects_of
         self.subject = subject
-        self._subject_refresh = subject_refresh
-        self._subject_ids: frozenset[int] = frozenset()
-        self._subject_at: float | None = None
         self.max_items = max_items
         self.max_decoded_bytes = max_decoded_bytes
         self.max_cached = max_cached
@@ -464,19 +459,12 @@ class AvroDecoder:
         del self._refused[schema_id]
         return None
 
-    def _subject_fresh(self) -> bool:
-        return self._subject_at is not None and self._clock() - self._subject_at < self._subject_refresh
-
     def needs_registry(self, value: bytes | None) -> bool:
         """Whether decoding ``value`` would ask the registry (False: it is answered from the caches)."""
         if value is None or len(value) < HEADER_BYTES or value[0] != MAGIC_BYTE:
             return False
         schema_id = _HEADER.unpack_from(value)[1]
-        if schema_id in self._schemas or self._refusal(schema_id) is not None:
-            return False
-        if self._subject_ids_of is not None and self._subject_fresh() and schema_id not in self._subject_ids:
-            return False
-        return True
+        return schema_id not in self._schemas and self._refusal(schema_id) is None
 
     def _refuse(self, schema_id: int, reason: str) -> InvalidEvent:
         self._refused[schema_id] = (self._clock() + self._unknown_ttl, reason)
@@ -493,18 +481,14 @@ class AvroDecoder:
         refused = self._refusal(schema_id)
         if refused is not None:
             raise InvalidEvent(refused)
-        if self._subject_ids_of is not None and schema_id not in self._subject_ids:
-            if not self._subject_fresh():
-                self._subject_ids = await self._subject_ids_of()
-                self._subject_at = self._clock()
-            if schema_id not in self._subject_ids:
-                raise self._refuse(
-                    schema_id, f"schema id {schema_id} is not registered under subject {self.subject}"
-                )
         try:
             schema = self._parse(schema_id, await self._lookup(schema_id))
         except InvalidEvent as exc:
             raise self._refuse(schema_id, str(exc)) from None
+        if self._subjects_of is not None and self.subject not in await self._subjects_of(schema_id):
+            raise self._refuse(
+                schema_id, f"schema id {schema_id} is not registered under subject {self.subject}"
+            )
         self._schemas[schema_id] = schema
         while len(self._schemas) > self.max_cached:
             self._schemas.popitem(last=False)

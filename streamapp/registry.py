@@ -157,16 +157,15 @@ class SchemaRegistryClient:
         data: dict[str, Any] = await self._request("GET", f"/subjects/{_q(subject)}/versions/{version}")
         return data
 
-    async def subject_ids(self, subject: str) -> frozenset[int]:
-        """The schema ids registered under ``subject`` (empty when the subject does not exist)."""
-        ids = set()
-        for number in await self.versions(subject):
-            try:
-                ids.add(int((await self.version(subject, number))["id"]))
-            except SchemaRegistryError as exc:
-                if exc.status != 404:  # deleted meanwhile
-                    raise
-        return frozenset(ids)
+    async def subjects_of(self, schema_id: int) -> frozenset[str]:
+        """The subjects ``schema_id`` is registered under (empty when the id is unknown)."""
+        try:
+            data = await self._request("GET", f"/schemas/ids/{int(schema_id)}/versions")
+        except SchemaRegistryError as exc:
+            if exc.status == 404 and exc.error_code == SCHEMA_NOT_FOUND:
+                return frozenset()
+            raise
+        return frozenset(str(entry["subject"]) for entry in data)
 
     async def subjects(self) -> list[str]:
         return [str(s) for s in await self._request("GET", "/subjects")]

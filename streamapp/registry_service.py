@@ -53,7 +53,7 @@ class SchemaRegistryService(Service):
         self.subject = subject or f"{settings.topic('users')}-value"
         self._session: aiohttp.ClientSession | None = None
         self._client: SchemaRegistryClient | None = None
-        self.decoder = AvroDecoder(self._fetch, subject_ids=self._subject_ids, subject=self.subject)
+        self.decoder = AvroDecoder(self._fetch, subjects_of=self._subjects_of, subject=self.subject)
         self._ready = asyncio.Event()
         self.gates: list[RegistryGate] = []
 
@@ -90,9 +90,9 @@ class SchemaRegistryService(Service):
     async def _fetch(self, schema_id: int) -> RegisteredSchema | None:
         return await self._retrying(lambda client: client.schema_by_id(schema_id), f"schema id {schema_id}")
 
-    async def _subject_ids(self) -> frozenset[int]:
+    async def _subjects_of(self, schema_id: int) -> frozenset[str]:
         return await self._retrying(
-            lambda client: client.subject_ids(self.subject), f"the ids of {self.subject}"
+            lambda client: client.subjects_of(schema_id), f"the subjects of schema id {schema_id}"
         )
 
     async def _retrying(self, call: Callable[[SchemaRegistryClient], Awaitable[T]], what: str) -> T:
