@@ -427,8 +427,8 @@ def test_rows_the_databases_refuse_are_dead_letters_and_the_rest_is_written(
     alerts: list[dict[str, Any] | bytes] = [
         {**alert, "alert_id": "good-1", "key": "s1"},
         {**alert, "alert_id": "nul\x00id", "key": "s\x00"},
-        b"\x00\x01 not json",
         {**alert, "alert_id": "good-2", "key": "s2"},
+        b"\x00\x01 not json",
     ]
     hostile = ["a,b", "c d", "e=f", 'g"h', "i\\j", "k\\,l", "m\\ n=o", "é\t"]
     start = (time.time() // 60) * 60 - 600
@@ -441,10 +441,11 @@ def test_rows_the_databases_refuse_are_dead_letters_and_the_rest_is_written(
     windows_topic = f"{names.app_id}-sensor-windows"
     asyncio.run(produce(kafka_bootstrap, windows_topic, windows, key=lambda _: "k"))
 
-    def letters(records: list[Any]) -> dict[str, str]:
+    def letters(records: list[Any]) -> dict[bytes, tuple[str, str, str]]:
+        """value -> (source topic, source offset, reason)"""
         return {
-            f"{h['x-source-topic'].decode()}@{h['x-source-offset'].decode()}": h["x-error"].decode()
-            for h in (dict(r.headers) for r in records)
+            r.value: (h["x-source-topic"].decode(), h["x-source-offset"].decode(), h["x-error"].decode())
+            for r, h in ((r, dict(r.headers)) for r in records)
         }
 
     dead = asyncio.run(
@@ -452,26 +453,24 @@ def test_rows_the_databases_refuse_are_dead_letters_and_the_rest_is_written(
     )
     reasons = letters(dead)
     alerts_topic = names.topic("alerts")
-    assert set(reasons) == {
-        f"{alerts_topic}@1",
-        f"{alerts_topic}@2",
-        f"{windows_topic}@0",
-        f"{windows_topic}@5",
-    }
-    assert reasons[f"{alerts_topic}@1"].startswith("postgres sink: the database refused the row: ")
-    assert "0x00" in reasons[f"{alerts_topic}@1"]
-    assert reasons[f"{alerts_topic}@2"] == "sink: alert record is not a JSON object"
-    assert "0x00" in reasons[f"{windows_topic}@0"]
-    assert (
-        reasons[f"{windows_topic}@5"] == "influx sink: InfluxDB line protocol cannot carry a newline in a tag"
+    nul_alert, nul_window, newline_window = (
+        orjson.dumps(alerts[1]),
+        orjson.dumps(windows[0]),
+        orjson.dumps(windows[5]),
     )
-    by_source = {
-        f"{dict(r.headers)['x-source-topic'].decode()}@{dict(r.headers)['x-source-offset'].decode()}": r
-        for r in dead
-    }
-    assert by_source[f"{alerts_topic}@2"].value == b"\x00\x01 not json"  # byte for byte
-    assert by_source[f"{alerts_topic}@1"].value == orjson.dumps(alerts[1])
-    assert by_source[f"{windows_topic}@5"].key == b"k"
+    assert set(reasons) == {nul_alert, b"\x00\x01 not json", nul_window, newline_window}  # byte for byte
+    assert reasons[nul_alert][:2] == (alerts_topic, "1")  # one partition: the good alerts around it
+    assert reasons[nul_alert][2].startswith("postgres sink: the database refused the row: ")
+    assert "0x00" in reasons[nul_alert][2]
+    assert reasons[b"\x00\x01 not json"][::2] == (alerts_topic, "sink: alert record is not a JSON object")
+    assert reasons[nul_window] == (windows_topic, "0", reasons[nul_window][2])
+    assert "0x00" in reasons[nul_window][2]
+    assert reasons[newline_window] == (
+        windows_topic,
+        "5",
+        "influx sink: InfluxDB line protocol cannot carry a newline in a tag",
+    )
+    assert {r.key for r in dead if r.value != b"\x00\x01 not json"} == {b"k"}
 
     # the rows after the refused ones are written, the hostile ids exactly as they were
     wait_until(lambda: len(try_query(dsn, "SELECT 1 FROM alerts") or []) == 2, 60, "the good alerts")
