@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import faust
 
 from streamapp.app import app
-from streamapp.ingest import route
+from streamapp.consumer import consume_in_batches
+from streamapp.ingest import route_batch
 from streamapp.models import User, parse_user
-from streamapp.registry_service import decode_avro_value
+from streamapp.registry_service import decode_avro_value, schema_registry
 from streamapp.topics import users_by_name_topic, users_topic
 
 __all__ = ["route_users"]
@@ -19,4 +22,8 @@ def _targets(user: User) -> list[tuple[faust.TopicT, str]]:
 
 @app.agent(users_topic, name="route-users")
 async def route_users(stream: faust.StreamT[bytes]) -> None:
-    await route(stream, parse_user, "users", _targets, decode=decode_avro_value)
+    handler = functools.partial(
+        route_batch, parse=parse_user, source="users", rekey=_targets, decode=decode_avro_value
+    )
+    # behind the gate: a registry that is down pauses the users partitions only
+    await consume_in_batches(stream, schema_registry.gate(handler))

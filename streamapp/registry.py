@@ -157,6 +157,16 @@ class SchemaRegistryClient:
         data: dict[str, Any] = await self._request("GET", f"/subjects/{_q(subject)}/versions/{version}")
         return data
 
+    async def subjects_of(self, schema_id: int) -> frozenset[str]:
+        """The subjects ``schema_id`` is registered under (empty when the id is unknown)."""
+        try:
+            data = await self._request("GET", f"/schemas/ids/{int(schema_id)}/versions")
+        except SchemaRegistryError as exc:
+            if exc.status == 404 and exc.error_code == SCHEMA_NOT_FOUND:
+                return frozenset()
+            raise
+        return frozenset(str(entry["subject"]) for entry in data)
+
     async def subjects(self) -> list[str]:
         return [str(s) for s in await self._request("GET", "/subjects")]
 

@@ -16,6 +16,7 @@ from yarl import URL
 
 from streamapp.app import app, settings
 from streamapp.clock import worker_clock
+from streamapp.dependencies import degraded
 from streamapp.liveness import StallWatchdog
 from streamapp.models import MAX_ID_CHARS, id_problem
 from streamapp.peers import HOPS_HEADER, MAX_HOPS, PeerError, hops_of, peer_get, peer_key
@@ -153,7 +154,8 @@ async def get_health(web: View, request: Request) -> Response:
 @app.page("/ready")
 async def get_ready(web: View, request: Request) -> Response:
     ready = is_ready()
-    return web.json({"ready": ready}, status=200 if ready else 503)
+    # a dependency that is down pauses only what needs it: still ready, but say what waits
+    return web.json({"ready": ready, "degraded": degraded()}, status=200 if ready else 503)
 
 
 @app.page("/live")

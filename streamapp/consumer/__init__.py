@@ -3,8 +3,17 @@
 from streamapp.consumer.batch_consumer import (
     BatchConsumer,
     BatchHandler,
+    NotProcessed,
+    abandon_before_waiting,
     consume_in_batches,
     records_of_events,
 )
 
-__all__ = ["BatchConsumer", "BatchHandler", "consume_in_batches", "records_of_events"]
+__all__ = [
+    "BatchConsumer",
+    "BatchHandler",
+    "NotProcessed",
+    "abandon_before_waiting",
+    "consume_in_batches",
+    "records_of_events",
+]

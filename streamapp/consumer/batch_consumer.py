@@ -19,7 +19,15 @@ from streamapp.producer import Delivery, keep_metadata_of
 from streamapp.sensors import count_received
 from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
 
-__all__ = ["FETCH_MAX_WAIT_MS", "BatchConsumer", "BatchHandler", "consume_in_batches", "records_of_events"]
+__all__ = [
+    "FETCH_MAX_WAIT_MS",
+    "BatchConsumer",
+    "BatchHandler",
+    "NotProcessed",
+    "abandon_before_waiting",
+    "consume_in_batches",
+    "records_of_events",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +42,20 @@ FETCH_MAX_WAIT_MS = 50
 #: records of one topic (several partitions, each in offset order) -> deliveries to wait for
 #: before their offsets may be committed
 BatchHandler = Callable[[Sequence[ConsumerRecord]], Awaitable[list[Delivery]]]
+
+
+class NotProcessed(Exception):
+    """A delivery that fails with this gives its records up: not acknowledged, read again, no crash."""
+
+
+#: called (synchronously) when a rebalance or a stop waits for the batches being handled: a
+#: handler that waits off the fetch path (see streamapp.registry_service.RegistryGate) gives up
+_abandon_hooks: list[Callable[[], None]] = []
+
+
+def abandon_before_waiting(hook: Callable[[], None]) -> None:
+    """Call ``hook`` before a rebalance or a stop waits for pending batches (to fail them, NotProcessed)."""
+    _abandon_hooks.append(hook)
 
 
 class BatchConsumer(Consumer):
@@ -132,7 +154,7 @@ class BatchConsumer(Consumer):
 
     async def _handle(self, fetched: dict[TP, list[ConsumerRecord]], active: set[TP] | None) -> None:
         by_topic: dict[str, list[ConsumerRecord]] = {}
-        acks: list[tuple[TP, int, int]] = []
+        acks: dict[str, list[tuple[TP, int, int]]] = {}
         for tp, records in fetched.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue  # what faust's getmany skips too: a partition paused since the fetch
@@ -144,40 +166,44 @@ class BatchConsumer(Consumer):
             first, last = records[0].offset, records[-1].offset
             committed = self._committed_offset[tp]
             start = read if read is not None else first if committed is None else min(first, committed)
-            acks.append((tp, start, last))
+            acks.setdefault(tp.topic, []).append((tp, start, last))
             self._read_offset[tp] = last + 1
             by_topic.setdefault(tp.topic, []).extend(records)
             # what faust's per-record path tells its monitor (lag and throughput figures)
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             count_received(self.app, tp, len(records), last)
-        if not by_topic:
-            return
-        done = asyncio.get_running_loop().create_future()
-        self._pending.add(done)
-        done.add_done_callback(self._pending.discard)
-        try:
-            deliveries: list[Delivery] = []
-            for topic, records in by_topic.items():
+        # each topic's offsets are acknowledged when its own deliveries are done: a handler that
+        # waits off the fetch path (the users topic while the registry is down) holds no other topic
+        for topic, records in by_topic.items():
+            done = asyncio.get_running_loop().create_future()
+            self._pending.add(done)
+            done.add_done_callback(self._pending.discard)
+            try:
                 started = monotonic()
-                deliveries.extend(await self.batch_handlers[topic](records))
+                deliveries = await self.batch_handlers[topic](records)
                 took = monotonic() - started
                 if took > SLOW_BATCH_SECONDS:
                     logger.warning("a batch of %d %s records took %.2f s", len(records), topic, took)
-        except BaseException as exc:
-            done.set_exception(exc)
-            done.exception()  # retrieved here; the exception itself goes up to faust's fetcher
-            raise
-        if deliveries:
-            delivered = asyncio.gather(*(delivery.future for delivery in deliveries))
-            delivered.add_done_callback(partial(self._on_delivered, acks, done))
-        else:
-            self._on_delivered(acks, done, None)
+            except BaseException as exc:
+                done.set_exception(exc)
+                done.exception()  # retrieved here; the exception itself goes up to faust's fetcher
+                raise
+            if deliveries:
+                delivered = asyncio.gather(*(delivery.future for delivery in deliveries))
+                delivered.add_done_callback(partial(self._on_delivered, acks[topic], done))
+            else:
+                self._on_delivered(acks[topic], done, None)
         # no commit from here: faust's commit timer commits the acknowledged ranges (a commit
         # waits for the producer to flush, which would stop fetching meanwhile)
 
     def _on_delivered(
         self, acks: list[tuple[TP, int, int]], done: asyncio.Future[Any], delivered: Any
     ) -> None:
+        if delivered is not None and isinstance(
+            None if delivered.cancelled() else delivered.exception(), NotProcessed
+        ):
+            done.set_result(None)  # given up: nothing acknowledged, the records are read again
+            return
         if delivered is not None and (delivered.cancelled() or delivered.exception() is not None):
             reason = delivered.exception() if not delivered.cancelled() else "cancelled"
             logger.error(
@@ -237,6 +263,11 @@ class BatchConsumer(Consumer):
         (At most ``PENDING_WAIT_SECONDS``: batches whose records never reach the broker stay
         unacknowledged and are processed again, which is at-least-once.)
         """
+        for hook in _abandon_hooks:
+            try:
+                hook()
+            except Exception:  # a hook must not keep the rebalance from going on
+                logger.exception("giving up waiting batches failed")
         if self._pending:
             _, late = await asyncio.wait(list(self._pending), timeout=PENDING_WAIT_SECONDS)
             if late:

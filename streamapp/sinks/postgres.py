@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import asyncpg
 import orjson
 from aiokafka import ConsumerRecord
 
-__all__ = ["SCHEMA", "PostgresWriter", "alert_rows", "connect_kwargs", "window_rows"]
+from streamapp.sinks.base import Refusal, RowsRefused, SinkRow
+
+__all__ = [
+    "DATA_ERRORS",
+    "SCHEMA",
+    "PostgresWriter",
+    "alert_rows",
+    "alert_sink_rows",
+    "connect_kwargs",
+    "window_rows",
+    "window_sink_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,55 +87,99 @@ def connect_kwargs(dsn: str) -> dict[str, Any]:
     return kwargs
 
 
-def _decode(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any] | None:
+class _NotARow(ValueError):
+    """A record that cannot become a row; the message is the dead-letter reason."""
+
+
+def _decode(record: ConsumerRecord[bytes, bytes], what: str) -> dict[str, Any]:
     try:
         value = orjson.loads(record.value or b"")
     except orjson.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
-        logger.warning("postgres sink: skipping a record that is not a JSON object (%s)", record.topic)
-        return None
+        raise _NotARow(f"{what} record is not a JSON object")
     return value
 
 
-def alert_rows(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[AlertRow]:
-    """One row per alert_id (the alerts topic may hold an alert twice after a crash)."""
-    rows: dict[str, AlertRow] = {}
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _rows_of(
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+    what: str,
+    make: Callable[[dict[str, Any]], tuple[Any, ...]],
+) -> tuple[list[tuple[ConsumerRecord[bytes, bytes], tuple[Any, ...]]], list[Refusal]]:
+    """(record, row) per record; records that cannot be rows, with the reason (one never stops the rest)."""
+    rows: list[tuple[ConsumerRecord[bytes, bytes], tuple[Any, ...]]] = []
+    refused: list[Refusal] = []
     for record in records:
-        alert = _decode(record)
-        if alert is None:
-            continue
         try:
-            rows[str(alert["alert_id"])] = (
-                str(alert["alert_id"]), str(alert["kind"]), str(alert["key"]), float(alert["ts"]),
-                None if alert.get("window_start") is None else float(alert["window_start"]),
-                None if alert.get("window_end") is None else float(alert["window_end"]),
-                float(alert["value"]), float(alert["threshold"]), str(alert.get("detail", "")),
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
-            logger.warning("postgres sink: skipping an alert without %s", exc)
-    return list(rows.values())
+            rows.append((record, make(_decode(record, what))))
+        except _NotARow as exc:
+            refused.append((record, f"sink: {exc}"))
+        except KeyError as exc:
+            refused.append((record, f"sink: {what} without field {exc}"))
+        except (TypeError, ValueError, OverflowError) as exc:
+            refused.append((record, f"sink: {what} with a bad field: {type(exc).__name__}: {str(exc)[:200]}"))
+        except Exception as exc:  # per-record isolation: a bug here must not stop the batch
+            refused.append((record, f"sink: internal error on a {what}: {type(exc).__name__}: {exc}"[:500]))
+    return rows, refused
+
+
+def _alert_row(alert: dict[str, Any]) -> AlertRow:
+    return (
+        _text(alert["alert_id"]), _text(alert["kind"]), _text(alert["key"]), float(alert["ts"]),
+        None if alert.get("window_start") is None else float(alert["window_start"]),
+        None if alert.get("window_end") is None else float(alert["window_end"]),
+        float(alert["value"]), float(alert["threshold"]), _text(alert.get("detail", "")),
+    )  # fmt: skip
+
+
+def _window_row(window: dict[str, Any]) -> WindowRow:
+    return (
+        _text(window["sensor_id"]), float(window["start"]), float(window["end"]), int(window["count"]),
+        float(window["min"]), float(window["max"]), float(window["mean"]),
+    )  # fmt: skip
+
+
+def alert_sink_rows(records: Sequence[ConsumerRecord[bytes, bytes]]) -> tuple[list[SinkRow], list[Refusal]]:
+    """One row per alert_id (the alerts topic may hold an alert twice after a crash)."""
+    made, refused = _rows_of(records, "alert", _alert_row)
+    rows: dict[str, SinkRow] = {}
+    for record, row in made:
+        rows[row[0]] = SinkRow(record, row, "alert")
+    return list(rows.values()), refused
+
+
+def window_sink_rows(records: Sequence[ConsumerRecord[bytes, bytes]]) -> tuple[list[SinkRow], list[Refusal]]:
+    """The newest update (largest count) of each (sensor, window start) in the batch."""
+    made, refused = _rows_of([r for r in records if r.value is not None], "window", _window_row)
+    rows: dict[tuple[str, float], SinkRow] = {}
+    for record, row in made:
+        known = rows.get((row[0], row[1]))
+        if known is None or known.values[3] <= row[3]:
+            rows[(row[0], row[1])] = SinkRow(record, row, "window")
+    return list(rows.values()), refused
+
+
+def alert_rows(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[AlertRow]:
+    """The rows of :func:`alert_sink_rows` (records that cannot be rows left out)."""
+    return [cast(AlertRow, row.values) for row in alert_sink_rows(records)[0]]
 
 
 def window_rows(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[WindowRow]:
-    """The newest update (largest count) of each (sensor, window start) in the batch."""
-    rows: dict[tuple[str, float], WindowRow] = {}
-    for record in records:
-        window = _decode(record)
-        if window is None:
-            continue
-        try:
-            row: WindowRow = (
-                str(window["sensor_id"]), float(window["start"]), float(window["end"]), int(window["count"]),
-                float(window["min"]), float(window["max"]), float(window["mean"]),
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
-            logger.warning("postgres sink: skipping a window without %s", exc)
-            continue
-        known = rows.get(row[:2])  # type: ignore[index]
-        if known is None or known[3] <= row[3]:
-            rows[(row[0], row[1])] = row
-    return list(rows.values())
+    """The rows of :func:`window_sink_rows` (records that cannot be rows left out)."""
+    return [cast(WindowRow, row.values) for row in window_sink_rows(records)[0]]
+
+
+#: errors that mean "the database refused these values", not "the database is not there"
+DATA_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,  # class 22: a NUL in text, bad encoding, a number out of range
+    asyncpg.exceptions.IntegrityConstraintViolationError,  # class 23
+    asyncpg.exceptions.ProgramLimitExceededError,  # class 54: e.g. a value too large for an index
+    asyncpg.exceptions._base.DataError,  # asyncpg's own: a value it cannot encode for the column
+)
 
 
 class PostgresWriter:
@@ -162,9 +217,14 @@ class PostgresWriter:
             except Exception:  # already broken: nothing to close cleanly
                 conn.terminate()
 
-    async def write(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> int:
-        alerts = alert_rows([r for r in records if r.topic == self.alerts_topic])
-        windows = window_rows([r for r in records if r.topic == self.windows_topic])
+    def rows(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> tuple[list[SinkRow], list[Refusal]]:
+        alerts, bad_alerts = alert_sink_rows([r for r in records if r.topic == self.alerts_topic])
+        windows, bad_windows = window_sink_rows([r for r in records if r.topic == self.windows_topic])
+        return alerts + windows, bad_alerts + bad_windows
+
+    async def write(self, rows: Sequence[SinkRow]) -> int:
+        alerts = [row.values for row in rows if row.kind == "alert"]
+        windows = [row.values for row in rows if row.kind == "window"]
         if not alerts and not windows:
             return 0
         if self._conn is None or self._conn.is_closed():
@@ -177,6 +237,9 @@ class PostgresWriter:
                     await conn.executemany(_INSERT_ALERT, alerts)
                 if windows:
                     await conn.executemany(_UPSERT_WINDOW, sorted(windows))  # sorted: no deadlocks
+        except DATA_ERRORS as exc:
+            # the transaction was rolled back; the connection is fine
+            raise RowsRefused(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         except BaseException:
             await self.close()  # a fresh connection for the retry
             raise

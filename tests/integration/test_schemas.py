@@ -6,8 +6,12 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
+import time
+import urllib.parse
 from pathlib import Path
 
+import orjson
 import pytest
 
 from streamapp.avro import bundled_schema
@@ -15,6 +19,8 @@ from streamapp.avro_producer import AvroProducer
 from streamapp.dlq import DeadLetter, DeadLetterError, read_dead_letters
 from streamapp.registry import SchemaRegistryClient
 from streamapp.settings import load_settings
+from tests.integration.conftest import free_port
+from tests.integration.kafka_io import produce, read_until
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +186,88 @@ async def _dead_letters(bootstrap: str, prefix: str) -> list[DeadLetter]:
         return await read_dead_letters(settings)
     except DeadLetterError:
         return []
+
+
+class _Relay:
+    """A TCP relay on ``port`` to the real registry, switched on and off: the registry comes and goes."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port, self.target = port, target
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    def up(self) -> None:
+        async def start() -> asyncio.AbstractServer:
+            return await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+        self.server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self.server is not None:
+                self.server.close()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+async def test_a_registry_that_is_down_pauses_only_users_and_they_are_processed_when_it_is_back(
+    kafka_bootstrap, schema_registry_url, names, worker_factory
+):
+    port = free_port()  # nothing listens here until the relay to the real registry starts
+    target = urllib.parse.urlparse(schema_registry_url)
+    relay = _Relay(port, (target.hostname, target.port))
+    worker = worker_factory(STREAMAPP_SCHEMA_REGISTRY_URL=f"http://127.0.0.1:{port}/apis/ccompat/v7")
+    try:
+        users = [("ann", 31), ("bob", 40), ("cy", 22)]
+        async with AvroProducer(kafka_bootstrap, schema_registry_url) as producer:
+            sent = [
+                await producer.send(names.topic("users"), {"name": n, "age": a}, bundled_schema("user-v1"))
+                for n, a in users
+            ]
+            await asyncio.gather(*sent)
+        ready = worker.wait_for("/ready", lambda s, b: s == 200 and b["degraded"])
+        assert ready == {"ready": True, "degraded": ["schema-registry: users paused"]}
+        assert worker.metric("streamapp_dependency_up", dependency="schema_registry") == 0
+
+        # logins flow on while users wait
+        base = (time.time() // 10) * 10 - 30
+        logins = [{"ts": base + i, "ip": "203.0.113.9", "user": "root", "success": False} for i in range(7)]
+        await produce(kafka_bootstrap, names.topic("logins"), logins)
+        alerts = await read_until(kafka_bootstrap, names.topic("alerts"), lambda recs: len(recs) >= 1)
+        assert orjson.loads(alerts[0].value)["kind"] == "brute_force"
+        assert worker.get("/users/ann")[0] == 404
+        assert worker.get("/ready")[1]["degraded"] == ["schema-registry: users paused"]
+
+        relay.up()  # the registry is back: every users record is processed, none lost
+        for name, age in users:
+            user = worker.wait_for(f"/users/{name}", lambda s, b: s == 200, timeout=60)
+            assert user["record"] == {"name": name, "age": age}
+        assert worker.get("/ready") == (200, {"ready": True, "degraded": []})
+        assert worker.metric("streamapp_dependency_up", dependency="schema_registry") == 1
+        assert await _dead_letters(kafka_bootstrap, names.prefix) == []
+        assert worker.proc is not None and worker.proc.poll() is None
+    finally:
+        relay.close()

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.integration.conftest import Names, SinkTargets, Worker
-from tests.integration.kafka_io import every_other_keyed, produce, read_all
+from tests.integration.kafka_io import every_other_keyed, produce, read_all, read_until
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -414,3 +414,72 @@ def test_influx_down_mid_stream_then_back(
     wait_until(lambda: influx_total() == total, 120, "every window in InfluxDB after the outage")
     rows = pg_windows(sink_targets.postgres_dsn)
     assert set(influx_points(sink_targets)) == set(rows)
+
+
+def test_rows_the_databases_refuse_are_dead_letters_and_the_rest_is_written(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], sink_targets: SinkTargets
+) -> None:
+    worker = worker_factory(**sink_env(sink_targets))
+    dsn = sink_targets.postgres_dsn
+    alert = {"kind": "high_temperature", "ts": 1.0, "window_start": 0.0, "window_end": 60.0,
+             "value": 120.0, "threshold": 100.0, "detail": "hot"}  # fmt: skip
+    # one key: one partition, so the good alerts after the bad one are in the same batch, behind it
+    alerts: list[dict[str, Any] | bytes] = [
+        {**alert, "alert_id": "good-1", "key": "s1"},
+        {**alert, "alert_id": "nul\x00id", "key": "s\x00"},
+        {**alert, "alert_id": "good-2", "key": "s2"},
+        b"\x00\x01 not json",
+    ]
+    hostile = ["a,b", "c d", "e=f", 'g"h', "i\\j", "k\\,l", "m\\ n=o", "é\t"]
+    start = (time.time() // 60) * 60 - 600
+    windows: list[dict[str, Any] | bytes] = [
+        {"sensor_id": sensor, "start": start, "end": start + 60, "count": 1, "min": 1.0, "max": 1.0,
+         "mean": 1.0}
+        for sensor in ["nul\x00sensor", *hostile[:4], "new\nline", *hostile[4:]]
+    ]  # fmt: skip
+    asyncio.run(produce(kafka_bootstrap, names.topic("alerts"), alerts, key=lambda _: "k"))
+    windows_topic = f"{names.app_id}-sensor-windows"
+    asyncio.run(produce(kafka_bootstrap, windows_topic, windows, key=lambda _: "k"))
+
+    def letters(records: list[Any]) -> dict[bytes, tuple[str, str, str]]:
+        """value -> (source topic, source offset, reason)"""
+        return {
+            r.value: (h["x-source-topic"].decode(), h["x-source-offset"].decode(), h["x-error"].decode())
+            for r, h in ((r, dict(r.headers)) for r in records)
+        }
+
+    dead = asyncio.run(
+        read_until(kafka_bootstrap, names.topic("dead-letters"), lambda got: len(letters(got)) >= 4, 120)
+    )
+    reasons = letters(dead)
+    alerts_topic = names.topic("alerts")
+    nul_alert, nul_window, newline_window = (
+        orjson.dumps(alerts[1]),
+        orjson.dumps(windows[0]),
+        orjson.dumps(windows[5]),
+    )
+    assert set(reasons) == {nul_alert, b"\x00\x01 not json", nul_window, newline_window}  # byte for byte
+    assert reasons[nul_alert][:2] == (alerts_topic, "1")  # one partition: the good alerts around it
+    assert reasons[nul_alert][2].startswith("postgres sink: the database refused the row: ")
+    assert "0x00" in reasons[nul_alert][2]
+    assert reasons[b"\x00\x01 not json"][::2] == (alerts_topic, "sink: alert record is not a JSON object")
+    assert reasons[nul_window] == (windows_topic, "0", reasons[nul_window][2])
+    assert "0x00" in reasons[nul_window][2]
+    assert reasons[newline_window] == (
+        windows_topic,
+        "5",
+        "influx sink: InfluxDB line protocol cannot carry a newline in a tag",
+    )
+    assert {r.key for r in dead if r.value != b"\x00\x01 not json"} == {b"k"}
+
+    # the rows after the refused ones are written, the hostile ids exactly as they were
+    wait_until(lambda: len(try_query(dsn, "SELECT 1 FROM alerts") or []) == 2, 60, "the good alerts")
+    assert {r["alert_id"] for r in query(dsn, "SELECT alert_id FROM alerts")} == {"good-1", "good-2"}
+    wait_until(lambda: len(pg_windows(dsn)) == len(hostile) + 1, 60, "the windows PostgreSQL takes")
+    assert {sensor for sensor, _ in pg_windows(dsn)} == {*hostile, "new\nline"}
+    wait_until(lambda: len(influx_points(sink_targets)) == len(hostile) + 1, 60, "the points InfluxDB takes")
+    assert {sensor for sensor, _ in influx_points(sink_targets)} == {*hostile, "nul\x00sensor"}
+    for sink in ("postgres", "influx"):
+        worker.wait_for_metric("streamapp_sink_lag", lambda v: v == 0, 60, sink=sink)
+    assert worker.metric("streamapp_sink_dead_letters_total", sink="postgres") == 3
+    assert worker.metric("streamapp_sink_dead_letters_total", sink="influx") == 1
