@@ -15,10 +15,10 @@ from streamapp.rules.card_fraud import CARD_VELOCITY, hold_amount, judge_amounts
 from streamapp.topics import transactions_by_card_topic
 from tables.transactions_by_card import transactions_by_card
 
-__all__ = ["detect_card_fraud", "tick_card_fraud"]
+__all__ = ["detect_card_fraud", "held_cards", "tick_card_fraud"]
 
 #: cards holding transactions for amount_spike, until a later one or a quiet grace judges them
-_held = HeldKeys()
+held_cards = HeldKeys()
 
 
 def _apply(state: State, card_id: str, txn: dict[str, Any]) -> tuple[bool, list[Alert]]:
@@ -41,9 +41,11 @@ def _judge(state: State, card_id: str, before: float) -> list[Alert]:
 
 @app.agent(transactions_by_card_topic, name="detect-card-fraud")
 async def detect_card_fraud(stream: faust.StreamT[bytes]) -> None:
-    await detect(stream, transactions_by_card, new_state, _apply, "transactions", judge=_judge, held=_held)
+    await detect(
+        stream, transactions_by_card, new_state, _apply, "transactions", judge=_judge, held=held_cards
+    )
 
 
 @app.task
 async def tick_card_fraud() -> None:
-    await send_ticks(transactions_by_card_topic, _held)
+    await send_ticks(transactions_by_card_topic, held_cards)

@@ -24,10 +24,10 @@ from streamapp.topics import readings_by_sensor_topic, sensor_windows_topic
 from streamapp.windows import bucket_start
 from tables.temperature_by_sensor import temperature_by_sensor
 
-__all__ = ["detect_temperature", "tick_temperature"]
+__all__ = ["detect_temperature", "held_sensors", "tick_temperature"]
 
 #: sensors holding readings for temperature_anomaly, until a later one or a quiet grace judges them
-_held = HeldKeys()
+held_sensors = HeldKeys()
 
 _limits = TemperatureThresholds(
     high=settings.thresholds.high_temperature,
@@ -56,10 +56,10 @@ def _window_updates(sensor_id: str, state: State, readings: list[dict[str, Any]]
 async def detect_temperature(stream: faust.StreamT[bytes]) -> None:
     await detect(
         stream, temperature_by_sensor, new_state, _apply, "sensor-readings",
-        updates=(sensor_windows_topic, _window_updates), judge=_judge, held=_held,
+        updates=(sensor_windows_topic, _window_updates), judge=_judge, held=held_sensors,
     )  # fmt: skip
 
 
 @app.task
 async def tick_temperature() -> None:
-    await send_ticks(readings_by_sensor_topic, _held)
+    await send_ticks(readings_by_sensor_topic, held_sensors)

@@ -11,6 +11,9 @@ from typing import Any
 
 from faust.types import TableT
 
+from agents.base import HeldKeys
+from agents.detect_card_fraud import held_cards
+from agents.detect_temperature import held_sensors
 from streamapp.app import app
 from streamapp.clock import worker_clock
 from streamapp.rules import sliding_count, temperature
@@ -34,6 +37,8 @@ class TableExpiry:
     table: TableT
     last_event: Callable[[Any], float]
     span: float = 0.0  # a bucket or window lasts this long after its start
+    #: the detector's keys that hold events: a sweep finds those a restart forgot
+    held: HeldKeys | None = None
 
     def is_expired(self, state: Any) -> bool:
         return self.last_event(state) + self.span <= worker_clock.horizon
@@ -49,9 +54,9 @@ def _number(field: str) -> Callable[[Any], float]:
 
 EXPIRING_TABLES = [
     TableExpiry(failed_logins_by_ip, _newest_start("buckets"), sliding_count.BUCKET_SECONDS),
-    TableExpiry(temperature_by_sensor, _newest_start("windows"), temperature.WINDOW_SECONDS),
+    TableExpiry(temperature_by_sensor, _newest_start("windows"), temperature.WINDOW_SECONDS, held_sensors),
     TableExpiry(logins_by_user, _number("last")),
-    TableExpiry(transactions_by_card, _number("last")),
+    TableExpiry(transactions_by_card, _number("last"), held=held_cards),
     TableExpiry(prices_by_symbol, _number("ts")),
 ]
 
@@ -69,10 +74,17 @@ async def expire_windows() -> None:
         if worker_clock.horizon:
             for expiry in EXPIRING_TABLES:
                 try:
-                    busy += (await expire_keys(expiry.table, expiry.is_expired))[1]
+                    busy += (await expire_keys(expiry.table, expiry.is_expired, _visit(expiry.held)))[1]
                 except Exception:  # e.g. a store closed by a rebalance mid-step: the next sweep retries
                     logger.exception("expiry sweep of table %s failed", expiry.table.name)
         await asyncio.sleep(next_sweep_in(started, busy, time.monotonic()))
+
+
+def _visit(held: HeldKeys | None) -> Callable[[int, bytes, Any], None] | None:
+    if held is None:
+        return None
+    now = time.time()
+    return lambda partition, key, state: held.update(partition, key, state, now)
 
 
 def _on_recovered(expiry: TableExpiry) -> Callable[[], Any]:

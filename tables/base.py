@@ -137,7 +137,11 @@ SWEEP_STEP_KEYS = 1000
 SWEEP_REST_FACTOR = 9.0
 
 
-async def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> tuple[int, float]:
+async def expire_keys(
+    table: TableT,
+    is_expired: Callable[[Any], bool],
+    visit: Callable[[int, bytes, Any], None] | None = None,
+) -> tuple[int, float]:
     """Delete keys whose state has fully expired, from RocksDB and (as tombstones) the changelog.
 
     Runs outside stream iteration (in the expiry task), where faust refuses ``del table[key]``; so this
@@ -146,8 +150,8 @@ async def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> tuple
     The sweep reads a thousand keys at a time and rests nine times as long as the step took,
     so a table of a million keys neither stops the agents for seconds nor takes more than a
     tenth of the worker's CPU while it runs; each step checks and deletes without yielding, so
-    no write of an agent falls between a key's check and its deletion. Returns (keys removed,
-    seconds of work, rests not counted).
+    no write of an agent falls between a key's check and its deletion. ``visit(partition, key,
+    state)`` sees every key that stays. Returns (keys removed, seconds of work, rests not counted).
     """
     store: Any = table.data
     removed = 0
@@ -169,6 +173,8 @@ async def expire_keys(table: TableT, is_expired: Callable[[Any], bool]) -> tuple
                     store._key_index.pop(key, None)
                     table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
                     removed += 1
+                elif visit is not None:
+                    visit(partition, key, value)
             took = time.monotonic() - started
             busy += took
             if not more:
