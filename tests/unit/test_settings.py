@@ -115,3 +115,14 @@ def test_stall_seconds_default_and_bounds():
     for bad in ("0", "-5", "abc", "9", "nan", "inf"):
         with pytest.raises(SettingsError, match="STREAMAPP_STALL_SECONDS"):
             load_settings({"STREAMAPP_STALL_SECONDS": bad})
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "inf", "1801"])
+def test_grace_must_be_a_non_negative_number_within_half_the_retention(value):
+    with pytest.raises(SettingsError, match="STREAMAPP_GRACE_SECONDS"):
+        load_settings({"STREAMAPP_GRACE_SECONDS": value})
+
+
+def test_grace_defaults_to_a_minute_and_may_be_zero():
+    assert load_settings({}).grace_seconds == 60
+    assert load_settings({"STREAMAPP_GRACE_SECONDS": "0"}).grace_seconds == 0
