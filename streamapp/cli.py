@@ -588,6 +588,144 @@ def influx_status(port: int) -> None:
     sys.exit(0 if status.running else 3)
 
 
+# -- dev S3 (the archive's object store) -------------------------------------------------------
+@main.group()
+def s3() -> None:
+    """Run a real S3-compatible server (S3Proxy, filesystem backend) on 127.0.0.1 for the archive."""
+
+
+_s3_port_option = click.option("--port", default=9000, show_default=True, help="S3 HTTP port.")
+
+
+@s3.command("up")
+@_s3_port_option
+def s3_up(port: int) -> None:
+    """Fetch S3Proxy on first use, start it with generated credentials and print how to use it."""
+    from streamapp.dev.s3 import DevS3, DevS3Error
+
+    try:
+        status = DevS3(port=port).up(progress=_say)
+    except DevS3Error as exc:
+        _fail(str(exc))
+    click.echo(status.describe())
+    _say(status.usage())
+
+
+@s3.command("down")
+@_s3_port_option
+def s3_down(port: int) -> None:
+    """Stop the S3Proxy that `streamapp s3 up` started (its objects stay)."""
+    from streamapp.dev.s3 import DevS3
+
+    DevS3(port=port).down(progress=_say)
+
+
+@s3.command("status")
+@_s3_port_option
+def s3_status(port: int) -> None:
+    """Say whether the dev S3 server runs, where, and whether it answers."""
+    from streamapp.dev.s3 import DevS3
+
+    status = DevS3(port=port).status()
+    click.echo(status.describe())
+    if status.running:
+        _say(status.usage())
+    sys.exit(0 if status.running else 3)
+
+
+@s3.command("fetch")
+def s3_fetch() -> None:
+    """Only download S3Proxy (done by `up` on first use)."""
+    from streamapp.dev.s3 import DevS3Error, fetch_s3proxy
+
+    try:
+        click.echo(fetch_s3proxy(progress=_say))
+    except DevS3Error as exc:
+        _fail(str(exc))
+
+
+# -- archive ----------------------------------------------------------------------------------
+@main.group()
+def archive() -> None:
+    """Keep every topic as Parquet on S3 (STREAMAPP_ARCHIVE_URL) and see what is kept."""
+
+
+def _archive_store(settings: Settings) -> Any:
+    from streamapp.archive.store import ArchiveStore
+
+    try:
+        return ArchiveStore(settings)
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+@archive.command("run")
+def archive_run() -> None:
+    """Run the archiver until Ctrl-C or SIGTERM (it uploads what it holds before it exits)."""
+    import asyncio
+    import signal
+
+    from streamapp.archive.archiver import Archiver
+
+    _configure_logging()
+    _quiet_kafka_client()
+    settings = _load_or_exit()
+    _check_kafka_access(settings)
+    archiver = Archiver(settings, _archive_store(settings), echo=_say)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, archiver.stop)
+        await archiver.run()
+
+    asyncio.run(run())
+
+
+@archive.command("ls")
+@click.option("--topic", default=None, help="Only this topic (contract name, e.g. logins).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, one per object.")
+def archive_ls(topic: str | None, as_json: bool) -> None:
+    """What is archived: per topic and partition the objects, records, bytes and offset ranges."""
+    import json
+
+    from streamapp.archive.store import ArchiveUnavailable
+
+    settings = _load_or_exit()
+    store = _archive_store(settings)
+    try:
+        objects = store.objects(topic)
+        counted = [(obj, store.rows(obj)) for obj in objects]
+    except ArchiveUnavailable as exc:
+        _fail(str(exc), code=1)
+    if as_json:
+        for obj, rows in counted:
+            click.echo(json.dumps({
+                "topic": obj.topic, "partition": obj.partition, "date": obj.date, "first_offset": obj.first,
+                "last_offset": obj.last, "records": rows, "bytes": obj.size, "path": f"s3://{obj.path}",
+            }))  # fmt: skip
+        return
+    if not counted:
+        click.echo(f"nothing archived under {store.url}" + (f" for topic {topic}" if topic else ""))
+        return
+    groups: dict[tuple[str, int], list[tuple[Any, int]]] = {}
+    for obj, rows in counted:
+        groups.setdefault((obj.topic, obj.partition), []).append((obj, rows))
+    click.echo(f"{'topic':<16} {'part':>4} {'objects':>7} {'records':>10} {'bytes':>12}  offsets     dates")
+    for (name, partition), items in sorted(groups.items()):
+        objs = [o for o, _ in items]
+        dates = sorted({o.date for o in objs})
+        span = dates[0] if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"
+        click.echo(
+            f"{name:<16} {partition:>4} {len(items):>7} {sum(r for _, r in items):>10,} "
+            f"{sum(o.size for o in objs):>12,}  {objs[0].first}-{max(o.last for o in objs)}  {span}"
+        )
+    click.echo(
+        f"total: {len(counted)} objects, {sum(r for _, r in counted):,} records, "
+        f"{sum(o.size for o, _ in counted):,} bytes under {store.url}"
+    )
+
+
 # -- worker -----------------------------------------------------------------------------------
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--web-port", type=int, help="Web API port (default STREAMAPP_WEB_PORT or 6066).")
