@@ -107,12 +107,10 @@ class Archiver:
         consumer = self.consumer
         assert consumer is not None
         ends: dict[tuple[str, int], int] = {}
-        topics = {tp.topic for tp in assigned}
-        for topic in topics:
-            objects = await self._retrying(f"listing topic {topic}", self.store.objects, topic)
-            for obj in objects:
-                key = (obj.topic, obj.partition)
-                ends[key] = max(ends.get(key, -1), obj.last)
+        for topic in {tp.topic for tp in assigned}:
+            name = self._contract(topic)
+            for obj in await self._retrying(f"listing topic {name}", self.store.objects, name):
+                ends[(topic, obj.partition)] = max(ends.get((topic, obj.partition), -1), obj.last)
         for tp in assigned:
             end = ends.get((tp.topic, tp.partition))
             if end is None:

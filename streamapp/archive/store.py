@@ -23,6 +23,7 @@ __all__ = [
     "ArchiveObject",
     "ArchiveStore",
     "ArchiveUnavailable",
+    "concat_tables",
     "object_path",
     "parse_object_path",
     "records_table",
@@ -131,6 +132,27 @@ def records_table(records: Sequence[Any]) -> pa.Table:
     for name in fields:
         columns[name] = _column([None if e is None else e.get(name) for e in events])
     return pa.table(columns)
+
+
+def concat_tables(tables: Sequence[pa.Table]) -> pa.Table:
+    """One table of objects whose event columns may differ (a field seen as a number in one object
+    and as text in another becomes text everywhere); missing columns are null."""
+    types: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for schema_field in table.schema:
+            types.setdefault(schema_field.name, set()).add(schema_field.type)
+    mixed = {name for name, seen in types.items() if len({t for t in seen if not pa.types.is_null(t)}) > 1}
+    if mixed:
+        tables = [_text_columns(table, mixed) for table in tables]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _text_columns(table: pa.Table, names: set[str]) -> pa.Table:
+    for name in names:
+        if name in table.column_names:
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, table[name].cast(pa.string()))
+    return table
 
 
 class ArchiveStore:

@@ -1,0 +1,218 @@
+"""The archive on a real S3 server (S3Proxy, `streamapp s3 up`) and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streamapp.archive.store import ArchiveStore, concat_tables, object_path, records_table
+from streamapp.dev.s3 import S3PROXY_VERSION, DevS3, fetch_s3proxy
+from streamapp.settings import load_settings
+from tests.integration.conftest import Names, free_port
+from tests.integration.kafka_io import produce, read_all
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[DevS3]:
+    """An S3Proxy of this test's own on a free port (jars shared with the default home)."""
+    libs = fetch_s3proxy()
+    home = tmp_path / "s3-home"
+    (home / "s3proxy" / S3PROXY_VERSION).mkdir(parents=True)
+    (home / "s3proxy" / S3PROXY_VERSION / "libs").symlink_to(libs, target_is_directory=True)
+    server = DevS3(home=home, port=free_port())
+    server.up()
+    yield server
+    server.down()
+
+
+def archive_env(s3: DevS3, names: Names, kafka_bootstrap: str, **overrides: str) -> dict[str, str]:
+    creds = s3.credentials()
+    return {
+        **os.environ,
+        "STREAMAPP_BROKER": f"kafka://{kafka_bootstrap}",
+        "STREAMAPP_APP_ID": names.app_id,
+        "STREAMAPP_TOPIC_PREFIX": names.prefix,
+        "STREAMAPP_PARTITIONS": str(PARTITIONS),
+        "STREAMAPP_ARCHIVE_URL": f"s3://streamapp/{names.app_id}",
+        "STREAMAPP_ARCHIVE_ENDPOINT": s3.endpoint,
+        "STREAMAPP_ARCHIVE_ACCESS_KEY": creds.access_key,
+        "STREAMAPP_ARCHIVE_SECRET_KEY": creds.secret_key,
+        **overrides,
+    }
+
+
+def store_of(env: dict[str, str]) -> ArchiveStore:
+    return ArchiveStore(load_settings(env))
+
+
+async def create_topics(bootstrap: str, topics: list[str], partitions: int = PARTITIONS) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+    finally:
+        await admin.close()
+
+
+def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamapp.cli", "archive", "run"], env=env, stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        proc.wait(60)
+
+
+def archived_rows(store: ArchiveStore, topic: str) -> pa.Table | None:
+    tables = [store.read(obj) for obj in store.objects(topic)]
+    return concat_tables(tables) if tables else None
+
+
+def wait_for_rows(store: ArchiveStore, topic: str, count: int, proc: subprocess.Popen[bytes], log: Path,
+                  within: float = 120.0) -> pa.Table:  # fmt: skip
+    deadline = time.monotonic() + within
+    table = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the archiver exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+        table = archived_rows(store, topic)
+        if table is not None and table.num_rows >= count:
+            return table
+        time.sleep(1.0)
+    got = 0 if table is None else table.num_rows
+    raise AssertionError(f"{topic}: {got} of {count} archived in {within:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def logins(start: int, n: int) -> list[dict[str, object]]:
+    base = time.time() - 3000
+    return [
+        {"user": f"u{i % 37}", "ip": f"10.0.{i % 5}.{i % 251}", "success": i % 3 == 0, "ts": base + i * 0.01}
+        for i in range(start, start + n)
+    ]
+
+
+def test_every_record_is_archived_exactly_once_across_kill_and_s3_outage(
+    s3: DevS3, names: Names, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = archive_env(s3, names, kafka_bootstrap, STREAMAPP_ARCHIVE_ROLL_BYTES="20000",
+                      STREAMAPP_ARCHIVE_ROLL_SECONDS="1")  # fmt: skip
+    store = store_of(env)
+    topic, dead = names.topic("logins"), names.topic("dead-letters")
+    asyncio.run(create_topics(kafka_bootstrap, [topic, dead]))
+    log = tmp_path / "archiver.log"
+    garbage = [b"\xff\xfe not json", b"[1, 2]", b'{"user": {"nested": true}, "ts": "x"}']
+    asyncio.run(produce(kafka_bootstrap, topic, [*logins(0, 4000), *garbage], key=lambda v: str(v["user"])))
+    asyncio.run(produce(kafka_bootstrap, dead, [b"refused"], headers=[("x-error", b"why")]))
+    proc = start_archiver(env, log)
+    try:
+        wait_for_rows(store, "logins", 1000, proc, log)
+        stop(proc, signal.SIGKILL)  # mid-way: objects uploaded, some offsets maybe not committed
+        asyncio.run(produce(kafka_bootstrap, topic, logins(4000, 3000), key=lambda v: str(v["user"])))
+        proc = start_archiver(env, log)
+        wait_for_rows(store, "logins", 5000, proc, log)
+        s3.down()
+        asyncio.run(produce(kafka_bootstrap, topic, logins(7000, 2000), key=lambda v: str(v["user"])))
+        time.sleep(6)  # the archiver meets the outage and keeps retrying
+        assert proc.poll() is None, log.read_text()[-3000:]
+        s3.up()
+        table = wait_for_rows(store, "logins", 9003, proc, log)
+        wait_for_rows(store, "dead-letters", 1, proc, log)
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert "retrying with backoff" in text and "answers again" in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+
+    # exactly the records of Kafka: every (partition, offset) once, with its key, value and time
+    kafka = asyncio.run(read_all(kafka_bootstrap, topic, settle=0))
+    assert table.num_rows == len(kafka) == 9003
+    positions = list(zip(*(table[c].to_pylist() for c in ("kafka_partition", "kafka_offset")), strict=True))
+    assert not [p for p, n in Counter(positions).items() if n > 1], "duplicate rows"
+    archived = {
+        (p, o): (k, v, ts)
+        for p, o, k, v, ts in zip(
+            *(table[c].to_pylist() for c in ("kafka_partition", "kafka_offset", "kafka_key", "kafka_value")),
+            table["kafka_timestamp"].cast(pa.int64()).to_pylist(), strict=True,
+        )
+    }  # fmt: skip
+    assert archived == {(r.partition, r.offset): (r.key, r.value, r.timestamp) for r in kafka}
+    # the event's fields are columns; what is not a JSON object keeps only its raw value
+    users = [u for u in table["user"].to_pylist() if u is not None]
+    assert len(users) == 9001 and "u3" in users
+    # objects never overlap and leave no gap within a partition
+    for partition in range(PARTITIONS):
+        objs = [o for o in store.objects("logins") if o.partition == partition]
+        assert objs[0].first == 0
+        for before, after in zip(objs, objs[1:], strict=False):
+            assert after.first == before.last + 1, (before, after)
+    # headers are kept (a dead letter's reason)
+    dl = archived_rows(store, "dead-letters")
+    assert dl is not None and dl["kafka_headers"].to_pylist() == [[{"key": "x-error", "value": b"why"}]]
+
+
+def test_an_object_uploaded_but_never_committed_is_not_written_again(
+    s3: DevS3, names: Names, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A crash between the upload and the commit: the next archiver goes on after that object."""
+    env = archive_env(s3, names, kafka_bootstrap, STREAMAPP_ARCHIVE_ROLL_SECONDS="1")
+    store = store_of(env)
+    topic = names.topic("logins")
+    asyncio.run(create_topics(kafka_bootstrap, [topic]))
+    asyncio.run(produce(kafka_bootstrap, topic, logins(0, 800), key=lambda v: str(v["user"])))
+    kafka = asyncio.run(read_all(kafka_bootstrap, topic, settle=0))
+    crashed = sorted((r for r in kafka if r.partition == 0), key=lambda r: r.offset)[:50]
+    path = object_path(store.root, "logins", 0, crashed[0].offset, crashed[-1].offset, crashed[0].timestamp)
+    store.put(path, records_table(crashed))
+    log = tmp_path / "archiver.log"
+    proc = start_archiver(env, log)
+    try:
+        table = wait_for_rows(store, "logins", 800, proc, log)
+        time.sleep(3)  # a duplicate would be uploaded within the roll time
+        table = archived_rows(store, "logins")
+    finally:
+        stop(proc)
+    assert table is not None and table.num_rows == 800
+    firsts = [o.first for o in store.objects("logins") if o.partition == 0]
+    assert firsts[:2] == [0, 50], firsts
+
+
+def test_archive_ls_lists_objects_counts_and_offsets(
+    s3: DevS3, names: Names, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = archive_env(s3, names, kafka_bootstrap, STREAMAPP_ARCHIVE_ROLL_SECONDS="1")
+    topic = names.topic("logins")
+    asyncio.run(create_topics(kafka_bootstrap, [topic]))
+    asyncio.run(produce(kafka_bootstrap, topic, logins(0, 400), key=lambda v: str(v["user"])))
+    log = tmp_path / "archiver.log"
+    proc = start_archiver(env, log)
+    try:
+        wait_for_rows(store_of(env), "logins", 400, proc, log)
+    finally:
+        stop(proc)
+    out = subprocess.run(
+        [sys.executable, "-m", "streamapp.cli", "archive", "ls", "--topic", "logins"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    lines = [line.split() for line in out.splitlines() if line.startswith("logins")]
+    assert len(lines) == PARTITIONS, out
+    assert sum(int(line[3].replace(",", "")) for line in lines) == 400, out
+    assert "total:" in out and "400 records" in out, out
