@@ -211,6 +211,7 @@ class Archiver:
         await self.consumer.start()
         try:
             self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+            await self._retrying(f"bucket {self.store.bucket}", self.store.ensure_bucket)
             self.echo(
                 f"archiving {', '.join(self.topics)} to {self.store.url} as group {archiver_group(settings)} "
                 f"(objects rolled at {settings.archive_roll_bytes:,} bytes "

@@ -188,6 +188,12 @@ class ArchiveStore:
             reason = " ".join(str(exc).split())[:300]
             raise ArchiveUnavailable(f"archive {self.url}: {what} failed: {reason}") from None
 
+    def ensure_bucket(self) -> None:
+        """Make the bucket when there is none (a fresh S3Proxy or MinIO); an existing one is left alone."""
+        info = self._call(f"looking up bucket {self.bucket}", self.fs.get_file_info, self.bucket)
+        if info.type == pafs.FileType.NotFound:
+            self._call(f"creating bucket {self.bucket}", self.fs.create_dir, self.bucket)
+
     def put(self, path: str, table: pa.Table) -> int:
         """Upload ``table`` as one Parquet object (a single PUT of the finished bytes); its size."""
         sink = io.BytesIO()
