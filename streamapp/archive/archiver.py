@@ -109,7 +109,7 @@ class Archiver:
         ends: dict[tuple[str, int], int] = {}
         for topic in {tp.topic for tp in assigned}:
             name = self._contract(topic)
-            for obj in await self._retrying(f"listing topic {name}", self.store.objects, name):
+            for obj in await self._retrying(f"listing topic {name}", self.store.objects, name, poll=False):
                 ends[(topic, obj.partition)] = max(ends.get((topic, obj.partition), -1), obj.last)
         for tp in assigned:
             end = ends.get((tp.topic, tp.partition))
@@ -120,7 +120,7 @@ class Archiver:
                 # uploaded but not committed (a crash in between): the object stands, go on after it
                 consumer.seek(tp, end + 1)
 
-    async def _retrying(self, what: str, func: Callable[..., Any], *args: Any) -> Any:
+    async def _retrying(self, what: str, func: Callable[..., Any], *args: Any, poll: bool = True) -> Any:
         """Run a blocking store call in a thread until it succeeds (backoff; one line per outage)."""
         attempt = 0
         while True:
@@ -132,7 +132,8 @@ class Archiver:
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
                     logger.warning("%s; the backlog waits in Kafka, retrying with backoff", exc)
-                await self._idle(delay)
+                # inside a rebalance callback the consumer must not be polled: just wait
+                await (self._idle(delay) if poll else asyncio.sleep(delay))
                 if self._stopping.is_set():
                     raise asyncio.CancelledError from None
                 continue
