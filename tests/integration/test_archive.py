@@ -221,7 +221,7 @@ def test_archive_ls_lists_objects_counts_and_offsets(
 async def _delete_all_records(bootstrap: str, topics: list[str]) -> dict[str, int]:
     """Make Kafka drop every record of ``topics`` now, as retention would; records deleted per topic."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.structs import RecordsToDelete
+    from aiokafka.admin.records_to_delete import RecordsToDelete
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
