@@ -726,6 +726,45 @@ def archive_ls(topic: str | None, as_json: bool) -> None:
     )
 
 
+# -- batch layer --------------------------------------------------------------------------------
+@main.command()
+@click.option("--since", required=True, metavar="TIME", help="Start (ISO-8601, epoch s).")
+@click.option("--until", required=True, metavar="TIME", help="End, exclusive (same forms).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the report as JSON to FILE ('-': standard output).")  # fmt: skip
+def batch(since: str, until: str, json_path: Path | None) -> None:
+    """Recompute the detections over the archive and reconcile them with the stream's alerts.
+
+    Exit 0 when both agree, 1 when an alert is in one and not the other.
+    """
+    import json
+
+    from streamapp.archive.batch import reconcile
+    from streamapp.archive.store import ArchiveUnavailable
+    from streamapp.replay import ReplayError, parse_start_time
+
+    settings = _load_or_exit()
+    store = _archive_store(settings)
+    try:
+        start, end = parse_start_time(since), parse_start_time(until)
+    except ReplayError as exc:
+        _fail(str(exc).replace("--from", "--since/--until"))
+    if end <= start:
+        _fail("--until must be after --since")
+    try:
+        result = reconcile(settings, store, start, end)
+    except ArchiveUnavailable as exc:
+        _fail(str(exc), code=1)
+    if json_path is not None:
+        text = json.dumps(result.to_json(), indent=2)
+        if str(json_path) == "-":
+            click.echo(text)
+        else:
+            json_path.write_text(text + "\n")
+    click.echo(result.summary(), err=str(json_path) == "-")
+    sys.exit(0 if result.agrees else 1)
+
+
 # -- worker -----------------------------------------------------------------------------------
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--web-port", type=int, help="Web API port (default STREAMAPP_WEB_PORT or 6066).")
