@@ -32,7 +32,7 @@ COPY pyproject.toml README.md ./
 COPY streamapp ./streamapp
 COPY agents ./agents
 COPY tables ./tables
-RUN pip install . \
+RUN pip install .[archive] \
  && rm -rf /src
 
 WORKDIR /home/streamapp

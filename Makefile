@@ -42,6 +42,7 @@ deps:
 test: deps install
 	$(BIN)/streamapp kafka fetch
 	$(BIN)/streamapp registry fetch
+	$(BIN)/streamapp s3 fetch
 	$(BIN)/python -m pytest -q tests/unit
 	$(BIN)/python -m pytest -q tests/integration
 

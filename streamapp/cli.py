@@ -588,6 +588,183 @@ def influx_status(port: int) -> None:
     sys.exit(0 if status.running else 3)
 
 
+# -- dev S3 (the archive's object store) -------------------------------------------------------
+@main.group()
+def s3() -> None:
+    """Run a real S3-compatible server (S3Proxy, filesystem backend) on 127.0.0.1 for the archive."""
+
+
+_s3_port_option = click.option("--port", default=9000, show_default=True, help="S3 HTTP port.")
+
+
+@s3.command("up")
+@_s3_port_option
+def s3_up(port: int) -> None:
+    """Fetch S3Proxy on first use, start it with generated credentials and print how to use it."""
+    from streamapp.dev.s3 import DevS3, DevS3Error
+
+    try:
+        status = DevS3(port=port).up(progress=_say)
+    except DevS3Error as exc:
+        _fail(str(exc))
+    click.echo(status.describe())
+    _say(status.usage())
+
+
+@s3.command("down")
+@_s3_port_option
+def s3_down(port: int) -> None:
+    """Stop the S3Proxy that `streamapp s3 up` started (its objects stay)."""
+    from streamapp.dev.s3 import DevS3
+
+    DevS3(port=port).down(progress=_say)
+
+
+@s3.command("status")
+@_s3_port_option
+def s3_status(port: int) -> None:
+    """Say whether the dev S3 server runs, where, and whether it answers."""
+    from streamapp.dev.s3 import DevS3
+
+    status = DevS3(port=port).status()
+    click.echo(status.describe())
+    if status.running:
+        _say(status.usage())
+    sys.exit(0 if status.running else 3)
+
+
+@s3.command("fetch")
+def s3_fetch() -> None:
+    """Only download S3Proxy (done by `up` on first use)."""
+    from streamapp.dev.s3 import DevS3Error, fetch_s3proxy
+
+    try:
+        click.echo(fetch_s3proxy(progress=_say))
+    except DevS3Error as exc:
+        _fail(str(exc))
+
+
+# -- archive ----------------------------------------------------------------------------------
+@main.group()
+def archive() -> None:
+    """Keep every topic as Parquet on S3 (STREAMAPP_ARCHIVE_URL) and see what is kept."""
+
+
+def _archive_store(settings: Settings) -> Any:
+    from streamapp.archive.store import ArchiveStore
+
+    try:
+        return ArchiveStore(settings)
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+@archive.command("run")
+def archive_run() -> None:
+    """Run the archiver until Ctrl-C or SIGTERM (it uploads what it holds before it exits)."""
+    import asyncio
+    import signal
+
+    from streamapp.archive.archiver import Archiver
+
+    _configure_logging()
+    _quiet_kafka_client()
+    settings = _load_or_exit()
+    _check_kafka_access(settings)
+    archiver = Archiver(settings, _archive_store(settings), echo=_say)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, archiver.stop)
+        await archiver.run()
+
+    asyncio.run(run())
+
+
+@archive.command("ls")
+@click.option("--topic", default=None, help="Only this topic (contract name, e.g. logins).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, one per object.")
+def archive_ls(topic: str | None, as_json: bool) -> None:
+    """What is archived: per topic and partition the objects, records, bytes and offset ranges."""
+    import json
+
+    from streamapp.archive.store import ArchiveUnavailable
+
+    settings = _load_or_exit()
+    store = _archive_store(settings)
+    try:
+        objects = store.objects(topic)
+        counted = [(obj, store.rows(obj)) for obj in objects]
+    except ArchiveUnavailable as exc:
+        _fail(str(exc), code=1)
+    if as_json:
+        for obj, rows in counted:
+            click.echo(json.dumps({
+                "topic": obj.topic, "partition": obj.partition, "date": obj.date, "first_offset": obj.first,
+                "last_offset": obj.last, "records": rows, "bytes": obj.size, "path": f"s3://{obj.path}",
+            }))  # fmt: skip
+        return
+    if not counted:
+        click.echo(f"nothing archived under {store.url}" + (f" for topic {topic}" if topic else ""))
+        return
+    groups: dict[tuple[str, int], list[tuple[Any, int]]] = {}
+    for obj, rows in counted:
+        groups.setdefault((obj.topic, obj.partition), []).append((obj, rows))
+    click.echo(f"{'topic':<16} {'part':>4} {'objects':>7} {'records':>10} {'bytes':>12}  offsets     dates")
+    for (name, partition), items in sorted(groups.items()):
+        objs = [o for o, _ in items]
+        dates = sorted({o.date for o in objs})
+        span = dates[0] if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"
+        click.echo(
+            f"{name:<16} {partition:>4} {len(items):>7} {sum(r for _, r in items):>10,} "
+            f"{sum(o.size for o in objs):>12,}  {objs[0].first}-{max(o.last for o in objs)}  {span}"
+        )
+    click.echo(
+        f"total: {len(counted)} objects, {sum(r for _, r in counted):,} records, "
+        f"{sum(o.size for o, _ in counted):,} bytes under {store.url}"
+    )
+
+
+# -- batch layer --------------------------------------------------------------------------------
+@main.command()
+@click.option("--since", required=True, metavar="TIME", help="Start (ISO-8601, epoch s).")
+@click.option("--until", required=True, metavar="TIME", help="End, exclusive (same forms).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the report as JSON to FILE ('-': standard output).")  # fmt: skip
+def batch(since: str, until: str, json_path: Path | None) -> None:
+    """Recompute the detections over the archive and reconcile them with the stream's alerts.
+
+    Exit 0 when both agree, 1 when an alert is in one and not the other.
+    """
+    import json
+
+    from streamapp.archive.batch import reconcile
+    from streamapp.archive.store import ArchiveUnavailable
+    from streamapp.replay import ReplayError, parse_start_time
+
+    settings = _load_or_exit()
+    store = _archive_store(settings)
+    try:
+        start, end = parse_start_time(since), parse_start_time(until)
+    except ReplayError as exc:
+        _fail(str(exc).replace("--from", "--since/--until"))
+    if end <= start:
+        _fail("--until must be after --since")
+    try:
+        result = reconcile(settings, store, start, end)
+    except ArchiveUnavailable as exc:
+        _fail(str(exc), code=1)
+    if json_path is not None:
+        text = json.dumps(result.to_json(), indent=2)
+        if str(json_path) == "-":
+            click.echo(text)
+        else:
+            json_path.write_text(text + "\n")
+    click.echo(result.summary(), err=str(json_path) == "-")
+    sys.exit(0 if result.agrees else 1)
+
+
 # -- worker -----------------------------------------------------------------------------------
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--web-port", type=int, help="Web API port (default STREAMAPP_WEB_PORT or 6066).")
@@ -706,6 +883,15 @@ def demo(rate: int, duration: float | None) -> None:
 )  # fmt: skip
 @click.option("--serve", is_flag=True, help="Keep the caught-up worker running until Ctrl-C.")
 @click.option("--force", is_flag=True, help="Delete what an earlier replay into APP_ID left; start over.")
+@click.option(
+    "--from-archive", is_flag=True,
+    help="Read the archived Parquet (STREAMAPP_ARCHIVE_URL) first, then Kafka from the archive's end "
+    "offsets: replays past Kafka's retention.",
+)  # fmt: skip
+@click.option(
+    "--since", "since", default=None, metavar="TIME",
+    help="With --from-archive: only records whose record timestamp is at or after TIME.",
+)  # fmt: skip
 def replay(
     app_id: str,
     from_time: str | None,
@@ -714,16 +900,25 @@ def replay(
     alerts: bool,
     serve: bool,
     force: bool,
+    from_archive: bool,
+    since: str | None,
 ) -> None:
     """Rebuild every table from the source topics into a fresh app id (Kappa reprocessing)."""
     from streamapp import replay as replaying
 
     settings = _load_or_exit()
     _check_kafka_access(settings)
+    if since is not None and not from_archive:
+        _fail("--since goes with --from-archive (replays from Kafka take --from)")
+    if from_archive and (from_time is not None or serve):
+        _fail("--from-archive takes --since, not --from; it does not --serve (it replays staging copies)")
     try:
         replaying.check_new_app_id(app_id, settings)
         start_time = None if from_time is None else replaying.parse_start_time(from_time)
         topics = replaying.app_topics(app_id)
+        prefix = None
+        if from_archive:
+            topics, prefix = _stage_archive(settings, app_id, topics, since, force)
         options = replaying.ReplayOptions(
             app_id=app_id,
             data_dir=data_dir.expanduser().absolute() if data_dir else settings.data_dir / "replay" / app_id,
@@ -732,10 +927,35 @@ def replay(
             publish_alerts=alerts,
             serve=serve,
             force=force,
+            topic_prefix=prefix,
         )
         sys.exit(replaying.run_replay(settings, options, topics, click.echo))
     except (replaying.ReplayError, SettingsError) as exc:
         _fail(str(exc))
+
+
+def _stage_archive(
+    settings: Settings, app_id: str, topics: Any, since: str | None, force: bool
+) -> tuple[Any, str]:
+    """Copy archive + Kafka tail into the replay's staging topics; the topics and prefix to replay."""
+    import asyncio
+    import dataclasses
+
+    from streamapp import replay as replaying
+    from streamapp.archive.replay import StagingError, delete_staging, stage_from_archive, staging_prefix
+    from streamapp.archive.store import ArchiveUnavailable
+
+    store = _archive_store(settings)
+    since_ms = None if since is None else int(replaying.parse_start_time(since) * 1000)
+    names = [t.removeprefix(settings.topic_prefix) for t in topics.source]
+    prefix = staging_prefix(settings, app_id)
+    click.echo(f"staging {len(names)} source topics from {store.url} and Kafka into {prefix}* ...")
+    try:
+        asyncio.run(delete_staging(settings, app_id, force))
+        asyncio.run(stage_from_archive(settings, store, app_id, names, since_ms, click.echo))
+    except (StagingError, ArchiveUnavailable) as exc:
+        _fail(str(exc), code=1)
+    return dataclasses.replace(topics, source=tuple(prefix + n for n in names)), prefix
 
 
 def _check_kafka_access(settings: Settings) -> None:

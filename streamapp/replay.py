@@ -396,6 +396,8 @@ class ReplayOptions:
     serve: bool = False
     force: bool = False
     interval: float = 1.5
+    #: STREAMAPP_TOPIC_PREFIX of the worker (replay --from-archive: the staging copies)
+    topic_prefix: str | None = None
 
 
 def pick_free_port() -> int:
@@ -453,6 +455,8 @@ def _spawn_worker(options: ReplayOptions, log_path: Path) -> subprocess.Popen[by
         f"{PREFIX}WEB_PORT": str(options.web_port),
         f"{PREFIX}PUBLISH_ALERTS": "true" if options.publish_alerts else "false",
     }
+    if options.topic_prefix is not None:
+        env[f"{PREFIX}TOPIC_PREFIX"] = options.topic_prefix
     with open(log_path, "ab") as log:
         # own session: the terminal's Ctrl-C reaches only the replay, which stops the worker
         return subprocess.Popen(

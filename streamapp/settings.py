@@ -102,6 +102,15 @@ class Settings:
     rules: frozenset[str] = frozenset(ALERT_KINDS)
     #: an owned partition with lag and no progress this long makes GET /live fail (liveness watchdog)
     stall_seconds: float = 120.0
+    #: the archive (streamapp.archive): s3://bucket/prefix, an S3 endpoint (default AWS), credentials
+    archive_url: str | None = None
+    archive_endpoint: str | None = None
+    archive_access_key: str | None = None
+    archive_secret_key: str | None = field(default=None, repr=False)
+    archive_region: str = "us-east-1"
+    #: an open archive object is uploaded once it holds this many bytes of values or is this old
+    archive_roll_bytes: int = 16 * 1024 * 1024
+    archive_roll_seconds: float = 60.0
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -246,6 +255,19 @@ def _directory(raw: str) -> Path:
     return Path(raw).expanduser()
 
 
+def _archive_url(raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError("must look like s3://bucket/prefix")
+    bucket = parsed.netloc
+    allowed = all(c.isalnum() or c in ".-" for c in bucket) and bucket == bucket.lower()
+    if not (3 <= len(bucket) <= 63 and allowed):
+        raise ValueError(f"bucket {bucket!r} is not a bucket name (3-63 lowercase letters, digits, '.', '-')")
+    if parsed.query or parsed.fragment:
+        raise ValueError("must look like s3://bucket/prefix (no ? or #)")
+    return f"s3://{bucket}/{parsed.path.strip('/')}".rstrip("/")
+
+
 def _topic_prefix(raw: str) -> str:
     if not all(c.isalnum() or c in "._-" for c in raw):
         raise ValueError("may hold only letters, digits, '.', '_' and '-'")
@@ -343,6 +365,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         thresholds=thresholds,
         rules=get("RULES", _rules, defaults.rules),
         stall_seconds=get("STALL_SECONDS", _stall_seconds, defaults.stall_seconds),
+        archive_url=get("ARCHIVE_URL", _archive_url, None),
+        archive_endpoint=get("ARCHIVE_ENDPOINT", _http_url, None),
+        archive_access_key=get("ARCHIVE_ACCESS_KEY", text, None),
+        archive_secret_key=get("ARCHIVE_SECRET_KEY", text, None),
+        archive_region=get("ARCHIVE_REGION", _topic_prefix, defaults.archive_region),
+        archive_roll_bytes=get("ARCHIVE_ROLL_BYTES", _positive_int, defaults.archive_roll_bytes),
+        archive_roll_seconds=get("ARCHIVE_ROLL_SECONDS", _positive_float, defaults.archive_roll_seconds),
     )
     _check_combinations(settings)
     return settings
@@ -357,6 +386,13 @@ def _check_combinations(settings: Settings) -> None:
         ):
             if not value:
                 raise SettingsError(f"{PREFIX}{name} is required when {PREFIX}SECURITY_PROTOCOL=SASL_SSL")
+    if bool(settings.archive_access_key) != bool(settings.archive_secret_key):
+        given, missing = (
+            ("ARCHIVE_ACCESS_KEY", "ARCHIVE_SECRET_KEY")
+            if settings.archive_access_key
+            else ("ARCHIVE_SECRET_KEY", "ARCHIVE_ACCESS_KEY")
+        )
+        raise SettingsError(f"{PREFIX}{missing} is required when {PREFIX}{given} is set")
     if settings.max_poll_records * 5 > settings.stream_buffer:
         # faust pauses a partition when its agent's buffer is 80% full; the rest of the fetch in
         # hand must still fit, or the whole consumer (every topic) waits for that one agent
@@ -378,7 +414,7 @@ def _check_combinations(settings: Settings) -> None:
 
 def describe(settings: Settings) -> dict[str, Any]:
     """Settings for logs, with secrets masked."""
-    secret = {"sasl_password", "web_token", "peer_secret", "postgres_dsn"}
+    secret = {"sasl_password", "web_token", "peer_secret", "postgres_dsn", "archive_secret_key"}
     return {
         k: ("***" if k in secret and v else str(v)) for k, v in settings.__dict__.items() if k != "thresholds"
     }
