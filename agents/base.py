@@ -357,6 +357,7 @@ class _Rejects:
     async def _queue_dead(self) -> None:
         target = dead_letters_topic.get_topic_name()
         await self._batches.prepare(target)
+        partitions = self._batches.partitions_of(target)
         for record, reason, as_read in self._dead:
             try:
                 if as_read:  # not something the app forwarded: the record itself, where it was read
@@ -365,7 +366,9 @@ class _Rejects:
             except Exception:  # not an envelope at all: the record itself, where it was read
                 value, headers = record.value, _coordinates(record.topic, record.partition, record.offset)
             headers.append(("x-error", reason.encode()))
-            self._batches.add(target, record.key, value, None, headers)
+            # a record without a key (someone else wrote it) needs a partition: by source position
+            partition = None if record.key is not None else max(record.offset, 0) % partitions
+            self._batches.add(target, record.key, value, partition, headers)
             DEAD_LETTERS_TOTAL.labels(topic=record.topic).inc()
             logger.warning(
                 "dead letter: %s[%d]@%d: %r", record.topic, record.partition, record.offset, reason
