@@ -216,7 +216,7 @@ def _input_records(now: float, rng: random.Random, names: Any) -> list[Sent]:
     out.append(Sent(logins, None, body[:-2] + pad + b'"}', "view", f"/ips/{big}"))
     big = f"hq{next(n)}"  # escaped quotes and backslashes: the envelope's copy of it is twice as large
     body = _json({"ts": ts(), "ip": big, "user": "u", "success": False, "pad": ""})
-    pad = b'\\"' * ((1_000_000 - len(body)) // 2)
+    pad = b'\\"' * ((1_048_576 - len(body)) // 2)  # exactly STREAMAPP_MAX_RECORD_BYTES at most
     out.append(Sent(logins, None, body[:-2] + pad + b'"}', "view", f"/ips/{big}"))
     for _ in range(80):  # unkeyed spam of valid records of random hostile-looking ids
         ip = "".join(rng.choice("ab🧑‍💻é%/?#&_ .:") for _ in range(rng.randint(1, 40)))
