@@ -9,6 +9,7 @@ exact, and every hostile record is accounted for: a view shows it, or it is a de
 source coordinates) with a reason. Restarts, with the same and with a fresh data dir, recover.
 """
 
+# ruff: noqa: E501  (tables of hostile records read best one per line)
 from __future__ import annotations
 
 import asyncio
@@ -252,7 +253,7 @@ def _internal_records(now: float, app_id: str) -> list[Sent]:
     for short, (_, view, event) in BY_ENTITY.items():
         topic = f"{app_id}-{short}"
 
-        def env(entity: str, src: Any = (97, 1), **changes: Any) -> bytes:
+        def env(entity: str, src: Any = (97, 1), event: Any = event, **changes: Any) -> bytes:
             return _json(
                 {
                     "src": list(src) if isinstance(src, tuple) else src,
@@ -527,3 +528,43 @@ async def test_hostile_producer_on_every_topic_never_stops_detection(
     for log in (worker.log_text(), fresh.log_text()):
         assert "Traceback" not in log, log[-5000:]
     assert time.monotonic() - started < 180
+
+
+async def test_an_event_clock_poisoned_by_an_older_version_is_repaired_at_start(
+    kafka_bootstrap, names, worker_factory
+):
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    changelog = f"{names.app_id}-failed-logins-by-ip-changelog"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(changelog, 4, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        await admin.close()
+    poisoned = repr(time.time() + 86400 * 365 * 60).encode()  # what an older version wrote: 60 years ahead
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for partition in range(4):
+            await producer.send_and_wait(changelog, poisoned, key=EVENT_CLOCK_KEY, partition=partition)
+    finally:
+        await producer.stop()
+
+    worker = worker_factory()
+    repairs = [
+        line for line in worker.log_text().splitlines() if "event clock of table failed-logins-by-ip" in line
+    ]
+    assert len(repairs) == 4 and all(f"partition {p}" in " ".join(repairs) for p in range(4)), repairs
+    now = time.time()
+    logins = [{"ts": now - 5 + i / 10, "ip": "203.0.113.5", "user": "u", "success": False} for i in range(3)]
+    await _produce(kafka_bootstrap, [Sent(names.topic("logins"), None, _json(v), "control") for v in logins])
+    # real events count (with the poisoned clock they were older than the retention: late-events)
+    worker.wait_for("/ips/203.0.113.5", lambda status, body: status == 200 and body["failed_logins_60s"] == 3)
+    assert not await read_all(kafka_bootstrap, names.topic("late-events"), settle=1.0)
+    assert worker.metric("streamapp_state_resets_total", table="failed-logins-by-ip") == 4
+    # the repair reached the changelog: a restart from a fresh data dir repairs nothing
+    worker.stop()
+    fresh = worker_factory()
+    assert "event clock of table" not in fresh.log_text()
+    fresh.wait_for("/ips/203.0.113.5", lambda status, body: status == 200 and body["failed_logins_60s"] == 3)
