@@ -19,7 +19,14 @@ from streamapp.models import InvalidEvent, Parser, decode_json_object, parse_val
 from streamapp.producer import Delivery, RecordBatches, key_partition
 from streamapp.topics import dead_letters_topic
 
-__all__ = ["Decoder", "decode_or_dead_letter", "route", "route_batch", "send_dead_letter"]
+__all__ = [
+    "ENVELOPE_OVERHEAD_BYTES",
+    "Decoder",
+    "decode_or_dead_letter",
+    "route",
+    "route_batch",
+    "send_dead_letter",
+]
 
 logger = logging.getLogger(__name__)
 E = TypeVar("E")
@@ -85,6 +92,10 @@ async def decode_or_dead_letter(
 
 Rekey = Callable[[Any], Iterable[tuple[faust.TopicT, str]]]
 
+#: a forwarded event may be this much larger than its input record (the broker took that one);
+#: one larger goes without its input's copy ("raw"): late-events then carry its fields instead
+ENVELOPE_OVERHEAD_BYTES = 4096
+
 
 async def route_batch(
     records: Sequence[ConsumerRecord],
@@ -133,6 +144,11 @@ async def route_batch(
                 if json_values:
                     envelope["raw"] = record.value.decode()
                 payload = orjson.dumps(envelope)
+                if len(payload) > len(record.value or b"") + ENVELOPE_OVERHEAD_BYTES:
+                    # escapes (quotes, backslashes, newlines) make its copy up to twice its size:
+                    # more than the broker takes, and the failed delivery would stop the worker
+                    del envelope["raw"]
+                    payload = orjson.dumps(envelope)
             target = targets.get(topic)
             if target is None:
                 name = topic.get_topic_name()

@@ -18,6 +18,7 @@ __all__ = [
     "PARTITION_STALLED",
     "READY",
     "SKIPPED_ALERTS_TOTAL",
+    "STATE_RESETS_TOTAL",
     "WEB_ERRORS_TOTAL",
     "observe_many",
 ]
@@ -62,6 +63,12 @@ WEB_ERRORS_TOTAL = Counter(
 SKIPPED_ALERTS_TOTAL = Counter(
     "streamapp_skipped_alerts",
     "Records of the alerts topic the recent-alerts tail could not read (skipped and logged)",
+)
+STATE_RESETS_TOTAL = Counter(
+    "streamapp_state_resets",
+    "Stored states (or event clocks) that could not be read, of the wrong shape, or too far ahead, "
+    "and were replaced by a fresh one (each logged)",
+    ["table"],
 )
 READY = Gauge("streamapp_ready", "1 once table recovery is done and no rebalance is under way, else 0")
 

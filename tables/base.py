@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -15,6 +16,7 @@ from faust.types import TP, TableT
 
 from streamapp.app import app, settings
 from streamapp.clock import worker_clock
+from streamapp.metrics import STATE_RESETS_TOTAL
 from streamapp.producer import Delivery, RecordBatches
 
 __all__ = [
@@ -124,11 +126,17 @@ def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
 
 
 def _values(db: Any, from_key: bytes | None = None) -> Iterator[tuple[bytes, Any]]:
-    """(key, decoded value) from ``from_key`` on, lazily (faust's bookkeeping keys skipped)."""
+    """(key, decoded value) from ``from_key`` on, lazily (faust's bookkeeping keys skipped).
+
+    A value that is not JSON (restored from a changelog record someone else wrote) reads as None.
+    """
     for key, value in db.items(from_key=from_key):
         # faust keeps its own bookkeeping (the persisted changelog offset) in the same DB
         if not key.startswith(b"__faust"):
-            yield key, orjson.loads(value)
+            try:
+                yield key, orjson.loads(value)
+            except orjson.JSONDecodeError:
+                yield key, None
 
 
 #: keys read per step of an expiry sweep; the event loop runs other work between steps
@@ -168,7 +176,16 @@ async def expire_keys(
             if more:
                 cursor = step.pop()[0]  # the next step starts at this key
             for key, value in step:
-                if is_expired(value):
+                try:
+                    expired = is_expired(value)
+                except Exception:  # unreadable or of the wrong shape: as good as no state at all
+                    expired = True
+                    STATE_RESETS_TOTAL.labels(table=table.name).inc()
+                    logger.warning(
+                        "the stored state of %r in table %s cannot be read: removed",
+                        key[:200].decode(errors="backslashreplace"), table.name,
+                    )  # fmt: skip
+                if expired:
                     db.delete(key)
                     store._key_index.pop(key, None)
                     table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
@@ -191,13 +208,68 @@ def restore_event_clock(table: TableT, newest: Callable[[Any], float]) -> None:
     Without it the clock restarts at zero and windows that had expired before the restart, but
     whose key was not written since, would show again until new events arrive. Each partition's
     :data:`EVENT_CLOCK_KEY` (restored from the changelog like any state) gives it in one read.
+
+    A clock more than ``STREAMAPP_MAX_CLOCK_SKEW_SECONDS`` ahead of the wall clock (poisoned by
+    a version that took events from the future) or unreadable is ignored, with one warning line
+    naming the table and partition, and rewritten from the partition's states (those within the
+    bound): it would expire every state and count every real event as too old.
     """
+    ceiling = time.time() + settings.max_clock_skew_seconds
     latest = 0.0
-    for _, db in _active_partitions(table):
+    for partition, db in _active_partitions(table):
         raw = db.get(EVENT_CLOCK_KEY)
+        clock = _clock_value(raw)
+        if clock is not None and clock <= ceiling:
+            latest = max(latest, clock)
+            continue
+        # none (a partition written before the clock key existed), poisoned or unreadable: the states
+        from_states = max(
+            (t for t in (_newest_of(newest, value) for _, value in _values(db)) if t <= ceiling),
+            default=0.0,
+        )
+        latest = max(latest, from_states)
         if raw is not None:
-            latest = max(latest, float(raw))
-        else:  # a partition written before the clock key existed: read its states
-            latest = max(latest, max((newest(value) for _, value in _values(db)), default=0.0))
+            _repair_clock(table, partition, db, raw, from_states)
     if latest:
         worker_clock.observe(latest)
+
+
+def _clock_value(raw: bytes | None) -> float | None:
+    """A stored event clock as a finite number, or None (absent or unreadable)."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _newest_of(newest: Callable[[Any], float], state: Any) -> float:
+    try:
+        value = float(newest(state))
+    except Exception:  # a state of the wrong shape: it says nothing about time
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def _repair_clock(table: TableT, partition: int, db: Any, raw: bytes, repaired: float) -> None:
+    """Replace a poisoned or unreadable clock in RocksDB and, best effort, in the changelog."""
+    STATE_RESETS_TOTAL.labels(table=table.name).inc()
+    logger.warning(
+        "event clock of table %s partition %d is %r, not a time within "
+        "STREAMAPP_MAX_CLOCK_SKEW_SECONDS=%g of the wall clock: ignored, rewritten as %r",
+        table.name, partition, raw[:40], settings.max_clock_skew_seconds, repaired or None,
+    )  # fmt: skip
+    value = repr(repaired).encode() if repaired else None
+    if value is None:
+        db.delete(EVENT_CLOCK_KEY)
+    else:
+        db.put(EVENT_CLOCK_KEY, value)
+    try:  # the next batch of the partition writes its clock anyway; until then a restart repairs again
+        table.send_changelog(partition, EVENT_CLOCK_KEY, value, value_serializer="raw")
+    except Exception as exc:
+        logger.warning(
+            "the repaired clock of table %s partition %d is not in the changelog yet: %r",
+            table.name, partition, exc,
+        )  # fmt: skip

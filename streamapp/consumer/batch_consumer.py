@@ -128,7 +128,9 @@ class BatchConsumer(Consumer):
                     continue
             batch = rocksdict.WriteBatch(raw_mode=True)
             for record in records:
-                if record.value is None:
+                if record.key is None or record.key == _FAUST_OFFSET_KEY:
+                    _skip_changelog_record(record)
+                elif record.value is None:
                     batch.delete(record.key)
                 else:
                     batch.put(record.key, record.value)
@@ -292,6 +294,20 @@ class _ConsumerThread(AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the fetcher starts
         return consumer
+
+
+#: where faust's rocksdb store keeps a partition's persisted changelog offset, in the same DB
+_FAUST_OFFSET_KEY = b"__faust\0offset__"
+
+
+def _skip_changelog_record(record: ConsumerRecord) -> None:
+    """A changelog record the app never writes (no key: RocksDB has no null key; faust's own
+    offset key, which the restore sets itself): skipped with a warning, recovery goes on."""
+    key = record.key[:200].decode(errors="backslashreplace") if record.key is not None else None
+    logger.warning(
+        "changelog record %s[%d]@%d with key %r skipped: the app never writes it",
+        record.topic, record.partition, record.offset, key,
+    )  # fmt: skip
 
 
 def _restorable(table: Any) -> bool:
