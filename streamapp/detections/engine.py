@@ -16,7 +16,7 @@ import re
 import string
 from bisect import insort
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -161,6 +161,8 @@ class _Candidate:
     window_start: float | None
     window_end: float | None
     fields: Fields
+    #: the throttle already let it through (and recorded it)
+    passed: bool = False
 
 
 class Engine:
@@ -330,9 +332,10 @@ class Engine:
             value = aggregate(fn, [v for t, v in kept if start <= t])
             if self._holds(value):
                 found = _Candidate(ts, (start,), value, self.cond["value"], start, start + size, fields)
-                if self._emit_marker(state, found):
+                emitted = self._emit_marker(state, found)
+                if emitted:
                     alerted.append(start)
-                    out.append(found)
+                    out += emitted
         return out
 
     def _baseline(self, state: State, ts: float, canon: str, fields: Fields) -> list[_Candidate]:
@@ -376,15 +379,18 @@ class Engine:
 
     # -- alerts ------------------------------------------------------------------------------
     def _emit_marker(self, state: State, found: _Candidate) -> list[_Candidate]:
-        """[found] if the throttle lets it through now (checked again, harmlessly, in _emit)."""
+        """[found] if the throttle lets it through now (then it counts for the throttle at once)."""
         last = state.get("la")
-        return [found] if last is None or found.ts >= last + self.throttle or not self.throttle else []
+        if self.throttle and last is not None and found.ts < last + self.throttle:
+            return []
+        state["la"] = found.ts
+        return [replace(found, passed=True)]
 
     def _emit(self, state: State, entity: str, found: list[_Candidate]) -> list[Alert]:
         alerts = []
         for c in found:
             last = state.get("la")
-            if self.throttle and last is not None and c.ts < last + self.throttle:
+            if not c.passed and self.throttle and last is not None and c.ts < last + self.throttle:
                 continue
             state["la"] = c.ts
             alerts.append(
