@@ -272,6 +272,9 @@ async def get_detections(web: View, request: Request) -> Response:
     rows = registry.describe()
     for row in rows:
         row["subscribed"] = row["topic"] in settings.detection_topics
-        row["keys"] = len(_watch.get(row["name"], {}))
+        watched = _watch.get(row["name"], {})
+        row["keys"] = len(watched)
+        # keys holding events not judged yet (they alert up to the grace later)
+        row["held_keys"] = sum(1 for summary in watched.values() if summary["pending"])
     return web.json({"loaded": registry.loaded.is_set(), "detections": rows,
                      "topics": list(settings.detection_topics)})  # fmt: skip
