@@ -17,7 +17,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.integration.conftest import Names, Worker
-from tests.integration.kafka_io import produce, read_all, read_until
+from streamapp.detections.spec import load_text
+from tests.integration.kafka_io import read_all, read_until
 
 pytestmark = pytest.mark.integration
 
@@ -174,10 +175,23 @@ def test_bad_specs_are_refused_and_bad_control_records_survived(
     assert refused.returncode == 1
     assert f"{bad}:17: key: field 'source' is not declared in source.fields" in refused.stderr
 
-    control = names.topic("detections")
-    asyncio.run(produce(kafka_bootstrap, control, [b"{not json"], key=lambda _: "broken"))
-    asyncio.run(produce(kafka_bootstrap, control, [{"name": "x"}], key=lambda _: "x"))
-    worker.wait_for_metric("streamapp_detection_control_errors_total", lambda v: v >= 2)
+    async def control(records: list[tuple[bytes, bytes | None]]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for key, value in records:
+                await (await producer.send(names.topic("detections"), key=key, value=value))
+        finally:
+            await producer.stop()
+
+    port_scan = (ROOT / "detections/port_scan.yaml").read_text()
+    asyncio.run(control([
+        (b"broken", b"{not json"),
+        (b"x", orjson.dumps({"name": "x"})),
+        (b"\xff", b"{}"),
+        (b"other", orjson.dumps(load_text(port_scan).data)),  # the key is not the spec's name
+    ]))  # fmt: skip
+    worker.wait_for_metric("streamapp_detection_control_errors_total", lambda v: v >= 4)
     assert "detections control record" in worker.log_text() and "ignored" in worker.log_text()
     # the worker goes on: a good spec after them runs and alerts
     assert _cli(worker, "apply", "detections/port_scan.yaml").returncode == 0
