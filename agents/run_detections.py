@@ -116,7 +116,9 @@ async def _loaded() -> None:
     try:
         await asyncio.wait_for(registry.loaded.wait(), LOAD_WAIT_SECONDS)
     except TimeoutError:
-        logger.error("the detections control topic was not read within %g s: going on without it", LOAD_WAIT_SECONDS)
+        logger.error(
+            "the detections control topic was not read within %g s: going on without it", LOAD_WAIT_SECONDS
+        )
         registry.loaded.set()
 
 
@@ -157,7 +159,9 @@ async def _route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
                 prepared = True
             envelope = {"n": engine.name, "src": [record.partition, record.offset], "ts": ts, "f": fields,
                         "raw": record.value.decode()}  # fmt: skip
-            batches.add(target, f"{engine.name}\x00{fields[engine.spec.key]}".encode(), orjson.dumps(envelope))
+            batches.add(
+                target, f"{engine.name}\x00{fields[engine.spec.key]}".encode(), orjson.dumps(envelope)
+            )
     return await batches.send()
 
 

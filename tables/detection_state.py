@@ -1,4 +1,4 @@
-"""detection_state: per detection and key (``name\\0entity``), the engine's JSON state (RocksDB, changelog)."""
+"""detection_state: per detection and key (``name NUL entity``), the engine's JSON state."""
 
 from __future__ import annotations
 
@@ -8,5 +8,5 @@ __all__ = ["detection_state"]
 
 detection_state = define_table(
     "detection-state",
-    help="detection name NUL entity -> {shape, clock, settled, src, pending, ev, alerted, n, s, q, firsts, last, la}",
+    help="name NUL entity -> {shape, clock, settled, src, pending, ev, alerted, n, s, q, firsts, last, la}",
 )

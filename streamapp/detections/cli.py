@@ -62,8 +62,13 @@ def validate(files: tuple[Path, ...]) -> None:
 
 @detections.command("test")
 @click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--events", "events_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON lines: one event per line, in arrival order.")  # fmt: skip
+@click.option(
+    "--events",
+    "events_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON lines: one event per line, in arrival order.",
+)
 def test(spec_file: Path, events_file: Path) -> None:
     """Run a spec over a file of events offline; print the alerts it would raise (JSON lines)."""
     from streamapp.detections.testing import run
@@ -112,11 +117,12 @@ def apply(files: tuple[Path, ...]) -> None:
     specs = _load_all(files)
     settings = _settings()
     applied = asyncio.run(read_applied(settings))
-    records, refused = [], False
+    records: list[tuple[str, bytes | None]] = []
+    refused = False
     for spec in specs:
         old = applied.get(spec.name)
         change = _change(old, spec)
-        if change.startswith("changed") and spec.version <= old.version:
+        if old is not None and change.startswith("changed") and spec.version <= old.version:
             click.echo(f"{spec.name}: changed but still version {spec.version}: raise its version "
                        f"(applied: {old.version})", err=True)  # fmt: skip
             refused = True
@@ -138,10 +144,15 @@ def list_(as_json: bool) -> None:
 
     applied = asyncio.run(read_applied(_settings()))
     for name, spec in sorted(applied.items()):
-        row = {"name": name, "version": spec.version, "severity": spec.data["severity"], "topic": spec.topic,
-               "condition": spec.data["condition"]["type"]}  # fmt: skip
-        click.echo(orjson.dumps(row).decode() if as_json else
-                   f"{name}  version {spec.version}  {row['severity']}  {spec.topic}  {row['condition']}")  # fmt: skip
+        row = {
+            "name": name,
+            "version": spec.version,
+            "severity": spec.data["severity"],
+            "topic": spec.topic,
+            "condition": spec.data["condition"]["type"],
+        }
+        text = f"{name}  version {spec.version}  {row['severity']}  {spec.topic}  {row['condition']}"
+        click.echo(orjson.dumps(row).decode() if as_json else text)
     if not as_json:
         click.echo(f"{len(applied)} detections", err=True)
 

@@ -112,9 +112,7 @@ async def ensure_control_topic(settings: Settings) -> str:
     try:
         if name not in await admin.list_topics():
             try:
-                await admin.create_topics(
-                    [NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})]
-                )
+                await admin.create_topics([NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})])
             except TopicAlreadyExistsError:
                 pass
     finally:
@@ -142,7 +140,9 @@ async def follow(settings: Settings, registry: Registry, stop: asyncio.Event | N
             batch = await consumer.getmany(timeout_ms=200)
             for tp, records in batch.items():
                 for record in records:
-                    registry.apply_record(record.key, record.value, f"{tp.topic}[{tp.partition}]@{record.offset}")
+                    registry.apply_record(
+                        record.key, record.value, f"{tp.topic}[{tp.partition}]@{record.offset}"
+                    )
             if not registry.loaded.is_set():
                 if all([await consumer.position(tp) >= ends[tp] for tp in parts]):
                     registry.loaded.set()

@@ -61,13 +61,19 @@ def parse_event(spec: Spec, obj: Any, record_ts: float | None) -> tuple[float, F
             raise InvalidEvent(f"field {name!r} is missing (detection {spec.name})")
         if kind == "string":
             if not isinstance(value, str):
-                raise InvalidEvent(f"field {name!r} must be a string, got {_kind(value)} (detection {spec.name})")
+                raise InvalidEvent(
+                    f"field {name!r} must be a string, got {_kind(value)} (detection {spec.name})"
+                )
         elif kind == "number":
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise InvalidEvent(f"field {name!r} must be a finite number, got {_kind(value)} (detection {spec.name})")
+                raise InvalidEvent(
+                    f"field {name!r} must be a finite number, got {_kind(value)} (detection {spec.name})"
+                )
             value = float(value)
         elif kind == "bool" and not isinstance(value, bool):
-            raise InvalidEvent(f"field {name!r} must be true or false, got {_kind(value)} (detection {spec.name})")
+            raise InvalidEvent(
+                f"field {name!r} must be true or false, got {_kind(value)} (detection {spec.name})"
+            )
         fields[name] = value
     if ts is None:
         ts = event_time({}, record_ts)
@@ -247,7 +253,9 @@ class Engine:
             if last is not None and last + after < watermark and state.get("silent") != last and not pending:
                 state["silent"] = last
                 state["settled"] = max(last + after, state.get("settled") or last)
-                found = _Candidate(last + after, (last,), after, after, last, last + after, state.get("lf") or {})
+                found = _Candidate(
+                    last + after, (last,), after, after, last, last + after, state.get("lf") or {}
+                )
                 alerts += self._emit(state, entity, [found])
         return alerts
 
@@ -259,7 +267,9 @@ class Engine:
         if self.kind == "absence":
             last = state.get("last")
             after = float(self.cond["after"])
-            return not pending and last is not None and last + after < watermark and state.get("silent") != last
+            return (
+                not pending and last is not None and last + after < watermark and state.get("silent") != last
+            )
         return False
 
     # -- judging -----------------------------------------------------------------------------
@@ -372,7 +382,9 @@ class Engine:
         last = state.get("last")
         out: list[_Candidate] = []
         if last is not None and ts - last > after and state.get("silent") != last:
-            out.append(_Candidate(last + after, (last,), after, after, last, last + after, state.get("lf") or {}))
+            out.append(
+                _Candidate(last + after, (last,), after, after, last, last + after, state.get("lf") or {})
+            )
             state["silent"] = last
         state["last"], state["lf"] = ts, fields
         return out

@@ -30,7 +30,9 @@ __all__ = [
 #: the published schema (editors complete and check specs with it)
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "detection.schema.json"
 #: names every alert template may use besides the source's fields
-TEMPLATE_NAMES = frozenset({"name", "key", "value", "threshold", "ts", "window_start", "window_end", "severity"})
+TEMPLATE_NAMES = frozenset(
+    {"name", "key", "value", "threshold", "ts", "window_start", "window_end", "severity"}
+)
 #: a spec file larger than this is refused before parsing (a control record too)
 MAX_SPEC_BYTES = 64 * 1024
 DEFAULT_GRACE = 60.0
@@ -106,7 +108,9 @@ class Spec:
             "aggregate": self.data.get("aggregate"),
             "condition": cond,
         }
-        return hashlib.sha1(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS), usedforsecurity=False).hexdigest()[:16]
+        return hashlib.sha1(
+            orjson.dumps(parts, option=orjson.OPT_SORT_KEYS), usedforsecurity=False
+        ).hexdigest()[:16]
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.data, option=orjson.OPT_SORT_KEYS)
@@ -271,7 +275,11 @@ def _meaning_errors(data: dict[str, Any], node: yaml.Node, file: str) -> list[Sp
             err(["aggregate"], f"{aggregate['fn']} needs a field")
         elif name is not None and name not in fields:
             err(["aggregate", "field"], f"field {name!r} is not declared in source.fields")
-        elif name is not None and aggregate["fn"] not in ("count", "distinct_count") and fields[name] != "number":
+        elif (
+            name is not None
+            and aggregate["fn"] not in ("count", "distinct_count")
+            and fields[name] != "number"
+        ):
             err(["aggregate", "field"], f"{aggregate['fn']} needs a number field; {name!r} is {fields[name]}")
     if cond["type"] in ("zscore", "ratio"):
         name = cond["field"]

@@ -16,8 +16,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.integration.conftest import Names, Worker
 from streamapp.detections.spec import load_text
+from tests.integration.conftest import Names, Worker
 from tests.integration.kafka_io import read_all, read_until
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,9 @@ def _shuffled_within(events: list[dict[str, Any]], grace: float, seed: int) -> l
     return sorted(events, key=lambda e: e["ts"] + rnd.uniform(0, grace))
 
 
-def _alerts(bootstrap: str, names: Names, kind: str, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict]:
+def _alerts(
+    bootstrap: str, names: Names, kind: str, done: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict]:
     def mine(records: list[Any]) -> list[dict[str, Any]]:
         return [a for a in (orjson.loads(r.value) for r in records) if a["kind"] == kind]
 
@@ -96,12 +98,21 @@ def test_port_scan_and_silent_sensor_alert_end_to_end_from_spec_files(
     flows = _flows(base, "10.0.0.66", 25) + _flows(base, "10.0.0.15", 15)
     flows += [{"ts": base + 1, "src_ip": "10.0.0.15", "dst_ip": "x", "dst_port": 7000 + i, "proto": "icmp"}
               for i in range(10)]  # fmt: skip
-    bad = [b"not json", orjson.dumps({"ts": base, "src_ip": "10.0.0.1", "dst_port": "22", "dst_ip": "x", "proto": "tcp"})]
-    asyncio.run(_spread(kafka_bootstrap, names.topic("network-flows"), [*_shuffled_within(flows, 10, 1), *bad]))
+    bad = [
+        b"not json",
+        orjson.dumps({"ts": base, "src_ip": "10.0.0.1", "dst_port": "22", "dst_ip": "x", "proto": "tcp"}),
+    ]
+    asyncio.run(
+        _spread(kafka_bootstrap, names.topic("network-flows"), [*_shuffled_within(flows, 10, 1), *bad])
+    )
 
     # both sensors report for 20 s (less than the grace of 30 s), shuffled; later s-busy reports
     # at 400 s: s-quiet has been silent for more than 300 s of event time since its last reading
-    readings = [{"ts": base + i * 2, "sensor_id": s, "temperature": 20.0} for i in range(11) for s in ("s-quiet", "s-busy")]
+    readings = [
+        {"ts": base + i * 2, "sensor_id": s, "temperature": 20.0}
+        for i in range(11)
+        for s in ("s-quiet", "s-busy")
+    ]
     asyncio.run(_spread(kafka_bootstrap, names.topic("sensor-readings"), _shuffled_within(readings, 30, 2)))
     worker.wait_for_metric("streamapp_detection_events_total", lambda v: v >= 22, detection="silent_sensor")
     later = [{"ts": base + 400, "sensor_id": "s-busy", "temperature": 21.0}]
@@ -123,7 +134,9 @@ def test_port_scan_and_silent_sensor_alert_end_to_end_from_spec_files(
     assert reasons[1].startswith("malformed JSON")
     # nothing more arrives (the sliding window's throttle holds), and no event was late
     time.sleep(5)
-    everything = [orjson.loads(r.value) for r in asyncio.run(read_all(kafka_bootstrap, names.topic("alerts")))]
+    everything = [
+        orjson.loads(r.value) for r in asyncio.run(read_all(kafka_bootstrap, names.topic("alerts")))
+    ]
     assert sorted(a["kind"] for a in everything) == ["port_scan", "silent_sensor", "silent_sensor"]
     assert asyncio.run(read_all(kafka_bootstrap, names.topic("late-events"), settle=0)) == []
 
@@ -137,7 +150,9 @@ def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
     base = time.time() - 3000
     asyncio.run(_spread(kafka_bootstrap, names.topic("network-flows"), _flows(base, "10.1.0.1", 12)))
     # 12 ports: no alert under version 1, once judged (a quiet spell of the grace judges them)
-    worker.wait_for("/detections", lambda _, body: [(r["keys"], r["held_keys"]) for r in body["detections"]] == [(1, 0)])
+    worker.wait_for(
+        "/detections", lambda _, body: [(r["keys"], r["held_keys"]) for r in body["detections"]] == [(1, 0)]
+    )
 
     # version 2: a threshold of 10 (state kept: the same window and key)
     text = (ROOT / "detections/port_scan.yaml").read_text()
@@ -161,7 +176,9 @@ def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
     _wait_running(worker, "port_scan", None, within=5)
     asyncio.run(_spread(kafka_bootstrap, names.topic("network-flows"), _flows(base + 400, "10.1.0.3", 30)))
     time.sleep(15)
-    everything = [orjson.loads(r.value) for r in asyncio.run(read_all(kafka_bootstrap, names.topic("alerts")))]
+    everything = [
+        orjson.loads(r.value) for r in asyncio.run(read_all(kafka_bootstrap, names.topic("alerts")))
+    ]
     assert [a["key"] for a in everything] == ["10.1.0.2"]
 
 
@@ -196,7 +213,9 @@ def test_bad_specs_are_refused_and_bad_control_records_survived(
     # the worker goes on: a good spec after them runs and alerts
     assert _cli(worker, "apply", "detections/port_scan.yaml").returncode == 0
     _wait_running(worker, "port_scan", 1, within=10)
-    asyncio.run(_spread(kafka_bootstrap, names.topic("network-flows"), _flows(time.time() - 100, "10.2.0.1", 22)))
+    asyncio.run(
+        _spread(kafka_bootstrap, names.topic("network-flows"), _flows(time.time() - 100, "10.2.0.1", 22))
+    )
     scans = _alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 1)
     assert [a["key"] for a in scans] == ["10.2.0.1"]
     assert worker.get("/live")[0] == 200

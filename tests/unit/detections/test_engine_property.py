@@ -66,13 +66,16 @@ def reference(data: dict[str, Any], events: list[dict[str, Any]]) -> list[tuple[
     out = []
     for key in sorted({e["k"] for e in kept}):
         mine = sorted(
-            (e for e in kept if e["k"] == key), key=lambda e: (e["ts"], orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
+            (e for e in kept if e["k"] == key),
+            key=lambda e: (e["ts"], orjson.dumps(e, option=orjson.OPT_SORT_KEYS)),
         )
         found: list[tuple[float, float, float, Any, Any]] = []  # candidates in judging order
         alerted: set[Any] = set()
         last_alert: float | None = None
 
-        def emit(ts: float, value: float, threshold: float, ws: Any, we: Any) -> bool:
+        def emit(
+            ts: float, value: float, threshold: float, ws: Any, we: Any, found: list[Any] = found
+        ) -> bool:
             nonlocal last_alert
             if throttle and last_alert is not None and ts < last_alert + throttle:
                 return False
@@ -82,7 +85,9 @@ def reference(data: dict[str, Any], events: list[dict[str, Any]]) -> list[tuple[
 
         if cond["type"] == "absence":
             after = cond["after"]
-            gaps = [(a["ts"], b["ts"]) for a, b in zip(mine, mine[1:], strict=False) if b["ts"] - a["ts"] > after]
+            gaps = [
+                (a["ts"], b["ts"]) for a, b in zip(mine, mine[1:], strict=False) if b["ts"] - a["ts"] > after
+            ]
             silences = [a for a, _ in gaps]
             if mine[-1]["ts"] + after < final_watermark:
                 silences.append(mine[-1]["ts"])
@@ -113,7 +118,8 @@ def reference(data: dict[str, Any], events: list[dict[str, Any]]) -> list[tuple[
                     size = window["size"]
                     step = window.get("advance", size)
                     starts = sorted(
-                        k * step for k in range(int(ts // step) - int(size // step) - 2, int(ts // step) + 1)
+                        k * step
+                        for k in range(int(ts // step) - int(size // step) - 2, int(ts // step) + 1)
                         if k * step <= ts < k * step + size
                     )
                     for start in starts:
@@ -135,7 +141,9 @@ def reference(data: dict[str, Any], events: list[dict[str, Any]]) -> list[tuple[
                     if e["v"] > cond["value"] * mean:
                         emit(ts, e["v"], cond["value"] * mean, None, None)
             elif cond["type"] == "sequence":
-                firsts = [x["ts"] for x in before if _all(cond["first"], x) and x["ts"] >= ts - cond["within"]]
+                firsts = [
+                    x["ts"] for x in before if _all(cond["first"], x) and x["ts"] >= ts - cond["within"]
+                ]
                 if _all(cond["then"], e) and len(firsts) >= cond["count"]:
                     emit(ts, float(len(firsts)), float(cond["count"]), firsts[0], ts)
         out += [(key, *f) for f in found]
@@ -152,22 +160,40 @@ filters = st.one_of(
 )
 windows = st.one_of(
     st.builds(lambda s: {"type": "tumbling", "size": s}, st.sampled_from([10, 30, 60])),
-    st.builds(lambda s, a: {"type": "hopping", "size": s, "advance": a}, st.sampled_from([30, 60]), st.sampled_from([10, 15, 30])),
+    st.builds(
+        lambda s, a: {"type": "hopping", "size": s, "advance": a},
+        st.sampled_from([30, 60]),
+        st.sampled_from([10, 15, 30]),
+    ),
     st.builds(lambda s: {"type": "sliding", "size": s}, st.sampled_from([10, 30, 60])),
     st.builds(lambda g: {"type": "session", "gap": g}, st.sampled_from([5, 15, 40])),
 )
 aggregates = st.builds(
-    lambda fn: {"fn": fn, "field": "v"}, st.sampled_from(["count", "sum", "min", "max", "mean", "stddev", "distinct_count"])
+    lambda fn: {"fn": fn, "field": "v"},
+    st.sampled_from(["count", "sum", "min", "max", "mean", "stddev", "distinct_count"]),
 )
 thresholds = st.builds(
-    lambda op, v: {"type": "threshold", "op": op, "value": v}, st.sampled_from([">", ">=", "<", "<=", "==", "!="]), st.integers(0, 12)
+    lambda op, v: {"type": "threshold", "op": op, "value": v},
+    st.sampled_from([">", ">=", "<", "<=", "==", "!="]),
+    st.integers(0, 12),
 )
 others = st.one_of(
-    st.builds(lambda z, n: {"type": "zscore", "field": "v", "value": z, "min_samples": n}, st.sampled_from([0.5, 1, 1.5]), st.integers(2, 6)),
-    st.builds(lambda r, n: {"type": "ratio", "field": "v", "value": r, "min_samples": n}, st.sampled_from([1, 1.5, 2]), st.integers(1, 4)),
+    st.builds(
+        lambda z, n: {"type": "zscore", "field": "v", "value": z, "min_samples": n},
+        st.sampled_from([0.5, 1, 1.5]),
+        st.integers(2, 6),
+    ),
+    st.builds(
+        lambda r, n: {"type": "ratio", "field": "v", "value": r, "min_samples": n},
+        st.sampled_from([1, 1.5, 2]),
+        st.integers(1, 4),
+    ),
     st.builds(
         lambda a, b, n, t: {"type": "sequence", "first": a, "then": b, "count": n, "within": t},
-        st.lists(filters, max_size=1), st.lists(filters, max_size=1), st.integers(1, 3), st.sampled_from([10, 30, 90]),
+        st.lists(filters, max_size=1),
+        st.lists(filters, max_size=1),
+        st.integers(1, 3),
+        st.sampled_from([10, 30, 90]),
     ),
     st.builds(lambda t: {"type": "absence", "after": t}, st.sampled_from([5, 15, 40])),
 )
@@ -219,7 +245,9 @@ def arrivals(draw: st.DrawFn) -> list[dict[str, Any]]:
 def _engine(spec: Spec, events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     outcome = run(spec, events)
     assert outcome.late == [] and outcome.invalid == []
-    return sorted(((a.key, a.ts, a.value, a.threshold, a.window_start, a.window_end) for a in outcome.alerts), key=repr)
+    return sorted(
+        ((a.key, a.ts, a.value, a.threshold, a.window_start, a.window_end) for a in outcome.alerts), key=repr
+    )
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -233,7 +261,9 @@ def test_engine_alerts_equal_the_reference_in_any_order_within_the_grace(
 
 @settings(max_examples=100, deadline=None)
 @given(data=specs(), events=arrivals(), seed=st.randoms())
-def test_alert_ids_do_not_depend_on_arrival_order(data: dict[str, Any], events: list[dict[str, Any]], seed: Any) -> None:
+def test_alert_ids_do_not_depend_on_arrival_order(
+    data: dict[str, Any], events: list[dict[str, Any]], seed: Any
+) -> None:
     spec = load_text(orjson.dumps(data), "<random>")
     in_order = sorted(events, key=lambda e: e["ts"])
     shuffled = list(events)
@@ -241,4 +271,6 @@ def test_alert_ids_do_not_depend_on_arrival_order(data: dict[str, Any], events: 
     wide = load_text(orjson.dumps({**data, "grace": 10_000}), "<random>")
     ids = sorted(a.alert_id for a in run(spec, in_order).alerts)
     assert ids == sorted(a.alert_id for a in run(spec, events).alerts)
-    assert sorted(a.alert_id for a in run(wide, in_order).alerts) == sorted(a.alert_id for a in run(wide, shuffled).alerts)
+    assert sorted(a.alert_id for a in run(wide, in_order).alerts) == sorted(
+        a.alert_id for a in run(wide, shuffled).alerts
+    )

@@ -42,7 +42,9 @@ def test_errors_name_file_line_and_reason() -> None:
         "d.yaml:34: alert.text: unknown name {dst_ip.__class__} (allowed: dst_ip, dst_port, key, name, "
         "proto, severity, src_ip, threshold, ts, value, window_end, window_start)"
     ]
-    assert _errors("name: [unclosed\n") == ["d.yaml:2: not valid YAML: expected ',' or ']', but got '<stream end>'"]
+    assert _errors("name: [unclosed\n") == [
+        "d.yaml:2: not valid YAML: expected ',' or ']', but got '<stream end>'"
+    ]
     assert _errors(text.replace("  type: sliding\n  size: 60", "  type: hopping\n  size: 60")) == [
         "d.yaml:21: window: 'advance' is a required property"
     ]
@@ -134,5 +136,7 @@ def test_cli_test_prints_the_alerts_it_would_raise(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["detections", "test", str(PORT_SCAN), "--events", str(events)])
     assert result.exit_code == 0, result.output
     alerts = [orjson.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert [(a["kind"], a["key"], a["value"], a["ts"]) for a in alerts] == [("port_scan", "1.2.3.4", 21.0, 1020.0)]
+    assert [(a["kind"], a["key"], a["value"], a["ts"]) for a in alerts] == [
+        ("port_scan", "1.2.3.4", 21.0, 1020.0)
+    ]
     assert "1 alerts from 25 events (0 invalid, 0 late)" in result.stderr
