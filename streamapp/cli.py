@@ -984,5 +984,13 @@ def _load_or_exit() -> Settings:
         raise  # unreachable: _fail exits
 
 
+def _add_detections() -> None:
+    from streamapp.detections.cli import detections
+
+    main.add_command(detections)
+
+
+_add_detections()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

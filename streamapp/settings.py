@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,8 @@ class Settings:
     rules: frozenset[str] = frozenset(ALERT_KINDS)
     #: an owned partition with lag and no progress this long makes GET /live fail (liveness watchdog)
     stall_seconds: float = 120.0
+    #: the source topics detection specs may name (subscribed at start; STREAMAPP_DETECTION_TOPICS)
+    detection_topics: tuple[str, ...] = ("network-flows", "sensor-readings")
     #: the archive (streamapp.archive): s3://bucket/prefix, an S3 endpoint (default AWS), credentials
     archive_url: str | None = None
     archive_endpoint: str | None = None
@@ -194,6 +197,14 @@ def _stall_seconds(raw: str) -> float:
     if value < MIN_STALL_SECONDS:
         raise ValueError(f"must be at least {MIN_STALL_SECONDS:g} seconds")
     return value
+
+
+def _topic_list(raw: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in raw.split(",") if name.strip()))
+    bad = [name for name in names if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", name)]
+    if bad or not names:
+        raise ValueError("must be a comma-separated list of topic names (letters, digits, '.', '_', '-')")
+    return names
 
 
 def _rules(raw: str) -> frozenset[str]:
@@ -365,6 +376,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         thresholds=thresholds,
         rules=get("RULES", _rules, defaults.rules),
         stall_seconds=get("STALL_SECONDS", _stall_seconds, defaults.stall_seconds),
+        detection_topics=get("DETECTION_TOPICS", _topic_list, defaults.detection_topics),
         archive_url=get("ARCHIVE_URL", _archive_url, None),
         archive_endpoint=get("ARCHIVE_ENDPOINT", _http_url, None),
         archive_access_key=get("ARCHIVE_ACCESS_KEY", text, None),

@@ -321,11 +321,21 @@ async def consume_in_batches(stream: faust.StreamT[bytes], handler: BatchHandler
     Records that reach the agent's stream itself (none, while the batch consumer runs) take
     the same handler, a batch of events at a time, acknowledged once delivered.
     """
+    handlers = stream.app.batch_handlers  # type: ignore[attr-defined]
     for topic in stream.channel.topics:  # type: ignore[attr-defined]
-        stream.app.batch_handlers[topic] = handler  # type: ignore[attr-defined]
+        # a second agent on a topic (the detections on sensor-readings) takes every batch too
+        existing = handlers.get(topic)
+        handlers[topic] = handler if existing is None or existing is handler else _both(existing, handler)
     async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
         for delivery in await handler(records_of_events(events)):
             await delivery.future
+
+
+def _both(first: BatchHandler, second: BatchHandler) -> BatchHandler:
+    async def both(records: Sequence[ConsumerRecord]) -> list[Delivery]:
+        return [*(await first(records)), *(await second(records))]
+
+    return both
 
 
 def records_of_events(events: Iterable[faust.EventT]) -> list[ConsumerRecord]:

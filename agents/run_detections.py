@@ -1,0 +1,284 @@
+"""run_detections: the detections of the `detections` control topic, live, with no code per detection.
+
+Three parts. ``follow_control`` reads the compacted control topic into the registry (every worker
+reads all of it). ``route_detections`` takes every batch of the source topics the specs may name
+(STREAMAPP_DETECTION_TOPICS, subscribed at start), checks each record against each spec of its
+topic (a spec-only topic's bad records go to dead-letters with the reason) and forwards the
+events that pass ``where`` to ``<app id>-detection-events``, keyed ``name NUL entity``.
+``run_detections`` applies the engine to each key's state in ``detection-state``; a timer moves
+each detection's watermark (its newest event time on this worker minus the grace) to the keys
+that hold events or may have gone silent, through tick records on their own partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.structs import ConsumerRecord
+from faust.web import Request, Response, View
+from prometheus_client import Counter, Gauge
+
+from streamapp.app import app, settings
+from streamapp.consumer import consume_in_batches
+from streamapp.detections.control import Registry, follow
+from streamapp.detections.engine import Engine, Late, parse_event
+from streamapp.ingest import send_dead_letter
+from streamapp.metrics import LATE_EVENTS_TOTAL
+from streamapp.models import Alert, InvalidEvent, decode_json_object
+from streamapp.producer import Delivery, RecordBatches
+from streamapp.topics import SOURCE_TOPICS, alerts_topic, late_events_topic
+from tables.detection_state import detection_state
+
+__all__ = [
+    "detection_events_topic",
+    "follow_control",
+    "get_detections",
+    "registry",
+    "route_detections",
+    "run_detections",
+    "tick_detections",
+]
+
+logger = logging.getLogger(__name__)
+
+DETECTION_EVENTS_TOTAL = Counter(
+    "streamapp_detection_events", "Events applied to a detection's state", ["detection"]
+)
+DETECTION_ALERTS_TOTAL = Counter("streamapp_detection_alerts", "Alerts a detection raised", ["detection"])
+DETECTION_INVALID_TOTAL = Counter(
+    "streamapp_detection_invalid_events", "Source records refused by a detection's field types", ["detection"]
+)
+DETECTION_KEYS = Gauge(
+    "streamapp_detection_keys", "Keys of a detection this worker has touched since it started", ["detection"]
+)
+
+#: what the control topic says runs
+registry = Registry()
+#: how long the detection agents wait for the control topic at start before going on without it
+LOAD_WAIT_SECONDS = 30.0
+
+source_topics = app.topic(
+    *(settings.topic(name) for name in settings.detection_topics),
+    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+    partitions=settings.partitions, internal=True,
+)  # fmt: skip
+detection_events_topic = app.topic(
+    f"{settings.app_id}-detection-events",
+    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+    partitions=settings.partitions, internal=True,
+)  # fmt: skip
+
+#: per detection: newest event time seen by this worker, and the wall time it was seen
+_newest: dict[str, tuple[float, float]] = {}
+#: per detection: key -> what the timer needs of its state (held events, last event, silence)
+_watch: dict[str, dict[bytes, dict[str, Any]]] = {}
+
+
+def _changed(name: str, engine: Engine | None) -> None:
+    """A new version: a new state shape forgets what the timer knew of the old states."""
+    if engine is None:  # disabled
+        _watch.pop(name, None)
+        _newest.pop(name, None)
+        return
+    if engine.spec.topic not in settings.detection_topics:
+        logger.warning(
+            "detection %s reads topic %r, which this worker does not subscribe to: add it to "
+            "STREAMAPP_DETECTION_TOPICS and restart the workers", name, engine.spec.topic,
+        )  # fmt: skip
+    for key, summary in list(_watch.get(name, {}).items()):
+        if summary.get("shape") != engine.shape:
+            _watch[name].pop(key, None)
+
+
+registry.listeners.append(_changed)
+
+
+@app.task
+async def follow_control() -> None:
+    """Follow the control topic for as long as the worker runs (a failure is logged and retried)."""
+    while True:
+        try:
+            await follow(settings, registry)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("reading the detections control topic failed; retrying")
+            await asyncio.sleep(1.0)
+
+
+async def _loaded() -> None:
+    try:
+        await asyncio.wait_for(registry.loaded.wait(), LOAD_WAIT_SECONDS)
+    except TimeoutError:
+        logger.error(
+            "the detections control topic was not read within %g s: going on without it", LOAD_WAIT_SECONDS
+        )
+        registry.loaded.set()
+
+
+async def _route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
+    if not registry.loaded.is_set():
+        await _loaded()
+    batches = RecordBatches(app)
+    target = detection_events_topic.get_topic_name()
+    prepared = False
+    prefix = len(settings.topic_prefix)
+    for record in records:
+        contract = record.topic[prefix:]
+        engines = registry.for_topic(contract)
+        if not engines:
+            continue
+        # the app's own input topics dead-letter their bad records already: only spec-only topics here
+        owned = contract not in SOURCE_TOPICS
+        try:
+            if record.value is not None and len(record.value) > settings.max_record_bytes:
+                raise InvalidEvent(f"record of {len(record.value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES")
+            obj = decode_json_object(record.value)
+        except InvalidEvent as exc:
+            if owned:
+                await send_dead_letter(record, str(exc), batches)
+            continue
+        for engine in engines:
+            try:
+                ts, fields = parse_event(engine.spec, obj, record.timestamp / 1000.0)
+            except InvalidEvent as exc:
+                DETECTION_INVALID_TOTAL.labels(detection=engine.name).inc()
+                if owned:
+                    await send_dead_letter(record, str(exc), batches)
+                continue
+            if not engine.where(fields):
+                continue
+            if not prepared:
+                await batches.prepare(target, record.topic)
+                prepared = True
+            envelope = {"n": engine.name, "src": [record.partition, record.offset], "ts": ts, "f": fields,
+                        "raw": record.value.decode()}  # fmt: skip
+            batches.add(
+                target, f"{engine.name}\x00{fields[engine.spec.key]}".encode(), orjson.dumps(envelope)
+            )
+    return await batches.send()
+
+
+@app.agent(source_topics, name="route-detections")
+async def route_detections(stream: faust.StreamT[bytes]) -> None:
+    await consume_in_batches(stream, _route_batch)
+
+
+@app.agent(detection_events_topic, name="run-detections")
+async def run_detections(stream: faust.StreamT[bytes]) -> None:
+    if not registry.loaded.is_set():
+        await _loaded()
+    async for event in stream.events():
+        key, value = event.key, event.value
+        try:
+            await _apply(key, value)
+        except Exception:  # one record must not stop every detection: logged and skipped
+            logger.exception("a detection-events record could not be applied (key %r)", key)
+
+
+async def _apply(key: bytes, value: bytes) -> None:
+    name, _, entity = key.decode().partition("\x00")
+    engine = registry.engines.get(name)
+    if engine is None:  # disabled (or not applied on this worker yet): nothing runs
+        return
+    message = orjson.loads(value)
+    state = engine.adopt(detection_state.get(key))
+    if "tick" in message:
+        alerts = engine.tick(state, entity, float(message["tick"]), bool(message.get("flush")))
+    else:
+        ts = float(message["ts"])
+        outcome = engine.offer(state, entity, ts, message["f"], src=tuple(message["src"]))
+        if outcome is None:
+            return
+        if isinstance(outcome, Late):
+            await _late(name, entity, message, outcome)
+            return
+        alerts = outcome
+        DETECTION_EVENTS_TOTAL.labels(detection=name).inc()
+        newest = _newest.get(name)
+        if newest is None or ts > newest[0]:
+            _newest[name] = (ts, time.time())
+        else:
+            _newest[name] = (newest[0], time.time())
+    detection_state[key] = state
+    watched = _watch.setdefault(name, {})
+    pending = state.get("pending") or []
+    watched[key] = {"pending": pending[:1], "last": state.get("last"), "silent": state.get("silent"),
+                    "shape": engine.shape}  # fmt: skip
+    DETECTION_KEYS.labels(detection=name).set(len(watched))
+    for alert in alerts:
+        await _publish(alert)
+
+
+async def _publish(alert: Alert) -> None:
+    DETECTION_ALERTS_TOTAL.labels(detection=alert.kind).inc()
+    if not settings.publish_alerts:
+        return
+    await alerts_topic.send(key=alert.key.encode(), value=alert.to_json())
+    logger.info("alert %s %s key=%s: %s", alert.kind, alert.alert_id, alert.key, alert.detail)
+
+
+async def _late(name: str, entity: str, message: dict[str, Any], late: Late) -> None:
+    source = registry.engines[name].spec.topic
+    partition, offset = message["src"]
+    headers = [
+        ("x-error", f"late event for detection {name}: {late.reason}".encode()),
+        ("x-lateness-seconds", f"{late.seconds:.3f}".encode()),
+        ("x-source-topic", settings.topic(source).encode()),
+        ("x-source-partition", str(partition).encode()),
+        ("x-source-offset", str(offset).encode()),
+    ]
+    await late_events_topic.send(key=entity.encode(), value=message["raw"].encode(), headers=headers)
+    LATE_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
+
+
+@app.timer(interval=1.0)
+async def tick_detections() -> None:
+    """Each second, a tick to every key whose held events or silence the watermark has passed.
+
+    After a quiet spell of the grace (no event of the detection, wall time), every held event
+    is judged (a flush), so the last events before a pause alert without waiting for new ones.
+    """
+    now = time.time()
+    batches = RecordBatches(app)
+    target = detection_events_topic.get_topic_name()
+    any_ticks = False
+    for name, engine in list(registry.engines.items()):
+        newest = _newest.get(name)
+        if newest is None:
+            continue
+        watermark = newest[0] - engine.grace
+        quiet = now - newest[1] >= engine.grace
+        for key, summary in list(_watch.get(name, {}).items()):
+            flush = quiet and bool(summary["pending"])
+            if flush or engine.needs_tick(summary, watermark):
+                if not any_ticks:
+                    await batches.prepare(target)
+                    any_ticks = True
+                batches.add(target, key, orjson.dumps({"tick": watermark, "flush": flush}))
+    if any_ticks:
+        try:
+            for delivery in await batches.send():
+                await delivery.future
+        except Exception:  # sent again next second
+            logger.exception("sending detection ticks failed")
+
+
+@app.page("/detections")
+async def get_detections(web: View, request: Request) -> Response:
+    """The detections this worker runs, with their versions, and the topics it subscribes to."""
+    rows = registry.describe()
+    for row in rows:
+        row["subscribed"] = row["topic"] in settings.detection_topics
+        watched = _watch.get(row["name"], {})
+        row["keys"] = len(watched)
+        # keys holding events not judged yet (they alert up to the grace later)
+        row["held_keys"] = sum(1 for summary in watched.values() if summary["pending"])
+    return web.json({"loaded": registry.loaded.is_set(), "detections": rows,
+                     "topics": list(settings.detection_topics)})  # fmt: skip

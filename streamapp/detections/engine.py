@@ -1,0 +1,458 @@
+"""The detection engine: a spec's operators over one key's JSON state, on event time with a grace.
+
+Every condition is judged over the key's events in event-time order (ties broken by the event's
+canonical JSON), so the answer does not depend on the arrival order within the grace. To get
+that for every kind (a late arrival can change a window's aggregate, a mean, a sequence or a
+silence), events are held in the key's state (``pending``) and judged once nothing earlier can
+still arrive: when the key's own clock has passed them by the grace, when the detection's
+watermark (its newest event time, of any key, minus the grace) has passed them, or after a quiet
+spell (a flush). An alert therefore comes up to the grace after the event that completes it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from bisect import insort
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from streamapp.detections.spec import Spec
+from streamapp.models import Alert, InvalidEvent, alert_id_for, event_time, id_problem
+from streamapp.rules.base import Late, State, lateness, seen_before, settle_clock
+
+__all__ = [
+    "MAX_HELD",
+    "MAX_KEPT",
+    "Engine",
+    "Fields",
+    "Late",
+    "aggregate",
+    "compile_filters",
+    "parse_event",
+]
+
+Fields = dict[str, Any]
+#: events held per key at most: a flood within the grace has its oldest judged early
+MAX_HELD = 4096
+#: events kept per key for a window or a sequence at most (the oldest go first)
+MAX_KEPT = 10_000
+#: characters of a field a ``match`` regex looks at
+MATCH_CHARS = 4096
+
+
+def parse_event(spec: Spec, obj: Any, record_ts: float | None) -> tuple[float, Fields]:
+    """(event time, declared fields) of a source record; raises InvalidEvent with the reason."""
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"value must be a JSON object, got {type(obj).__name__}")
+    fields: Fields = {}
+    ts: float | None = None
+    for name, kind in spec.fields.items():
+        value = obj.get(name)
+        if kind == "timestamp":
+            ts = event_time({"ts": value}, record_ts)
+            fields[name] = ts
+            continue
+        if value is None:
+            raise InvalidEvent(f"field {name!r} is missing (detection {spec.name})")
+        if kind == "string":
+            if not isinstance(value, str):
+                raise InvalidEvent(
+                    f"field {name!r} must be a string, got {_kind(value)} (detection {spec.name})"
+                )
+        elif kind == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InvalidEvent(
+                    f"field {name!r} must be a finite number, got {_kind(value)} (detection {spec.name})"
+                )
+            value = float(value)
+        elif kind == "bool" and not isinstance(value, bool):
+            raise InvalidEvent(
+                f"field {name!r} must be true or false, got {_kind(value)} (detection {spec.name})"
+            )
+        fields[name] = value
+    if ts is None:
+        ts = event_time({}, record_ts)
+    key = fields[spec.key]
+    if not key:
+        raise InvalidEvent(f"field {spec.key!r} (the key) is empty (detection {spec.name})")
+    problem = id_problem(key)
+    if problem is not None:
+        raise InvalidEvent(f"field {spec.key!r} {problem}")
+    return ts, fields
+
+
+def _kind(value: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "bool"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
+
+
+Filter = Callable[[Fields], bool]
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: _same(a, b),
+    "!=": lambda a, b: not _same(a, b),
+}
+
+
+def _same(a: Any, b: Any) -> bool:
+    # true is not 1 here: a bool equals only a bool
+    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
+
+
+def compile_filters(filters: Iterable[dict[str, Any]]) -> Filter:
+    """One predicate for a list of filters (all must hold)."""
+    tests: list[Filter] = []
+    for flt in filters:
+        name = flt["field"]
+        op, arg = next((k, v) for k, v in flt.items() if k != "field")
+        tests.append(_filter(name, op, arg))
+    return lambda fields: all(test(fields) for test in tests)
+
+
+def _filter(name: str, op: str, arg: Any) -> Filter:
+    if op in _COMPARE:
+        compare = _COMPARE[op]
+        return lambda f: compare(f[name], arg)
+    if op == "in":
+        options = list(arg)
+        return lambda f: any(_COMPARE["=="](f[name], o) for o in options)
+    if op == "is":
+        return lambda f: f[name] is arg
+    if op == "contains":
+        return lambda f: arg in f[name]
+    if op == "match":
+        pattern = re.compile(arg)
+        return lambda f: pattern.search(f[name][:MATCH_CHARS]) is not None
+    raise ValueError(f"unknown filter {op!r}")
+
+
+def aggregate(fn: str, values: list[Any]) -> float:
+    """The aggregate of a window's values (in event-time order)."""
+    if fn == "count":
+        return float(len(values))
+    if fn == "distinct_count":
+        return float(len({orjson.dumps(v) for v in values}))
+    if not values:
+        return 0.0
+    if fn == "sum":
+        return float(sum(values))
+    if fn == "min":
+        return float(min(values))
+    if fn == "max":
+        return float(max(values))
+    n = len(values)
+    mean = sum(values) / n
+    if fn == "mean":
+        return float(mean)
+    if fn == "stddev":
+        return math.sqrt(max(0.0, sum(v * v for v in values) / n - mean * mean))
+    raise ValueError(f"unknown aggregate {fn!r}")
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    ts: float
+    parts: tuple[Any, ...]
+    value: float
+    threshold: float
+    window_start: float | None
+    window_end: float | None
+    fields: Fields
+    #: the throttle already let it through (and recorded it)
+    passed: bool = False
+
+
+class Engine:
+    """A spec's operators. States are plain JSON-able dicts; the engine itself keeps nothing."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        data = spec.data
+        self.name = spec.name
+        self.grace = spec.grace
+        self.shape = spec.shape
+        self.where = compile_filters(data.get("where") or [])
+        self.window: dict[str, Any] = data.get("window") or {}
+        self.agg: dict[str, Any] = data.get("aggregate") or {}
+        self.cond: dict[str, Any] = data["condition"]
+        self.kind: str = self.cond["type"]
+        self.throttle = float(data.get("throttle", 0.0))
+        self.text: str = data["alert"]["text"]
+        if self.kind == "sequence":
+            self.first = compile_filters(self.cond["first"])
+            self.then = compile_filters(self.cond["then"])
+
+    # -- state -------------------------------------------------------------------------------
+    def new_state(self) -> State:
+        return {"shape": self.shape, "clock": None, "pending": []}
+
+    def adopt(self, state: State | None) -> State:
+        """The state to go on with: ``state`` if it was built for this spec's shape, else a new one."""
+        if state is None or state.get("shape") != self.shape:
+            return self.new_state()
+        return state
+
+    # -- events ------------------------------------------------------------------------------
+    def offer(
+        self,
+        state: State,
+        entity: str,
+        ts: float,
+        fields: Fields,
+        src: tuple[int, int] | None = None,
+        horizon: float = float("-inf"),
+    ) -> Late | list[Alert] | None:
+        """One event of the key: held, then what the key's clock now lets be judged.
+
+        Returns the alerts, a :class:`Late` for an event that must not count, or None for an event
+        the ``where`` filters drop or a source record already applied.
+        """
+        if not self.where(fields):
+            return None
+        if src is not None and seen_before(state, *src):
+            return None
+        late = lateness(state, ts, self.grace, horizon)
+        if late is not None:
+            return Late(*late)
+        canon = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
+        insort(state["pending"], [ts, canon, fields])
+        settle_clock(state, ts)
+        alerts = self._judge(state, entity, lambda t: t < state["clock"] - self.grace)
+        overflow = len(state["pending"]) - MAX_HELD
+        if overflow > 0:  # judged early; nothing at or before them may count afterwards
+            edge = state["pending"][overflow - 1][0]
+            alerts += self._judge(state, entity, lambda t: t <= edge)
+            state["settled"] = max(edge, state.get("settled") or edge)
+        return alerts
+
+    def tick(self, state: State, entity: str, watermark: float, flush: bool = False) -> list[Alert]:
+        """The detection's event time moved to ``watermark`` (its newest event minus the grace).
+
+        Held events before it are judged (with ``flush``: every held event, after a quiet spell),
+        and an absence condition alerts for a key silent since before ``watermark - after``.
+        Nothing at or before what was judged may count afterwards (``settled``).
+        """
+        pending = state["pending"]
+        alerts: list[Alert] = []
+        if pending and (flush or pending[0][0] < watermark):
+            newest = pending[-1][0] if flush else max(p[0] for p in pending if p[0] < watermark)
+            alerts = self._judge(state, entity, (lambda t: True) if flush else (lambda t: t < watermark))
+            state["settled"] = max(newest, state.get("settled") or newest)
+        if self.kind == "absence":
+            after = float(self.cond["after"])
+            last = state.get("last")
+            if last is not None and last + after < watermark and state.get("silent") != last and not pending:
+                state["silent"] = last
+                state["settled"] = max(last + after, state.get("settled") or last)
+                found = _Candidate(
+                    last + after, (last,), after, after, last, last + after, state.get("lf") or {}
+                )
+                alerts += self._emit(state, entity, [found])
+        return alerts
+
+    def needs_tick(self, state: State, watermark: float) -> bool:
+        """Whether :meth:`tick` at ``watermark`` would do anything for this state."""
+        pending = state.get("pending")
+        if pending and pending[0][0] < watermark:
+            return True
+        if self.kind == "absence":
+            last = state.get("last")
+            after = float(self.cond["after"])
+            return (
+                not pending and last is not None and last + after < watermark and state.get("silent") != last
+            )
+        return False
+
+    # -- judging -----------------------------------------------------------------------------
+    def _judge(self, state: State, entity: str, ready: Callable[[float], bool]) -> list[Alert]:
+        pending: list[list[Any]] = state["pending"]
+        count = 0
+        while count < len(pending) and ready(pending[count][0]):
+            count += 1
+        alerts: list[Alert] = []
+        for ts, canon, fields in pending[:count]:
+            alerts += self._emit(state, entity, self._one(state, ts, canon, fields))
+        del pending[:count]
+        return alerts
+
+    def _one(self, state: State, ts: float, canon: str, fields: Fields) -> list[_Candidate]:
+        kind = self.kind
+        if kind == "threshold":
+            return self._threshold(state, ts, canon, fields)
+        if kind in ("zscore", "ratio"):
+            return self._baseline(state, ts, canon, fields)
+        if kind == "sequence":
+            return self._sequence(state, ts, canon, fields)
+        return self._absence(state, ts, fields)
+
+    def _value(self, fields: Fields) -> Any:
+        name = self.agg.get("field")
+        return fields[name] if name is not None else None
+
+    def _holds(self, value: float) -> bool:
+        return bool(_COMPARE[self.cond["op"]](value, float(self.cond["value"])))
+
+    def _threshold(self, state: State, ts: float, canon: str, fields: Fields) -> list[_Candidate]:
+        window, fn = self.window, self.agg["fn"]
+        kept: list[list[Any]] = state.setdefault("ev", [])
+        wtype = window["type"]
+        if wtype == "session":
+            session = state.get("sess")
+            if session is None or ts - session[1] > float(window["gap"]):
+                session = state["sess"] = [ts, ts, False]
+                kept.clear()
+            session[1] = ts
+            kept.append([ts, self._value(fields)])
+            del kept[: max(0, len(kept) - MAX_KEPT)]
+            value = aggregate(fn, [v for _, v in kept])
+            if session[2] or not self._holds(value):
+                return []
+            found = _Candidate(ts, (session[0],), value, self.cond["value"], session[0], ts, fields)
+            emitted = self._emit_marker(state, found)
+            if emitted:
+                session[2] = True
+            return emitted
+        size = float(window["size"])
+        kept.append([ts, self._value(fields)])
+        cut = 0
+        while cut < len(kept) and kept[cut][0] <= ts - size:
+            cut += 1
+        del kept[: max(cut, len(kept) - MAX_KEPT)]
+        if wtype == "sliding":
+            value = aggregate(fn, [v for _, v in kept])
+            if not self._holds(value):
+                return []
+            return [_Candidate(ts, (ts, canon), value, self.cond["value"], ts - size, ts, fields)]
+        starts = window_starts(wtype, ts, size, float(window.get("advance", size)))
+        alerted: list[float] = state.setdefault("alerted", [])
+        alerted[:] = [s for s in alerted if s > ts - size]
+        out: list[_Candidate] = []
+        for start in starts:
+            if start in alerted:
+                continue
+            value = aggregate(fn, [v for t, v in kept if start <= t])
+            if self._holds(value):
+                found = _Candidate(ts, (start,), value, self.cond["value"], start, start + size, fields)
+                emitted = self._emit_marker(state, found)
+                if emitted:
+                    alerted.append(start)
+                    out += emitted
+        return out
+
+    def _baseline(self, state: State, ts: float, canon: str, fields: Fields) -> list[_Candidate]:
+        x = float(fields[self.cond["field"]])
+        n, s, q = state.get("n", 0), state.get("s", 0.0), state.get("q", 0.0)
+        out: list[_Candidate] = []
+        limit = float(self.cond["value"])
+        if self.kind == "zscore":
+            if n >= self.cond.get("min_samples", 30):
+                mean = s / n
+                std = math.sqrt(max(0.0, q / n - mean * mean))
+                if std > 0 and abs(x - mean) / std > limit:
+                    out.append(_Candidate(ts, (ts, canon), abs(x - mean) / std, limit, None, None, fields))
+        elif n >= self.cond.get("min_samples", 5):
+            mean = s / n
+            if x > limit * mean:
+                out.append(_Candidate(ts, (ts, canon), x, limit * mean, None, None, fields))
+        state["n"], state["s"], state["q"] = n + 1, s + x, q + x * x
+        return out
+
+    def _sequence(self, state: State, ts: float, canon: str, fields: Fields) -> list[_Candidate]:
+        within, need = float(self.cond["within"]), int(self.cond["count"])
+        firsts: list[float] = state.setdefault("firsts", [])
+        firsts[:] = [t for t in firsts if t >= ts - within][-MAX_KEPT:]
+        out: list[_Candidate] = []
+        if self.then(fields) and len(firsts) >= need:
+            out.append(_Candidate(ts, (ts, canon), float(len(firsts)), float(need), firsts[0], ts, fields))
+        if self.first(fields):
+            firsts.append(ts)
+        return out
+
+    def _absence(self, state: State, ts: float, fields: Fields) -> list[_Candidate]:
+        after = float(self.cond["after"])
+        last = state.get("last")
+        out: list[_Candidate] = []
+        if last is not None and ts - last > after and state.get("silent") != last:
+            out.append(
+                _Candidate(last + after, (last,), after, after, last, last + after, state.get("lf") or {})
+            )
+            state["silent"] = last
+        state["last"], state["lf"] = ts, fields
+        return out
+
+    # -- alerts ------------------------------------------------------------------------------
+    def _emit_marker(self, state: State, found: _Candidate) -> list[_Candidate]:
+        """[found] if the throttle lets it through now (then it counts for the throttle at once)."""
+        last = state.get("la")
+        if self.throttle and last is not None and found.ts < last + self.throttle:
+            return []
+        state["la"] = found.ts
+        return [replace(found, passed=True)]
+
+    def _emit(self, state: State, entity: str, found: list[_Candidate]) -> list[Alert]:
+        alerts = []
+        for c in found:
+            last = state.get("la")
+            if not c.passed and self.throttle and last is not None and c.ts < last + self.throttle:
+                continue
+            state["la"] = c.ts
+            alerts.append(
+                Alert(
+                    alert_id=alert_id_for(self.name, entity, *c.parts),
+                    kind=self.name,
+                    key=entity,
+                    ts=c.ts,
+                    window_start=c.window_start,
+                    window_end=c.window_end,
+                    value=c.value,
+                    threshold=float(c.threshold),
+                    detail=self.render(entity, c),
+                )
+            )
+        return alerts
+
+    def render(self, entity: str, c: _Candidate) -> str:
+        names = {
+            **c.fields,
+            "name": self.name,
+            "key": entity,
+            "value": c.value,
+            "threshold": c.threshold,
+            "ts": c.ts,
+            "window_start": c.window_start,
+            "window_end": c.window_end,
+            "severity": self.spec.data["severity"],
+        }
+        out = []
+        for literal, name, spec_, _ in string.Formatter().parse(self.text):
+            out.append(literal)
+            if name is None:
+                continue
+            value = names.get(name, "")
+            try:
+                out.append(format(value, spec_ or ""))
+            except (ValueError, TypeError):  # a number format on a text field: the plain text
+                out.append(str(value))
+        return "".join(out)[:2000]
+
+
+def window_starts(wtype: str, ts: float, size: float, advance: float) -> list[float]:
+    """Starts of the tumbling or hopping windows [start, start + size) holding ``ts``, oldest first."""
+    if wtype == "tumbling":
+        return [math.floor(ts / size) * size]
+    last = math.floor(ts / advance)
+    starts = []
+    k = last
+    while k * advance > ts - size:
+        starts.append(k * advance)
+        k -= 1
+    return sorted(s for s in starts if s <= ts < s + size)

@@ -1,0 +1,221 @@
+"""Detections as data on the real broker: specs applied to a running worker, with no code per detection."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streamapp.detections.spec import load_text
+from tests.integration.conftest import Names, Worker
+from tests.integration.kafka_io import read_all, read_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 4
+
+
+def _cli(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**worker.env, "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
+    return subprocess.run(
+        [sys.executable, "-m", "streamapp.cli", "detections", *args],
+        env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+
+
+async def _spread(bootstrap: str, topic: str, values: list[dict[str, Any] | bytes]) -> None:
+    """Without keys, round-robin over every partition, in the order given."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        futures = []
+        for i, value in enumerate(values):
+            raw = value if isinstance(value, bytes) else orjson.dumps(value)
+            futures.append(await producer.send(topic, value=raw, partition=i % PARTITIONS))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def _shuffled_within(events: list[dict[str, Any]], grace: float, seed: int) -> list[dict[str, Any]]:
+    """A random arrival order in which nothing arrives after an event more than ``grace`` newer."""
+    rnd = random.Random(seed)
+    return sorted(events, key=lambda e: e["ts"] + rnd.uniform(0, grace))
+
+
+def _alerts(
+    bootstrap: str, names: Names, kind: str, done: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict]:
+    def mine(records: list[Any]) -> list[dict[str, Any]]:
+        return [a for a in (orjson.loads(r.value) for r in records) if a["kind"] == kind]
+
+    records = asyncio.run(read_until(bootstrap, names.topic("alerts"), lambda rs: done(mine(rs)), within=90))
+    return mine(records)
+
+
+def _wait_running(worker: Worker, name: str, version: int | None, within: float = 5.0) -> float:
+    """Seconds until GET /detections shows ``name`` at ``version`` (None: not running)."""
+    started = time.monotonic()
+
+    def check(status: int, body: dict) -> bool:
+        rows = {row["name"]: row["version"] for row in body.get("detections", [])}
+        return status == 200 and rows.get(name) == version
+
+    worker.wait_for("/detections", check, timeout=within)
+    return time.monotonic() - started
+
+
+def _flows(base: float, src: str, ports: int) -> list[dict[str, Any]]:
+    return [
+        {"ts": base + i * 0.25, "src_ip": src, "dst_ip": "10.9.9.9", "dst_port": 1000 + i, "proto": "tcp"}
+        for i in range(ports)
+    ]
+
+
+def test_port_scan_and_silent_sensor_alert_end_to_end_from_spec_files(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
+) -> None:
+    worker = worker_factory()
+    result = _cli(worker, "apply", "detections/port_scan.yaml", "detections/silent_sensor.yaml")
+    assert result.returncode == 0, result.stderr
+    _wait_running(worker, "port_scan", 1, within=10)
+    _wait_running(worker, "silent_sensor", 1, within=10)
+
+    base = time.time() - 3000
+    # 25 distinct ports from one IP within 6 s (alerts), 15 from another (does not), shuffled over
+    # every partition (each IP's events span less than the spec's grace of 10 s); icmp does not count
+    flows = _flows(base, "10.0.0.66", 25) + _flows(base, "10.0.0.15", 15)
+    flows += [{"ts": base + 1, "src_ip": "10.0.0.15", "dst_ip": "x", "dst_port": 7000 + i, "proto": "icmp"}
+              for i in range(10)]  # fmt: skip
+    bad = [
+        b"not json",
+        orjson.dumps({"ts": base, "src_ip": "10.0.0.1", "dst_port": "22", "dst_ip": "x", "proto": "tcp"}),
+    ]
+    asyncio.run(
+        _spread(kafka_bootstrap, names.topic("network-flows"), [*_shuffled_within(flows, 10, 1), *bad])
+    )
+
+    # both sensors report for 20 s (less than the grace of 30 s), shuffled; later s-busy reports
+    # at 400 s: s-quiet has been silent for more than 300 s of event time since its last reading
+    readings = [
+        {"ts": base + i * 2, "sensor_id": s, "temperature": 20.0}
+        for i in range(11)
+        for s in ("s-quiet", "s-busy")
+    ]
+    asyncio.run(_spread(kafka_bootstrap, names.topic("sensor-readings"), _shuffled_within(readings, 30, 2)))
+    worker.wait_for_metric("streamapp_detection_events_total", lambda v: v >= 22, detection="silent_sensor")
+    later = [{"ts": base + 400, "sensor_id": "s-busy", "temperature": 21.0}]
+    asyncio.run(_spread(kafka_bootstrap, names.topic("sensor-readings"), later))
+
+    scans = _alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 1)
+    assert [(a["key"], a["value"], a["threshold"]) for a in scans] == [("10.0.0.66", 21.0, 20.0)]
+    assert "10.0.0.66 reached 21 distinct ports" in scans[0]["detail"]
+    # s-quiet by the watermark; s-busy for its own gap, once its reading at 400 s is judged (after
+    # a quiet spell of the grace: nothing newer comes)
+    silent = _alerts(kafka_bootstrap, names, "silent_sensor", lambda a: len(a) >= 2)
+    assert sorted((a["key"], a["ts"]) for a in silent) == [("s-busy", base + 320), ("s-quiet", base + 320)]
+    assert silent[0]["key"] == "s-quiet"
+
+    letters = asyncio.run(read_until(
+        kafka_bootstrap, names.topic("dead-letters"), lambda rs: len(rs) >= 2, within=30))  # fmt: skip
+    reasons = sorted(dict(r.headers)["x-error"].decode() for r in letters)
+    assert reasons[0].startswith("field 'dst_port' must be a finite number, got string (detection port_scan)")
+    assert reasons[1].startswith("malformed JSON")
+    # nothing more arrives (the sliding window's throttle holds), and no event was late
+    time.sleep(5)
+    everything = [
+        orjson.loads(r.value) for r in asyncio.run(read_all(kafka_bootstrap, names.topic("alerts")))
+    ]
+    assert sorted(a["kind"] for a in everything) == ["port_scan", "silent_sensor", "silent_sensor"]
+    assert asyncio.run(read_all(kafka_bootstrap, names.topic("late-events"), settle=0)) == []
+
+
+def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], tmp_path: Path
+) -> None:
+    worker = worker_factory()
+    assert _cli(worker, "apply", "detections/port_scan.yaml").returncode == 0
+    _wait_running(worker, "port_scan", 1, within=10)
+    base = time.time() - 3000
+    asyncio.run(_spread(kafka_bootstrap, names.topic("network-flows"), _flows(base, "10.1.0.1", 12)))
+    # 12 ports: no alert under version 1, once judged (a quiet spell of the grace judges them)
+    worker.wait_for(
+        "/detections", lambda _, body: [(r["keys"], r["held_keys"]) for r in body["detections"]] == [(1, 0)]
+    )
+
+    # version 2: a threshold of 10 (state kept: the same window and key)
+    text = (ROOT / "detections/port_scan.yaml").read_text()
+    lower = tmp_path / "port_scan.yaml"
+    lower.write_text(text.replace("version: 1", "version: 2").replace("value: 20", "value: 10"))
+    same_version = tmp_path / "same.yaml"
+    same_version.write_text(text.replace("value: 20", "value: 10"))
+    refused = _cli(worker, "apply", str(same_version))
+    assert refused.returncode == 1 and "raise its version" in refused.stderr
+    diff = _cli(worker, "diff", str(lower))
+    assert diff.returncode == 1 and "changed, state kept" in diff.stdout and '+  "version": 2' in diff.stdout
+    assert _cli(worker, "apply", str(lower)).returncode == 0
+    assert _wait_running(worker, "port_scan", 2, within=5) <= 5
+    asyncio.run(_spread(kafka_bootstrap, names.topic("network-flows"), _flows(base + 200, "10.1.0.2", 12)))
+    scans = _alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 1)
+    assert [(a["key"], a["value"], a["threshold"]) for a in scans] == [("10.1.0.2", 11.0, 10.0)]
+
+    listed = _cli(worker, "list", "--json")
+    assert [orjson.loads(line)["version"] for line in listed.stdout.splitlines()] == [2]
+    assert _cli(worker, "disable", "port_scan").returncode == 0
+    _wait_running(worker, "port_scan", None, within=5)
+    asyncio.run(_spread(kafka_bootstrap, names.topic("network-flows"), _flows(base + 400, "10.1.0.3", 30)))
+    time.sleep(15)
+    everything = [
+        orjson.loads(r.value) for r in asyncio.run(read_all(kafka_bootstrap, names.topic("alerts")))
+    ]
+    assert [a["key"] for a in everything] == ["10.1.0.2"]
+
+
+def test_bad_specs_are_refused_and_bad_control_records_survived(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], tmp_path: Path
+) -> None:
+    worker = worker_factory()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "detections/port_scan.yaml").read_text().replace("key: src_ip", "key: source"))
+    refused = _cli(worker, "apply", str(bad))
+    assert refused.returncode == 1
+    assert f"{bad}:17: key: field 'source' is not declared in source.fields" in refused.stderr
+
+    async def control(records: list[tuple[bytes, bytes | None]]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for key, value in records:
+                await (await producer.send(names.topic("detections"), key=key, value=value))
+        finally:
+            await producer.stop()
+
+    port_scan = (ROOT / "detections/port_scan.yaml").read_text()
+    asyncio.run(control([
+        (b"broken", b"{not json"),
+        (b"x", orjson.dumps({"name": "x"})),
+        (b"\xff", b"{}"),
+        (b"other", orjson.dumps(load_text(port_scan).data)),  # the key is not the spec's name
+    ]))  # fmt: skip
+    worker.wait_for_metric("streamapp_detection_control_errors_total", lambda v: v >= 4)
+    assert "detections control record" in worker.log_text() and "ignored" in worker.log_text()
+    # the worker goes on: a good spec after them runs and alerts
+    assert _cli(worker, "apply", "detections/port_scan.yaml").returncode == 0
+    _wait_running(worker, "port_scan", 1, within=10)
+    asyncio.run(
+        _spread(kafka_bootstrap, names.topic("network-flows"), _flows(time.time() - 100, "10.2.0.1", 22))
+    )
+    scans = _alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 1)
+    assert [a["key"] for a in scans] == ["10.2.0.1"]
+    assert worker.get("/live")[0] == 200
