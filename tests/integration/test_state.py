@@ -89,7 +89,9 @@ async def test_windows_older_than_the_retention_expire(kafka_bootstrap, names, w
     # lands in late-events with its reason
     late = reading("late", now - 5000)
     await produce_spread(kafka_bootstrap, names.topic("sensor-readings"), [late], partitions)
-    worker.wait_for_metric("streamapp_expired_events_total", lambda v: v == 1, topic="sensor-readings")
+    worker.wait_for_metric(
+        "streamapp_expired_events_total", lambda v: v == 1, topic=names.topic("sensor-readings")
+    )
     records = await read_until(kafka_bootstrap, names.topic("late-events"), lambda recs: len(recs) >= 1)
     assert [orjson.loads(r.value) for r in records] == [late]
     assert "older than the retention" in dict(records[0].headers)["x-error"].decode()
