@@ -47,6 +47,7 @@ __all__ = [
     "existing_partitions",
     "find_leftovers",
     "format_count",
+    "held_settle_seconds",
     "measure",
     "old_topics_pattern",
     "parse_start_time",
@@ -447,6 +448,38 @@ def switch_over_hint(settings: Settings, new_id: str, topics: ReplayTopics) -> s
     )
 
 
+#: rules that hold events until the key's event clock passes them by the grace, or the key has
+#: been quiet for the grace in wall time (agents.base.HeldKeys sends it a tick record then)
+HELD_RULES = frozenset({"amount_spike", "temperature_anomaly"})
+#: seconds past the grace for the last tick to be sent (the tick task looks once a second)
+TICK_MARGIN_SECONDS = 5.0
+
+
+def held_settle_seconds(settings: Settings) -> float:
+    """How long after catching up the replay worker must run for every held event to be judged.
+
+    At the end of the source topics the newest events of each key are still held by the rules
+    that hold (their key's clock never passes them): the replay worker judges them once the key
+    has been quiet for the grace. Stopping it before would lose the alerts the live run gave.
+    """
+    if not settings.rules & HELD_RULES or settings.grace_seconds <= 0:
+        return 0.0
+    return settings.grace_seconds + TICK_MARGIN_SECONDS
+
+
+def _held_settle_deadline(settings: Settings, echo: Echo) -> float | None:
+    """When the replay may stop, once caught up (None: at once): see :func:`held_settle_seconds`."""
+    seconds = held_settle_seconds(settings)
+    if not seconds:
+        return None
+    echo(
+        f"caught up; waiting {seconds:.0f} s ({PREFIX}GRACE_SECONDS={settings.grace_seconds:g} and "
+        f"{TICK_MARGIN_SECONDS:g} s) for the events held by {', '.join(sorted(settings.rules & HELD_RULES))} "
+        "to be judged"
+    )
+    return time.monotonic() + seconds
+
+
 def _spawn_worker(options: ReplayOptions, log_path: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -561,6 +594,7 @@ async def _follow(
         await admin.start()
         await offsets.start()
         internal_parts: dict[str, list[TopicPartition]] = {}
+        settle_until: float | None = None
         try:
             async with aiohttp.ClientSession() as http:
                 while True:
@@ -575,7 +609,10 @@ async def _follow(
                     progress = meter.update(time.monotonic(), source_done, internal_done, lag, ready)
                     echo(progress.describe())
                     if progress.caught_up:
-                        break
+                        if settle_until is None:
+                            settle_until = _held_settle_deadline(settings, echo)
+                        if settle_until is None or time.monotonic() >= settle_until:
+                            break
                     await asyncio.sleep(options.interval)
         finally:
             await offsets.stop()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-__all__ = ["every_other_keyed", "produce", "read_all", "read_until"]
+__all__ = [
+    "every_other_keyed", "produce", "produce_spread", "produce_spread_in_steps", "read_all", "read_until",
+    "shuffled",
+]  # fmt: skip
 
 
 async def produce(
@@ -37,6 +41,66 @@ async def produce(
         return len(futures)
     finally:
         await producer.stop()
+
+
+async def produce_spread(
+    bootstrap: str, topic: str, values: Iterable[dict[str, Any] | bytes], partitions: int
+) -> int:
+    """Produce without keys, round robin over partitions 0 .. ``partitions``-1, in the order given.
+
+    What a producer that does not know the entity does: the events of one entity land on every
+    partition, and the worker's re-keying hop merges them again in whatever order it fetches them.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024)
+    await producer.start()
+    try:
+        futures = []
+        for i, value in enumerate(values):
+            raw = value if isinstance(value, bytes) else orjson.dumps(value)
+            futures.append(await producer.send(topic, value=raw, partition=i % partitions))
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+async def produce_spread_in_steps(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[dict[str, Any]],
+    partitions: int,
+    width: float,
+    applied: Callable[[list[dict[str, Any]]], Awaitable[None] | None],
+    seed: int = 0,
+) -> None:
+    """Events spanning more than the grace, in event-time order as a real producer sends them.
+
+    The events are cut into steps of ``width`` seconds of event time (less than the grace); each
+    step is produced shuffled and unkeyed over all partitions, then ``applied(everything sent so
+    far)`` must return once the worker shows it applied. Within a step any arrival order counts;
+    a later step never races an earlier one, so no event is later than the grace.
+    """
+    ordered = sorted(values, key=lambda v: v["ts"])
+    if not ordered:
+        return
+    first = ordered[0]["ts"]
+    steps: dict[int, list[dict[str, Any]]] = {}
+    for value in ordered:
+        steps.setdefault(int((value["ts"] - first) // width), []).append(value)
+    sent: list[dict[str, Any]] = []
+    for n, step in enumerate(steps.values()):
+        await produce_spread(bootstrap, topic, shuffled(step, seed + n), partitions)
+        sent.extend(step)
+        waiting = applied(sent)
+        if waiting is not None:
+            await waiting
+
+
+def shuffled(values: Iterable[Any], seed: int) -> list[Any]:
+    """``values`` in a random order that is the same on every run (``seed``)."""
+    out = list(values)
+    random.Random(seed).shuffle(out)
+    return out
 
 
 async def read_until(

@@ -1,4 +1,8 @@
-"""brute_force end to end: logins produced to the real broker, alerts read back from `alerts`."""
+"""brute_force end to end: logins produced to the real broker, alerts read back from `alerts`.
+
+Logins are produced without keys, round robin over all partitions and shuffled, as a producer
+that does not know the IP sends them (the keyed, newest-first case is in test_event_time).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from tests.integration.kafka_io import produce, read_all, read_until
+from tests.integration.kafka_io import produce_spread, read_all, read_until, shuffled
 
 pytestmark = pytest.mark.integration
 
@@ -16,9 +20,8 @@ def _failed(ip: str, ts: float, user: str = "root") -> dict:
     return {"ts": ts, "ip": ip, "user": user, "success": False}
 
 
-@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "unkeyed"])
 async def test_burst_over_threshold_alerts_once_and_threshold_does_not(
-    kafka_bootstrap, names, worker_factory, keyed
+    kafka_bootstrap, names, worker_factory
 ):
     worker = worker_factory()
     # all events inside one aligned 10-s bucket, so every 60-s window sees all of them
@@ -29,8 +32,10 @@ async def test_burst_over_threshold_alerts_once_and_threshold_does_not(
     noise = [
         {"ts": base + i * 0.1, "ip": "198.51.100.8", "user": f"u{i}", "success": True} for i in range(40)
     ]
-    key = (lambda v: v["ip"]) if keyed else None
-    await produce(kafka_bootstrap, names.topic("logins"), at_threshold + noise + over + far_over, key)
+    logins = shuffled(at_threshold + noise + over + far_over, 9)
+    await produce_spread(
+        kafka_bootstrap, names.topic("logins"), logins, int(worker.env["STREAMAPP_PARTITIONS"])
+    )
 
     # the at-threshold IP was processed (5 failures counted) ...
     worker.wait_for("/ips/198.51.100.5", lambda s, b: s == 200 and b["windows"][0]["failed"] == 5)
@@ -54,7 +59,10 @@ async def test_alert_record_is_keyed_by_ip_and_worker_answers_health(kafka_boots
     worker = worker_factory()
     assert worker.get("/health") == (200, {"status": "ok"})
     base = (time.time() // 10) * 10 - 30
-    await produce(kafka_bootstrap, names.topic("logins"), [_failed("192.0.2.44", base + i) for i in range(7)])
+    logins = shuffled([_failed("192.0.2.44", base + i) for i in range(7)], 3)
+    await produce_spread(
+        kafka_bootstrap, names.topic("logins"), logins, int(worker.env["STREAMAPP_PARTITIONS"])
+    )
     records = await read_until(kafka_bootstrap, names.topic("alerts"), lambda recs: len(recs) >= 1)
     assert records[0].key == b"192.0.2.44"
     alert = orjson.loads(records[0].value)

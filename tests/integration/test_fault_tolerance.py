@@ -1,4 +1,9 @@
-"""Crashes, restarts and a second worker: state is rebuilt from changelogs and nothing is lost."""
+"""Crashes, restarts and a second worker: state is rebuilt from changelogs and nothing is lost.
+
+Events are produced without keys, round robin over all partitions and in random event-time
+order, as a producer that does not know the entity sends them. Each entity's events span less
+than the grace these workers run with (GRACE), so every one of them must count.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.kafka_io import every_other_keyed, produce, read_all
+from tests.integration.kafka_io import produce_spread, read_all, read_until
 
 pytestmark = pytest.mark.integration
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+#: the test data spreads each entity's events over 5 minutes of event time, in random order
+GRACE = {"STREAMAPP_GRACE_SECONDS": "300"}
+#: the partition count the workers of worker_factory create input topics with
+PARTITIONS = 4
 
 
 def _record(name: str, **figures: float) -> None:
@@ -85,23 +94,20 @@ def _time_to_ready(worker, timeout: float = 120.0) -> float:
     return time.monotonic() - started
 
 
-async def _produce_slowly(
-    bootstrap: str, topic: str, events: list[dict], key_field: str, chunks: int = 20
-) -> None:
+async def _produce_slowly(bootstrap: str, topic: str, events: list[dict], chunks: int = 20) -> None:
     size = len(events) // chunks + 1
-    key = every_other_keyed(key_field)
     for i in range(0, len(events), size):
-        await produce(bootstrap, topic, events[i : i + size], key)
+        await produce_spread(bootstrap, topic, events[i : i + size], PARTITIONS)
         await asyncio.sleep(0.25)
 
 
 async def test_crash_with_state_lost_recovers_every_table_exactly(kafka_bootstrap, names, worker_factory):
     rng = random.Random(11)
     base = time.time() - 900
-    worker = worker_factory()
+    worker = worker_factory(**GRACE)
     logins, readings = _logins(rng, 3000, 120, base), _readings(rng, 1500, 40, base)
-    await produce(kafka_bootstrap, names.topic("logins"), logins, every_other_keyed("ip"))
-    await produce(kafka_bootstrap, names.topic("sensor-readings"), readings, every_other_keyed("sensor_id"))
+    await produce_spread(kafka_bootstrap, names.topic("logins"), logins, PARTITIONS)
+    await produce_spread(kafka_bootstrap, names.topic("sensor-readings"), readings, PARTITIONS)
     _wait_until_matches(worker, _truth(logins, readings))
 
     # kill -9 once everything is processed, and lose the local RocksDB files
@@ -115,8 +121,8 @@ async def test_crash_with_state_lost_recovers_every_table_exactly(kafka_bootstra
     # kill -9 in the middle of a stream, lose the files again: nothing lost, nothing counted twice
     more_logins, more_readings = _logins(rng, 4000, 120, base), _readings(rng, 2000, 40, base)
     stream = asyncio.gather(
-        _produce_slowly(kafka_bootstrap, names.topic("logins"), more_logins, "ip"),
-        _produce_slowly(kafka_bootstrap, names.topic("sensor-readings"), more_readings, "sensor_id"),
+        _produce_slowly(kafka_bootstrap, names.topic("logins"), more_logins),
+        _produce_slowly(kafka_bootstrap, names.topic("sensor-readings"), more_readings),
     )
     await asyncio.sleep(2.0)
     worker.wait_for_metric("streamapp_events_total", lambda v: v > 0, topic="logins")
@@ -148,11 +154,11 @@ async def test_two_workers_split_partitions_answer_for_any_key_and_take_over(
 ):
     rng = random.Random(5)
     base = time.time() - 900
-    first = worker_factory()
-    second = worker_factory()
+    first = worker_factory(**GRACE)
+    second = worker_factory(**GRACE)
     logins, readings = _logins(rng, 2000, 100, base), _readings(rng, 1000, 30, base)
-    await produce(kafka_bootstrap, names.topic("logins"), logins, every_other_keyed("ip"))
-    await produce(kafka_bootstrap, names.topic("sensor-readings"), readings, every_other_keyed("sensor_id"))
+    await produce_spread(kafka_bootstrap, names.topic("logins"), logins, PARTITIONS)
+    await produce_spread(kafka_bootstrap, names.topic("sensor-readings"), readings, PARTITIONS)
     truth = _truth(logins, readings)
     # either worker answers right for every key: requests for the other's keys are routed to it
     _wait_until_matches(first, truth)
@@ -168,7 +174,7 @@ async def test_two_workers_split_partitions_answer_for_any_key_and_take_over(
 
     # and keeps processing the dead worker's partitions
     later = _logins(rng, 500, 100, base)
-    await produce(kafka_bootstrap, names.topic("logins"), later, every_other_keyed("ip"))
+    await produce_spread(kafka_bootstrap, names.topic("logins"), later, PARTITIONS)
     _wait_until_matches(first, _truth(logins + later, readings))
 
 
@@ -177,7 +183,7 @@ async def test_exactly_once_kill_leaves_exact_counts_and_no_duplicate_alerts(
 ):
     rng = random.Random(23)
     base = (time.time() - 900) // 60 * 60
-    worker = worker_factory(STREAMAPP_PROCESSING_GUARANTEE="exactly_once")
+    worker = worker_factory(STREAMAPP_PROCESSING_GUARANTEE="exactly_once", **GRACE)
     # bursts of 10 failures from 200 IPs, each in its own minute: 200 brute_force alerts
     logins = [
         {"ts": base + (i % 10) * 60 + j, "ip": f"10.60.{i // 250}.{i % 250}", "user": "u", "success": False}
@@ -185,7 +191,7 @@ async def test_exactly_once_kill_leaves_exact_counts_and_no_duplicate_alerts(
         for j in range(10)
     ]
     rng.shuffle(logins)
-    stream = asyncio.ensure_future(_produce_slowly(kafka_bootstrap, names.topic("logins"), logins, "ip"))
+    stream = asyncio.ensure_future(_produce_slowly(kafka_bootstrap, names.topic("logins"), logins))
     await asyncio.sleep(2.0)
     worker.wait_for_metric("streamapp_alerts_total", lambda v: v > 0, timeout=90, kind="brute_force")
     worker.kill()
@@ -205,9 +211,9 @@ async def test_broker_restart_mid_stream_workers_reconnect_and_lose_nothing(
     rng = random.Random(31)
     base = time.time() - 900
     bootstrap = private_broker.bootstrap
-    worker = worker_factory(STREAMAPP_BROKER=f"kafka://{bootstrap}")
+    worker = worker_factory(STREAMAPP_BROKER=f"kafka://{bootstrap}", **GRACE)
     first = _logins(rng, 3000, 80, base)
-    stream = asyncio.ensure_future(_produce_slowly(bootstrap, names.topic("logins"), first, "ip", chunks=10))
+    stream = asyncio.ensure_future(_produce_slowly(bootstrap, names.topic("logins"), first, chunks=10))
     await asyncio.sleep(1.0)
     worker.wait_for_metric("streamapp_events_total", lambda v: v > 0, topic="logins")
     await stream
@@ -215,7 +221,7 @@ async def test_broker_restart_mid_stream_workers_reconnect_and_lose_nothing(
     await asyncio.sleep(3.0)
     await asyncio.to_thread(private_broker.up)
     second = _logins(rng, 2000, 80, base)
-    await produce(bootstrap, names.topic("logins"), second, every_other_keyed("ip"))
+    await produce_spread(bootstrap, names.topic("logins"), second, PARTITIONS)
     _wait_until_matches(worker, _truth(first + second, []), timeout=120)
     assert worker.proc is not None and worker.proc.poll() is None  # the same process reconnected
 
@@ -229,29 +235,26 @@ async def test_window_expiry_survives_restart_and_rebalance(kafka_bootstrap, nam
     def reading(sensor: str, ts: float) -> dict:
         return {"ts": ts, "sensor_id": sensor, "temperature": 20.0}
 
+    async def send(*readings: dict) -> None:
+        await produce_spread(kafka_bootstrap, names.topic("sensor-readings"), list(readings), PARTITIONS)
+
     # a sensor with one window two hours ago and one window now: the old window expires
-    # and a sensor whose older window expires later, while its key is not written again
-    await produce(
-        kafka_bootstrap,
-        names.topic("sensor-readings"),
-        [reading("mixed", now - 7200), reading("gone", now - 7200)],
-    )
+    # and a sensor whose older window expires later, while its key is not written again.
+    # A sensor's readings far apart in event time are sent as they happen, one after the other
+    # (the second of them arriving first would be later than the grace: a late event)
+    await send(reading("mixed", now - 7200), reading("gone", now - 7200))
     worker.wait_for("/sensors/gone", lambda s, b: s == 200)
-    await produce(
-        kafka_bootstrap,
-        names.topic("sensor-readings"),
-        [reading("mixed", now), reading("partial", now - 3000), reading("partial", now - 100)],
-    )
+    await send(reading("mixed", now), reading("partial", now - 3000))
+    worker.wait_for("/sensors/partial", lambda s, b: s == 200)
+    await send(reading("partial", now - 100))
     worker.wait_for("/sensors/partial", lambda s, b: s == 200 and len(b["windows"]) == 2)
-    await produce(kafka_bootstrap, names.topic("sensor-readings"), [reading("clock", now + 1000)])
+    await send(reading("clock", now + 1000))
     worker.wait_for("/sensors/clock", lambda s, b: s == 200)
     body = worker.wait_for("/sensors/mixed", lambda s, b: s == 200 and len(b["windows"]) == 1)
     partial = worker.wait_for("/sensors/partial", lambda s, b: s == 200 and len(b["windows"]) == 1)
     worker.wait_for("/sensors/gone", lambda s, b: s == 404)
     # the expiry timer has removed the fully expired key before the restart
     changelog = f"{names.app_id}-temperature-by-sensor-changelog"
-    from tests.integration.kafka_io import read_until
-
     await read_until(
         kafka_bootstrap, changelog, lambda recs: any(r.key == b"gone" and r.value is None for r in recs)
     )
@@ -270,11 +273,9 @@ async def test_window_expiry_survives_restart_and_rebalance(kafka_bootstrap, nam
     for w in (worker, other):
         assert w.get("/sensors/gone")[0] == 404
         w.wait_for("/sensors/mixed", lambda s, b: s == 200 and b["windows"] == body["windows"])
-    await produce(kafka_bootstrap, names.topic("sensor-readings"), [reading("soon-gone", now - 2000)])
+    await send(reading("soon-gone", now - 2000))
     other.wait_for("/sensors/soon-gone", lambda s, b: s == 200)
     # each worker's event clock follows the events of its own partitions: time moves on everywhere
-    await produce(
-        kafka_bootstrap, names.topic("sensor-readings"), [reading(f"tick-{i}", now + 2000) for i in range(40)]
-    )
+    await send(*(reading(f"tick-{i}", now + 2000) for i in range(40)))
     for w in (worker, other):
         w.wait_for("/sensors/soon-gone", lambda s, b: s == 404, timeout=60)

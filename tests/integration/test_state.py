@@ -1,4 +1,8 @@
-"""State lives in RocksDB with changelog topics, and windows older than the retention expire."""
+"""State lives in RocksDB with changelog topics, and windows older than the retention expire.
+
+Events are produced without keys, round robin over all partitions, as a producer that does not
+know the entity sends them.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,15 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.integration.kafka_io import produce, read_all, read_until
+from tests.integration.kafka_io import produce_spread, read_all, read_until, shuffled
 
 pytestmark = pytest.mark.integration
+
+
+def _partitions(worker) -> int:
+    """The partition count the worker creates its input topics with."""
+    return int(worker.env["STREAMAPP_PARTITIONS"])
+
 
 TABLES = [
     "failed-logins-by-ip",
@@ -34,7 +44,7 @@ async def test_changelog_topics_exist_and_hold_the_table_updates(kafka_bootstrap
 
     base = (time.time() // 10) * 10 - 120
     logins = [{"ts": base + i, "ip": "10.2.3.4", "user": f"u{i}", "success": False} for i in range(4)]
-    await produce(kafka_bootstrap, names.topic("logins"), logins)
+    await produce_spread(kafka_bootstrap, names.topic("logins"), shuffled(logins, 2), _partitions(worker))
     worker.wait_for("/ips/10.2.3.4", lambda s, b: s == 200 and b["windows"][0]["failed"] == 4)
 
     changelog = f"{names.app_id}-failed-logins-by-ip-changelog"
@@ -49,20 +59,19 @@ async def test_changelog_topics_exist_and_hold_the_table_updates(kafka_bootstrap
 
 async def test_windows_older_than_the_retention_expire(kafka_bootstrap, names, worker_factory):
     worker = worker_factory()
+    partitions = _partitions(worker)
     now = time.time()
 
     def reading(sensor: str, ts: float) -> dict:
         return {"ts": ts, "sensor_id": sensor, "temperature": 20.0}
 
     # two hours ago: kept while nothing newer has been seen
-    await produce(
-        kafka_bootstrap, names.topic("sensor-readings"), [reading("old", now - 7200 + i) for i in range(3)]
-    )
-    body = worker.wait_for("/sensors/old", lambda s, b: s == 200)
-    assert body["windows"][0]["count"] == 3
+    old = [reading("old", now - 7200 + i) for i in range(3)]
+    await produce_spread(kafka_bootstrap, names.topic("sensor-readings"), shuffled(old, 1), partitions)
+    worker.wait_for("/sensors/old", lambda s, b: s == 200 and b["windows"][0]["count"] == 3)
 
     # a reading of now moves the event clock: the old windows are beyond the one-hour retention
-    await produce(kafka_bootstrap, names.topic("sensor-readings"), [reading("new", now)])
+    await produce_spread(kafka_bootstrap, names.topic("sensor-readings"), [reading("new", now)], partitions)
     worker.wait_for("/sensors/new", lambda s, b: s == 200)
     assert worker.get("/sensors/old")[0] == 404
 
@@ -76,9 +85,16 @@ async def test_windows_older_than_the_retention_expire(kafka_bootstrap, names, w
     )
     assert [r.value is None for r in records if r.key == b"old"][-1]
 
-    # an event older than the retention on arrival is not added to state, and is counted
-    await produce(kafka_bootstrap, names.topic("sensor-readings"), [reading("late", now - 5000)])
-    worker.wait_for_metric("streamapp_expired_events_total", lambda v: v == 1, topic="sensor-readings")
+    # an event older than the retention on arrival is not added to state: it is counted and
+    # lands in late-events with its reason
+    late = reading("late", now - 5000)
+    await produce_spread(kafka_bootstrap, names.topic("sensor-readings"), [late], partitions)
+    worker.wait_for_metric(
+        "streamapp_expired_events_total", lambda v: v == 1, topic=names.topic("sensor-readings")
+    )
+    records = await read_until(kafka_bootstrap, names.topic("late-events"), lambda recs: len(recs) >= 1)
+    assert [orjson.loads(r.value) for r in records] == [late]
+    assert "older than the retention" in dict(records[0].headers)["x-error"].decode()
     assert worker.get("/sensors/late")[0] == 404
     assert worker.get("/sensors/new")[0] == 200
 

@@ -12,6 +12,7 @@ from streamapp.replay import (
     ReplayError,
     ReplayTopics,
     check_new_app_id,
+    held_settle_seconds,
     old_topics_pattern,
     parse_start_time,
     sink_groups,
@@ -143,3 +144,12 @@ def test_the_switch_over_hint_deletes_the_live_app_ids_groups_and_its_sinks_grou
     ]  # fmt: skip
     assert sink_groups("sa") == ["sa-sink-postgres", "sa-sink-influx"]
     assert re.fullmatch(old_topics_pattern("sa", "sa-r1", topics), "sa-sensor-windows")
+
+
+def test_the_replay_waits_the_grace_for_held_events_only_when_a_holding_rule_runs() -> None:
+    # amount_spike and temperature_anomaly hold the newest events of a key until it is quiet for
+    # the grace: a replay stopped at once would lose their alerts
+    assert held_settle_seconds(Settings(grace_seconds=20.0)) == 25.0
+    assert held_settle_seconds(Settings(grace_seconds=20.0, rules=frozenset({"amount_spike"}))) == 25.0
+    assert held_settle_seconds(Settings(grace_seconds=20.0, rules=frozenset({"brute_force"}))) == 0.0
+    assert held_settle_seconds(Settings(grace_seconds=0.0)) == 0.0
