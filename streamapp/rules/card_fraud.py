@@ -29,7 +29,7 @@ __all__ = [
 CARD_VELOCITY = SlidingCount(kind="card_velocity", noun="transactions on card")
 AMOUNT_SPIKE = "amount_spike"
 #: transactions held per card at most: a flood within the grace has its oldest judged early
-MAX_HELD = 4096
+MAX_HELD = 128
 
 
 def new_state() -> State:

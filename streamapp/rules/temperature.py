@@ -37,7 +37,7 @@ WINDOW_SECONDS = 60.0
 _START, _COUNT, _MIN, _MAX, _SUM, _SUMSQ, _ALERTED = range(7)
 _HIGH_BIT, _ANOMALY_BIT = 1, 2
 #: readings held per sensor at most: a flood within the grace has its oldest judged early
-MAX_HELD = 4096
+MAX_HELD = 128
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,9 @@ def assert_alerts_match_topic(bootstrap: str, names: Names, dsn: str) -> int:
 
 
 def sink_env(targets: SinkTargets, postgres: bool = True, influx: bool = True) -> dict[str, str]:
-    env = {}
+    # readings are produced over minutes of event time, half of them without keys: a worker
+    # may fetch one partition's minutes before another's, so the grace covers that span
+    env = {"STREAMAPP_GRACE_SECONDS": "600"}
     if postgres:
         env["STREAMAPP_POSTGRES_DSN"] = targets.postgres_dsn
     if influx:
