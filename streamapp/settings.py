@@ -68,6 +68,8 @@ class Settings:
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     partitions: int = 8
+    #: replicas of the topics the app creates (None: min(3, brokers the cluster reports))
+    replication_factor: int | None = None
     processing_guarantee: str = "at_least_once"
     schema_registry_url: str | None = None
     security_protocol: str = "PLAINTEXT"
@@ -308,6 +310,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         web_port=get("WEB_PORT", _port, defaults.web_port),
         web_host=get("WEB_HOST", text, defaults.web_host),
         partitions=get("PARTITIONS", _positive_int, defaults.partitions),
+        replication_factor=get("REPLICATION_FACTOR", _positive_int, None),
         processing_guarantee=get(
             "PROCESSING_GUARANTEE",
             _choice("at_least_once", "exactly_once"),
