@@ -17,6 +17,7 @@ __all__ = [
     "LATE_EVENTS_TOTAL",
     "PARTITION_STALLED",
     "READY",
+    "RECOMMENDED_WORKERS",
     "SKIPPED_ALERTS_TOTAL",
     "WEB_ERRORS_TOTAL",
     "observe_many",
@@ -62,6 +63,12 @@ WEB_ERRORS_TOTAL = Counter(
 SKIPPED_ALERTS_TOTAL = Counter(
     "streamapp_skipped_alerts",
     "Records of the alerts topic the recent-alerts tail could not read (skipped and logged)",
+)
+RECOMMENDED_WORKERS = Gauge(
+    "streamapp_recommended_workers",
+    "Workers the group needs to keep up and clear its backlog within STREAMAPP_AUTOSCALE_DRAIN_SECONDS "
+    "(from the whole group's lag and measured drain rate; 1 to the partition count; lowered only after "
+    "STREAMAPP_AUTOSCALE_SCALE_DOWN_SECONDS); the same on every worker: scale on its max",
 )
 READY = Gauge("streamapp_ready", "1 once table recovery is done and no rebalance is under way, else 0")
 

@@ -104,6 +104,10 @@ class Settings:
     rules: frozenset[str] = frozenset(ALERT_KINDS)
     #: an owned partition with lag and no progress this long makes GET /live fail (liveness watchdog)
     stall_seconds: float = 120.0
+    #: autoscaling (streamapp_recommended_workers): clear a backlog within this long, and lower the
+    #: recommendation only after the need stayed lower this long
+    autoscale_drain_seconds: float = 60.0
+    autoscale_scale_down_seconds: float = 120.0
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -346,6 +350,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         thresholds=thresholds,
         rules=get("RULES", _rules, defaults.rules),
         stall_seconds=get("STALL_SECONDS", _stall_seconds, defaults.stall_seconds),
+        autoscale_drain_seconds=get(
+            "AUTOSCALE_DRAIN_SECONDS", _positive_float, defaults.autoscale_drain_seconds
+        ),
+        autoscale_scale_down_seconds=get(
+            "AUTOSCALE_SCALE_DOWN_SECONDS", _non_negative_float, defaults.autoscale_scale_down_seconds
+        ),
     )
     _check_combinations(settings)
     return settings
