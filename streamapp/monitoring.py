@@ -257,11 +257,21 @@ class GroupWatcher(Service):
         while not self.should_stop:
             try:
                 if not self._consumer_started:  # started here, not in on_start: retried on failure
+                    assert self._admin is not None
+                    await self._admin.start()
                     await self._consumer.start()
                     self._consumer_started = True
                 found = await self.sample()
                 if found is not None:
-                    RECOMMENDED_WORKERS.set(self.recommender.observe(found))
+                    before = self.recommender.recommended
+                    after = self.recommender.observe(found)
+                    RECOMMENDED_WORKERS.set(after)
+                    log_change = logger.info if after != before else logger.debug
+                    log_change(
+                        "autoscale: group lag %d, %d members, capacity %s records/s per worker: "
+                        "%d workers recommended", found.lag, found.members,
+                        f"{self.recommender.capacity:.0f}" if self.recommender.capacity else "unmeasured", after,
+                    )  # fmt: skip
                 self._failures = 0
             except Exception:  # a broker away: keep the last recommendation, try again
                 self._failures += 1
