@@ -266,11 +266,12 @@ class GroupWatcher(Service):
                     before = self.recommender.recommended
                     after = self.recommender.observe(found)
                     RECOMMENDED_WORKERS.set(after)
+                    capacity = self.recommender.capacity
                     log_change = logger.info if after != before else logger.debug
                     log_change(
                         "autoscale: group lag %d, %d members, capacity %s records/s per worker: "
                         "%d workers recommended", found.lag, found.members,
-                        f"{self.recommender.capacity:.0f}" if self.recommender.capacity else "unmeasured", after,
+                        f"{capacity:.0f}" if capacity else "unmeasured", after,
                     )  # fmt: skip
                 self._failures = 0
             except Exception:  # a broker away: keep the last recommendation, try again
