@@ -508,10 +508,20 @@ def cluster_brokers(bootstrap: str, timeout: float = 5.0) -> int:
     host, _, port = bootstrap.rpartition(":")
     if not port_in_use(host, int(port)):
         return 0  # not listening yet: spare aiokafka's connection-error log lines
+
+    def ask() -> int:
+        try:
+            return asyncio.run(asyncio.wait_for(_cluster_brokers(bootstrap), timeout))
+        except Exception:
+            return 0
+
     try:
-        return asyncio.run(asyncio.wait_for(_cluster_brokers(bootstrap), timeout))
-    except Exception:
-        return 0
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return ask()
+    # called from async code (a test, a service): asyncio.run needs a thread of its own
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(ask).result()
 
 
 @dataclass(frozen=True)
