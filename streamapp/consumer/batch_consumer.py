@@ -100,14 +100,9 @@ class BatchConsumer(Consumer):
             await self._restore(recovery, {tp: fetched.pop(tp) for tp in changelogs})
         taken = {tp: fetched.pop(tp) for tp in [tp for tp in fetched if tp.topic in handlers]}
         if taken:
-            await self._handle(taken, active_partitions, generation)
+            await self._handle(taken, active_partitions)
         return records, active_partitions
 
-    def _rebalancing_since(self, generation: int | None) -> bool:
-        """A rebalance began since the fetch (faust stopped the flow, or a new generation)."""
-        return not self.flow_active or (
-            generation is not None and self.app.consumer_generation_id != generation
-        )
 
     async def _restore(self, recovery: Any, fetched: dict[TP, list[ConsumerRecord]]) -> None:
         """Write fetched changelog records to the tables' RocksDB, one write batch per partition.
@@ -158,9 +153,7 @@ class BatchConsumer(Consumer):
         if not recovery.tables.standbys_ready and not recovery.standby_remaining_total():
             recovery.tables.on_standbys_ready()
 
-    async def _handle(
-        self, fetched: dict[TP, list[ConsumerRecord]], active: set[TP] | None, generation: int | None = None
-    ) -> None:
+    async def _handle(self, fetched: dict[TP, list[ConsumerRecord]], active: set[TP] | None) -> None:
         by_topic: dict[str, list[ConsumerRecord]] = {}
         acks: dict[str, list[tuple[TP, int, int]]] = {}
         for tp, records in fetched.items():
@@ -183,16 +176,6 @@ class BatchConsumer(Consumer):
         # each topic's offsets are acknowledged when its own deliveries are done: a handler that
         # waits off the fetch path (the users topic while the registry is down) holds no other topic
         for topic, records in by_topic.items():
-            if self._rebalancing_since(generation):
-                # the rebalance waits for the batch in hand, then commits and ENDS the worker's
-                # transaction: a handler started now would produce outside any transaction
-                # (IllegalOperation, seen when a broker's death moved partition leaders). The
-                # rest of the fetch is not acknowledged: it is read again from the committed
-                # offsets by whichever worker owns it after the rebalance.
-                logger.info("rebalance under way: %d %s records left for after it", len(records), topic)
-                for tp, _start, _last in acks[topic]:
-                    self._read_offset.pop(tp, None)
-                continue
             done = asyncio.get_running_loop().create_future()
             self._pending.add(done)
             done.add_done_callback(self._pending.discard)

@@ -67,51 +67,6 @@ def test_a_range_that_is_all_committed_already_is_ignored() -> None:
     assert _commit_offset(consumer) is None
 
 
-def _record(topic: str, partition: int, offset: int) -> Any:
-    return SimpleNamespace(topic=topic, partition=partition, offset=offset, key=b"k", value=b"v")
-
-
-async def test_a_rebalance_that_begins_during_a_fetch_stops_the_handlers_not_yet_called() -> None:
-    """A rebalance waits for the batch in hand, then ends the worker's transaction: the next
-    topic's handler must not run (it would produce outside a transaction); its records stay
-    unacknowledged and are read again after the rebalance."""
-    calls: list[str] = []
-    consumer: Any = SimpleNamespace(
-        _read_offset=defaultdict(lambda: None), _committed_offset=defaultdict(lambda: None),
-        _buffered_partitions=set(), _pending=set(), flow_active=True,
-        app=SimpleNamespace(
-            consumer_generation_id=7, monitor=SimpleNamespace(track_tp_end_offset=lambda *a: None)
-        ),
-        highwater=lambda tp: 100,
-    )  # fmt: skip
-
-    async def first(records: Any) -> list:
-        calls.append("logins")
-        consumer.flow_active = False  # faust's stop_flow() as the rebalance begins
-        return []
-
-    async def second(records: Any) -> list:
-        calls.append("transactions")
-        return []
-
-    consumer.batch_handlers = {"logins": first, "transactions": second}
-    consumer._rebalancing_since = lambda generation: BatchConsumer._rebalancing_since(consumer, generation)
-    consumer._on_delivered = lambda acks, done, delivered: done.set_result(None)
-    logins, transactions = TP("logins", 0), TP("transactions", 1)
-    fetched = {logins: [_record("logins", 0, 5)], transactions: [_record("transactions", 1, 9)]}
-    import streamapp.consumer.batch_consumer as module
-
-    original = module.count_received
-    module.count_received = lambda *a: None  # type: ignore[assignment]
-    try:
-        await BatchConsumer._handle(consumer, fetched, None, 7)
-    finally:
-        module.count_received = original  # type: ignore[assignment]
-    assert calls == ["logins"]
-    assert consumer._read_offset[logins] == 6
-    assert transactions not in consumer._read_offset  # read again from the committed offset
-
-
 async def test_exactly_once_highwaters_of_partitions_not_fetched_yet_are_asked_of_the_broker() -> None:
     """faust's LSO comes from the last fetch: None right after a rebalance, which its recovery
     read as an empty changelog (nothing restored)."""
