@@ -76,7 +76,7 @@ bench-small: $(BENCH_STAMP)
 		--results test-artifacts/bench-small/RESULTS.md --check
 
 # A soak on a three-node cluster with random faults every 20-40 s (tests/integration/test_soak.py);
-# `make test` runs a 150-s version. Results: docs/soak-results.json.
+# `make test` runs a 100-s version. Results: docs/soak-results.json.
 SOAK_SECONDS ?= 600
 SOAK_GUARANTEE ?= at_least_once
 
