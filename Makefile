@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install deps demo test unit integration lint bench bench-small kafka-up kafka-down clean
+.PHONY: install deps demo test unit integration lint bench bench-small kafka-up kafka-down soak clean
 
 install: $(STAMP)
 
@@ -75,6 +75,16 @@ bench-small: $(BENCH_STAMP)
 	$(BIN)/streamapp kafka fetch
 	$(BIN)/python -m bench.run --events 20000 --recovery-keys 20000 --latency-seconds 10 \
 		--results test-artifacts/bench-small/RESULTS.md --check
+
+# A soak on a three-node cluster with random faults every 20-40 s (tests/integration/test_soak.py);
+# `make test` runs a 100-s version. Results: docs/soak-results.json.
+SOAK_SECONDS ?= 600
+SOAK_GUARANTEE ?= at_least_once
+
+soak: install
+	$(BIN)/streamapp kafka fetch
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_GUARANTEE=$(SOAK_GUARANTEE) SOAK_RESULTS=docs/soak-results.json \
+		$(BIN)/python -m pytest -q -s tests/integration/test_soak.py
 
 kafka-up: install
 	$(BIN)/streamapp kafka up

@@ -16,6 +16,7 @@ from streamapp.models import configure_limits
 from streamapp.peers import peer_key
 from streamapp.producer import BatchSender
 from streamapp.recovery import HealingTableManager
+from streamapp.replication import replicated_topic_creator
 from streamapp.settings import Settings, load_settings
 from streamapp.transactions import WorkerTransactionManager, worker_transactional_id
 from streamapp.web_auth import web_middleware
@@ -39,6 +40,9 @@ class StreamApp(faust.App):
     handler, registered by the agents that consume them) are processed a fetch at a time.
     """
 
+    #: STREAMAPP_REPLICATION_FACTOR (None: min(3, brokers)); see streamapp.replication
+    replication_factor: int | None = None
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.batch_handlers: dict[str, BatchHandler] = {}
@@ -50,13 +54,18 @@ class StreamApp(faust.App):
     def _new_transport(self) -> TransportT:
         transport = super()._new_transport()
         transport.Consumer = BatchConsumer  # type: ignore[misc]
+        # every topic faust creates gets the replication the cluster allows, and min.insync.replicas
+        transport._create_topic = replicated_topic_creator(  # type: ignore[attr-defined]
+            transport._create_topic,  # type: ignore[attr-defined]
+            lambda: self.replication_factor,
+        )
         return transport
 
 
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for these settings (agents and tables register themselves on import)."""
     tabledir = settings.data_dir / "tables"
-    return StreamApp(
+    faust_app = StreamApp(
         settings.app_id,
         broker=settings.broker,
         # TLS / SASL for every faust client: consumer, producer, admin, transactional producers
@@ -70,7 +79,8 @@ def create_app(settings: Settings) -> faust.App:
         web_bind="0.0.0.0" if settings.web_host != "127.0.0.1" else "127.0.0.1",
         canonical_url=f"http://{settings.web_host}:{settings.web_port}",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        # what faust asks for; the transport replaces it with the resolved factor (streamapp.replication)
+        topic_replication_factor=settings.replication_factor or 1,
         processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         # scanned by `faust -A streamapp.app worker` and by `streamapp worker`
@@ -86,6 +96,8 @@ def create_app(settings: Settings) -> faust.App:
         web_application_options={"middlewares": [web_middleware(settings.web_token, peer_key(settings))]},
         # a few ms of linger turn one produce request per record into one per batch
         producer_linger=0.005,
+        # acknowledged only once every in-sync replica has the record (min.insync.replicas)
+        producer_acks=-1,
         # batches of forwarded and changelog records are built whole (streamapp.producer): room for
         # a fetch's worth of them in one produce request per partition
         producer_max_batch_size=256 * 1024,
@@ -103,6 +115,8 @@ def create_app(settings: Settings) -> faust.App:
         # our handler and format (text or JSON lines) with the secret filter, on mode's root setup
         logging_config=logging_config(settings),
     )
+    faust_app.replication_factor = settings.replication_factor
+    return faust_app
 
 
 def import_app_modules() -> None:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from streamapp.dev.kafka import DevBroker, DevBrokerError, fetch_kafka_jars
+from streamapp.dev.kafka import DevBroker, DevBrokerError, DevCluster, fetch_kafka_jars
 from streamapp.dev.registry import (
     DEFAULT_REGISTRY_PORT,
     DEFAULT_REGISTRY_URL,
@@ -54,18 +54,37 @@ _port_option = click.option("--port", default=9092, show_default=True, help="Cli
 _controller_option = click.option(
     "--controller-port", default=9093, show_default=True, help="KRaft controller port."
 )
+_brokers_option = click.option(
+    "--brokers", type=click.IntRange(min=1, max=9), default=1, show_default=True,
+    help="Nodes: more than 1 runs a local KRaft cluster, node i on --port+2i and --controller-port+2i.",
+)  # fmt: skip
+
+
+def _cluster_up(brokers: int, port: int, controller_port: int) -> None:
+    try:
+        cluster = DevCluster(brokers, port=port, controller_port=controller_port)
+        status = cluster.up(progress=_say)
+    except DevBrokerError as exc:
+        _fail(str(exc))
+    click.echo(status.describe())
 
 
 @kafka.command("up")
 @_port_option
 @_controller_option
+@_brokers_option
 @click.option(
     "--secure", is_flag=True,
     help="Also listen with SASL_SSL (SCRAM-SHA-512, self-signed TLS) with ACLs; see README 'Security'.",
 )  # fmt: skip
 @click.option("--secure-port", default=9094, show_default=True, help="SASL_SSL port (with --secure).")
-def kafka_up(port: int, controller_port: int, secure: bool, secure_port: int) -> None:
-    """Fetch Kafka on first use, start the broker and wait until it answers."""
+def kafka_up(port: int, controller_port: int, brokers: int, secure: bool, secure_port: int) -> None:
+    """Fetch Kafka on first use, start the broker (or --brokers N nodes) and wait until it answers."""
+    if brokers > 1:
+        if secure:
+            _fail("--secure runs on a single node: use it without --brokers")
+        _cluster_up(brokers, port, controller_port)
+        return
     broker = _broker(port, controller_port)
     if secure:
         settings = _load_or_exit()
@@ -91,17 +110,27 @@ def kafka_up(port: int, controller_port: int, secure: bool, secure_port: int) ->
 @kafka.command("down")
 @_port_option
 @_controller_option
-def kafka_down(port: int, controller_port: int) -> None:
-    """Stop the broker that `streamapp kafka up` started."""
+@_brokers_option
+def kafka_down(port: int, controller_port: int, brokers: int) -> None:
+    """Stop the broker (or every node of the --brokers N cluster) that `streamapp kafka up` started."""
+    if brokers > 1:
+        DevCluster(brokers, port=port, controller_port=controller_port).down(progress=_say)
+        return
     _broker(port, controller_port).down(progress=_say)
 
 
 @kafka.command("status")
 @_port_option
 @_controller_option
-def kafka_status(port: int, controller_port: int) -> None:
-    """Say whether the dev broker runs, where, and whether it answers."""
-    status = _broker(port, controller_port).status()
+@_brokers_option
+def kafka_status(port: int, controller_port: int, brokers: int) -> None:
+    """Say whether the dev broker (or each node of the cluster) runs, where, and whether it answers."""
+    target: Any = (
+        DevCluster(brokers, port=port, controller_port=controller_port)
+        if brokers > 1
+        else _broker(port, controller_port)
+    )
+    status = target.status()
     click.echo(status.describe())
     sys.exit(0 if status.running else 3)
 
@@ -777,6 +806,7 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
     if data_dir is not None:
         os.environ["STREAMAPP_DATA_DIR"] = str(data_dir.expanduser().absolute())
     _check_kafka_access(_load_or_exit())
+    _check_replication(_load_or_exit())
     from streamapp.app import app, import_app_modules, settings
     from streamapp.transactions import discard_state_after_unclean_stop, mark_clean_stop
 
@@ -970,6 +1000,21 @@ def _check_kafka_access(settings: Settings) -> None:
         asyncio.run(check_access(settings))
     except KafkaAccessError as exc:
         _fail(str(exc), code=1)
+
+
+def _check_replication(settings: Settings) -> None:
+    """Refuse STREAMAPP_REPLICATION_FACTOR above the brokers the cluster reports (exit 2)."""
+    import asyncio
+
+    from streamapp.replication import check_replication
+
+    _quiet_kafka_client()
+    try:
+        asyncio.run(check_replication(settings))
+    except SettingsError as exc:
+        _fail(str(exc))
+    finally:
+        logging.getLogger("aiokafka").setLevel(logging.NOTSET)
 
 
 def _configure_logging(level: str = "info") -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "LATE_EVENTS_TOTAL",
     "PARTITION_STALLED",
     "READY",
+    "RECOMMENDED_WORKERS",
     "SKIPPED_ALERTS_TOTAL",
     "STATE_RESETS_TOTAL",
     "WEB_ERRORS_TOTAL",
@@ -69,6 +70,12 @@ STATE_RESETS_TOTAL = Counter(
     "Stored states (or event clocks) that could not be read, of the wrong shape, or too far ahead, "
     "and were replaced by a fresh one (each logged)",
     ["table"],
+)
+RECOMMENDED_WORKERS = Gauge(
+    "streamapp_recommended_workers",
+    "Workers the group needs to keep up and clear its backlog within STREAMAPP_AUTOSCALE_DRAIN_SECONDS "
+    "(from the whole group's lag and measured drain rate; 1 to the partition count; lowered only after "
+    "STREAMAPP_AUTOSCALE_SCALE_DOWN_SECONDS); the same on every worker: scale on its max",
 )
 READY = Gauge("streamapp_ready", "1 once table recovery is done and no rebalance is under way, else 0")
 

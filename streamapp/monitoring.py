@@ -7,19 +7,26 @@ import logging
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
 from faust.sensors.prometheus import MS_LATENCY_BUCKETS, FaustMetrics, PrometheusMonitor
 from faust.types import TP
+from mode import Service
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, Histogram
 
-from streamapp.app import app
+from streamapp.app import app, settings
+from streamapp.autoscale import GroupSample, WorkerRecommender
+from streamapp.kafka_clients import client_kwargs
 from streamapp.liveness import PartitionProgress
-from streamapp.metrics import CONSUMER_LAG, PARTITION_STALLED, READY
+from streamapp.metrics import CONSUMER_LAG, PARTITION_STALLED, READY, RECOMMENDED_WORKERS
 from streamapp.web import is_ready, watchdog
 
 __all__ = [
+    "AUTOSCALE_INTERVAL_SECONDS",
     "FAUST_METRICS_PREFIX",
+    "GroupWatcher",
     "LAG_INTERVAL_SECONDS",
     "check_liveness",
     "consumed_topics",
@@ -34,6 +41,7 @@ logger = logging.getLogger(__name__)
 #: faust's sensors are served as ``faust_*`` whatever the app id, so dashboards need no app id
 FAUST_METRICS_PREFIX = "faust"
 LAG_INTERVAL_SECONDS = 5.0
+AUTOSCALE_INTERVAL_SECONDS = 5.0
 _POSITION_TIMEOUT_SECONDS = 0.5
 
 _lag_labels: set[tuple[str, str]] = set()
@@ -177,6 +185,104 @@ async def report_consumer_lag() -> None:
         lags = {(tp.topic, str(tp.partition)): float(p.lag) for tp, p in progress.items()}
         _set_labels(CONSUMER_LAG, _lag_labels, lags)
 
+
+class GroupWatcher(Service):
+    """Samples the whole consumer group (every partition of the consumed topics, not only this
+    worker's) and keeps ``streamapp_recommended_workers`` (see streamapp.autoscale).
+
+    Its own admin client and group-less read_committed consumer: two requests per look, whatever
+    the partition count, and nothing shared with faust's consumer.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.recommender = WorkerRecommender(
+            partitions=settings.partitions,
+            drain_seconds=settings.autoscale_drain_seconds,
+            scale_down_seconds=settings.autoscale_scale_down_seconds,
+        )
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._failures = 0
+        self._consumer_started = False
+
+    async def on_start(self) -> None:
+        RECOMMENDED_WORKERS.set(1)
+        kwargs = client_kwargs(settings)
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000, **kwargs
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+            isolation_level="read_committed", metadata_max_age_ms=30_000, **kwargs,
+        )  # fmt: skip
+
+    async def on_stop(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+        if self._consumer is not None and self._consumer_started:
+            await self._consumer.stop()
+
+    async def sample(self) -> GroupSample | None:
+        """One look at the group; None while the app consumes nothing yet."""
+        admin, consumer = self._admin, self._consumer
+        assert admin is not None and consumer is not None
+        topics = consumed_topics(app)
+        parts = [TopicPartition(t, p) for t in sorted(topics) for p in consumer.partitions_for_topic(t) or ()]
+        if len(parts) < len(topics):
+            await consumer._client.force_metadata_update()  # topics created after start
+            parts = [
+                TopicPartition(t, p) for t in sorted(topics) for p in consumer.partitions_for_topic(t) or ()
+            ]
+        if not parts:
+            return None
+        committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=parts)
+        ends = await consumer.end_offsets(parts)
+        missing = [tp for tp in parts if committed.get(tp) is None or committed[tp].offset < 0]
+        starts = await consumer.beginning_offsets(missing) if missing else {}
+        done = sum(starts[tp] if tp in starts else committed[tp].offset for tp in parts)
+        return GroupSample(
+            at=asyncio.get_running_loop().time(), end=sum(ends.values()), done=done,
+            members=await self._members(admin),
+        )  # fmt: skip
+
+    async def _members(self, admin: AIOKafkaAdminClient) -> int:
+        responses = await admin.describe_consumer_groups([settings.app_id])
+        # DescribeGroups: groups = [(error_code, group_id, state, protocol_type, protocol, members, ...)]
+        return sum(len(group[5]) for response in responses for group in response.groups)
+
+    @Service.task
+    async def _watch(self) -> None:
+        assert self._consumer is not None
+        while not self.should_stop:
+            try:
+                if not self._consumer_started:  # started here, not in on_start: retried on failure
+                    assert self._admin is not None
+                    await self._admin.start()
+                    await self._consumer.start()
+                    self._consumer_started = True
+                found = await self.sample()
+                if found is not None:
+                    before = self.recommender.recommended
+                    after = self.recommender.observe(found)
+                    RECOMMENDED_WORKERS.set(after)
+                    capacity = self.recommender.capacity
+                    log_change = logger.info if after != before else logger.debug
+                    log_change(
+                        "autoscale: group lag %d, %d members, capacity %s records/s per worker: "
+                        "%d workers recommended", found.lag, found.members,
+                        f"{capacity:.0f}" if capacity else "unmeasured", after,
+                    )  # fmt: skip
+                self._failures = 0
+            except Exception:  # a broker away: keep the last recommendation, try again
+                self._failures += 1
+                log = logger.warning if self._failures in (1, 10) else logger.debug
+                log("sampling the consumer group for autoscaling failed", exc_info=True)
+            await self.sleep(AUTOSCALE_INTERVAL_SECONDS)
+
+
+group_watcher = GroupWatcher()
+app.service(group_watcher)  # type: ignore[arg-type]  # faust starts instances as well as classes
 
 install_faust_sensors(app)
 READY.set_function(lambda: 1.0 if is_ready() else 0.0)

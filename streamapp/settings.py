@@ -69,6 +69,8 @@ class Settings:
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     partitions: int = 8
+    #: replicas of the topics the app creates (None: min(3, brokers the cluster reports))
+    replication_factor: int | None = None
     processing_guarantee: str = "at_least_once"
     schema_registry_url: str | None = None
     security_protocol: str = "PLAINTEXT"
@@ -114,6 +116,10 @@ class Settings:
     #: an open archive object is uploaded once it holds this many bytes of values or is this old
     archive_roll_bytes: int = 16 * 1024 * 1024
     archive_roll_seconds: float = 60.0
+    #: autoscaling (streamapp_recommended_workers): clear a backlog within this long, and lower the
+    #: recommendation only after the need stayed lower this long
+    autoscale_drain_seconds: float = 60.0
+    autoscale_scale_down_seconds: float = 120.0
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -341,6 +347,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         web_port=get("WEB_PORT", _port, defaults.web_port),
         web_host=get("WEB_HOST", text, defaults.web_host),
         partitions=get("PARTITIONS", _positive_int, defaults.partitions),
+        replication_factor=get("REPLICATION_FACTOR", _positive_int, None),
         processing_guarantee=get(
             "PROCESSING_GUARANTEE",
             _choice("at_least_once", "exactly_once"),
@@ -384,6 +391,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         archive_region=get("ARCHIVE_REGION", _topic_prefix, defaults.archive_region),
         archive_roll_bytes=get("ARCHIVE_ROLL_BYTES", _positive_int, defaults.archive_roll_bytes),
         archive_roll_seconds=get("ARCHIVE_ROLL_SECONDS", _positive_float, defaults.archive_roll_seconds),
+        autoscale_drain_seconds=get(
+            "AUTOSCALE_DRAIN_SECONDS", _positive_float, defaults.autoscale_drain_seconds
+        ),
+        autoscale_scale_down_seconds=get(
+            "AUTOSCALE_SCALE_DOWN_SECONDS", _non_negative_float, defaults.autoscale_scale_down_seconds
+        ),
     )
     _check_combinations(settings)
     return settings

@@ -82,6 +82,13 @@ class WorkerTransactionManager(TransactionManager):
                 # re-keyed, changelogs); topics first written later (alerts) are added on their send
                 default = self.producer._ensure_producer()  # type: ignore[attr-defined]
                 await keep_metadata_of(started.client, default.client._topics)
+            return
+        # a rebalance under load ends the transaction (faust's wait_empty commits with
+        # start_new_transaction=False) and nothing begins the next one: the first record after
+        # the rebalance failed with IllegalOperation "Can't send messages while not in transaction"
+        producer = producers[self.transactional_id]
+        if not producer._txn_manager.is_in_transaction():
+            await self.producer.maybe_begin_transaction(self.transactional_id)  # type: ignore[attr-defined]
 
     async def send(
         self,

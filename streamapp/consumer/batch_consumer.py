@@ -103,6 +103,7 @@ class BatchConsumer(Consumer):
             await self._handle(taken, active_partitions)
         return records, active_partitions
 
+
     async def _restore(self, recovery: Any, fetched: dict[TP, list[ConsumerRecord]]) -> None:
         """Write fetched changelog records to the tables' RocksDB, one write batch per partition.
 
@@ -294,6 +295,25 @@ class _ConsumerThread(AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the fetcher starts
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Any:
+        """The end of each partition; under exactly-once its last stable offset, asked of the
+        broker for partitions not fetched yet.
+
+        faust takes the LSO of the consumer's last fetch, which is None for a partition newly
+        assigned by a rebalance; its recovery reads None as "empty changelog" and restores
+        nothing (a worker taking over partitions under load answered 404 for their keys), and
+        the ahead-of-changelog check read it as end 0. ListOffsets of a read_committed consumer
+        gives the LSO.
+        """
+        consumer = self._ensure_consumer()
+        if not self.consumer.in_transaction:
+            return await consumer.end_offsets(partitions)
+        found = {tp: consumer.last_stable_offset(tp) for tp in partitions}
+        unknown = [tp for tp, offset in found.items() if offset is None or offset < 0]
+        if unknown:
+            found.update(await consumer.end_offsets(unknown))
+        return found
 
 
 #: where faust's rocksdb store keeps a partition's persisted changelog offset, in the same DB

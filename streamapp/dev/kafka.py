@@ -19,11 +19,14 @@ from pathlib import Path
 from streamapp.dev import secure as secure_setup
 from streamapp.dev.process import log_tail, owned_pid, port_in_use, terminate
 from streamapp.dev.secure import SecureMaterial
+from streamapp.replication import min_insync_replicas
 
 __all__ = [
     "KAFKA_VERSION",
     "BrokerStatus",
+    "ClusterStatus",
     "DevBroker",
+    "DevCluster",
     "DevBrokerError",
     "broker_answers",
     "fetch_kafka_jars",
@@ -35,6 +38,8 @@ __all__ = [
 KAFKA_VERSION = "4.3.1"
 _MIN_JAVA = 17
 _HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "512m")
+#: each node of a local multi-broker cluster: three of them share the machine with the workers
+_CLUSTER_HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "320m")
 
 logger = logging.getLogger(__name__)
 
@@ -202,8 +207,18 @@ class DevBroker:
         extra_users: tuple[str, ...] = (),
         app_id: str = "streamapp",
         topic_prefix: str = "",
+        node_id: int = 1,
+        voters: tuple[tuple[int, int], ...] = (),
+        state_dir: Path | None = None,
+        cluster_id: str | None = None,
+        heap: str = _HEAP,
     ) -> None:
         self.home = home or streamapp_home()
+        # a node of a DevCluster: (node id, controller port) of every voter; () for a single node
+        self.node_id = node_id
+        self.voters = voters
+        self.cluster_id = cluster_id
+        self.heap = heap
         self.host = host
         self.port = port
         self.controller_port = controller_port
@@ -214,7 +229,7 @@ class DevBroker:
         self.app_id = app_id  # whose topics, group and transactional ids the app's user may use
         self.topic_prefix = topic_prefix
         self.material: SecureMaterial | None = None
-        self.state_dir = self.home / "kafka" / f"broker-{port}"
+        self.state_dir = state_dir or self.home / "kafka" / f"broker-{port}"
         self.pid_file = self.state_dir / "broker.pid"
         self.log_file = self.state_dir / "broker.log"
         self.config_file = self.state_dir / "server.properties"
@@ -273,28 +288,52 @@ class DevBroker:
             listeners += f",SASL_SSL://{self.host}:{self.secure_port}"
             protocols += ",SASL_SSL:SASL_SSL"
             secure = secure_setup.server_properties(self.material, self.host, self.secure_port)
+        nodes = max(1, len(self.voters))
+        # internal topics replicate to three nodes at most; min.isr 2 once there are three
+        replicas = min(3, nodes)
+        min_isr = min_insync_replicas(replicas)
+        if self.voters:
+            quorum = "controller.quorum.voters=" + ",".join(
+                f"{node}@{self.host}:{port}" for node, port in self.voters
+            )
+        else:
+            quorum = f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}"
+        cluster = (
+            [
+                f"default.replication.factor={replicas}",
+                f"min.insync.replicas={min_isr}",
+                "num.replica.fetchers=1",
+                # a killed node is fenced and its partitions led elsewhere after 4 s, not 9
+                "broker.session.timeout.ms=4000",
+                "broker.heartbeat.interval.ms=1000",
+                "replica.lag.time.max.ms=10000",
+            ]
+            if self.voters
+            else []
+        )
         return "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
+                f"node.id={self.node_id}",
                 f"listeners={listeners},CONTROLLER://{self.host}:{self.controller_port}",
                 f"advertised.listeners={listeners}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
                 f"listener.security.protocol.map={protocols}",
-                f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
+                quorum,
                 f"log.dirs={data}",
                 "num.partitions=8",
                 "num.network.threads=2",
                 "num.io.threads=4",
-                # one node: internal topics cannot replicate
-                "offsets.topic.replication.factor=1",
+                # internal topics: as many replicas as the nodes allow (1 on a single node)
+                f"offsets.topic.replication.factor={replicas}",
                 "offsets.topic.num.partitions=8",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
+                f"transaction.state.log.replication.factor={replicas}",
+                f"transaction.state.log.min.isr={min_isr}",
                 "transaction.state.log.num.partitions=8",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
+                f"share.coordinator.state.topic.replication.factor={replicas}",
+                f"share.coordinator.state.topic.min.isr={min_isr}",
+                *cluster,
                 # the 3 s default delays every consumer group join (and every test)
                 "group.initial.rebalance.delay.ms=0",
                 # the cleaner reserves 128 MiB of heap by default; compacted changelogs are small here
@@ -307,7 +346,7 @@ class DevBroker:
         )
 
     def _format(self, libs: Path) -> None:
-        cluster_id = new_cluster_id()
+        cluster_id = self.cluster_id or new_cluster_id()
         java = ["java", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={self._log4j()}"]
         main = [
             "kafka.tools.StorageTool",
@@ -316,7 +355,8 @@ class DevBroker:
             cluster_id,
             "-c",
             str(self.config_file),
-            "--standalone",
+            # a cluster's nodes name their voters in controller.quorum.voters (a static quorum)
+            *(() if self.voters else ("--standalone",)),
         ]
         argfile = self.state_dir / "format.args"
         if self.material is None:
@@ -339,8 +379,12 @@ class DevBroker:
         return target
 
     # -- lifecycle -----------------------------------------------------------------------
-    def up(self, progress: Progress | None = None, timeout: float = 90.0) -> BrokerStatus:
-        """Start the broker unless it already runs; return once it answers."""
+    def up(self, progress: Progress | None = None, timeout: float = 90.0, wait: bool = True) -> BrokerStatus:
+        """Start the broker unless it already runs; return once it answers (``wait``).
+
+        A node of a cluster cannot answer before a majority of the voters runs: DevCluster starts
+        every node with ``wait=False``, then waits for all of them.
+        """
         say = progress or (lambda _msg: None)
         if self._pid() is not None:
             if self.secure and not self._running_secure():
@@ -377,7 +421,7 @@ class DevBroker:
             self._format(libs)
         started = time.monotonic()
         cmd = [
-            "java", f"-Xms{_HEAP}", f"-Xmx{_HEAP}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "java", f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self._log4j()}",
             "-cp", f"{libs}/*", "kafka.Kafka", str(self.config_file),
         ]  # fmt: skip
@@ -387,7 +431,9 @@ class DevBroker:
                 start_new_session=True,  # Ctrl-C in the shell must not kill a background broker
             )  # fmt: skip
         self.pid_file.write_text(str(proc.pid))
-        say(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap} (pid {proc.pid}, heap {_HEAP}) ...")
+        say(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap} (pid {proc.pid}, heap {self.heap}) ...")
+        if not wait:
+            return self.status()
         deadline = started + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -443,3 +489,177 @@ class DevBroker:
 
     def _log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_file, lines)
+
+
+async def _cluster_brokers(bootstrap: str) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        described = await admin.describe_cluster()
+        return len(described["brokers"])
+    finally:
+        await admin.close()
+
+
+def cluster_brokers(bootstrap: str, timeout: float = 5.0) -> int:
+    """How many brokers the cluster at ``bootstrap`` reports (0 when it does not answer)."""
+    host, _, port = bootstrap.rpartition(":")
+    if not port_in_use(host, int(port)):
+        return 0  # not listening yet: spare aiokafka's connection-error log lines
+
+    def ask() -> int:
+        try:
+            return asyncio.run(asyncio.wait_for(_cluster_brokers(bootstrap), timeout))
+        except Exception:
+            return 0
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return ask()
+    # called from async code (a test, a service): asyncio.run needs a thread of its own
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(ask).result()
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What `streamapp kafka status --brokers N` reports: every node, and the brokers registered."""
+
+    nodes: tuple[BrokerStatus, ...]
+    registered: int
+
+    @property
+    def running(self) -> bool:
+        return all(node.running for node in self.nodes)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def describe(self) -> str:
+        lines = [
+            f"dev cluster: {sum(n.running for n in self.nodes)} of {len(self.nodes)} nodes running, "
+            f"{self.registered} brokers registered; "
+            f"STREAMAPP_BROKER=kafka://{self.bootstrap.replace(',', ';')}"
+        ]
+        for index, node in enumerate(self.nodes, start=1):
+            lines.append(f"  node {index}: " + node.describe().removeprefix("dev broker: "))
+        return "\n".join(lines)
+
+
+class DevCluster:
+    """A local KRaft cluster: ``brokers`` nodes on loopback, each broker and controller (a static
+    quorum of all of them), each a Kafka process of its own from the same jars, with a small heap.
+
+    Node ``i`` (0-based) listens on ``port + 2*i`` for clients and ``controller_port + 2*i`` for the
+    quorum, unless ``ports``/``controller_ports`` name them. Its files live under
+    ``$STREAMAPP_HOME/kafka/cluster-<first port>/node-<i+1>``.
+    """
+
+    def __init__(
+        self,
+        brokers: int = 3,
+        home: Path | None = None,
+        port: int = 9092,
+        controller_port: int = 9093,
+        host: str = "127.0.0.1",
+        *,
+        ports: tuple[int, ...] = (),
+        controller_ports: tuple[int, ...] = (),
+        heap: str = _CLUSTER_HEAP,
+    ) -> None:
+        if brokers < 1:
+            raise DevBrokerError("--brokers must be 1 or more")
+        self.home = home or streamapp_home()
+        self.host = host
+        self.ports = ports or tuple(port + 2 * i for i in range(brokers))
+        self.controller_ports = controller_ports or tuple(controller_port + 2 * i for i in range(brokers))
+        if len(self.ports) != brokers or len(self.controller_ports) != brokers:
+            raise DevBrokerError(f"a cluster of {brokers} brokers needs {brokers} ports and controller ports")
+        if len(set(self.ports) | set(self.controller_ports)) != 2 * brokers:
+            raise DevBrokerError(f"the ports of the cluster overlap: {self.ports} {self.controller_ports}")
+        self.state_dir = self.home / "kafka" / f"cluster-{self.ports[0]}"
+        self.cluster_id_file = self.state_dir / "cluster.id"
+        voters = tuple((i + 1, cport) for i, cport in enumerate(self.controller_ports))
+        self.nodes = tuple(
+            DevBroker(
+                home=self.home, port=p, controller_port=c, host=host, node_id=i + 1, voters=voters,
+                state_dir=self.state_dir / f"node-{i + 1}", heap=heap,
+            )  # fmt: skip
+            for i, (p, c) in enumerate(zip(self.ports, self.controller_ports, strict=True))
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node, comma-separated (what aiokafka's ``bootstrap_servers`` takes)."""
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def broker_url(self) -> str:
+        """``STREAMAPP_BROKER`` for this cluster."""
+        return "kafka://" + ";".join(node.bootstrap for node in self.nodes)
+
+    def status(self) -> ClusterStatus:
+        nodes = tuple(node.status() for node in self.nodes)
+        alive = [n.bootstrap for n in nodes if n.answers]
+        return ClusterStatus(nodes=nodes, registered=cluster_brokers(alive[0]) if alive else 0)
+
+    def node(self, node_id: int) -> DevBroker:
+        """The node with this KRaft node id (1-based)."""
+        return self.nodes[node_id - 1]
+
+    def _cluster_id(self) -> str:
+        # every node is formatted with the same cluster id, kept so a node formatted again joins
+        try:
+            return self.cluster_id_file.read_text().strip()
+        except FileNotFoundError:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            cluster_id = new_cluster_id()
+            self.cluster_id_file.write_text(cluster_id)
+            return cluster_id
+
+    def up(self, progress: Progress | None = None, timeout: float = 120.0) -> ClusterStatus:
+        """Start every node that is not running; return once all brokers are registered."""
+        say = progress or (lambda _msg: None)
+        cluster_id = self._cluster_id()
+        started = time.monotonic()
+        for node in self.nodes:
+            node.cluster_id = cluster_id
+            node.up(progress=say, wait=False)
+        return self.wait_registered(len(self.nodes), say, started + timeout)
+
+    def start_node(self, node_id: int, progress: Progress | None = None, timeout: float = 90.0) -> None:
+        """Start one node again (after `kill -9` or `stop_node`) and wait until it is registered."""
+        node = self.node(node_id)
+        node.cluster_id = self._cluster_id()
+        node.up(progress=progress, wait=False)
+        self.wait_registered(len(self.nodes), progress or (lambda _m: None), time.monotonic() + timeout)
+
+    def wait_registered(self, brokers: int, say: Progress, deadline: float) -> ClusterStatus:
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if node._pid() is None and node.pid_file.exists():
+                    raise DevBrokerError(
+                        f"node {node.node_id} ({node.bootstrap}) exited; last log lines:\n{node._log_tail()}"
+                    )
+            registered = max((cluster_brokers(n.bootstrap, 3.0) for n in self.nodes if n._pid()), default=0)
+            if registered >= brokers:
+                say(
+                    f"dev cluster up: {registered} brokers on {self.bootstrap} "
+                    f"in {time.monotonic() - started:.1f} s"
+                )
+                return self.status()
+            time.sleep(0.5)
+        tails = "\n".join(f"-- node {n.node_id}:\n{n._log_tail(8)}" for n in self.nodes)
+        raise DevBrokerError(f"the cluster did not register {brokers} brokers in time:\n{tails}")
+
+    def down(self, progress: Progress | None = None, timeout: float = 30.0) -> bool:
+        """Stop every node; True when at least one was running."""
+        say = progress or (lambda _msg: None)
+        stopped = [node.down(progress=None, timeout=timeout) for node in self.nodes]
+        say(f"dev cluster stopped ({sum(stopped)} of {len(self.nodes)} nodes were running)")
+        return any(stopped)

@@ -24,10 +24,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streamapp.dev.influx import DevInflux
-from streamapp.dev.kafka import KAFKA_VERSION, DevBroker, fetch_kafka_jars
+from streamapp.dev.kafka import KAFKA_VERSION, DevBroker, DevCluster, fetch_kafka_jars
 from streamapp.dev.postgres import DevPostgres
 
-__all__ = ["Names", "SinkServers", "SinkTargets", "Worker"]
+__all__ = ["ClusterUnderTest", "Names", "SinkServers", "SinkTargets", "Worker"]
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,86 @@ def private_broker(tmp_path: Path) -> Iterator[DevBroker]:
     broker.up()
     yield broker
     broker.down()
+
+
+def _free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free ports (the cluster's nodes take port + 2i), below
+    the kernel's ephemeral range: a port in it can be taken by any outgoing connection meanwhile."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 32000)
+        if base + count < 65535 and all(
+            not _listening(port) and _bindable(port) for port in range(base, base + count)
+        ):
+            return base
+    raise AssertionError(f"no {count} consecutive free ports found")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class ClusterUnderTest:
+    """The session's three-node cluster (started by `streamapp kafka up --brokers 3`) and its CLI."""
+
+    cluster: DevCluster
+    home: Path
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return self.cluster.bootstrap
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``streamapp kafka ARGS --brokers 3 --port P --controller-port P+1`` with this home."""
+        env = {**os.environ, "STREAMAPP_HOME": str(self.home)}
+        ports = ["--brokers", "3", "--port", str(self.port), "--controller-port", str(self.port + 1)]
+        return subprocess.run(
+            [sys.executable, "-m", "streamapp.cli", "kafka", *args, *ports], env=env,
+            capture_output=True, text=True, timeout=240, check=check,
+        )  # fmt: skip
+
+    def ensure_all_up(self) -> None:
+        """Start any node a test stopped or killed, and wait until all three are registered."""
+        for node in self.cluster.nodes:
+            if node._pid() is None:
+                self.cluster.start_node(node.node_id)
+        self.cluster.wait_registered(3, lambda _m: None, time.monotonic() + 120)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterUnderTest]:
+    """Three Kafka nodes on loopback for the session, each a process of its own (320 MiB heap),
+    from the jars already fetched; brought up and down by the project's own CLI."""
+    real_libs = fetch_kafka_jars()
+    home = tmp_path_factory.mktemp("cluster-home")
+    version_dir = home / "kafka" / KAFKA_VERSION
+    version_dir.mkdir(parents=True)
+    (version_dir / "libs").symlink_to(real_libs, target_is_directory=True)
+    port = _free_port_run(6)
+    under_test = ClusterUnderTest(
+        cluster=DevCluster(3, home=home, port=port, controller_port=port + 1), home=home, port=port
+    )
+    try:
+        under_test.cli("up")
+    except subprocess.CalledProcessError as exc:
+        under_test.cli("down", check=False)
+        pytest.fail(f"`streamapp kafka up --brokers 3` failed: {exc.stderr}")
+    yield under_test
+    under_test.cli("down", check=False)
 
 
 # -- sinks: the project's own PostgreSQL and InfluxDB (streamapp postgres|influx up) --------------

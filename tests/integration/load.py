@@ -1,0 +1,74 @@
+"""Continuous login traffic with a known answer: bursts of 6 failures per new IP (one brute_force
+alert each), produced by an idempotent producer until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+__all__ = ["PER_IP", "LoginLoad"]
+
+PER_IP = 6  # over the threshold of 5: exactly one brute_force alert per IP
+
+
+class LoginLoad:
+    """``ips_per_round`` new IPs every ``interval`` s, each with ``PER_IP`` failures and 10
+    successes, keyed by IP; ``ips`` lists every IP whose records the broker acknowledged."""
+
+    def __init__(self, bootstrap: str, topic: str, ips_per_round: int = 4, interval: float = 0.5) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.ips_per_round = ips_per_round
+        self.interval = interval
+        self.ips: list[str] = []
+        self.events = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> LoginLoad:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+    async def _run(self) -> None:
+        # idempotent: a retry of the test's own producer (leader moved, broker away) adds nothing
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=60000
+        )
+        await producer.start()
+        n = len(self.ips)
+        try:
+            while not self._stop.is_set():
+                now = time.time()
+                round_ips = [
+                    f"100.{64 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
+                    for i in range(n, n + self.ips_per_round)
+                ]
+                n += self.ips_per_round
+                futures = []
+                for ip in round_ips:
+                    events = [
+                        {"ts": now + i * 0.01, "ip": ip, "user": "root", "success": False}
+                        for i in range(PER_IP)
+                    ]
+                    events += [
+                        {"ts": now + i * 0.01, "ip": ip, "user": f"u{i}", "success": True} for i in range(10)
+                    ]
+                    for event in events:
+                        futures.append(await producer.send(self.topic, orjson.dumps(event), key=ip.encode()))
+                await asyncio.gather(*futures)
+                self.ips.extend(round_ips)
+                self.events += len(futures)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
+                except TimeoutError:
+                    pass
+        finally:
+            await producer.stop()
