@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from streamapp.detections.engine import Engine
 from streamapp.detections.spec import Spec, SpecInvalid, spec_from_json
 from streamapp.kafka_clients import client_kwargs
+from streamapp.replication import resolve_replication_factor, topic_replication_config
 from streamapp.settings import Settings
 
 __all__ = [
@@ -111,8 +112,12 @@ async def ensure_control_topic(settings: Settings) -> str:
     await admin.start()
     try:
         if name not in await admin.list_topics():
+            # replicated like every topic of the app (STREAMAPP_REPLICATION_FACTOR)
+            described = await admin.describe_cluster()
+            factor = resolve_replication_factor(settings.replication_factor, len(described["brokers"]))
+            configs = {"cleanup.policy": "compact", **topic_replication_config(factor)}
             try:
-                await admin.create_topics([NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+                await admin.create_topics([NewTopic(name, 1, factor, topic_configs=configs)])
             except TopicAlreadyExistsError:
                 pass
     finally:
