@@ -62,6 +62,15 @@ _MAX_STOCKS = 100
 _MAX_MINUTES = 120
 
 
+def _query_int(request: Request, name: str, default: int, most: int) -> int | None:
+    """``?name=N`` as an integer 1..``most`` (``default`` when absent); None when it is not one."""
+    try:
+        value = int(request.query.get(name, str(default)))
+    except ValueError:
+        return None
+    return value if 1 <= value <= most else None
+
+
 def _live_page_html() -> str:
     return resources.files("streamapp").joinpath("live.html").read_text(encoding="utf-8")
 
@@ -199,11 +208,8 @@ async def get_sensors(web: View, request: Request) -> Response:
     asked too (each owns the sensors of its partitions). Each worker reads a bounded number of
     keys per request, whatever the size of its table.
     """
-    try:
-        limit = int(request.query.get("limit", str(DEFAULT_SENSORS)))
-        if not 1 <= limit <= MAX_SENSORS:
-            raise ValueError
-    except ValueError:
+    limit = _query_int(request, "limit", DEFAULT_SENSORS, MAX_SENSORS)
+    if limit is None:
         return web.json({"error": f"limit must be an integer 1-{MAX_SENSORS}"}, status=400)
     cursor = request.query.get("cursor") or None
     try:
@@ -288,11 +294,8 @@ async def _peer_stocks(url: str, limit: int) -> list[dict[str, Any]]:
 async def get_stocks(web: View, request: Request) -> Response:
     """``{"stocks": [...], "workers": {...}}``: every symbol as ``/stocks/{symbol}`` answers, plus
     ``ticks`` (``[[ts, price]]`` of the last 60 s), by symbol; ``?limit=N`` (default 20), ``?scope=local``."""
-    try:
-        limit = int(request.query.get("limit", "20"))
-        if not 1 <= limit <= _MAX_STOCKS:
-            raise ValueError
-    except ValueError:
+    limit = _query_int(request, "limit", 20, _MAX_STOCKS)
+    if limit is None:
         return web.json({"error": f"limit must be an integer 1-{_MAX_STOCKS}"}, status=400)
     stocks = local_stocks(limit)
     workers = {str(app.conf.canonical_url).rstrip("/"): "ok"}
@@ -315,11 +318,8 @@ async def get_stocks(web: View, request: Request) -> Response:
 async def get_alerts_per_minute(web: View, request: Request) -> Response:
     """``{"start", "minutes", "kinds": {kind: [count per minute]}}`` of the alerts this worker has seen
     (every worker tails every alert), by event time, for the last ``?minutes=N`` (default 30)."""
-    try:
-        minutes = int(request.query.get("minutes", "30"))
-        if not 1 <= minutes <= _MAX_MINUTES:
-            raise ValueError
-    except ValueError:
+    minutes = _query_int(request, "minutes", 30, _MAX_MINUTES)
+    if minutes is None:
         return web.json({"error": f"minutes must be an integer 1-{_MAX_MINUTES}"}, status=400)
     alerts = recent_alerts.query(None, None, recent_alerts.capacity)
     return web.json(alerts_per_minute(alerts, time.time(), minutes))

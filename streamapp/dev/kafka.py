@@ -135,37 +135,9 @@ def fetch_kafka_jars(home: Path | None = None, progress: Progress | None = None)
     return libs
 
 
-async def _describe_cluster(bootstrap: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    try:
-        await admin.start()
-        await admin.describe_cluster()
-    finally:
-        await admin.close()
-
-
 def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     """True when a Kafka broker answers a metadata request at ``bootstrap``."""
-    host, _, port = bootstrap.rpartition(":")
-    if not port_in_use(host, int(port)):
-        return False  # not listening yet: spare aiokafka's connection-error log lines
-
-    def ask() -> bool:
-        try:
-            asyncio.run(asyncio.wait_for(_describe_cluster(bootstrap), timeout))
-        except Exception:
-            return False
-        return True
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return ask()
-    # called from async code (a test, a service): asyncio.run needs a thread of its own
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(ask).result()
+    return cluster_brokers(bootstrap, timeout) > 0
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamapp.detections.spec import load_text
 from tests.integration.conftest import Names, Worker
-from tests.integration.kafka_io import read_all, read_until
+from tests.integration.kafka_io import produce_spread, read_all, read_until
 
 pytestmark = pytest.mark.integration
 
@@ -32,20 +32,6 @@ def _cli(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "streamapp.cli", "detections", *args],
         env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
-
-
-async def _spread(bootstrap: str, topic: str, values: list[dict[str, Any] | bytes]) -> None:
-    """Without keys, round-robin over every partition, in the order given."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        futures = []
-        for i, value in enumerate(values):
-            raw = value if isinstance(value, bytes) else orjson.dumps(value)
-            futures.append(await producer.send(topic, value=raw, partition=i % PARTITIONS))
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 def _shuffled_within(events: list[dict[str, Any]], grace: float, seed: int) -> list[dict[str, Any]]:
@@ -103,7 +89,12 @@ def test_port_scan_and_silent_sensor_alert_end_to_end_from_spec_files(
         orjson.dumps({"ts": base, "src_ip": "10.0.0.1", "dst_port": "22", "dst_ip": "x", "proto": "tcp"}),
     ]
     asyncio.run(
-        _spread(kafka_bootstrap, names.topic("network-flows"), [*_shuffled_within(flows, 10, 1), *bad])
+        produce_spread(
+            kafka_bootstrap,
+            names.topic("network-flows"),
+            partitions=PARTITIONS,
+            values=[*_shuffled_within(flows, 10, 1), *bad],
+        )
     )
 
     # both sensors report for 20 s (less than the grace of 30 s), shuffled; later s-busy reports
@@ -113,10 +104,19 @@ def test_port_scan_and_silent_sensor_alert_end_to_end_from_spec_files(
         for i in range(11)
         for s in ("s-quiet", "s-busy")
     ]
-    asyncio.run(_spread(kafka_bootstrap, names.topic("sensor-readings"), _shuffled_within(readings, 30, 2)))
+    asyncio.run(
+        produce_spread(
+            kafka_bootstrap,
+            names.topic("sensor-readings"),
+            partitions=PARTITIONS,
+            values=_shuffled_within(readings, 30, 2),
+        )
+    )
     worker.wait_for_metric("streamapp_detection_events_total", lambda v: v >= 22, detection="silent_sensor")
     later = [{"ts": base + 400, "sensor_id": "s-busy", "temperature": 21.0}]
-    asyncio.run(_spread(kafka_bootstrap, names.topic("sensor-readings"), later))
+    asyncio.run(
+        produce_spread(kafka_bootstrap, names.topic("sensor-readings"), partitions=PARTITIONS, values=later)
+    )
 
     scans = _alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 1)
     assert [(a["key"], a["value"], a["threshold"]) for a in scans] == [("10.0.0.66", 21.0, 20.0)]
@@ -148,7 +148,14 @@ def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
     assert _cli(worker, "apply", "detections/port_scan.yaml").returncode == 0
     _wait_running(worker, "port_scan", 1, within=10)
     base = time.time() - 3000
-    asyncio.run(_spread(kafka_bootstrap, names.topic("network-flows"), _flows(base, "10.1.0.1", 12)))
+    asyncio.run(
+        produce_spread(
+            kafka_bootstrap,
+            names.topic("network-flows"),
+            partitions=PARTITIONS,
+            values=_flows(base, "10.1.0.1", 12),
+        )
+    )
     # 12 ports: no alert under version 1, once judged (a quiet spell of the grace judges them)
     worker.wait_for(
         "/detections", lambda _, body: [(r["keys"], r["held_keys"]) for r in body["detections"]] == [(1, 0)]
@@ -166,7 +173,14 @@ def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
     assert diff.returncode == 1 and "changed, state kept" in diff.stdout and '+  "version": 2' in diff.stdout
     assert _cli(worker, "apply", str(lower)).returncode == 0
     assert _wait_running(worker, "port_scan", 2, within=5) <= 5
-    asyncio.run(_spread(kafka_bootstrap, names.topic("network-flows"), _flows(base + 200, "10.1.0.2", 12)))
+    asyncio.run(
+        produce_spread(
+            kafka_bootstrap,
+            names.topic("network-flows"),
+            partitions=PARTITIONS,
+            values=_flows(base + 200, "10.1.0.2", 12),
+        )
+    )
     scans = _alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 1)
     assert [(a["key"], a["value"], a["threshold"]) for a in scans] == [("10.1.0.2", 11.0, 10.0)]
 
@@ -174,7 +188,14 @@ def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
     assert [orjson.loads(line)["version"] for line in listed.stdout.splitlines()] == [2]
     assert _cli(worker, "disable", "port_scan").returncode == 0
     _wait_running(worker, "port_scan", None, within=5)
-    asyncio.run(_spread(kafka_bootstrap, names.topic("network-flows"), _flows(base + 400, "10.1.0.3", 30)))
+    asyncio.run(
+        produce_spread(
+            kafka_bootstrap,
+            names.topic("network-flows"),
+            partitions=PARTITIONS,
+            values=_flows(base + 400, "10.1.0.3", 30),
+        )
+    )
     time.sleep(15)
     everything = [
         orjson.loads(r.value) for r in asyncio.run(read_all(kafka_bootstrap, names.topic("alerts")))
@@ -214,7 +235,12 @@ def test_bad_specs_are_refused_and_bad_control_records_survived(
     assert _cli(worker, "apply", "detections/port_scan.yaml").returncode == 0
     _wait_running(worker, "port_scan", 1, within=10)
     asyncio.run(
-        _spread(kafka_bootstrap, names.topic("network-flows"), _flows(time.time() - 100, "10.2.0.1", 22))
+        produce_spread(
+            kafka_bootstrap,
+            names.topic("network-flows"),
+            partitions=PARTITIONS,
+            values=_flows(time.time() - 100, "10.2.0.1", 22),
+        )
     )
     scans = _alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 1)
     assert [a["key"] for a in scans] == ["10.2.0.1"]

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.integration.kafka_io import produce, read_all, read_until
+from tests.integration.kafka_io import produce, produce_spread, read_all, read_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +33,15 @@ def _incidents(base: float, tag: str) -> dict[str, list[dict[str, Any]]]:
         [{"ts": base + 4 * i, "ip": f"10.{tag}.0.6", "user": f"bf-{i}", "success": False} for i in range(6)]
         + [{"ts": base + 4 * i, "ip": f"10.{tag}.0.5", "user": f"bf-{i}", "success": False} for i in range(5)]
         # account_takeover: three failures, then the success (and two failures then a success)
-        + [{"ts": base + 5 * i, "ip": f"10.{tag}.1.1", "user": f"ato3-{tag}", "success": False}
-           for i in range(3)]
+        + [
+            {"ts": base + 5 * i, "ip": f"10.{tag}.1.1", "user": f"ato3-{tag}", "success": False}
+            for i in range(3)
+        ]
         + [{"ts": base + 15, "ip": f"10.{tag}.1.2", "user": f"ato3-{tag}", "success": True}]
-        + [{"ts": base + 5 * i, "ip": f"10.{tag}.1.3", "user": f"ato2-{tag}", "success": False}
-           for i in range(2)]
+        + [
+            {"ts": base + 5 * i, "ip": f"10.{tag}.1.3", "user": f"ato2-{tag}", "success": False}
+            for i in range(2)
+        ]
         + [{"ts": base + 15, "ip": f"10.{tag}.1.4", "user": f"ato2-{tag}", "success": True}]
     )
     transactions = (
@@ -74,21 +78,6 @@ def _expected(tag: str) -> Counter:
 _ENTITY = {"logins": "ip", "transactions": "card_id", "sensor-readings": "sensor_id"}
 
 
-async def _produce_spread(bootstrap: str, topic: str, values: list[dict[str, Any]]) -> None:
-    """Without keys, round-robin over every partition, in the order given."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topic, value=orjson.dumps(v), partition=i % PARTITIONS)
-            for i, v in enumerate(values)
-        ]
-        for future in futures:
-            await future
-    finally:
-        await producer.stop()
-
-
 async def test_every_rule_gives_the_same_answers_newest_first_and_unkeyed_shuffled(
     kafka_bootstrap, names, worker_factory
 ):
@@ -102,7 +91,9 @@ async def test_every_rule_gives_the_same_answers_newest_first_and_unkeyed_shuffl
         field = _ENTITY[topic]
         await produce(kafka_bootstrap, names.topic(topic), newest_first, lambda e, f=field: e[f])
     for topic, events in unkeyed.items():
-        await _produce_spread(kafka_bootstrap, names.topic(topic), shuffle.sample(events, len(events)))
+        await produce_spread(
+            kafka_bootstrap, names.topic(topic), shuffle.sample(events, len(events)), PARTITIONS
+        )
 
     expected = _expected("7") + _expected("8")
     # amount_spike and temperature_anomaly wait for a quiet grace (30 s of wall time) before judging
