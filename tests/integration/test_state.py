@@ -65,8 +65,9 @@ async def test_windows_older_than_the_retention_expire(kafka_bootstrap, names, w
     def reading(sensor: str, ts: float) -> dict:
         return {"ts": ts, "sensor_id": sensor, "temperature": 20.0}
 
-    # two hours ago: kept while nothing newer has been seen
-    old = [reading("old", now - 7200 + i) for i in range(3)]
+    # two hours ago, inside one minute window: kept while nothing newer has been seen
+    two_hours_ago = (now - 7200) // 60 * 60 + 10
+    old = [reading("old", two_hours_ago + i) for i in range(3)]
     await produce_spread(kafka_bootstrap, names.topic("sensor-readings"), shuffled(old, 1), partitions)
     worker.wait_for("/sensors/old", lambda s, b: s == 200 and b["windows"][0]["count"] == 3)
 
