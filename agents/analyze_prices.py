@@ -8,11 +8,11 @@ import faust
 
 from agents.base import detect
 from streamapp.app import app
-from streamapp.clock import worker_clock
 from streamapp.models import Alert
 from streamapp.rules.base import State
 from streamapp.rules.price_analytics import new_state, record_price
-from streamapp.topics import prices_by_symbol_topic
+from streamapp.runtime.clock import worker_clock
+from streamapp.runtime.topics import prices_by_symbol_topic
 from tables.prices_by_symbol import prices_by_symbol
 
 __all__ = ["analyze_prices"]

@@ -26,16 +26,7 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 from faust.types import TableT
 
-from streamapp.alerting import publish_alert
 from streamapp.app import app, settings
-from streamapp.clock import worker_clock
-from streamapp.consumer import consume_in_batches
-from streamapp.metrics import (
-    DEAD_LETTERS_TOTAL,
-    EXPIRED_EVENTS_TOTAL,
-    LATE_EVENTS_TOTAL,
-    STATE_RESETS_TOTAL,
-)
 from streamapp.models import (
     MAX_ID_CHARS,
     Alert,
@@ -47,9 +38,18 @@ from streamapp.models import (
     parse_stock_price,
     parse_transaction,
 )
-from streamapp.producer import Delivery, RecordBatches
+from streamapp.observability.metrics import (
+    DEAD_LETTERS_TOTAL,
+    EXPIRED_EVENTS_TOTAL,
+    LATE_EVENTS_TOTAL,
+    STATE_RESETS_TOTAL,
+)
+from streamapp.pipeline.alerting import publish_alert
 from streamapp.rules.base import Apply, Judge, Late, State, step
-from streamapp.topics import dead_letters_topic, late_events_topic
+from streamapp.runtime.clock import worker_clock
+from streamapp.runtime.consumer import consume_in_batches
+from streamapp.runtime.producer import Delivery, RecordBatches
+from streamapp.runtime.topics import dead_letters_topic, late_events_topic
 from tables.base import load_state, remember_changelog_offsets, store_event_clock, store_state
 
 __all__ = ["TICK", "Apply", "HeldKeys", "Judge", "Updates", "detect", "detect_batch"]
@@ -403,7 +403,7 @@ async def detect(
     judge: Judge | None = None,
     held: HeldKeys | None = None,
 ) -> None:
-    """Run :func:`detect_batch` for every fetch of the stream's topic (see streamapp.consumer)."""
+    """Run :func:`detect_batch` for every fetch of the stream's topic (see streamapp.runtime.consumer)."""
     await consume_in_batches(
         stream,
         partial(

@@ -8,11 +8,11 @@ import faust
 
 from agents.base import detect
 from streamapp.app import app, settings
-from streamapp.clock import worker_clock
 from streamapp.models import Alert
 from streamapp.rules.account_takeover import new_state, record_login
 from streamapp.rules.base import State
-from streamapp.topics import logins_by_user_topic
+from streamapp.runtime.clock import worker_clock
+from streamapp.runtime.topics import logins_by_user_topic
 from tables.logins_by_user import logins_by_user
 
 __all__ = ["detect_account_takeover"]

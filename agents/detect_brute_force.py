@@ -8,12 +8,12 @@ import faust
 
 from agents.base import detect
 from streamapp.app import app, settings
-from streamapp.clock import worker_clock
 from streamapp.models import Alert
 from streamapp.rules.base import State
 from streamapp.rules.brute_force import BRUTE_FORCE
 from streamapp.rules.sliding_count import new_state
-from streamapp.topics import failed_logins_by_ip_topic
+from streamapp.runtime.clock import worker_clock
+from streamapp.runtime.topics import failed_logins_by_ip_topic
 from tables.failed_logins_by_ip import failed_logins_by_ip
 
 __all__ = ["detect_brute_force"]

@@ -8,11 +8,11 @@ import faust
 
 from agents.base import HeldKeys, detect, send_ticks
 from streamapp.app import app, settings
-from streamapp.clock import worker_clock
 from streamapp.models import Alert
 from streamapp.rules.base import State
 from streamapp.rules.card_fraud import CARD_VELOCITY, hold_amount, judge_amounts, new_state
-from streamapp.topics import transactions_by_card_topic
+from streamapp.runtime.clock import worker_clock
+from streamapp.runtime.topics import transactions_by_card_topic
 from tables.transactions_by_card import transactions_by_card
 
 __all__ = ["detect_card_fraud", "held_cards", "tick_card_fraud"]

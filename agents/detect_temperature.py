@@ -9,7 +9,6 @@ import orjson
 
 from agents.base import HeldKeys, detect, send_ticks
 from streamapp.app import app, settings
-from streamapp.clock import worker_clock
 from streamapp.models import Alert
 from streamapp.rules.base import State
 from streamapp.rules.temperature import (
@@ -20,8 +19,9 @@ from streamapp.rules.temperature import (
     record_reading,
     window_records,
 )
-from streamapp.topics import readings_by_sensor_topic, sensor_windows_topic
-from streamapp.windows import bucket_start
+from streamapp.rules.windows import bucket_start
+from streamapp.runtime.clock import worker_clock
+from streamapp.runtime.topics import readings_by_sensor_topic, sensor_windows_topic
 from tables.temperature_by_sensor import temperature_by_sensor
 
 __all__ = ["detect_temperature", "held_sensors", "tick_temperature"]

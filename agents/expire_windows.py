@@ -15,9 +15,9 @@ from agents.base import HeldKeys
 from agents.detect_card_fraud import held_cards
 from agents.detect_temperature import held_sensors
 from streamapp.app import app
-from streamapp.clock import worker_clock
 from streamapp.rules import sliding_count, temperature
-from streamapp.windows import next_sweep_in
+from streamapp.rules.windows import next_sweep_in
+from streamapp.runtime.clock import worker_clock
 from tables.base import expire_keys, restore_event_clock
 from tables.failed_logins_by_ip import failed_logins_by_ip
 from tables.logins_by_user import logins_by_user

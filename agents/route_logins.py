@@ -11,9 +11,9 @@ from collections.abc import Iterable
 import faust
 
 from streamapp.app import app, settings
-from streamapp.ingest import route
 from streamapp.models import Login, parse_login
-from streamapp.topics import failed_logins_by_ip_topic, logins_by_user_topic, logins_topic
+from streamapp.pipeline.ingest import route
+from streamapp.runtime.topics import failed_logins_by_ip_topic, logins_by_user_topic, logins_topic
 
 __all__ = ["route_logins"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import faust
 
 from streamapp.app import app
-from streamapp.ingest import route
 from streamapp.models import SensorReading, parse_sensor_reading
-from streamapp.topics import readings_by_sensor_topic, sensor_readings_topic
+from streamapp.pipeline.ingest import route
+from streamapp.runtime.topics import readings_by_sensor_topic, sensor_readings_topic
 
 __all__ = ["route_sensor_readings"]
 

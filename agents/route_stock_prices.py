@@ -5,9 +5,9 @@ from __future__ import annotations
 import faust
 
 from streamapp.app import app
-from streamapp.ingest import route
 from streamapp.models import StockPrice, parse_stock_price
-from streamapp.topics import prices_by_symbol_topic, stock_prices_topic
+from streamapp.pipeline.ingest import route
+from streamapp.runtime.topics import prices_by_symbol_topic, stock_prices_topic
 
 __all__ = ["route_stock_prices"]
 

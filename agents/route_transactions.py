@@ -5,9 +5,9 @@ from __future__ import annotations
 import faust
 
 from streamapp.app import app
-from streamapp.ingest import route
 from streamapp.models import Transaction, parse_transaction
-from streamapp.topics import transactions_by_card_topic, transactions_topic
+from streamapp.pipeline.ingest import route
+from streamapp.runtime.topics import transactions_by_card_topic, transactions_topic
 
 __all__ = ["route_transactions"]
 

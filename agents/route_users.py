@@ -7,11 +7,11 @@ import functools
 import faust
 
 from streamapp.app import app
-from streamapp.consumer import consume_in_batches
-from streamapp.ingest import route_batch
 from streamapp.models import User, parse_user
-from streamapp.registry_service import decode_avro_value, schema_registry
-from streamapp.topics import users_by_name_topic, users_topic
+from streamapp.pipeline.ingest import route_batch
+from streamapp.runtime.consumer import consume_in_batches
+from streamapp.runtime.topics import users_by_name_topic, users_topic
+from streamapp.schema.registry_service import decode_avro_value, schema_registry
 
 __all__ = ["route_users"]
 

@@ -25,14 +25,14 @@ from faust.web import Request, Response, View
 from prometheus_client import Counter, Gauge
 
 from streamapp.app import app, settings
-from streamapp.consumer import consume_in_batches
 from streamapp.detections.control import Registry, follow
 from streamapp.detections.engine import Engine, Late, parse_event
-from streamapp.ingest import send_dead_letter
-from streamapp.metrics import LATE_EVENTS_TOTAL
 from streamapp.models import Alert, InvalidEvent, decode_json_object
-from streamapp.producer import Delivery, RecordBatches
-from streamapp.topics import SOURCE_TOPICS, alerts_topic, late_events_topic
+from streamapp.observability.metrics import LATE_EVENTS_TOTAL
+from streamapp.pipeline.ingest import send_dead_letter
+from streamapp.runtime.consumer import consume_in_batches
+from streamapp.runtime.producer import Delivery, RecordBatches
+from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, late_events_topic
 from tables.detection_state import detection_state
 
 __all__ = [

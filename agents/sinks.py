@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from streamapp.app import app, settings
+from streamapp.runtime.topics import alerts_topic, sensor_windows_topic
 from streamapp.sinks import register_sinks
 from streamapp.sinks.base import SinkService
-from streamapp.topics import alerts_topic, sensor_windows_topic
 
 __all__ = ["sinks"]
 

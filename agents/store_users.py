@@ -10,12 +10,12 @@ import faust
 
 from agents.base import envelope_problem, key_problem, reset_state
 from streamapp.app import app
-from streamapp.consumer import records_of_events
-from streamapp.ingest import send_dead_letter
 from streamapp.models import InvalidEvent, parse_user
-from streamapp.producer import RecordBatches
+from streamapp.pipeline.ingest import send_dead_letter
 from streamapp.rules.base import seen_before
-from streamapp.topics import users_by_name_topic
+from streamapp.runtime.consumer import records_of_events
+from streamapp.runtime.producer import RecordBatches
+from streamapp.runtime.topics import users_by_name_topic
 from tables.users_by_name import users_by_name
 
 __all__ = ["forwarded_user", "store_users", "take_if_newer"]

@@ -824,7 +824,10 @@ def top_functions(folded: Path, top: int) -> tuple[int, list[tuple[str, int, int
 #: (stage, substrings of frames that put a sample in it): a sample counts once per stage
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("idle: an event loop waiting in select() (main or consumer thread)", ("EpollSelector.select",)),
-    ("ingest handler (streamapp.ingest.route_batch), all it calls", ("route_batch (streamapp/ingest.py",)),
+    (
+        "ingest handler (streamapp.pipeline.ingest.route_batch), all it calls",
+        ("route_batch (streamapp/pipeline/ingest.py",),
+    ),
     ("detector handlers (agents.base.detect_batch), all they call", ("detect_batch (agents/base.py",)),
     (
         "JSON decode and validation (parse_valid_json, decode_or_dead_letter)",

@@ -9,22 +9,28 @@ import faust
 from faust.types import TransportT
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-from streamapp.consumer import BatchConsumer, BatchHandler
-from streamapp.kafka_clients import broker_credentials
-from streamapp.logs import logging_config
 from streamapp.models import configure_limits
-from streamapp.peers import peer_key
-from streamapp.producer import BatchSender
-from streamapp.recovery import HealingTableManager
-from streamapp.replication import replicated_topic_creator
+from streamapp.observability.logs import logging_config
+from streamapp.runtime.consumer import BatchConsumer, BatchHandler
+from streamapp.runtime.kafka_clients import broker_credentials
+from streamapp.runtime.producer import BatchSender
+from streamapp.runtime.recovery import HealingTableManager
+from streamapp.runtime.replication import replicated_topic_creator
+from streamapp.runtime.transactions import WorkerTransactionManager, worker_transactional_id
 from streamapp.settings import Settings, load_settings
-from streamapp.transactions import WorkerTransactionManager, worker_transactional_id
-from streamapp.web_auth import web_middleware
+from streamapp.web.auth import web_middleware
+from streamapp.web.peers import peer_key
 
 __all__ = ["APP_MODULES", "StreamApp", "StreamAppWeb", "app", "create_app", "import_app_modules", "settings"]
 
 #: packages whose modules register tables, agents, timers and views on import
-APP_MODULES = ["tables", "agents", "streamapp.web", "streamapp.monitoring", "streamapp.live"]
+APP_MODULES = [
+    "tables",
+    "agents",
+    "streamapp.web.views",
+    "streamapp.web.live",
+    "streamapp.observability.monitoring",
+]
 
 
 class StreamAppWeb(AiohttpWeb):
@@ -40,7 +46,7 @@ class StreamApp(faust.App):
     handler, registered by the agents that consume them) are processed a fetch at a time.
     """
 
-    #: STREAMAPP_REPLICATION_FACTOR (None: min(3, brokers)); see streamapp.replication
+    #: STREAMAPP_REPLICATION_FACTOR (None: min(3, brokers)); see streamapp.runtime.replication
     replication_factor: int | None = None
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -79,7 +85,8 @@ def create_app(settings: Settings) -> faust.App:
         web_bind="0.0.0.0" if settings.web_host != "127.0.0.1" else "127.0.0.1",
         canonical_url=f"http://{settings.web_host}:{settings.web_port}",
         topic_partitions=settings.partitions,
-        # what faust asks for; the transport replaces it with the resolved factor (streamapp.replication)
+        # what faust asks for; the transport replaces it with the resolved factor
+        # (streamapp.runtime.replication)
         topic_replication_factor=settings.replication_factor or 1,
         processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
@@ -98,7 +105,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=0.005,
         # acknowledged only once every in-sync replica has the record (min.insync.replicas)
         producer_acks=-1,
-        # batches of forwarded and changelog records are built whole (streamapp.producer): room for
+        # batches of forwarded and changelog records are built whole (streamapp.runtime.producer): room for
         # a fetch's worth of them in one produce request per partition
         producer_max_batch_size=256 * 1024,
         # flow control (STREAMAPP_MAX_POLL_RECORDS, STREAMAPP_STREAM_BUFFER): records per fetch and

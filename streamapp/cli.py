@@ -99,7 +99,8 @@ def kafka_up(port: int, controller_port: int, brokers: int, secure: bool, secure
     click.echo(status.describe())
     if broker.material is not None:
         _say(
-            "point workers at it: STREAMAPP_BROKER=kafka://" + broker.secure_bootstrap
+            "point workers at it: STREAMAPP_BROKER=kafka://"
+            + broker.secure_bootstrap
             + " STREAMAPP_SECURITY_PROTOCOL=SASL_SSL STREAMAPP_SASL_MECHANISM=SCRAM-SHA-512"
             + " STREAMAPP_SASL_USERNAME=streamapp"
             + f' STREAMAPP_SASL_PASSWORD="$(cat {broker.material.password_file("streamapp")})"'
@@ -205,7 +206,7 @@ _registry_url_option = click.option(
 
 
 def _schema_file(path: Path) -> str:
-    from streamapp.avro import load_schema, parse_schema, schema_text
+    from streamapp.schema.avro import load_schema, parse_schema, schema_text
 
     try:
         schema = load_schema(path)
@@ -219,7 +220,7 @@ def _run_registry(action: Callable[[Any], Awaitable[T]], url: str) -> T:
     """Run ``action(client)`` against the registry; unreachable or refusing registries exit with a reason."""
     import asyncio
 
-    from streamapp.registry import SchemaRegistryClient, SchemaRegistryUnavailable
+    from streamapp.schema.registry_client import SchemaRegistryClient, SchemaRegistryUnavailable
 
     async def run() -> T:
         async with SchemaRegistryClient(url) as client:
@@ -234,8 +235,8 @@ def _run_registry(action: Callable[[Any], Awaitable[T]], url: str) -> T:
 
 def _why_incompatible(subject: str, text: str, url: str) -> str:
     """Plain reasons, from comparing with the subject's latest version, or '' when none is found."""
-    from streamapp.avro import explain_incompatibility
-    from streamapp.registry import SchemaRegistryClient, SchemaRegistryError
+    from streamapp.schema.avro import explain_incompatibility
+    from streamapp.schema.registry_client import SchemaRegistryClient, SchemaRegistryError
 
     async def latest(client: SchemaRegistryClient) -> tuple[str, str | None]:
         return str((await client.version(subject, "latest"))["schema"]), await client.compatibility(subject)
@@ -266,8 +267,8 @@ def schema() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def schema_register(subject: str, compatibility: str | None, url: str | None, file: Path) -> None:
     """Register the Avro schema in FILE under SUBJECT; a refusal prints the registry's reason."""
-    from streamapp.avro_producer import DEFAULT_COMPATIBILITY
-    from streamapp.registry import SchemaRegistryClient, SchemaRegistryError
+    from streamapp.schema.avro_producer import DEFAULT_COMPATIBILITY
+    from streamapp.schema.registry_client import SchemaRegistryClient, SchemaRegistryError
 
     text = _schema_file(file)
 
@@ -299,7 +300,7 @@ def schema_register(subject: str, compatibility: str | None, url: str | None, fi
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def schema_check(subject: str, version: str, url: str | None, file: Path) -> None:
     """Ask the registry whether FILE may be registered under SUBJECT (exit 1 when not)."""
-    from streamapp.registry import Compatibility, SchemaRegistryClient, SchemaRegistryError
+    from streamapp.schema.registry_client import Compatibility, SchemaRegistryClient, SchemaRegistryError
 
     text = _schema_file(file)
 
@@ -349,10 +350,10 @@ def avro_produce(topic: str, schema_path: Path | None, key_field: str, url: str 
 
     import orjson
 
-    from streamapp.avro import bundled_schema
-    from streamapp.avro_producer import AvroProducer
-    from streamapp.kafka_clients import client_kwargs
-    from streamapp.registry import SchemaRegistryError, SchemaRegistryUnavailable
+    from streamapp.runtime.kafka_clients import client_kwargs
+    from streamapp.schema.avro import bundled_schema
+    from streamapp.schema.avro_producer import AvroProducer
+    from streamapp.schema.registry_client import SchemaRegistryError, SchemaRegistryUnavailable
 
     settings = _load_or_exit()
     _check_kafka_access(settings)
@@ -420,7 +421,7 @@ def dlq_list(limit: int, topic: str | None, as_json: bool) -> None:
 
     import orjson
 
-    from streamapp.dlq import DeadLetterError, read_dead_letters
+    from streamapp.ops.dlq import DeadLetterError, read_dead_letters
 
     settings = _load_or_exit()
     _check_kafka_access(settings)
@@ -445,7 +446,7 @@ def dlq_resubmit(
     """Re-submit dead letters byte-for-byte (key, value, original headers) to their source topic."""
     import asyncio
 
-    from streamapp.dlq import DeadLetterError, read_dead_letters, resubmit
+    from streamapp.ops.dlq import DeadLetterError, read_dead_letters, resubmit
 
     if resubmit_all == bool(offsets):
         _fail("say which: --offset O [--partition P] (see `streamapp dlq list`), or --all")
@@ -770,7 +771,7 @@ def batch(since: str, until: str, json_path: Path | None) -> None:
 
     from streamapp.archive.batch import reconcile
     from streamapp.archive.store import ArchiveUnavailable
-    from streamapp.replay import ReplayError, parse_start_time
+    from streamapp.ops.replay import ReplayError, parse_start_time
 
     settings = _load_or_exit()
     store = _archive_store(settings)
@@ -808,7 +809,7 @@ def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) ->
     _check_kafka_access(_load_or_exit())
     _check_replication(_load_or_exit())
     from streamapp.app import app, import_app_modules, settings
-    from streamapp.transactions import discard_state_after_unclean_stop, mark_clean_stop
+    from streamapp.runtime.transactions import discard_state_after_unclean_stop, mark_clean_stop
 
     import_app_modules()
     # faust creates the data dir without its parents (`--data-dir data/w1` on a fresh clone)
@@ -856,7 +857,7 @@ def generate(
     """Produce realistic traffic with injected incidents to the input topics."""
     import asyncio
 
-    from streamapp.generate import SCENARIOS, produce_traffic
+    from streamapp.ops.generate import SCENARIOS, produce_traffic
 
     if scenario not in SCENARIOS:
         _fail(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -881,7 +882,7 @@ def demo(rate: int, duration: float | None) -> None:
     When the worker or the generator stops on its own, the demo says which, shows the end of its log,
     stops the rest and exits 1.
     """
-    from streamapp.demo import run_demo
+    from streamapp.ops.demo import run_demo
 
     settings = _load_or_exit()
     try:
@@ -934,7 +935,7 @@ def replay(
     since: str | None,
 ) -> None:
     """Rebuild every table from the source topics into a fresh app id (Kappa reprocessing)."""
-    from streamapp import replay as replaying
+    from streamapp.ops import replay as replaying
 
     settings = _load_or_exit()
     _check_kafka_access(settings)
@@ -971,9 +972,9 @@ def _stage_archive(
     import asyncio
     import dataclasses
 
-    from streamapp import replay as replaying
     from streamapp.archive.replay import StagingError, delete_staging, stage_from_archive, staging_prefix
     from streamapp.archive.store import ArchiveUnavailable
+    from streamapp.ops import replay as replaying
 
     store = _archive_store(settings)
     since_ms = None if since is None else int(replaying.parse_start_time(since) * 1000)
@@ -994,7 +995,7 @@ def _check_kafka_access(settings: Settings) -> None:
         return  # nothing to refuse: faust's own retries cover a broker that is still starting
     import asyncio
 
-    from streamapp.kafka_clients import KafkaAccessError, check_access
+    from streamapp.runtime.kafka_clients import KafkaAccessError, check_access
 
     try:
         asyncio.run(check_access(settings))
@@ -1006,7 +1007,7 @@ def _check_replication(settings: Settings) -> None:
     """Refuse STREAMAPP_REPLICATION_FACTOR above the brokers the cluster reports (exit 2)."""
     import asyncio
 
-    from streamapp.replication import check_replication
+    from streamapp.runtime.replication import check_replication
 
     _quiet_kafka_client()
     try:

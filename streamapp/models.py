@@ -186,7 +186,7 @@ def parse_valid_json(
 
     ``parse(decode_json_object(value), record_ts)`` without building a reason for what is wrong:
     the per-record path of the ingest agents. On None the caller decodes again on the path
-    that says why (streamapp.ingest.decode_or_dead_letter), so any doubt costs only time.
+    that says why (streamapp.pipeline.ingest.decode_or_dead_letter), so any doubt costs only time.
     """
     if value is None or len(value) > max_bytes:
         return None

@@ -188,7 +188,7 @@ def _choice(*options: str) -> Callable[[str], str]:
 
 #: shortest STREAMAPP_WEB_TOKEN / STREAMAPP_PEER_SECRET: a few characters can be guessed online
 MIN_SECRET_CHARS = 16
-#: the watchdog looks every 5 s (streamapp.monitoring): a shorter stall time could not be seen
+#: the watchdog looks every 5 s (streamapp.observability.monitoring): a shorter stall time could not be seen
 MIN_STALL_SECONDS = 10.0
 
 

@@ -15,9 +15,9 @@ import orjson
 from faust.types import TP, TableT
 
 from streamapp.app import app, settings
-from streamapp.clock import worker_clock
-from streamapp.metrics import STATE_RESETS_TOTAL
-from streamapp.producer import Delivery, RecordBatches
+from streamapp.observability.metrics import STATE_RESETS_TOTAL
+from streamapp.runtime.clock import worker_clock
+from streamapp.runtime.producer import Delivery, RecordBatches
 
 __all__ = [
     "EVENT_CLOCK_KEY",

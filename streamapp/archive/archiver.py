@@ -25,7 +25,7 @@ from streamapp.archive.store import (
     object_path,
     records_table,
 )
-from streamapp.kafka_clients import client_kwargs
+from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
 __all__ = ["Archiver", "ArchiverStats", "archiver_group"]

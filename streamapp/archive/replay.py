@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamapp.archive.store import ArchiveStore
-from streamapp.kafka_clients import client_kwargs
+from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
 __all__ = ["StagingError", "delete_staging", "stage_from_archive", "staging_prefix"]

@@ -16,8 +16,8 @@ from prometheus_client import Counter
 
 from streamapp.detections.engine import Engine
 from streamapp.detections.spec import Spec, SpecInvalid, spec_from_json
-from streamapp.kafka_clients import client_kwargs
-from streamapp.replication import resolve_replication_factor, topic_replication_config
+from streamapp.runtime.kafka_clients import client_kwargs
+from streamapp.runtime.replication import resolve_replication_factor, topic_replication_config
 from streamapp.settings import Settings
 
 __all__ = [

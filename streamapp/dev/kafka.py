@@ -19,7 +19,7 @@ from pathlib import Path
 from streamapp.dev import secure as secure_setup
 from streamapp.dev.process import log_tail, owned_pid, port_in_use, terminate
 from streamapp.dev.secure import SecureMaterial
-from streamapp.replication import min_insync_replicas
+from streamapp.runtime.replication import min_insync_replicas
 
 __all__ = [
     "KAFKA_VERSION",
@@ -558,8 +558,14 @@ class DevCluster:
         voters = tuple((i + 1, cport) for i, cport in enumerate(self.controller_ports))
         self.nodes = tuple(
             DevBroker(
-                home=self.home, port=p, controller_port=c, host=host, node_id=i + 1, voters=voters,
-                state_dir=self.state_dir / f"node-{i + 1}", heap=heap,
+                home=self.home,
+                port=p,
+                controller_port=c,
+                host=host,
+                node_id=i + 1,
+                voters=voters,
+                state_dir=self.state_dir / f"node-{i + 1}",
+                heap=heap,
             )  # fmt: skip
             for i, (p, c) in enumerate(zip(self.ports, self.controller_ports, strict=True))
         )

@@ -45,9 +45,7 @@ def hold_amount(state: State, txn_id: str, ts: float, amount: float) -> None:
     state["last"] = max(state["last"], ts)
 
 
-def judge_amounts(
-    state: State, card_id: str, before: float, factor: float, min_earlier: int
-) -> list[Alert]:
+def judge_amounts(state: State, card_id: str, before: float, factor: float, min_earlier: int) -> list[Alert]:
     """Judge the held transactions earlier than ``before``, oldest first; return the spikes.
 
     Each is compared with the mean of the transactions strictly earlier in event time (those of
@@ -77,7 +75,13 @@ def judge_amounts(
 
 
 def _spike(
-    card_id: str, txn_id: str, ts: float, amount: float, count: int, total: float, factor: float,
+    card_id: str,
+    txn_id: str,
+    ts: float,
+    amount: float,
+    count: int,
+    total: float,
+    factor: float,
     min_earlier: int,
 ) -> Alert | None:
     if count < min_earlier:

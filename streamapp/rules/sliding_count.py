@@ -18,7 +18,7 @@ from itertools import accumulate
 
 from streamapp.models import Alert, alert_id_for
 from streamapp.rules.base import State
-from streamapp.windows import add_to_bucket, bucket_start, drop_buckets_before
+from streamapp.rules.windows import add_to_bucket, bucket_start, drop_buckets_before
 
 __all__ = ["BUCKET_SECONDS", "WINDOW_SECONDS", "SlidingCount", "alerted_window_ends", "new_state"]
 
@@ -62,9 +62,7 @@ class SlidingCount:
             return False, []
         buckets = state["buckets"]
         add_to_bucket(buckets, start)
-        drop_buckets_before(
-            buckets, max(horizon, buckets[-1][0] - keep) - WINDOW_SECONDS, BUCKET_SECONDS
-        )
+        drop_buckets_before(buckets, max(horizon, buckets[-1][0] - keep) - WINDOW_SECONDS, BUCKET_SECONDS)
         alerted = alerted_window_ends(state)
         own_end = start + BUCKET_SECONDS
         # choices of windows ending before this event's own window stay as they are

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from streamapp.models import Alert, alert_id_for
 from streamapp.rules.base import State
-from streamapp.windows import bucket_start
+from streamapp.rules.windows import bucket_start
 
 __all__ = [
     "ANOMALY",
@@ -154,8 +154,14 @@ def judge_readings(
 
 
 def _anomaly(
-    windows: list[list[float]], sensor_id: str, ts: float, temperature: float, n: float, mean: float,
-    std: float, limits: TemperatureThresholds,
+    windows: list[list[float]],
+    sensor_id: str,
+    ts: float,
+    temperature: float,
+    n: float,
+    mean: float,
+    std: float,
+    limits: TemperatureThresholds,
 ) -> Alert | None:
     start = bucket_start(ts, WINDOW_SECONDS)
     k = bisect_left(windows, start, key=lambda w: w[_START])

@@ -18,7 +18,7 @@ def sink_services(
     """One service per configured sink: PostgreSQL when STREAMAPP_POSTGRES_DSN, InfluxDB when
     STREAMAPP_INFLUX_URL is set; none otherwise."""
     alerts = settings.topic("alerts")
-    windows = f"{settings.app_id}-sensor-windows"  # streamapp.topics.sensor_windows_topic
+    windows = f"{settings.app_id}-sensor-windows"  # streamapp.runtime.topics.sensor_windows_topic
     services: list[SinkService] = []
     if settings.postgres_dsn:
         from streamapp.sinks.postgres import PostgresWriter

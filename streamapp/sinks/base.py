@@ -14,8 +14,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from mode import Service
 from prometheus_client import Counter, Gauge
 
-from streamapp.kafka_clients import client_kwargs
-from streamapp.metrics import DEAD_LETTERS_TOTAL
+from streamapp.observability.metrics import DEAD_LETTERS_TOTAL
+from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
 __all__ = [
@@ -99,7 +99,7 @@ class SinkWriter(Protocol):
 
 
 def dead_letter_headers(record: ConsumerRecord[Any, Any], reason: str) -> list[tuple[str, bytes]]:
-    """The record's headers plus the reason and its origin (as streamapp.ingest.send_dead_letter)."""
+    """The record's headers plus the reason and its origin (as streamapp.pipeline.ingest.send_dead_letter)."""
     return [
         *(record.headers or []),
         ("x-error", reason.encode()),

@@ -22,9 +22,7 @@ async def _replication(bootstrap: str, prefix: str) -> dict[str, tuple[set[int],
     try:
         topics = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
         described = await admin.describe_topics(topics)
-        configs = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
-        )
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
         min_isr = {}
         for response in configs:
             for _error, _msg, _type, name, entries in response.resources:

@@ -24,8 +24,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streamapp.avro import bundled_schema, encode_record, parse_schema
-from streamapp.avro_producer import AvroProducer
+from streamapp.schema.avro import bundled_schema, encode_record, parse_schema
+from streamapp.schema.avro_producer import AvroProducer
 from tests.integration.kafka_io import read_all, read_until
 
 pytestmark = pytest.mark.integration

@@ -109,6 +109,7 @@ async def test_sensors_lists_every_workers_sensors(
     assert first.get("/sensors?limit=1001")[0] == 400
     assert first.get("/sensors?cursor=!!")[0] == 400
 
+
 async def test_charts_show_alert_rates_sensor_history_and_forecasts(
     kafka_bootstrap: str, names: Names, worker_factory, tmp_path: Path
 ) -> None:

@@ -187,12 +187,13 @@ async def test_json_logs_carry_keys_and_never_secrets(
     assert not not_json, f"{len(not_json)} lines are not JSON, e.g. {not_json[:3]}"
     assert all({"ts", "level", "logger", "message"} <= set(entry) for entry in entries)
 
-    alerts = [e for e in entries if e["logger"] == "streamapp.alerting"]
+    alerts = [e for e in entries if e["logger"] == "streamapp.pipeline.alerting"]
     assert len(alerts) == 1, alerts
     assert alerts[0]["kind"] == "brute_force" and alerts[0]["key"] == "198.51.100.99"
     assert alerts[0]["level"] == "info" and "198.51.100.99" in alerts[0]["message"]
 
-    dead = [e for e in entries if e["logger"] == "streamapp.ingest" and "dead letter" in e["message"]]
+    ingest = "streamapp.pipeline.ingest"
+    dead = [e for e in entries if e["logger"] == ingest and "dead letter" in e["message"]]
     assert len(dead) == 4, dead
     assert sorted(str(e["key"]) for e in dead) == ["***", "***", "***", "None"]
     assert all(e["topic"] == names.topic("logins") and "offset" in e for e in dead)

@@ -1,4 +1,4 @@
-"""The worker's producers keep metadata for every topic they write to (streamapp.producer.metadata)."""
+"""The worker's producers keep metadata for every topic they write to (runtime/producer/metadata.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streamapp.producer import keep_metadata_of
+from streamapp.runtime.producer import keep_metadata_of
 from tests.integration.conftest import Names
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamapp.avro import bundled_schema
-from streamapp.avro_producer import AvroProducer
-from streamapp.dlq import DeadLetter, DeadLetterError, read_dead_letters
-from streamapp.registry import SchemaRegistryClient
+from streamapp.ops.dlq import DeadLetter, DeadLetterError, read_dead_letters
+from streamapp.schema.avro import bundled_schema
+from streamapp.schema.avro_producer import AvroProducer
+from streamapp.schema.registry_client import SchemaRegistryClient
 from streamapp.settings import load_settings
 from tests.integration.conftest import free_port
 from tests.integration.kafka_io import produce, read_until

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 
 from streamapp.dev.kafka import KAFKA_VERSION, DevBroker, fetch_kafka_jars
-from streamapp.kafka_clients import client_kwargs
+from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.settings import load_settings
 from tests.integration.conftest import Names, Worker, free_port
 

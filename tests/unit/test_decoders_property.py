@@ -13,14 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamapp.avro import (
-    AvroDecoder,
-    RegisteredSchema,
-    bundled_schema,
-    encode_record,
-    parse_schema,
-    schema_text,
-)
 from streamapp.models import (
     InvalidEvent,
     decode_json_object,
@@ -30,6 +22,14 @@ from streamapp.models import (
     parse_transaction,
     parse_user,
     parse_valid_json,
+)
+from streamapp.schema.avro import (
+    AvroDecoder,
+    RegisteredSchema,
+    bundled_schema,
+    encode_record,
+    parse_schema,
+    schema_text,
 )
 
 PARSERS: dict[str, Callable[[dict[str, Any], float | None], Any]] = {

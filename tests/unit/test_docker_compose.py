@@ -638,7 +638,7 @@ def _secret_references(words: list[str]) -> list[str]:
 
 
 def test_worker_health_check_is_liveness_on_an_open_path(services: dict[str, dict[str, Any]]) -> None:
-    from streamapp.web_auth import OPEN_PATHS
+    from streamapp.web.auth import OPEN_PATHS
 
     test = services["worker"]["healthcheck"]["test"]
     url = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", " ".join(test))

@@ -15,11 +15,11 @@ import tables.base as tables_base
 from agents.base import _apply_events, _Rejects, envelope_problem, key_problem, stored_state
 from agents.detect_brute_force import _apply as brute_force_apply
 from agents.store_users import forwarded_user
-from streamapp.clock import worker_clock
-from streamapp.consumer import batch_consumer
-from streamapp.metrics import STATE_RESETS_TOTAL
 from streamapp.models import InvalidEvent, parse_login
+from streamapp.observability.metrics import STATE_RESETS_TOTAL
 from streamapp.rules.sliding_count import new_state
+from streamapp.runtime.clock import worker_clock
+from streamapp.runtime.consumer import batch_consumer
 from tables.base import EVENT_CLOCK_KEY, expire_keys, restore_event_clock
 
 NOW = time.time()

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streamapp.metrics import RECOMMENDED_WORKERS
+from streamapp.observability.metrics import RECOMMENDED_WORKERS
 from streamapp.settings import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "ops" / "k8s"

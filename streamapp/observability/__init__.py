@@ -1,0 +1,1 @@
+"""Metrics, faust's sensors, logs, liveness and the autoscaling gauge."""

@@ -1,0 +1,1 @@
+"""Operator tools: traffic generator, demo, dead-letter tools, replay."""

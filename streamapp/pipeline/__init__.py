@@ -1,0 +1,1 @@
+"""The per-record path: ingest (parse, validate, re-key) and alerting."""

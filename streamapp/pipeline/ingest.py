@@ -1,0 +1,201 @@
+"""Decoding of input records: a valid event, or the record goes to dead-letters with its reason."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
+
+import faust
+import orjson
+from aiokafka.structs import ConsumerRecord
+
+from streamapp.app import app, settings
+from streamapp.models import InvalidEvent, Parser, decode_json_object, parse_valid_json
+from streamapp.observability.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTAL, observe_many
+from streamapp.runtime.consumer import BatchHandler, consume_in_batches
+from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
+from streamapp.runtime.topics import dead_letters_topic
+
+__all__ = [
+    "ENVELOPE_OVERHEAD_BYTES",
+    "Decoder",
+    "decode_or_dead_letter",
+    "route",
+    "route_batch",
+    "send_dead_letter",
+]
+
+logger = logging.getLogger(__name__)
+E = TypeVar("E")
+
+#: record value -> the object a parser takes (JSON by default; the Avro decoder is async)
+Decoder = Callable[[bytes | None], dict[str, Any] | Awaitable[dict[str, Any]]]
+
+
+async def send_dead_letter(record: ConsumerRecord, reason: str, batches: RecordBatches) -> None:
+    """Queue the record byte-for-byte for dead-letters, with the reason and its origin."""
+    headers = list(record.headers or [])
+    headers += [
+        ("x-error", reason.encode()),
+        ("x-source-topic", record.topic.encode()),
+        ("x-source-partition", str(record.partition).encode()),
+        ("x-source-offset", str(record.offset).encode()),
+    ]
+    target = dead_letters_topic.get_topic_name()
+    await batches.prepare(target)
+    # unkeyed records spread over the partitions by source position (a key picks its own)
+    partition = None if record.key is not None else record.offset % batches.partitions_of(target)
+    batches.add(target, record.key, record.value, partition, headers)
+    DEAD_LETTERS_TOTAL.labels(topic=record.topic).inc()
+    key = record.key.decode(errors="backslashreplace") if record.key is not None else None
+    logger.warning(
+        "dead letter: %s[%d]@%d key=%r: %s",
+        record.topic, record.partition, record.offset, key, reason,
+        extra={"topic": record.topic, "partition": record.partition, "offset": record.offset,
+               "key": key, "reason": reason},
+    )  # fmt: skip
+
+
+@functools.cache
+def _events_of(topic: str) -> Any:
+    return EVENTS_TOTAL.labels(topic=topic)  # the labelled child, looked up once per topic
+
+
+async def decode_or_dead_letter(
+    record: ConsumerRecord, parse: Parser, batches: RecordBatches, decode: Decoder = decode_json_object
+) -> Any | None:
+    """The parsed event, or None after queueing a record that cannot be processed for dead-letters."""
+    value: bytes | None = record.value
+    try:
+        if value is not None and len(value) > settings.max_record_bytes:
+            raise InvalidEvent(
+                f"record of {len(value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES={settings.max_record_bytes}"
+            )
+        obj = decode(value)
+        if not isinstance(obj, dict):  # the Avro decoder is a coroutine function
+            obj = await cast(Awaitable[dict[str, Any]], obj)
+        parsed = parse(cast(dict[str, Any], obj), record.timestamp / 1000.0)
+    except InvalidEvent as exc:
+        await send_dead_letter(record, str(exc), batches)
+        return None
+    except Exception as exc:  # a decoder bug must not stop the worker or lose the record
+        logger.exception("decoding a %s record failed unexpectedly", record.topic)
+        await send_dead_letter(
+            record, f"internal error while decoding: {type(exc).__name__}: {exc}"[:500], batches
+        )
+        return None
+    return parsed
+
+
+Rekey = Callable[[Any], Iterable[tuple[faust.TopicT, str]]]
+
+#: a forwarded event may be this much larger than its input record (the broker took that one);
+#: one larger goes without its input's copy ("raw"): late-events then carry its fields instead
+ENVELOPE_OVERHEAD_BYTES = 4096
+
+
+async def route_batch(
+    records: Sequence[ConsumerRecord],
+    parse: Parser,
+    source: str,
+    rekey: Rekey,
+    decode: Decoder = decode_json_object,
+) -> list[Delivery]:
+    """Decode records of ``source``; forward valid events to by-entity topics, bad ones to dead-letters.
+
+    The forwarded value carries the event, its source position ("src"), which the detectors
+    use to drop records redelivered after a crash, and for JSON the input value ("raw") that
+    late-events and dead-letters keep byte for byte. Returns the deliveries of all it produced.
+
+    A record whose entity hashes to the partition it was read from needs no re-keying: the
+    by-entity partition of that number belongs to this worker too (faust assigns the same
+    partition numbers of topics with equal partition counts to one worker), so the event goes
+    straight to that topic's handler, in order with every other event of that entity and
+    source partition (which all take the same path). Producers that key by the entity, with
+    Kafka's default partitioner, skip the extra hop for every record.
+    """
+    batches = RecordBatches(app)
+    handlers: dict[str, BatchHandler] = app.batch_handlers  # type: ignore[attr-defined]
+    targets: dict[faust.TopicT, tuple[str, int, bool]] = {}  # (name, partitions, copartitioned)
+    direct: dict[str, list[ConsumerRecord]] = {}
+    lags: list[float] = []
+    now = time.time()
+    json_values = decode is decode_json_object
+    max_bytes = settings.max_record_bytes
+    for record in records:
+        parsed = (
+            parse_valid_json(record.value, record.timestamp / 1000.0, parse, max_bytes)
+            if json_values
+            else None
+        )
+        if parsed is None:  # not plain valid JSON (or not JSON at all): the path that gives reasons
+            parsed = await decode_or_dead_letter(record, parse, batches, decode)
+            if parsed is None:
+                continue
+        lags.append(now - parsed.ts)
+        payload: bytes | None = None  # only for events that go somewhere
+        for topic, key in rekey(parsed):
+            if payload is None:
+                # the input value goes along (as text) for late-events, which keep it byte for byte
+                envelope = {"src": [record.partition, record.offset], "e": parsed}
+                if json_values:
+                    envelope["raw"] = record.value.decode()
+                payload = orjson.dumps(envelope)
+                if len(payload) > len(record.value or b"") + ENVELOPE_OVERHEAD_BYTES:
+                    # escapes (quotes, backslashes, newlines) make its copy up to twice its size:
+                    # more than the broker takes, and the failed delivery would stop the worker
+                    del envelope["raw"]
+                    payload = orjson.dumps(envelope)
+            target = targets.get(topic)
+            if target is None:
+                name = topic.get_topic_name()
+                await batches.prepare(name, record.topic)
+                partitions = batches.partitions_of(name)
+                copartitioned = name in handlers and partitions == batches.partitions_of(record.topic)
+                target = targets[topic] = (name, partitions, copartitioned)
+            name, partitions, copartitioned = target
+            raw_key = key.encode()
+            if copartitioned and key_partition(raw_key, partitions) == record.partition:
+                direct.setdefault(name, []).append(_forwarded(name, record, raw_key, payload))
+            else:
+                batches.add(name, raw_key, payload)
+    if lags:
+        _events_of(source).inc(len(lags))
+        observe_many(EVENT_LAG_SECONDS, (max(0.0, lag) for lag in lags))
+    deliveries = await batches.send()
+    for name, forwarded in direct.items():
+        deliveries.extend(await handlers[name](forwarded))
+    return deliveries
+
+
+def _forwarded(topic: str, source: ConsumerRecord, key: bytes, value: bytes) -> ConsumerRecord:
+    """The record a by-entity topic would have delivered (no offset of its own: it never went there)."""
+    return ConsumerRecord(
+        topic=topic,
+        partition=source.partition,
+        offset=-1,
+        timestamp=source.timestamp,
+        timestamp_type=source.timestamp_type,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=(),
+    )
+
+
+async def route(
+    stream: faust.StreamT[bytes],
+    parse: Parser,
+    source: str,
+    rekey: Rekey,
+    decode: Decoder = decode_json_object,
+) -> None:
+    """Run :func:`route_batch` for every fetch of the stream's topic (see streamapp.runtime.consumer)."""
+    await consume_in_batches(
+        stream, functools.partial(route_batch, parse=parse, source=source, rekey=rekey, decode=decode)
+    )

@@ -1,0 +1,1 @@
+"""The worker's runtime around faust: consumer, producer, topics, clocks, transactions, recovery."""

@@ -1,0 +1,19 @@
+"""Consuming: whole fetched batches of a topic go to one handler, past faust's per-record streams."""
+
+from streamapp.runtime.consumer.batch_consumer import (
+    BatchConsumer,
+    BatchHandler,
+    NotProcessed,
+    abandon_before_waiting,
+    consume_in_batches,
+    records_of_events,
+)
+
+__all__ = [
+    "BatchConsumer",
+    "BatchHandler",
+    "NotProcessed",
+    "abandon_before_waiting",
+    "consume_in_batches",
+    "records_of_events",
+]

@@ -1,0 +1,1 @@
+"""Avro in the Confluent wire format, the schema registry client and its worker service."""

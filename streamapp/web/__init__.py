@@ -1,0 +1,1 @@
+"""The web API every worker serves: views, the live page, auth, peer forwarding."""

@@ -1,0 +1,259 @@
+"""The web API of the contract: health, readiness, metrics and read-only table views."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+from faust.types import CollectionT
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
+
+from streamapp.app import app, settings
+from streamapp.models import MAX_ID_CHARS, id_problem
+from streamapp.observability.liveness import StallWatchdog
+from streamapp.rules import card_fraud, price_analytics, sliding_count, temperature
+from streamapp.runtime.clock import worker_clock
+from streamapp.runtime.dependencies import degraded
+from streamapp.web.peers import HOPS_HEADER, MAX_HOPS, PeerError, hops_of, peer_get, peer_key
+from streamapp.web.recent_alerts import recent_alerts
+from tables.failed_logins_by_ip import failed_logins_by_ip
+from tables.prices_by_symbol import prices_by_symbol
+from tables.temperature_by_sensor import temperature_by_sensor
+from tables.transactions_by_card import transactions_by_card
+from tables.users_by_name import users_by_name
+
+__all__ = [
+    "get_alerts",
+    "get_card",
+    "get_health",
+    "get_ip",
+    "get_live",
+    "get_metrics",
+    "get_ready",
+    "get_sensor",
+    "get_stock",
+    "get_user",
+    "is_ready",
+    "owner_of",
+    "routed",
+    "watchdog",
+]
+
+logger = logging.getLogger(__name__)
+
+_MAX_ALERTS = 1000
+Handler = Callable[..., Awaitable[Response]]
+
+#: fed every few seconds by streamapp.observability.monitoring; GET /live reads it
+watchdog = StallWatchdog(settings.stall_seconds)
+#: signs requests to other workers and checks their answers (None: no token, no peer secret)
+PEER_KEY = peer_key(settings)
+
+ViewHandler = Callable[..., Awaitable[Response]]
+
+
+def _ident(url: URL) -> tuple[str, int]:
+    return ((url.host if url.scheme else url.path) or "", int(url.port or 80))
+
+
+def owner_of(table: CollectionT, key: str) -> URL | None:
+    """The web URL of the worker that holds ``key`` of ``table``; None when it is this one."""
+    owner: URL = app.router.key_store(table.name, key)
+    if _ident(owner) == _ident(URL(str(app.conf.canonical_url))):
+        return None
+    return owner if owner.scheme else URL(f"http://{owner.path}")
+
+
+def routed(table: CollectionT, match_info: str) -> Callable[[ViewHandler], ViewHandler]:
+    """Answer here when this worker holds the key, else relay the owner's answer (faust's
+    ``table_route``, with the peer key, a timeout, one hop at most and JSON only)."""
+
+    def decorate(fun: ViewHandler) -> ViewHandler:
+        @wraps(fun)
+        async def get(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+            try:
+                owner = owner_of(table, request.match_info[match_info])
+            except KeyError:  # no assignment yet (faust answers ServiceUnavailable too)
+                return view.json({"error": "no worker holds this key yet; retry"}, status=503)
+            if owner is None:
+                return await fun(view, request, *args, **kwargs)
+            if (hops_of(request.headers.get(HOPS_HEADER)) or 0) >= MAX_HOPS:
+                # forwarded to us, yet another worker holds it: partitions moved in between
+                return view.json({"error": "the key is moving between workers; retry"}, status=503)
+            # the path and query exactly as they came (decoding and encoding again could change them)
+            raw_path: str = request.raw_path  # type: ignore[attr-defined]  # an aiohttp request
+            target = URL(str(owner.origin()) + raw_path, encoded=True)
+            try:
+                answer = await peer_get(app.http_client, target, PEER_KEY)
+            except PeerError as exc:
+                logger.warning("forwarding %r: %s", raw_path, exc)
+                return view.json({"error": str(exc)}, status=exc.status)
+            return view.bytes(answer.body, content_type="application/json", status=answer.status)
+
+        return get
+
+    return decorate
+
+
+def _not_found(web: View, what: str) -> Response:
+    return web.json({"error": f"{what} not found"}, status=404)
+
+
+def _bad_id(value: str) -> str | None:
+    """Why no event could have ``value`` as its entity id (the parsers refuse it), or None."""
+    if len(value) > MAX_ID_CHARS:
+        return f"longer than {MAX_ID_CHARS} characters"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "not UTF-8 text"
+    return id_problem(value)
+
+
+def _checked_id(param: str) -> Callable[[Handler], Handler]:
+    """Answer 400 for a key no event can have, before any lookup or forwarding to a peer.
+
+    Such keys would read faust's own entries (``__faust...``), not a state: a 500 before.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def view(web: View, request: Request, **kwargs: Any) -> Response:
+            problem = _bad_id(request.match_info[param])
+            if problem is not None:
+                return web.json({"error": f"bad {param}: {problem}"}, status=400)
+            return await handler(web, request, **kwargs)
+
+        return view
+
+    return decorate
+
+
+def _state(table: Any, key: str) -> dict[str, Any] | None:
+    state: dict[str, Any] | None = table.get(key.encode())
+    return state
+
+
+def is_ready() -> bool:
+    """Recovery of the assigned table partitions is done and no rebalance is under way."""
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # concrete TableManager has it
+    return bool(recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
+
+
+@app.page("/health")
+async def get_health(web: View, request: Request) -> Response:
+    return web.json({"status": "ok"})
+
+
+@app.page("/ready")
+async def get_ready(web: View, request: Request) -> Response:
+    ready = is_ready()
+    # a dependency that is down pauses only what needs it: still ready, but say what waits
+    return web.json({"ready": ready, "degraded": degraded()}, status=200 if ready else 503)
+
+
+@app.page("/live")
+async def get_live(web: View, request: Request) -> Response:
+    """200 while every owned partition progresses; 503 naming those that wait without progress."""
+    live, body = watchdog.report()
+    return web.json(body, status=200 if live else 503)
+
+
+@app.page("/metrics")
+async def get_metrics(web: View, request: Request) -> Response:
+    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+@app.page("/ips/{ip}")
+@_checked_id("ip")
+@routed(failed_logins_by_ip, "ip")
+async def get_ip(web: View, request: Request, ip: str) -> Response:
+    state = _state(failed_logins_by_ip, ip)
+    size = sliding_count.BUCKET_SECONDS
+    horizon = worker_clock.horizon
+    buckets = [b for b in (state or {}).get("buckets", []) if b[0] + size > horizon]
+    if not buckets:
+        return _not_found(web, f"ip {ip!r}")
+    since = time.time() - sliding_count.WINDOW_SECONDS
+    return web.json(
+        {
+            "ip": ip,
+            "failed_logins_60s": int(sum(n for start, n in buckets if start + size > since)),
+            "windows": [
+                {"start": start, "end": start + size, "failed": int(n)} for start, n in reversed(buckets)
+            ],
+        }
+    )
+
+
+@app.page("/sensors/{sensor_id}")
+@_checked_id("sensor_id")
+@routed(temperature_by_sensor, "sensor_id")
+async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
+    state = _state(temperature_by_sensor, sensor_id)
+    windows = temperature.window_view(state, worker_clock.horizon) if state else []
+    if not state or not windows:
+        return _not_found(web, f"sensor {sensor_id!r}")
+    ts, reading = state["last"]
+    return web.json({"sensor_id": sensor_id, "last": {"ts": ts, "temperature": reading}, "windows": windows})
+
+
+@app.page("/cards/{card_id}")
+@_checked_id("card_id")
+@routed(transactions_by_card, "card_id")
+async def get_card(web: View, request: Request, card_id: str) -> Response:
+    state = _state(transactions_by_card, card_id)
+    count, total = card_fraud.card_totals(state) if state else (0, 0.0)
+    if state is None or not count or state["last"] <= worker_clock.horizon:
+        return _not_found(web, f"card {card_id!r}")
+    return web.json(
+        {
+            "card_id": card_id,
+            "transactions_60s": card_fraud.transactions_within(
+                state, time.time() - sliding_count.WINDOW_SECONDS
+            ),
+            "count": count,
+            "mean_amount": total / count,
+        }
+    )
+
+
+@app.page("/stocks/{symbol}")
+@_checked_id("symbol")
+@routed(prices_by_symbol, "symbol")
+async def get_stock(web: View, request: Request, symbol: str) -> Response:
+    state = _state(prices_by_symbol, symbol)
+    if not state or state["ts"] is None or state["ts"] <= worker_clock.horizon:
+        return _not_found(web, f"symbol {symbol!r}")
+    return web.json(price_analytics.view(symbol, state))
+
+
+@app.page("/users/{name}")
+@_checked_id("name")
+@routed(users_by_name, "name")
+async def get_user(web: View, request: Request, name: str) -> Response:
+    state = _state(users_by_name, name)
+    if not state or "record" not in state:
+        return _not_found(web, f"user {name!r}")
+    return web.json(
+        {"name": name, "schema_id": state["schema_id"], "ts": state["ts"], "record": state["record"]}
+    )
+
+
+@app.page("/alerts")
+async def get_alerts(web: View, request: Request) -> Response:
+    query = request.query
+    try:
+        limit = int(query.get("limit", "100"))
+        if not 1 <= limit <= _MAX_ALERTS:
+            raise ValueError
+    except ValueError:
+        return web.json({"error": f"limit must be an integer 1-{_MAX_ALERTS}"}, status=400)
+    alerts = recent_alerts.query(query.get("kind") or None, query.get("key") or None, limit)
+    return web.json({"alerts": alerts})
