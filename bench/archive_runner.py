@@ -4,7 +4,8 @@ Run as ``python -m bench.archive_runner`` with the ``STREAMAPP_*`` settings of t
 broker, app id, topic prefix, ``STREAMAPP_ARCHIVE_*``), ``BENCH_EXPECT`` and ``BENCH_PROGRESS``.
 It is :class:`streamapp.archive.archiver.Archiver` unchanged in what it does per record and per
 object; the subclass only counts (the clock starts at the partition assignment, as for the raw
-aiokafka loop, and a record counts once its object is uploaded and its offset committed), keeps to
+aiokafka loop, once the archiver has looked up in the bucket where each partition resumes; a
+record counts once its object is uploaded and its offset committed), keeps to
 the ``logins`` topic (the other archived topics of the bench's prefix do not exist), uploads what
 it holds once every expected record has been read (a live archiver would wait the roll age for
 more records; there are none) and stops there.
@@ -40,8 +41,8 @@ class CountingArchiver(Archiver):
         self.expect = expect
 
     async def resume(self, assigned: list[TopicPartition]) -> None:
-        self.progress.start()
-        await super().resume(assigned)
+        await super().resume(assigned)  # lists the bucket: start-up, like the group join
+        self.progress.start()  # fetching starts once this callback returns
 
     async def flush(self, tp: TopicPartition) -> None:
         before = self.stats.records
