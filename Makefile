@@ -70,10 +70,12 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(BIN)/streamapp kafka fetch
+	$(BIN)/streamapp s3 fetch
 	$(BIN)/python -m bench.run --events $(BENCH_EVENTS) --rounds $(BENCH_ROUNDS)
 
 bench-small: $(BENCH_STAMP)
 	$(BIN)/streamapp kafka fetch
+	$(BIN)/streamapp s3 fetch
 	$(BIN)/python -m bench.run --events 20000 --recovery-keys 20000 --latency-seconds 10 \
 		--results bench/results/bench-small/RESULTS.md --check
 

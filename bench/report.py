@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.contenders import STREAMAPP_FULL_NAME, STREAMAPP_NAME
 from bench.harness import Outcome
+from bench.scenarios.archive import ArchiveOutcome
 from bench.scenarios.latency import LATENCY_WARMUP_SECONDS, LatencyOutcome
 from bench.scenarios.profile import ProfileOutcome
 from bench.scenarios.recovery import RecoveryOutcome
@@ -138,6 +139,7 @@ class Report:
     latency: LatencyOutcome | None = None
     latency_full: LatencyOutcome | None = None  # the same with both login rules, at half their rate
     recovery: RecoveryOutcome | None = None
+    archive: ArchiveOutcome | None = None
     profile: ProfileOutcome | None = None
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     minutes: float = 0.0
@@ -170,6 +172,11 @@ class Report:
         base = self.streamapp()
         if base is None or base.rss_mb is None:
             gaps.append("worker memory: no figure")
+        arc = self.archive
+        if arc is None or arc.rate is None or arc.objects is None:
+            gaps.append(f"archiver throughput: {arc.reason if arc else 'not run'}")
+        elif base is not None and base.rate and arc.ratio is None:
+            gaps.append("archiver vs worker: no ratio")
         return gaps
 
     # -- text ------------------------------------------------------------------------------------
@@ -226,6 +233,18 @@ class Report:
             ]  # fmt: skip
             if rec.reason:
                 rows.append(["recovery status", f"{rec.status}: {rec.reason}"])
+        arc = self.archive
+        if arc is not None:
+            ratio = f"{arc.ratio:.2f}× the worker's events/s" if arc.ratio is not None else "no worker figure"
+            megabytes = arc.bytes / 1e6 if arc.bytes is not None else None
+            rows += [
+                [f"archiver to Parquet on S3Proxy ({_num(arc.records)} records)",
+                 _num(arc.rate, 0, " records/s") + f" ({ratio})"],
+                ["  objects written, bytes",
+                 f"{_num(arc.objects)} objects, {_num(megabytes, 1, ' MB')}"],
+            ]  # fmt: skip
+            if arc.reason:
+                rows.append(["archiver status", f"{arc.status}: {arc.reason}"])
         base = self.streamapp()
         if base is not None:
             rows.append(
@@ -297,6 +316,21 @@ class Report:
                 + f". A worker with nothing to recover is ready in {_num(rec.empty_ready_s, 1, ' s')} "
                 f"(start-up). RSS after recovery {_num(rec.recovered_rss_mb, 0, ' MiB')}; graceful stop took "
                 f"{_num(rec.stop_s, 1, ' s')}; check: {rec.check}."
+            )
+        if self.archive is not None:
+            arc = self.archive
+            lines.append(
+                f"- Archiver: `streamapp archive run`'s Archiver (its own consumer group) over the same "
+                f"logins from offset 0, objects rolled at {arc.roll_bytes / 2**20:g} MiB of records, zstd "
+                f"Parquet uploaded to an S3Proxy of its own (filesystem backend, same machine); timed from "
+                f"its partition assignment (after listing the bucket) until the last object is uploaded "
+                f"and its offset committed: "
+                f"{_num(arc.records)} records in {_num(arc.seconds, 1, ' s')}, of which "
+                f"{_num(arc.flush_seconds, 1, ' s')} encoding, uploading and committing objects (the rest "
+                "fetching from Kafka); group committed at the end "
+                f"after {_num(arc.committed_seconds, 1, ' s')}; CPU {_num(arc.cpu_pct, 0, '%')} (S3Proxy's "
+                f"JVM not counted), RSS {_num(arc.rss_mb, 0, ' MiB')}; worker {_num(arc.worker_rate)} "
+                f"events/s (the streamapp row above); check: {arc.check or '—'}."
             )
         lines.append("")
         prof = self.profile

@@ -19,6 +19,7 @@ from bench.harness import Bench, guarded
 from bench.kafka_util import Broker
 from bench.procs import REPO
 from bench.report import Report, machine_info
+from bench.scenarios.archive import ArchiveOutcome, archive
 from bench.scenarios.latency import LatencyOutcome, latency
 from bench.scenarios.profile import ProfileOutcome, aggregate_folded, profile
 from bench.scenarios.recovery import RecoveryOutcome, recovery
@@ -68,6 +69,7 @@ def run(
     recovery_keys: int,
     latency_seconds: float,
     with_profile: bool,
+    with_archive: bool,
     contenders: list[str],
     rounds: int,
     results: Path,
@@ -95,6 +97,12 @@ def run(
         report.throughput = throughput(bench, data, prefix, contenders, rounds)
         base = report.streamapp()
         base_rate = base.rate if base is not None and base.rate else None
+        if with_archive:  # right after the worker's run, on the same records
+            report.archive = guarded(
+                "archiver to Parquet on S3Proxy",
+                lambda: archive(bench, data, base_rate),
+                lambda reason: ArchiveOutcome(status="failed", reason=reason, worker_rate=base_rate),
+            )
         if latency_seconds > 0:
             rate = base_rate / 2 if base_rate else 1000.0
             report.latency = guarded(
@@ -182,6 +190,13 @@ def _clean_up(bench: Bench) -> None:
     help="A second streamapp pass under py-spy: top functions by own time.",
 )
 @click.option(
+    "--archive/--no-archive",
+    "with_archive",
+    default=True,
+    show_default=True,
+    help="The archiver over the same data to Parquet on an S3Proxy of its own: records/s vs the worker's.",
+)
+@click.option(
     "--rounds",
     type=click.IntRange(min=1),
     default=1,
@@ -225,6 +240,7 @@ def main(
     recovery_keys: int,
     latency_seconds: float,
     with_profile: bool,
+    with_archive: bool,
     rounds: int,
     only: tuple[str, ...],
     results: Path,
@@ -241,7 +257,7 @@ def main(
     logging.getLogger().addHandler(file_log)
     command = "python -m bench.run " + " ".join(sys.argv[1:])
     report = run(
-        events, recovery_keys, latency_seconds, with_profile, list(only or CONTENDERS), rounds,
+        events, recovery_keys, latency_seconds, with_profile, with_archive, list(only or CONTENDERS), rounds,
         results, work, timeout_scale, command,
     )  # fmt: skip
     click.echo(report.text())
