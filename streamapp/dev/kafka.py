@@ -10,15 +10,18 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 from streamapp.dev import secure as secure_setup
-from streamapp.dev.process import log_tail, owned_pid, port_in_use, terminate
+from streamapp.dev import service
+from streamapp.dev.process import port_in_use
 from streamapp.dev.secure import SecureMaterial
+from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceStatus, silent, streamapp_home
 from streamapp.runtime.replication import min_insync_replicas
 
 __all__ = [
@@ -43,8 +46,6 @@ _CLUSTER_HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "320m")
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
-
 
 def new_cluster_id() -> str:
     """A KRaft cluster id: a random UUID in URL-safe base64, like ``kafka-storage random-uuid``.
@@ -58,38 +59,13 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-class DevBrokerError(RuntimeError):
+class DevBrokerError(DevServiceError):
     """A dev broker operation failed; the message says what to do."""
-
-
-def streamapp_home() -> Path:
-    """Directory for downloaded jars and dev service state (``STREAMAPP_HOME``)."""
-    return Path(os.environ.get("STREAMAPP_HOME") or Path.home() / ".streamapp").expanduser()
 
 
 def java_major_version(java: str = "java") -> int:
     """The major version of the ``java`` on PATH, or raise with what to install."""
-    if shutil.which(java) is None:
-        raise DevBrokerError(
-            "java not found: install Java 17 or newer (e.g. apt install openjdk-17-jre-headless)"
-        )
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
-    # first line looks like: openjdk version "17.0.15" 2025-04-15  (or "1.8.0_392")
-    try:
-        quoted = out.split('"')[1]
-        parts = quoted.split(".")
-        return int(parts[1]) if parts[0] == "1" else int(parts[0].split("-")[0])
-    except (IndexError, ValueError) as exc:
-        raise DevBrokerError(f"cannot read the Java version from `java -version`: {out!r}") from exc
-
-
-def _check_java() -> None:
-    major = java_major_version()
-    if major < _MIN_JAVA:
-        raise DevBrokerError(
-            f"Java {major} found, Kafka {KAFKA_VERSION} needs Java {_MIN_JAVA}+: "
-            "install a newer JDK or put it first on PATH"
-        )
+    return service.java_major_version(java, DevBrokerError)
 
 
 def fetch_kafka_jars(home: Path | None = None, progress: Progress | None = None) -> Path:
@@ -102,7 +78,7 @@ def fetch_kafka_jars(home: Path | None = None, progress: Progress | None = None)
     mvn = shutil.which("mvn")
     if mvn is None:
         raise DevBrokerError("mvn not found: install Maven (apt install maven) to fetch Kafka")
-    say = progress or (lambda _msg: None)
+    say = progress or silent
     say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ...")
     pom = home / "kafka" / KAFKA_VERSION / "pom.xml"
     pom.parent.mkdir(parents=True, exist_ok=True)
@@ -141,31 +117,40 @@ def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
 
 
 @dataclass(frozen=True)
-class BrokerStatus:
+class BrokerStatus(ServiceStatus):
     """What `streamapp kafka status` reports."""
 
-    running: bool
-    pid: int | None
+    label: ClassVar[str] = "dev broker"
+
     bootstrap: str
     state_dir: Path
-    log_file: Path
-    answers: bool
     #: ``host:port`` of the SASL_SSL listener when the broker runs with ``--secure``
     secure_bootstrap: str | None = None
 
-    def describe(self) -> str:
-        if not self.running:
-            return f"dev broker: stopped (state in {self.state_dir})"
-        health = "answering" if self.answers else "NOT answering"
+    def stopped_detail(self) -> str:
+        return f" (state in {self.state_dir})"
+
+    def running_detail(self, health: str) -> str:
         secure = f", SASL_SSL on {self.secure_bootstrap}" if self.secure_bootstrap else ""
         return (
-            f"dev broker: running, pid {self.pid}, Kafka {KAFKA_VERSION} (KRaft) on {self.bootstrap}"
+            f"Kafka {KAFKA_VERSION} (KRaft) on {self.bootstrap}"
             f"{secure}, {health}; data {self.state_dir / 'data'}, log {self.log_file}"
         )
 
 
-class DevBroker:
+class DevBroker(DevService[BrokerStatus]):
     """A single-node KRaft broker+controller whose files live under one state directory."""
+
+    service = "kafka"
+    label = "dev broker"
+    process_name = "broker"
+    error = DevBrokerError
+    state_prefix = "broker-"
+    file_stem = "broker"
+    start_timeout = 90.0
+    stop_timeout = 30.0
+    probe_timeout = 2.0
+    poll_interval = 0.3
 
     def __init__(
         self,
@@ -185,14 +170,12 @@ class DevBroker:
         cluster_id: str | None = None,
         heap: str = _HEAP,
     ) -> None:
-        self.home = home or streamapp_home()
+        super().__init__(home, port, host, state_dir)
         # a node of a DevCluster: (node id, controller port) of every voter; () for a single node
         self.node_id = node_id
         self.voters = voters
         self.cluster_id = cluster_id
         self.heap = heap
-        self.host = host
-        self.port = port
         self.controller_port = controller_port
         # --secure: a SASL_SSL listener too, SCRAM users, the StandardAuthorizer (see dev/secure.py)
         self.secure = secure
@@ -201,9 +184,6 @@ class DevBroker:
         self.app_id = app_id  # whose topics, group and transactional ids the app's user may use
         self.topic_prefix = topic_prefix
         self.material: SecureMaterial | None = None
-        self.state_dir = state_dir or self.home / "kafka" / f"broker-{port}"
-        self.pid_file = self.state_dir / "broker.pid"
-        self.log_file = self.state_dir / "broker.log"
         self.config_file = self.state_dir / "server.properties"
 
     @property
@@ -220,23 +200,23 @@ class DevBroker:
         except FileNotFoundError:
             return False
 
-    # -- process bookkeeping -------------------------------------------------------------
-    def _pid(self) -> int | None:
-        """The pid we started, if that process is still our broker (a java running our config)."""
-        config = str(self.config_file).encode()
-        return owned_pid(self.pid_file, lambda cmdline: b"kafka.Kafka" in cmdline and config in cmdline)
+    @property
+    def location(self) -> str:
+        return f"on {self.bootstrap}"
 
-    def status(self) -> BrokerStatus:
-        pid = self._pid()
+    # -- process bookkeeping -------------------------------------------------------------
+    def _owns(self, cmdline: list[bytes]) -> bool:
+        """A java running our config."""
+        return b"kafka.Kafka" in cmdline and str(self.config_file).encode() in cmdline
+
+    def answers(self, timeout: float = 3.0) -> bool:
+        return broker_answers(self.bootstrap, timeout)
+
+    def _status(self, pid: int | None, answers: bool) -> BrokerStatus:
         return BrokerStatus(
-            running=pid is not None,
-            pid=pid,
-            bootstrap=self.bootstrap,
-            state_dir=self.state_dir,
-            log_file=self.log_file,
-            answers=pid is not None and broker_answers(self.bootstrap),
+            pid, answers, self.log_file, bootstrap=self.bootstrap, state_dir=self.state_dir,
             secure_bootstrap=self._secure_listener() if pid is not None else None,
-        )
+        )  # fmt: skip
 
     def _secure_listener(self) -> str | None:
         try:
@@ -351,31 +331,28 @@ class DevBroker:
         return target
 
     # -- lifecycle -----------------------------------------------------------------------
-    def up(self, progress: Progress | None = None, timeout: float = 90.0, wait: bool = True) -> BrokerStatus:
-        """Start the broker unless it already runs; return once it answers (``wait``).
-
-        A node of a cluster cannot answer before a majority of the voters runs: DevCluster starts
-        every node with ``wait=False``, then waits for all of them.
-        """
-        say = progress or (lambda _msg: None)
-        if self._pid() is not None:
-            if self.secure and not self._running_secure():
+    # A node of a cluster cannot answer before a majority of the voters runs: DevCluster starts
+    # every node with ``up(wait=False)``, then waits for all of them.
+    def _already_running(self, say: Progress) -> bool:
+        if self.secure and self._pid() is not None:
+            if not self._running_secure():
                 raise DevBrokerError(
                     f"the dev broker on {self.bootstrap} runs without --secure: stop it first "
                     "(`streamapp kafka down`), then `streamapp kafka up --secure` (formats its storage again)"
                 )
-            if self.secure:
-                self.material = secure_setup.prepare_material(self.state_dir, self.host, self.extra_users)
-            say(f"dev broker already running on {self.bootstrap}")
-            return self.status()
-        _check_java()
-        ports = (self.port, self.controller_port, *((self.secure_port,) if self.secure else ()))
-        for port in ports:
-            if port_in_use(self.host, port):
-                raise DevBrokerError(
-                    f"port {self.host}:{port} is taken by another process: stop it, or pick free "
-                    "ports with `streamapp kafka up --port N --controller-port M`"
-                )
+            self.material = secure_setup.prepare_material(self.state_dir, self.host, self.extra_users)
+        return super()._already_running(say)
+
+    def _prepare(self, say: Progress) -> None:
+        service.require_java(_MIN_JAVA, f"Kafka {KAFKA_VERSION}", DevBrokerError)
+
+    def _check_ports(self, ports: Sequence[int] = (), advice: str = "") -> None:
+        super()._check_ports(
+            (self.port, self.controller_port, *((self.secure_port,) if self.secure else ())),
+            "free ports with `streamapp kafka up --port N --controller-port M`",
+        )
+
+    def _start(self, say: Progress, timeout: float) -> subprocess.Popen[bytes]:
         libs = fetch_kafka_jars(self.home, say)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.secure:
@@ -391,41 +368,31 @@ class DevBroker:
             secure_setup.write_secret(self.config_file, wanted)  # --secure: it holds the keystore password
             say("formatting KRaft storage ...")
             self._format(libs)
-        started = time.monotonic()
-        cmd = [
-            "java", f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self._log4j()}",
-            "-cp", f"{libs}/*", "kafka.Kafka", str(self.config_file),
-        ]  # fmt: skip
-        with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in the shell must not kill a background broker
-            )  # fmt: skip
-        self.pid_file.write_text(str(proc.pid))
+        proc = self._spawn(
+            [
+                "java", f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self._log4j()}",
+                "-cp", f"{libs}/*", "kafka.Kafka", str(self.config_file),
+            ]
+        )  # fmt: skip
         say(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap} (pid {proc.pid}, heap {self.heap}) ...")
-        if not wait:
-            return self.status()
-        deadline = started + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
-                raise DevBrokerError(
-                    f"the broker exited with code {proc.returncode}; last log lines:\n{self._log_tail()}"
-                )
-            if broker_answers(self.bootstrap, timeout=2.0):
-                say(f"dev broker up on {self.bootstrap} in {time.monotonic() - started:.1f} s")
-                if self.material is not None:
-                    self._secure_up(libs, say)
-                return self.status()
-            time.sleep(0.3)
-        self.down()
-        raise DevBrokerError(f"the broker did not answer within {timeout:.0f} s:\n{self._log_tail()}")
+        return proc
 
-    def _secure_up(self, libs: Path, say: Progress) -> None:
+    def _exited(self, returncode: int | None) -> str:
+        return f"the broker exited with code {returncode}; last log lines:\n{self._log_tail()}"
+
+    def _not_ready(self, timeout: float) -> str:
+        return f"the broker did not answer within {timeout:.0f} s:\n{self._log_tail()}"
+
+    def _on_ready(self, say: Progress, elapsed: float) -> None:
+        super()._on_ready(say, elapsed)
+        if self.material is not None:
+            self._secure_up(say)
+
+    def _secure_up(self, say: Progress) -> None:
         assert self.material is not None
         say(f"granting user {secure_setup.APP_USER!r} the ACLs of app id {self.app_id} ...")
-        self.grant_app(secure_setup.APP_USER, self.app_id, self.topic_prefix, libs=libs)
+        self.grant_app(secure_setup.APP_USER, self.app_id, self.topic_prefix)
         say(
             f"SASL_SSL ({secure_setup.SCRAM_MECHANISM}) on {self.secure_bootstrap}; CA certificate "
             f"{self.material.ca_file}; user {secure_setup.APP_USER!r}, password in "
@@ -444,23 +411,6 @@ class DevBroker:
             )  # fmt: skip
         except (secure_setup.SecureSetupError, subprocess.TimeoutExpired) as exc:
             raise DevBrokerError(str(exc)) from None
-
-    def down(self, progress: Progress | None = None, timeout: float = 30.0) -> bool:
-        """Stop the broker this state directory started; True when one was stopped."""
-        say = progress or (lambda _msg: None)
-        pid = self._pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            say("dev broker is not running")
-            return False
-        if terminate(pid, timeout):
-            say(f"broker did not stop in {timeout:.0f} s; killed it")
-        self.pid_file.unlink(missing_ok=True)
-        say(f"dev broker stopped (pid {pid})")
-        return True
-
-    def _log_tail(self, lines: int = 20) -> str:
-        return log_tail(self.log_file, lines)
 
 
 async def _cluster_brokers(bootstrap: str) -> int:
@@ -601,7 +551,7 @@ class DevCluster:
 
     def up(self, progress: Progress | None = None, timeout: float = 120.0) -> ClusterStatus:
         """Start every node that is not running; return once all brokers are registered."""
-        say = progress or (lambda _msg: None)
+        say = progress or silent
         cluster_id = self._cluster_id()
         started = time.monotonic()
         for node in self.nodes:
@@ -614,7 +564,7 @@ class DevCluster:
         node = self.node(node_id)
         node.cluster_id = self._cluster_id()
         node.up(progress=progress, wait=False)
-        self.wait_registered(len(self.nodes), progress or (lambda _m: None), time.monotonic() + timeout)
+        self.wait_registered(len(self.nodes), progress or silent, time.monotonic() + timeout)
 
     def wait_registered(self, brokers: int, say: Progress, deadline: float) -> ClusterStatus:
         started = time.monotonic()
@@ -637,7 +587,7 @@ class DevCluster:
 
     def down(self, progress: Progress | None = None, timeout: float = 30.0) -> bool:
         """Stop every node; True when at least one was running."""
-        say = progress or (lambda _msg: None)
+        say = progress or silent
         stopped = [node.down(progress=None, timeout=timeout) for node in self.nodes]
         say(f"dev cluster stopped ({sum(stopped)} of {len(self.nodes)} nodes were running)")
         return any(stopped)
