@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,19 +16,19 @@ from typing import ClassVar
 
 from streamapp.dev import secure as secure_setup
 from streamapp.dev import service
-from streamapp.dev.process import port_in_use
+from streamapp.dev.kafka_probe import broker_answers, cluster_brokers
+from streamapp.dev.maven import fetch_jars
 from streamapp.dev.secure import SecureMaterial
-from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceStatus, silent, streamapp_home
+from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceStatus, streamapp_home
 from streamapp.runtime.replication import min_insync_replicas
 
 __all__ = [
     "KAFKA_VERSION",
     "BrokerStatus",
-    "ClusterStatus",
     "DevBroker",
-    "DevCluster",
     "DevBrokerError",
     "broker_answers",
+    "cluster_brokers",
     "fetch_kafka_jars",
     "java_major_version",
     "new_cluster_id",
@@ -41,8 +38,6 @@ __all__ = [
 KAFKA_VERSION = "4.3.1"
 _MIN_JAVA = 17
 _HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "512m")
-#: each node of a local multi-broker cluster: three of them share the machine with the workers
-_CLUSTER_HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "320m")
 
 logger = logging.getLogger(__name__)
 
@@ -70,50 +65,11 @@ def java_major_version(java: str = "java") -> int:
 
 def fetch_kafka_jars(home: Path | None = None, progress: Progress | None = None) -> Path:
     """Download Kafka and its logging jars with Maven once; return the directory holding them."""
-    home = home or streamapp_home()
-    libs = home / "kafka" / KAFKA_VERSION / "libs"
-    done = libs / ".complete"
-    if done.exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise DevBrokerError("mvn not found: install Maven (apt install maven) to fetch Kafka")
-    say = progress or silent
-    say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ...")
-    pom = home / "kafka" / KAFKA_VERSION / "pom.xml"
-    pom.parent.mkdir(parents=True, exist_ok=True)
-    pom.write_text(resources.files("streamapp.dev").joinpath("kafka-pom.xml").read_text())
-    staging = libs.with_name("libs.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [
-        mvn, "-B", "-f", str(pom), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    downloaded = 0
-    tail: list[str] = []
-    for line in proc.stdout:
-        tail = (tail + [line.rstrip()])[-30:]
-        if "Downloaded from" in line:
-            downloaded += 1
-            if downloaded % 10 == 0:
-                say(f"  {downloaded} artifacts downloaded ...")
-    if proc.wait() != 0:
-        raise DevBrokerError("Maven could not fetch Kafka:\n" + "\n".join(tail))
-    jars = sorted(p.name for p in staging.glob("*.jar"))
-    if not any(j.startswith("kafka_2.13-") for j in jars):
-        raise DevBrokerError(f"Maven finished but no kafka_2.13 jar is in {staging}")
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    done.write_text("\n".join(jars) + "\n")
-    say(f"fetched {len(jars)} jars ({downloaded} artifacts downloaded)")
-    return libs
-
-
-def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
-    """True when a Kafka broker answers a metadata request at ``bootstrap``."""
-    return cluster_brokers(bootstrap, timeout) > 0
+    libs = (home or streamapp_home()) / "kafka" / KAFKA_VERSION / "libs"
+    announce = f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ..."
+    return fetch_jars(
+        libs, "kafka-pom.xml", "Kafka", "kafka_2.13", DevBrokerError, progress, announce, count_downloads=True
+    )
 
 
 @dataclass(frozen=True)
@@ -411,183 +367,3 @@ class DevBroker(DevService[BrokerStatus]):
             )  # fmt: skip
         except (secure_setup.SecureSetupError, subprocess.TimeoutExpired) as exc:
             raise DevBrokerError(str(exc)) from None
-
-
-async def _cluster_brokers(bootstrap: str) -> int:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    try:
-        await admin.start()
-        described = await admin.describe_cluster()
-        return len(described["brokers"])
-    finally:
-        await admin.close()
-
-
-def cluster_brokers(bootstrap: str, timeout: float = 5.0) -> int:
-    """How many brokers the cluster at ``bootstrap`` reports (0 when it does not answer)."""
-    host, _, port = bootstrap.rpartition(":")
-    if not port_in_use(host, int(port)):
-        return 0  # not listening yet: spare aiokafka's connection-error log lines
-
-    def ask() -> int:
-        try:
-            return asyncio.run(asyncio.wait_for(_cluster_brokers(bootstrap), timeout))
-        except Exception:
-            return 0
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return ask()
-    # called from async code (a test, a service): asyncio.run needs a thread of its own
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(ask).result()
-
-
-@dataclass(frozen=True)
-class ClusterStatus:
-    """What `streamapp kafka status --brokers N` reports: every node, and the brokers registered."""
-
-    nodes: tuple[BrokerStatus, ...]
-    registered: int
-
-    @property
-    def running(self) -> bool:
-        return all(node.running for node in self.nodes)
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(node.bootstrap for node in self.nodes)
-
-    def describe(self) -> str:
-        lines = [
-            f"dev cluster: {sum(n.running for n in self.nodes)} of {len(self.nodes)} nodes running, "
-            f"{self.registered} brokers registered; "
-            f"STREAMAPP_BROKER=kafka://{self.bootstrap.replace(',', ';')}"
-        ]
-        for index, node in enumerate(self.nodes, start=1):
-            lines.append(f"  node {index}: " + node.describe().removeprefix("dev broker: "))
-        return "\n".join(lines)
-
-
-class DevCluster:
-    """A local KRaft cluster: ``brokers`` nodes on loopback, each broker and controller (a static
-    quorum of all of them), each a Kafka process of its own from the same jars, with a small heap.
-
-    Node ``i`` (0-based) listens on ``port + 2*i`` for clients and ``controller_port + 2*i`` for the
-    quorum, unless ``ports``/``controller_ports`` name them. Its files live under
-    ``$STREAMAPP_HOME/kafka/cluster-<first port>/node-<i+1>``.
-    """
-
-    def __init__(
-        self,
-        brokers: int = 3,
-        home: Path | None = None,
-        port: int = 9092,
-        controller_port: int = 9093,
-        host: str = "127.0.0.1",
-        *,
-        ports: tuple[int, ...] = (),
-        controller_ports: tuple[int, ...] = (),
-        heap: str = _CLUSTER_HEAP,
-    ) -> None:
-        if brokers < 1:
-            raise DevBrokerError("--brokers must be 1 or more")
-        self.home = home or streamapp_home()
-        self.host = host
-        self.ports = ports or tuple(port + 2 * i for i in range(brokers))
-        self.controller_ports = controller_ports or tuple(controller_port + 2 * i for i in range(brokers))
-        if len(self.ports) != brokers or len(self.controller_ports) != brokers:
-            raise DevBrokerError(f"a cluster of {brokers} brokers needs {brokers} ports and controller ports")
-        if len(set(self.ports) | set(self.controller_ports)) != 2 * brokers:
-            raise DevBrokerError(f"the ports of the cluster overlap: {self.ports} {self.controller_ports}")
-        self.state_dir = self.home / "kafka" / f"cluster-{self.ports[0]}"
-        self.cluster_id_file = self.state_dir / "cluster.id"
-        voters = tuple((i + 1, cport) for i, cport in enumerate(self.controller_ports))
-        self.nodes = tuple(
-            DevBroker(
-                home=self.home,
-                port=p,
-                controller_port=c,
-                host=host,
-                node_id=i + 1,
-                voters=voters,
-                state_dir=self.state_dir / f"node-{i + 1}",
-                heap=heap,
-            )  # fmt: skip
-            for i, (p, c) in enumerate(zip(self.ports, self.controller_ports, strict=True))
-        )
-
-    @property
-    def bootstrap(self) -> str:
-        """Every node, comma-separated (what aiokafka's ``bootstrap_servers`` takes)."""
-        return ",".join(node.bootstrap for node in self.nodes)
-
-    @property
-    def broker_url(self) -> str:
-        """``STREAMAPP_BROKER`` for this cluster."""
-        return "kafka://" + ";".join(node.bootstrap for node in self.nodes)
-
-    def status(self) -> ClusterStatus:
-        nodes = tuple(node.status() for node in self.nodes)
-        alive = [n.bootstrap for n in nodes if n.answers]
-        return ClusterStatus(nodes=nodes, registered=cluster_brokers(alive[0]) if alive else 0)
-
-    def node(self, node_id: int) -> DevBroker:
-        """The node with this KRaft node id (1-based)."""
-        return self.nodes[node_id - 1]
-
-    def _cluster_id(self) -> str:
-        # every node is formatted with the same cluster id, kept so a node formatted again joins
-        try:
-            return self.cluster_id_file.read_text().strip()
-        except FileNotFoundError:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            cluster_id = new_cluster_id()
-            self.cluster_id_file.write_text(cluster_id)
-            return cluster_id
-
-    def up(self, progress: Progress | None = None, timeout: float = 120.0) -> ClusterStatus:
-        """Start every node that is not running; return once all brokers are registered."""
-        say = progress or silent
-        cluster_id = self._cluster_id()
-        started = time.monotonic()
-        for node in self.nodes:
-            node.cluster_id = cluster_id
-            node.up(progress=say, wait=False)
-        return self.wait_registered(len(self.nodes), say, started + timeout)
-
-    def start_node(self, node_id: int, progress: Progress | None = None, timeout: float = 90.0) -> None:
-        """Start one node again (after `kill -9` or `stop_node`) and wait until it is registered."""
-        node = self.node(node_id)
-        node.cluster_id = self._cluster_id()
-        node.up(progress=progress, wait=False)
-        self.wait_registered(len(self.nodes), progress or silent, time.monotonic() + timeout)
-
-    def wait_registered(self, brokers: int, say: Progress, deadline: float) -> ClusterStatus:
-        started = time.monotonic()
-        while time.monotonic() < deadline:
-            for node in self.nodes:
-                if node._pid() is None and node.pid_file.exists():
-                    raise DevBrokerError(
-                        f"node {node.node_id} ({node.bootstrap}) exited; last log lines:\n{node._log_tail()}"
-                    )
-            registered = max((cluster_brokers(n.bootstrap, 3.0) for n in self.nodes if n._pid()), default=0)
-            if registered >= brokers:
-                say(
-                    f"dev cluster up: {registered} brokers on {self.bootstrap} "
-                    f"in {time.monotonic() - started:.1f} s"
-                )
-                return self.status()
-            time.sleep(0.5)
-        tails = "\n".join(f"-- node {n.node_id}:\n{n._log_tail(8)}" for n in self.nodes)
-        raise DevBrokerError(f"the cluster did not register {brokers} brokers in time:\n{tails}")
-
-    def down(self, progress: Progress | None = None, timeout: float = 30.0) -> bool:
-        """Stop every node; True when at least one was running."""
-        say = progress or silent
-        stopped = [node.down(progress=None, timeout=timeout) for node in self.nodes]
-        say(f"dev cluster stopped ({sum(stopped)} of {len(self.nodes)} nodes were running)")
-        return any(stopped)

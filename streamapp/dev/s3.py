@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import ClassVar
 
+from streamapp.dev.maven import fetch_jars
 from streamapp.dev.secure import write_secret
 from streamapp.dev.service import (
     DevService,
@@ -19,7 +18,6 @@ from streamapp.dev.service import (
     Progress,
     ServiceStatus,
     require_java,
-    silent,
     streamapp_home,
 )
 
@@ -57,42 +55,9 @@ class DevS3Error(DevServiceError):
 
 def fetch_s3proxy(home: Path | None = None, progress: Progress | None = None) -> Path:
     """Download S3Proxy and its jars with Maven once; return the directory holding them."""
-    home = home or streamapp_home()
-    libs = home / "s3proxy" / S3PROXY_VERSION / "libs"
-    done = libs / ".complete"
-    if done.exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise DevS3Error("mvn not found: install Maven (apt install maven) to fetch S3Proxy")
-    say = progress or silent
-    say(f"fetching S3Proxy {S3PROXY_VERSION} (about 170 jars) from Maven Central into {libs} ...")
-    pom = libs.parent / "pom.xml"
-    pom.parent.mkdir(parents=True, exist_ok=True)
-    pom.write_text(resources.files("streamapp.dev").joinpath("s3proxy-pom.xml").read_text())
-    staging = libs.with_name("libs.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [
-        mvn, "-B", "-f", str(pom), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    tail: list[str] = []
-    for line in proc.stdout:
-        tail = (tail + [line.rstrip()])[-30:]
-    if proc.wait() != 0:
-        raise DevS3Error("Maven could not fetch S3Proxy:\n" + "\n".join(tail))
-    jars = sorted(p.name for p in staging.glob("*.jar"))
-    if not any(j.startswith("s3proxy-") for j in jars):
-        raise DevS3Error(f"Maven finished but no s3proxy jar is in {staging}")
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    done.write_text("\n".join(jars) + "\n")
-    say(f"fetched {len(jars)} jars")
-    return libs
+    libs = (home or streamapp_home()) / "s3proxy" / S3PROXY_VERSION / "libs"
+    announce = f"fetching S3Proxy {S3PROXY_VERSION} (about 170 jars) from Maven Central into {libs} ..."
+    return fetch_jars(libs, "s3proxy-pom.xml", "S3Proxy", "s3proxy", DevS3Error, progress, announce)
 
 
 def s3_answers(endpoint: str, timeout: float = 3.0) -> bool:
