@@ -2,4 +2,6 @@
 
 from streamapp.cli import main
 
-main()
+# faust's autodiscovery imports every module of the package, this one too: run only as `-m`
+if __name__ == "__main__":
+    main()

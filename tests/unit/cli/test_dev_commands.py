@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -39,13 +37,3 @@ def test_every_service_has_up_down_status_and_fetch_when_it_downloads(service: s
     expected = {"up", "down", "status"} | ({"fetch"} if service in DOWNLOADED else set())
     group = main.commands[service]
     assert set(group.commands) == expected  # type: ignore[attr-defined]
-
-
-def test_python_dash_m_runs_the_same_command_line() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "streamapp.cli", "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    for command in (*STOPPED, "schema", "avro", "dlq", "archive", "batch", "detections", "worker",
-                    "generate", "demo", "replay"):  # fmt: skip
-        assert f"  {command} " in done.stdout
