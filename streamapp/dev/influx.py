@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import urllib.error
@@ -13,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceStatus
+from streamapp.dev.service import (
+    DevService,
+    DevServiceError,
+    Progress,
+    ServiceKind,
+    ServiceStatus,
+    debian_binary,
+)
 
 __all__ = [
     "DEFAULT_INFLUX_PORT",
@@ -26,7 +32,6 @@ __all__ = [
 
 DEFAULT_INFLUX_PORT = 8086
 DATABASE = "streamapp"
-_INSTALL_HINT = "apt-get install influxdb"
 
 
 class DevInfluxError(DevServiceError):
@@ -35,10 +40,7 @@ class DevInfluxError(DevServiceError):
 
 def influxd_binary() -> str:
     """Path of ``influxd``, or raise with the package to install."""
-    found = shutil.which("influxd")
-    if found is None:
-        raise DevInfluxError(f"influxd not found: install it with `{_INSTALL_HINT}`")
-    return found
+    return debian_binary("influxd", "influxdb", DevInfluxError)
 
 
 def _free_port(host: str) -> int:
@@ -82,15 +84,11 @@ class InfluxStatus(ServiceStatus):
     label: ClassVar[str] = "dev influx"
 
     url: str
-    state_dir: Path
-
-    def stopped_detail(self) -> str:
-        return f" (data in {self.state_dir})"
 
     def running_detail(self, health: str) -> str:
         return (
             f"InfluxDB 1.x, {health}; "
-            f"STREAMAPP_INFLUX_URL={self.url} (data {self.state_dir}, log {self.log_file})"
+            f"STREAMAPP_INFLUX_URL={self.url} (data {self.kept_in}, log {self.log_file})"
         )
 
     def usage(self) -> str:
@@ -100,12 +98,7 @@ class InfluxStatus(ServiceStatus):
 class DevInflux(DevService[InfluxStatus]):
     """One influxd whose config, data, pid and log live under one state directory."""
 
-    service = "influx"
-    label = "dev influx"
-    process_name = "influxd"
-    error = DevInfluxError
-    file_stem = "influxd"
-    stop_timeout = 30.0
+    kind = ServiceKind("influx", "dev influx", "influxd", DevInfluxError, stop_timeout=30.0)
 
     def __init__(
         self, home: Path | None = None, port: int = DEFAULT_INFLUX_PORT, host: str = "127.0.0.1"
@@ -146,7 +139,7 @@ class DevInflux(DevService[InfluxStatus]):
         return body
 
     def _status(self, pid: int | None, answers: bool) -> InfluxStatus:
-        return InfluxStatus(pid, answers, self.log_file, url=self.url, state_dir=self.state_dir)
+        return InfluxStatus(pid, answers, self.log_file, self.state_dir, url=self.url)
 
     def _prepare(self, say: Progress) -> None:
         influxd_binary()

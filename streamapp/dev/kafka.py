@@ -19,7 +19,14 @@ from streamapp.dev import service
 from streamapp.dev.kafka_probe import broker_answers, cluster_brokers
 from streamapp.dev.maven import fetch_jars
 from streamapp.dev.secure import SecureMaterial
-from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceStatus, streamapp_home
+from streamapp.dev.service import (
+    DevService,
+    DevServiceError,
+    Progress,
+    ServiceKind,
+    ServiceStatus,
+    streamapp_home,
+)
 from streamapp.runtime.replication import min_insync_replicas
 
 __all__ = [
@@ -77,36 +84,27 @@ class BrokerStatus(ServiceStatus):
     """What `streamapp kafka status` reports."""
 
     label: ClassVar[str] = "dev broker"
+    kept: ClassVar[str] = "state"
 
     bootstrap: str
-    state_dir: Path
     #: ``host:port`` of the SASL_SSL listener when the broker runs with ``--secure``
     secure_bootstrap: str | None = None
-
-    def stopped_detail(self) -> str:
-        return f" (state in {self.state_dir})"
 
     def running_detail(self, health: str) -> str:
         secure = f", SASL_SSL on {self.secure_bootstrap}" if self.secure_bootstrap else ""
         return (
             f"Kafka {KAFKA_VERSION} (KRaft) on {self.bootstrap}"
-            f"{secure}, {health}; data {self.state_dir / 'data'}, log {self.log_file}"
+            f"{secure}, {health}; data {self.kept_in}/data, log {self.log_file}"
         )
 
 
 class DevBroker(DevService[BrokerStatus]):
     """A single-node KRaft broker+controller whose files live under one state directory."""
 
-    service = "kafka"
-    label = "dev broker"
-    process_name = "broker"
-    error = DevBrokerError
-    state_prefix = "broker-"
-    file_stem = "broker"
-    start_timeout = 90.0
-    stop_timeout = 30.0
-    probe_timeout = 2.0
-    poll_interval = 0.3
+    kind = ServiceKind(
+        "kafka", "dev broker", "broker", DevBrokerError, state_prefix="broker-",
+        start_timeout=90.0, stop_timeout=30.0, probe_timeout=2.0,
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -170,7 +168,7 @@ class DevBroker(DevService[BrokerStatus]):
 
     def _status(self, pid: int | None, answers: bool) -> BrokerStatus:
         return BrokerStatus(
-            pid, answers, self.log_file, bootstrap=self.bootstrap, state_dir=self.state_dir,
+            pid, answers, self.log_file, self.state_dir, bootstrap=self.bootstrap,
             secure_bootstrap=self._secure_listener() if pid is not None else None,
         )  # fmt: skip
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceStatus
+from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceKind, ServiceStatus
 
 __all__ = [
     "DEFAULT_POSTGRES_PORT",
@@ -55,13 +55,9 @@ class PostgresStatus(ServiceStatus):
     label: ClassVar[str] = "dev postgres"
 
     dsn: str
-    data_dir: Path
-
-    def stopped_detail(self) -> str:
-        return f" (data in {self.data_dir})"
 
     def running_detail(self, health: str) -> str:
-        return f"{health}; STREAMAPP_POSTGRES_DSN={self.dsn} (data {self.data_dir}, log {self.log_file})"
+        return f"{health}; STREAMAPP_POSTGRES_DSN={self.dsn} (data {self.kept_in}, log {self.log_file})"
 
     def usage(self) -> str:
         return f"point workers at it: STREAMAPP_POSTGRES_DSN={self.dsn}"
@@ -73,13 +69,9 @@ class DevPostgres(DevService[PostgresStatus]):
     pg_ctl starts and stops the server, and the server writes its own pid file (postmaster.pid).
     """
 
-    service = "postgres"
-    label = "dev postgres"
-    process_name = "postgres"
-    error = DevPostgresError
-    file_stem = "postgres"
-    start_timeout = 90.0
-    stop_timeout = 60.0
+    kind = ServiceKind(
+        "postgres", "dev postgres", "postgres", DevPostgresError, start_timeout=90, stop_timeout=60
+    )
 
     def __init__(
         self, home: Path | None = None, port: int = DEFAULT_POSTGRES_PORT, host: str = "127.0.0.1"
@@ -148,7 +140,7 @@ class DevPostgres(DevService[PostgresStatus]):
         return done.returncode == 0
 
     def _status(self, pid: int | None, answers: bool) -> PostgresStatus:
-        return PostgresStatus(pid, answers, self.log_file, dsn=self.dsn, data_dir=self.data_dir)
+        return PostgresStatus(pid, answers, self.log_file, self.data_dir, dsn=self.dsn)
 
     def _prepare(self, say: Progress) -> None:
         postgres_bin_dir()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -16,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceStatus, silent
+from streamapp.dev.service import (
+    DevService,
+    DevServiceError,
+    Progress,
+    ServiceKind,
+    ServiceStatus,
+    debian_binary,
+    silent,
+)
 
 __all__ = [
     "DEFAULT_PROMETHEUS_PORT",
@@ -32,7 +39,6 @@ __all__ = [
 DEFAULT_PROMETHEUS_PORT = 9090
 DEFAULT_TARGET = "127.0.0.1:6066"
 DEFAULT_SCRAPE_INTERVAL = "2s"
-_INSTALL_HINT = "apt-get install prometheus"
 
 
 class DevPrometheusError(DevServiceError):
@@ -41,10 +47,7 @@ class DevPrometheusError(DevServiceError):
 
 def prometheus_binary() -> str:
     """Path of the ``prometheus`` server binary, or raise with the package to install."""
-    found = shutil.which("prometheus")
-    if found is None:
-        raise DevPrometheusError(f"prometheus not found: install it with `{_INSTALL_HINT}`")
-    return found
+    return debian_binary("prometheus", "prometheus", DevPrometheusError)
 
 
 def _check_target(target: str) -> str:
@@ -83,11 +86,7 @@ class PrometheusStatus(ServiceStatus):
 
     url: str
     config_file: Path
-    data_dir: Path
     targets: tuple[str, ...]
-
-    def stopped_detail(self) -> str:
-        return f" (data in {self.data_dir})"
 
     def running_detail(self, health: str) -> str:
         return (
@@ -99,11 +98,7 @@ class PrometheusStatus(ServiceStatus):
 class DevPrometheus(DevService[PrometheusStatus]):
     """One Prometheus server whose config, data, pid and log live under one state directory."""
 
-    service = "prometheus"
-    label = "dev prometheus"
-    process_name = "prometheus"
-    error = DevPrometheusError
-    file_stem = "prometheus"
+    kind = ServiceKind("prometheus", "dev prometheus", "prometheus", DevPrometheusError)
 
     def __init__(
         self, home: Path | None = None, port: int = DEFAULT_PROMETHEUS_PORT, host: str = "127.0.0.1"
@@ -147,8 +142,8 @@ class DevPrometheus(DevService[PrometheusStatus]):
 
     def _status(self, pid: int | None, answers: bool) -> PrometheusStatus:
         return PrometheusStatus(
-            pid, answers, self.log_file, url=self.url, config_file=self.config_file,
-            data_dir=self.data_dir, targets=self.targets(),
+            pid, answers, self.log_file, self.data_dir, url=self.url, config_file=self.config_file,
+            targets=self.targets(),
         )  # fmt: skip
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -172,7 +167,7 @@ class DevPrometheus(DevService[PrometheusStatus]):
             say(f"dev prometheus on {self.url} now scrapes {', '.join(targets)}")
         else:
             say(f"dev prometheus already running on {self.url}")
-        self._wait_ready(None, time.monotonic(), self.start_timeout if timeout is None else timeout)
+        self._wait_ready(None, time.monotonic(), self.kind.start_timeout if timeout is None else timeout)
         return self.status()
 
     def _prepare(self, say: Progress) -> None:

@@ -18,6 +18,7 @@ from streamapp.dev.service import (
     DevService,
     DevServiceError,
     Progress,
+    ServiceKind,
     ServiceStatus,
     require_java,
     silent,
@@ -156,15 +157,10 @@ class DevRegistry(DevService[RegistryStatus]):
     Storage is Apicurio's default: an in-memory H2 database, so every start begins empty.
     """
 
-    service = "registry"
-    label = "dev schema registry"
-    process_name = "registry"
-    error = DevRegistryError
-    state_prefix = "registry-"
-    file_stem = "registry"
-    start_timeout = 90.0
-    probe_timeout = 2.0
-    poll_interval = 0.25
+    kind = ServiceKind(
+        "registry", "dev schema registry", "registry", DevRegistryError, state_prefix="registry-",
+        start_timeout=90.0, probe_timeout=2.0,
+    )  # fmt: skip
 
     def __init__(
         self, home: Path | None = None, port: int = DEFAULT_REGISTRY_PORT, host: str = "127.0.0.1"
@@ -180,19 +176,12 @@ class DevRegistry(DevService[RegistryStatus]):
     def location(self) -> str:
         return f"at {self.url}"
 
-    def _marker(self) -> str:
-        # on the java command line, so a reused pid is never mistaken for our registry
-        return f"-Dstreamapp.registry.state={self.state_dir}"
-
-    def _owns(self, cmdline: list[bytes]) -> bool:
-        return self._marker().encode() in cmdline
-
     def answers(self, timeout: float = 3.0) -> bool:
         return registry_answers(self.url, timeout)
 
     def _status(self, pid: int | None, answers: bool) -> RegistryStatus:
         rss = _rss_mib(pid) if pid is not None else None
-        return RegistryStatus(pid, answers, self.log_file, url=self.url, rss_mib=rss)
+        return RegistryStatus(pid, answers, self.log_file, None, url=self.url, rss_mib=rss)
 
     def command(self, app_dir: Path) -> list[str]:
         """The java command line that runs the registry."""

@@ -16,6 +16,7 @@ from streamapp.dev.service import (
     DevService,
     DevServiceError,
     Progress,
+    ServiceKind,
     ServiceStatus,
     require_java,
     streamapp_home,
@@ -103,16 +104,12 @@ class S3Status(ServiceStatus):
     label: ClassVar[str] = "dev s3"
 
     endpoint: str
-    data_dir: Path
     credentials_file: Path
-
-    def stopped_detail(self) -> str:
-        return f" (data in {self.data_dir})"
 
     def running_detail(self, health: str) -> str:
         return (
             f"S3Proxy {S3PROXY_VERSION} (filesystem) at {self.endpoint}, "
-            f"{health}; data {self.data_dir}, credentials {self.credentials_file}, log {self.log_file}"
+            f"{health}; data {self.kept_in}, credentials {self.credentials_file}, log {self.log_file}"
         )
 
     def usage(self, bucket: str = DEFAULT_BUCKET) -> str:
@@ -126,12 +123,7 @@ class S3Status(ServiceStatus):
 class DevS3(DevService[S3Status]):
     """One S3Proxy process on a loopback port; its objects, pid, log and credentials under one directory."""
 
-    service = "s3"
-    label = "dev s3"
-    process_name = "S3Proxy"
-    error = DevS3Error
-    state_prefix = "s3-"
-    file_stem = "s3proxy"
+    kind = ServiceKind("s3", "dev s3", "S3Proxy", DevS3Error, state_prefix="s3-")
 
     def __init__(
         self, home: Path | None = None, port: int = DEFAULT_S3_PORT, host: str = "127.0.0.1",
@@ -155,19 +147,12 @@ class DevS3(DevService[S3Status]):
     def credentials(self) -> S3Credentials:
         return S3Credentials.load_or_create(self.credentials_file)
 
-    def _marker(self) -> str:
-        # on the java command line, so a reused pid is never mistaken for our server
-        return f"-Dstreamapp.s3.state={self.state_dir}"
-
-    def _owns(self, cmdline: list[bytes]) -> bool:
-        return self._marker().encode() in cmdline
-
     def answers(self, timeout: float = 3.0) -> bool:
         return s3_answers(self.endpoint, timeout)
 
     def _status(self, pid: int | None, answers: bool) -> S3Status:
         return S3Status(
-            pid, answers, self.log_file, endpoint=self.endpoint, data_dir=self.data_dir,
+            pid, answers, self.log_file, self.data_dir, endpoint=self.endpoint,
             credentials_file=self.credentials_file,
         )  # fmt: skip
 

@@ -17,7 +17,9 @@ __all__ = [
     "DevService",
     "DevServiceError",
     "Progress",
+    "ServiceKind",
     "ServiceStatus",
+    "debian_binary",
     "java_major_version",
     "require_java",
     "silent",
@@ -57,6 +59,14 @@ def java_major_version(java: str = "java", error: type[DevServiceError] = DevSer
 _NEWER_JDK = ": install a newer JDK or put it first on PATH"
 
 
+def debian_binary(name: str, package: str, error: type[DevServiceError]) -> str:
+    """Path of the server binary ``name``, or raise ``error`` with the package to install."""
+    found = shutil.which(name)
+    if found is None:
+        raise error(f"{name} not found: install it with `apt-get install {package}`")
+    return found
+
+
 def require_java(minimum: int, product: str, error: type[DevServiceError], advice: str = _NEWER_JDK) -> None:
     """Raise ``error`` unless the ``java`` on PATH is ``minimum`` or newer."""
     major = java_major_version(error=error)
@@ -73,9 +83,13 @@ class ServiceStatus:
     #: the word for a server that answers its health probe
     healthy: ClassVar[str] = "answering"
 
+    #: what the data of a stopped server is called, and where it stays (None: nowhere, it is in memory)
+    kept: ClassVar[str] = "data"
+
     pid: int | None
     answers: bool
     log_file: Path
+    kept_in: Path | None
 
     @property
     def running(self) -> bool:
@@ -88,8 +102,8 @@ class ServiceStatus:
         return f"{self.label}: running, pid {self.pid}, {self.running_detail(health)}"
 
     def stopped_detail(self) -> str:
-        """What follows "stopped", e.g. where the data stays."""
-        return ""
+        """What follows "stopped": where the data stays."""
+        return f" ({self.kept} in {self.kept_in})" if self.kept_in is not None else ""
 
     def running_detail(self, health: str) -> str:
         """What follows the pid of a running server; ``health`` says whether it answers."""
@@ -103,6 +117,25 @@ class ServiceStatus:
 S = TypeVar("S", bound=ServiceStatus)
 
 
+@dataclass(frozen=True)
+class ServiceKind:
+    """Which dev service a class runs: the names its files and messages use, and its timeouts."""
+
+    #: the directory under STREAMAPP_HOME, and the command group: `streamapp <service> up`
+    service: str
+    #: what the messages call it, e.g. "dev influx"
+    label: str
+    #: what the messages call the process (e.g. "influxd did not stop"); lowercased, its pid and log files
+    process: str
+    error: type[DevServiceError] = DevServiceError
+    #: the state directory is <service>/<state_prefix><port>
+    state_prefix: str = "port-"
+    start_timeout: float = 60.0
+    stop_timeout: float = 20.0
+    #: how long one health probe may take while `up` waits for the server
+    probe_timeout: float = 1.0
+
+
 class DevService(Generic[S]):
     """A server process on a loopback port whose files live under one state directory.
 
@@ -110,21 +143,9 @@ class DevService(Generic[S]):
     holds (``_status``); starting, waiting until it answers, stopping and the pid bookkeeping are here.
     """
 
-    #: the directory under STREAMAPP_HOME, and the command group: `streamapp <service> up`
-    service: ClassVar[str]
-    #: what the messages call it, e.g. "dev influx"
-    label: ClassVar[str]
-    #: what "did not stop ...; killed it" calls the process
-    process_name: ClassVar[str]
-    error: ClassVar[type[DevServiceError]] = DevServiceError
-    #: the state directory is <service>/<state_prefix><port>; the pid and log files <file_stem>.pid|.log
-    state_prefix: ClassVar[str] = "port-"
-    file_stem: ClassVar[str]
-    start_timeout: ClassVar[float] = 60.0
-    stop_timeout: ClassVar[float] = 20.0
-    #: how long one health probe may take while waiting, and the pause between probes
-    probe_timeout: ClassVar[float] = 1.0
-    poll_interval: ClassVar[float] = 0.2
+    kind: ClassVar[ServiceKind]
+    #: the pause between health probes while `up` waits for the server
+    poll_interval: ClassVar[float] = 0.25
 
     def __init__(
         self, home: Path | None = None, port: int = 0, host: str = "127.0.0.1", state_dir: Path | None = None
@@ -132,9 +153,10 @@ class DevService(Generic[S]):
         self.home = home or streamapp_home()
         self.host = host
         self.port = port
-        self.state_dir = state_dir or self.home / self.service / f"{self.state_prefix}{port}"
-        self.pid_file = self.state_dir / f"{self.file_stem}.pid"
-        self.log_file = self.state_dir / f"{self.file_stem}.log"
+        kind = self.kind
+        self.state_dir = state_dir or self.home / kind.service / f"{kind.state_prefix}{port}"
+        self.pid_file = self.state_dir / f"{kind.process.lower()}.pid"
+        self.log_file = self.state_dir / f"{kind.process.lower()}.log"
 
     # -- what a subclass says ------------------------------------------------------------
     @property
@@ -142,9 +164,16 @@ class DevService(Generic[S]):
         """Where it serves, as the messages say it ("on host:port", "at http://...")."""
         return f"on {self.host}:{self.port}"
 
+    def _marker(self) -> str:
+        """A java system property naming the state directory: on the command line of a java server."""
+        return f"-Dstreamapp.{self.kind.service}.state={self.state_dir}"
+
     def _owns(self, cmdline: list[bytes]) -> bool:
-        """True when a process with this command line is the server this state directory started."""
-        raise NotImplementedError
+        """True when a process with this command line is the server this state directory started.
+
+        Pids get reused: the marker (or a subclass's own test) tells our server from another process.
+        """
+        return self._marker().encode() in cmdline
 
     def answers(self, timeout: float = 3.0) -> bool:
         """True when the server answers its health probe."""
@@ -165,13 +194,13 @@ class DevService(Generic[S]):
         say(self._ready(elapsed))
 
     def _exited(self, returncode: int | None) -> str:
-        return f"{self.process_name} exited with code {returncode}; last log lines:\n{self._log_tail()}"
+        return f"{self.kind.process} exited with code {returncode}; last log lines:\n{self._log_tail()}"
 
     def _not_ready(self, timeout: float) -> str:
-        return f"{self.process_name} did not answer within {timeout:.0f} s:\n{self._log_tail()}"
+        return f"{self.kind.process} did not answer within {timeout:.0f} s:\n{self._log_tail()}"
 
     def _ready(self, elapsed: float) -> str:
-        return f"{self.label} up {self.location} in {elapsed:.1f} s"
+        return f"{self.kind.label} up {self.location} in {elapsed:.1f} s"
 
     def _stopped_note(self) -> str:
         """What follows "stopped (pid N)", e.g. where the data stays."""
@@ -193,7 +222,7 @@ class DevService(Generic[S]):
     def up(self, progress: Progress | None = None, timeout: float | None = None, wait: bool = True) -> S:
         """Start the server unless it already runs; return once it answers (``wait``) or once started."""
         say = progress or silent
-        timeout = self.start_timeout if timeout is None else timeout
+        timeout = self.kind.start_timeout if timeout is None else timeout
         if self._already_running(say):
             return self.status()
         self._prepare(say)
@@ -208,7 +237,7 @@ class DevService(Generic[S]):
     def _already_running(self, say: Progress) -> bool:
         if self._pid() is None:
             return False
-        say(f"{self.label} already running {self.location}")
+        say(f"{self.kind.label} already running {self.location}")
         return True
 
     def _check_ports(
@@ -216,9 +245,9 @@ class DevService(Generic[S]):
     ) -> None:
         for port in ports or (self.port,):
             if port_in_use(self.host, port):
-                raise self.error(
+                raise self.kind.error(
                     f"port {self.host}:{port} is taken by another process: stop it, or pick "
-                    + advice.format(service=self.service)
+                    + advice.format(service=self.kind.service)
                 )
 
     def _spawn(self, cmd: Sequence[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
@@ -237,13 +266,13 @@ class DevService(Generic[S]):
         while time.monotonic() < started + timeout:
             if proc is not None and proc.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
-                raise self.error(self._exited(proc.returncode))
-            if self.answers(timeout=self.probe_timeout):
+                raise self.kind.error(self._exited(proc.returncode))
+            if self.answers(timeout=self.kind.probe_timeout):
                 return
             time.sleep(self.poll_interval)
         if proc is not None:
             self.down()
-        raise self.error(self._not_ready(timeout))
+        raise self.kind.error(self._not_ready(timeout))
 
     def down(self, progress: Progress | None = None, timeout: float | None = None) -> bool:
         """Stop the server this state directory started (its data stays); True when one was stopped."""
@@ -251,16 +280,16 @@ class DevService(Generic[S]):
         pid = self._pid()
         if pid is None:
             self._forget_pid()
-            say(f"{self.label} is not running")
+            say(f"{self.kind.label} is not running")
             return False
-        self._stop(pid, self.stop_timeout if timeout is None else timeout, say)
-        say(f"{self.label} stopped (pid {pid}){self._stopped_note()}")
+        self._stop(pid, self.kind.stop_timeout if timeout is None else timeout, say)
+        say(f"{self.kind.label} stopped (pid {pid}){self._stopped_note()}")
         return True
 
     def _stop(self, pid: int, timeout: float, say: Progress) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds."""
         if terminate(pid, timeout):
-            say(f"{self.process_name} did not stop in {timeout:.0f} s; killed it")
+            say(f"{self.kind.process} did not stop in {timeout:.0f} s; killed it")
         self._forget_pid()
 
     def _forget_pid(self) -> None:

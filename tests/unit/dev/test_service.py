@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pytest
 
-from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceStatus
+from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceKind, ServiceStatus
 
 
 class WebError(DevServiceError):
@@ -25,13 +25,7 @@ class WebStatus(ServiceStatus):
 class DevWeb(DevService[WebStatus]):
     """`python -m http.server` serving the state directory: a dev service in a few lines."""
 
-    service = "web"
-    label = "dev web"
-    process_name = "http.server"
-    error = WebError
-    file_stem = "web"
-    start_timeout = 20.0
-    stop_timeout = 5.0
+    kind = ServiceKind("web", "dev web", "http.server", WebError, start_timeout=20.0, stop_timeout=5.0)
 
     def __init__(self, home: Path, port: int, exit_at_once: bool = False) -> None:
         super().__init__(home, port)
@@ -48,7 +42,7 @@ class DevWeb(DevService[WebStatus]):
             return False
 
     def _status(self, pid: int | None, answers: bool) -> WebStatus:
-        return WebStatus(pid, answers, self.log_file)
+        return WebStatus(pid, answers, self.log_file, None)
 
     def _start(self, say: Progress, timeout: float) -> subprocess.Popen[bytes]:
         code = ["-c", "import sys; print('no'); sys.exit(4)"] if self.exit_at_once else []
