@@ -83,12 +83,13 @@ class ServiceStatus:
     #: the word for a server that answers its health probe
     healthy: ClassVar[str] = "answering"
 
-    #: what the data of a stopped server is called, and where it stays (None: nowhere, it is in memory)
+    #: what "stopped (data in ...)" calls the files the server keeps
     kept: ClassVar[str] = "data"
 
     pid: int | None
     answers: bool
     log_file: Path
+    #: where the server's data stays while it is stopped (None: nowhere, it is in memory)
     kept_in: Path | None
 
     @property
