@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import os
 import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 from streamapp.dev import secure as secure_setup
-from streamapp.dev.process import log_tail, owned_pid, port_in_use, terminate
+from streamapp.dev import service
+from streamapp.dev.kafka_probe import broker_answers, cluster_brokers
+from streamapp.dev.maven import fetch_jars
 from streamapp.dev.secure import SecureMaterial
+from streamapp.dev.service import (
+    DevService,
+    DevServiceError,
+    Progress,
+    ServiceKind,
+    ServiceStatus,
+    streamapp_home,
+)
 from streamapp.runtime.replication import min_insync_replicas
 
 __all__ = [
     "KAFKA_VERSION",
     "BrokerStatus",
-    "ClusterStatus",
     "DevBroker",
-    "DevCluster",
     "DevBrokerError",
     "broker_answers",
+    "cluster_brokers",
     "fetch_kafka_jars",
     "java_major_version",
     "new_cluster_id",
@@ -38,12 +45,8 @@ __all__ = [
 KAFKA_VERSION = "4.3.1"
 _MIN_JAVA = 17
 _HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "512m")
-#: each node of a local multi-broker cluster: three of them share the machine with the workers
-_CLUSTER_HEAP = os.environ.get("STREAMAPP_KAFKA_HEAP", "320m")
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
 
 
 def new_cluster_id() -> str:
@@ -58,114 +61,50 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-class DevBrokerError(RuntimeError):
+class DevBrokerError(DevServiceError):
     """A dev broker operation failed; the message says what to do."""
-
-
-def streamapp_home() -> Path:
-    """Directory for downloaded jars and dev service state (``STREAMAPP_HOME``)."""
-    return Path(os.environ.get("STREAMAPP_HOME") or Path.home() / ".streamapp").expanduser()
 
 
 def java_major_version(java: str = "java") -> int:
     """The major version of the ``java`` on PATH, or raise with what to install."""
-    if shutil.which(java) is None:
-        raise DevBrokerError(
-            "java not found: install Java 17 or newer (e.g. apt install openjdk-17-jre-headless)"
-        )
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
-    # first line looks like: openjdk version "17.0.15" 2025-04-15  (or "1.8.0_392")
-    try:
-        quoted = out.split('"')[1]
-        parts = quoted.split(".")
-        return int(parts[1]) if parts[0] == "1" else int(parts[0].split("-")[0])
-    except (IndexError, ValueError) as exc:
-        raise DevBrokerError(f"cannot read the Java version from `java -version`: {out!r}") from exc
-
-
-def _check_java() -> None:
-    major = java_major_version()
-    if major < _MIN_JAVA:
-        raise DevBrokerError(
-            f"Java {major} found, Kafka {KAFKA_VERSION} needs Java {_MIN_JAVA}+: "
-            "install a newer JDK or put it first on PATH"
-        )
+    return service.java_major_version(java, DevBrokerError)
 
 
 def fetch_kafka_jars(home: Path | None = None, progress: Progress | None = None) -> Path:
     """Download Kafka and its logging jars with Maven once; return the directory holding them."""
-    home = home or streamapp_home()
-    libs = home / "kafka" / KAFKA_VERSION / "libs"
-    done = libs / ".complete"
-    if done.exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise DevBrokerError("mvn not found: install Maven (apt install maven) to fetch Kafka")
-    say = progress or (lambda _msg: None)
-    say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ...")
-    pom = home / "kafka" / KAFKA_VERSION / "pom.xml"
-    pom.parent.mkdir(parents=True, exist_ok=True)
-    pom.write_text(resources.files("streamapp.dev").joinpath("kafka-pom.xml").read_text())
-    staging = libs.with_name("libs.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [
-        mvn, "-B", "-f", str(pom), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    downloaded = 0
-    tail: list[str] = []
-    for line in proc.stdout:
-        tail = (tail + [line.rstrip()])[-30:]
-        if "Downloaded from" in line:
-            downloaded += 1
-            if downloaded % 10 == 0:
-                say(f"  {downloaded} artifacts downloaded ...")
-    if proc.wait() != 0:
-        raise DevBrokerError("Maven could not fetch Kafka:\n" + "\n".join(tail))
-    jars = sorted(p.name for p in staging.glob("*.jar"))
-    if not any(j.startswith("kafka_2.13-") for j in jars):
-        raise DevBrokerError(f"Maven finished but no kafka_2.13 jar is in {staging}")
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    done.write_text("\n".join(jars) + "\n")
-    say(f"fetched {len(jars)} jars ({downloaded} artifacts downloaded)")
-    return libs
-
-
-def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
-    """True when a Kafka broker answers a metadata request at ``bootstrap``."""
-    return cluster_brokers(bootstrap, timeout) > 0
+    libs = (home or streamapp_home()) / "kafka" / KAFKA_VERSION / "libs"
+    announce = f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ..."
+    return fetch_jars(
+        libs, "kafka-pom.xml", "Kafka", "kafka_2.13", DevBrokerError, progress, announce, count_downloads=True
+    )
 
 
 @dataclass(frozen=True)
-class BrokerStatus:
+class BrokerStatus(ServiceStatus):
     """What `streamapp kafka status` reports."""
 
-    running: bool
-    pid: int | None
+    label: ClassVar[str] = "dev broker"
+    kept: ClassVar[str] = "state"
+
     bootstrap: str
-    state_dir: Path
-    log_file: Path
-    answers: bool
     #: ``host:port`` of the SASL_SSL listener when the broker runs with ``--secure``
     secure_bootstrap: str | None = None
 
-    def describe(self) -> str:
-        if not self.running:
-            return f"dev broker: stopped (state in {self.state_dir})"
-        health = "answering" if self.answers else "NOT answering"
+    def running_detail(self, health: str) -> str:
         secure = f", SASL_SSL on {self.secure_bootstrap}" if self.secure_bootstrap else ""
         return (
-            f"dev broker: running, pid {self.pid}, Kafka {KAFKA_VERSION} (KRaft) on {self.bootstrap}"
-            f"{secure}, {health}; data {self.state_dir / 'data'}, log {self.log_file}"
+            f"Kafka {KAFKA_VERSION} (KRaft) on {self.bootstrap}"
+            f"{secure}, {health}; data {self.kept_in}/data, log {self.log_file}"
         )
 
 
-class DevBroker:
+class DevBroker(DevService[BrokerStatus]):
     """A single-node KRaft broker+controller whose files live under one state directory."""
+
+    kind = ServiceKind(
+        "kafka", "dev broker", "broker", DevBrokerError, state_prefix="broker-",
+        start_timeout=90.0, stop_timeout=30.0, probe_timeout=2.0,
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -185,14 +124,12 @@ class DevBroker:
         cluster_id: str | None = None,
         heap: str = _HEAP,
     ) -> None:
-        self.home = home or streamapp_home()
+        super().__init__(home, port, host, state_dir)
         # a node of a DevCluster: (node id, controller port) of every voter; () for a single node
         self.node_id = node_id
         self.voters = voters
         self.cluster_id = cluster_id
         self.heap = heap
-        self.host = host
-        self.port = port
         self.controller_port = controller_port
         # --secure: a SASL_SSL listener too, SCRAM users, the StandardAuthorizer (see dev/secure.py)
         self.secure = secure
@@ -201,9 +138,6 @@ class DevBroker:
         self.app_id = app_id  # whose topics, group and transactional ids the app's user may use
         self.topic_prefix = topic_prefix
         self.material: SecureMaterial | None = None
-        self.state_dir = state_dir or self.home / "kafka" / f"broker-{port}"
-        self.pid_file = self.state_dir / "broker.pid"
-        self.log_file = self.state_dir / "broker.log"
         self.config_file = self.state_dir / "server.properties"
 
     @property
@@ -220,23 +154,23 @@ class DevBroker:
         except FileNotFoundError:
             return False
 
-    # -- process bookkeeping -------------------------------------------------------------
-    def _pid(self) -> int | None:
-        """The pid we started, if that process is still our broker (a java running our config)."""
-        config = str(self.config_file).encode()
-        return owned_pid(self.pid_file, lambda cmdline: b"kafka.Kafka" in cmdline and config in cmdline)
+    @property
+    def location(self) -> str:
+        return f"on {self.bootstrap}"
 
-    def status(self) -> BrokerStatus:
-        pid = self._pid()
+    # -- process bookkeeping -------------------------------------------------------------
+    def _owns(self, cmdline: list[bytes]) -> bool:
+        """A java running our config."""
+        return b"kafka.Kafka" in cmdline and str(self.config_file).encode() in cmdline
+
+    def answers(self, timeout: float = 3.0) -> bool:
+        return broker_answers(self.bootstrap, timeout)
+
+    def _status(self, pid: int | None, answers: bool) -> BrokerStatus:
         return BrokerStatus(
-            running=pid is not None,
-            pid=pid,
-            bootstrap=self.bootstrap,
-            state_dir=self.state_dir,
-            log_file=self.log_file,
-            answers=pid is not None and broker_answers(self.bootstrap),
+            pid, answers, self.log_file, self.state_dir, bootstrap=self.bootstrap,
             secure_bootstrap=self._secure_listener() if pid is not None else None,
-        )
+        )  # fmt: skip
 
     def _secure_listener(self) -> str | None:
         try:
@@ -351,31 +285,28 @@ class DevBroker:
         return target
 
     # -- lifecycle -----------------------------------------------------------------------
-    def up(self, progress: Progress | None = None, timeout: float = 90.0, wait: bool = True) -> BrokerStatus:
-        """Start the broker unless it already runs; return once it answers (``wait``).
-
-        A node of a cluster cannot answer before a majority of the voters runs: DevCluster starts
-        every node with ``wait=False``, then waits for all of them.
-        """
-        say = progress or (lambda _msg: None)
-        if self._pid() is not None:
-            if self.secure and not self._running_secure():
+    # A node of a cluster cannot answer before a majority of the voters runs: DevCluster starts
+    # every node with ``up(wait=False)``, then waits for all of them.
+    def _already_running(self, say: Progress) -> bool:
+        if self.secure and self._pid() is not None:
+            if not self._running_secure():
                 raise DevBrokerError(
                     f"the dev broker on {self.bootstrap} runs without --secure: stop it first "
                     "(`streamapp kafka down`), then `streamapp kafka up --secure` (formats its storage again)"
                 )
-            if self.secure:
-                self.material = secure_setup.prepare_material(self.state_dir, self.host, self.extra_users)
-            say(f"dev broker already running on {self.bootstrap}")
-            return self.status()
-        _check_java()
-        ports = (self.port, self.controller_port, *((self.secure_port,) if self.secure else ()))
-        for port in ports:
-            if port_in_use(self.host, port):
-                raise DevBrokerError(
-                    f"port {self.host}:{port} is taken by another process: stop it, or pick free "
-                    "ports with `streamapp kafka up --port N --controller-port M`"
-                )
+            self.material = secure_setup.prepare_material(self.state_dir, self.host, self.extra_users)
+        return super()._already_running(say)
+
+    def _prepare(self, say: Progress) -> None:
+        service.require_java(_MIN_JAVA, f"Kafka {KAFKA_VERSION}", DevBrokerError)
+
+    def _check_ports(self, ports: Sequence[int] = (), advice: str = "") -> None:
+        super()._check_ports(
+            (self.port, self.controller_port, *((self.secure_port,) if self.secure else ())),
+            "free ports with `streamapp kafka up --port N --controller-port M`",
+        )
+
+    def _start(self, say: Progress, timeout: float) -> subprocess.Popen[bytes]:
         libs = fetch_kafka_jars(self.home, say)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.secure:
@@ -391,41 +322,31 @@ class DevBroker:
             secure_setup.write_secret(self.config_file, wanted)  # --secure: it holds the keystore password
             say("formatting KRaft storage ...")
             self._format(libs)
-        started = time.monotonic()
-        cmd = [
-            "java", f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self._log4j()}",
-            "-cp", f"{libs}/*", "kafka.Kafka", str(self.config_file),
-        ]  # fmt: skip
-        with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in the shell must not kill a background broker
-            )  # fmt: skip
-        self.pid_file.write_text(str(proc.pid))
+        proc = self._spawn(
+            [
+                "java", f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self._log4j()}",
+                "-cp", f"{libs}/*", "kafka.Kafka", str(self.config_file),
+            ]
+        )  # fmt: skip
         say(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap} (pid {proc.pid}, heap {self.heap}) ...")
-        if not wait:
-            return self.status()
-        deadline = started + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
-                raise DevBrokerError(
-                    f"the broker exited with code {proc.returncode}; last log lines:\n{self._log_tail()}"
-                )
-            if broker_answers(self.bootstrap, timeout=2.0):
-                say(f"dev broker up on {self.bootstrap} in {time.monotonic() - started:.1f} s")
-                if self.material is not None:
-                    self._secure_up(libs, say)
-                return self.status()
-            time.sleep(0.3)
-        self.down()
-        raise DevBrokerError(f"the broker did not answer within {timeout:.0f} s:\n{self._log_tail()}")
+        return proc
 
-    def _secure_up(self, libs: Path, say: Progress) -> None:
+    def _exited(self, returncode: int | None) -> str:
+        return f"the broker exited with code {returncode}; last log lines:\n{self._log_tail()}"
+
+    def _not_ready(self, timeout: float) -> str:
+        return f"the broker did not answer within {timeout:.0f} s:\n{self._log_tail()}"
+
+    def _on_ready(self, say: Progress, elapsed: float) -> None:
+        super()._on_ready(say, elapsed)
+        if self.material is not None:
+            self._secure_up(say)
+
+    def _secure_up(self, say: Progress) -> None:
         assert self.material is not None
         say(f"granting user {secure_setup.APP_USER!r} the ACLs of app id {self.app_id} ...")
-        self.grant_app(secure_setup.APP_USER, self.app_id, self.topic_prefix, libs=libs)
+        self.grant_app(secure_setup.APP_USER, self.app_id, self.topic_prefix)
         say(
             f"SASL_SSL ({secure_setup.SCRAM_MECHANISM}) on {self.secure_bootstrap}; CA certificate "
             f"{self.material.ca_file}; user {secure_setup.APP_USER!r}, password in "
@@ -444,200 +365,3 @@ class DevBroker:
             )  # fmt: skip
         except (secure_setup.SecureSetupError, subprocess.TimeoutExpired) as exc:
             raise DevBrokerError(str(exc)) from None
-
-    def down(self, progress: Progress | None = None, timeout: float = 30.0) -> bool:
-        """Stop the broker this state directory started; True when one was stopped."""
-        say = progress or (lambda _msg: None)
-        pid = self._pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            say("dev broker is not running")
-            return False
-        if terminate(pid, timeout):
-            say(f"broker did not stop in {timeout:.0f} s; killed it")
-        self.pid_file.unlink(missing_ok=True)
-        say(f"dev broker stopped (pid {pid})")
-        return True
-
-    def _log_tail(self, lines: int = 20) -> str:
-        return log_tail(self.log_file, lines)
-
-
-async def _cluster_brokers(bootstrap: str) -> int:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    try:
-        await admin.start()
-        described = await admin.describe_cluster()
-        return len(described["brokers"])
-    finally:
-        await admin.close()
-
-
-def cluster_brokers(bootstrap: str, timeout: float = 5.0) -> int:
-    """How many brokers the cluster at ``bootstrap`` reports (0 when it does not answer)."""
-    host, _, port = bootstrap.rpartition(":")
-    if not port_in_use(host, int(port)):
-        return 0  # not listening yet: spare aiokafka's connection-error log lines
-
-    def ask() -> int:
-        try:
-            return asyncio.run(asyncio.wait_for(_cluster_brokers(bootstrap), timeout))
-        except Exception:
-            return 0
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return ask()
-    # called from async code (a test, a service): asyncio.run needs a thread of its own
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(ask).result()
-
-
-@dataclass(frozen=True)
-class ClusterStatus:
-    """What `streamapp kafka status --brokers N` reports: every node, and the brokers registered."""
-
-    nodes: tuple[BrokerStatus, ...]
-    registered: int
-
-    @property
-    def running(self) -> bool:
-        return all(node.running for node in self.nodes)
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(node.bootstrap for node in self.nodes)
-
-    def describe(self) -> str:
-        lines = [
-            f"dev cluster: {sum(n.running for n in self.nodes)} of {len(self.nodes)} nodes running, "
-            f"{self.registered} brokers registered; "
-            f"STREAMAPP_BROKER=kafka://{self.bootstrap.replace(',', ';')}"
-        ]
-        for index, node in enumerate(self.nodes, start=1):
-            lines.append(f"  node {index}: " + node.describe().removeprefix("dev broker: "))
-        return "\n".join(lines)
-
-
-class DevCluster:
-    """A local KRaft cluster: ``brokers`` nodes on loopback, each broker and controller (a static
-    quorum of all of them), each a Kafka process of its own from the same jars, with a small heap.
-
-    Node ``i`` (0-based) listens on ``port + 2*i`` for clients and ``controller_port + 2*i`` for the
-    quorum, unless ``ports``/``controller_ports`` name them. Its files live under
-    ``$STREAMAPP_HOME/kafka/cluster-<first port>/node-<i+1>``.
-    """
-
-    def __init__(
-        self,
-        brokers: int = 3,
-        home: Path | None = None,
-        port: int = 9092,
-        controller_port: int = 9093,
-        host: str = "127.0.0.1",
-        *,
-        ports: tuple[int, ...] = (),
-        controller_ports: tuple[int, ...] = (),
-        heap: str = _CLUSTER_HEAP,
-    ) -> None:
-        if brokers < 1:
-            raise DevBrokerError("--brokers must be 1 or more")
-        self.home = home or streamapp_home()
-        self.host = host
-        self.ports = ports or tuple(port + 2 * i for i in range(brokers))
-        self.controller_ports = controller_ports or tuple(controller_port + 2 * i for i in range(brokers))
-        if len(self.ports) != brokers or len(self.controller_ports) != brokers:
-            raise DevBrokerError(f"a cluster of {brokers} brokers needs {brokers} ports and controller ports")
-        if len(set(self.ports) | set(self.controller_ports)) != 2 * brokers:
-            raise DevBrokerError(f"the ports of the cluster overlap: {self.ports} {self.controller_ports}")
-        self.state_dir = self.home / "kafka" / f"cluster-{self.ports[0]}"
-        self.cluster_id_file = self.state_dir / "cluster.id"
-        voters = tuple((i + 1, cport) for i, cport in enumerate(self.controller_ports))
-        self.nodes = tuple(
-            DevBroker(
-                home=self.home,
-                port=p,
-                controller_port=c,
-                host=host,
-                node_id=i + 1,
-                voters=voters,
-                state_dir=self.state_dir / f"node-{i + 1}",
-                heap=heap,
-            )  # fmt: skip
-            for i, (p, c) in enumerate(zip(self.ports, self.controller_ports, strict=True))
-        )
-
-    @property
-    def bootstrap(self) -> str:
-        """Every node, comma-separated (what aiokafka's ``bootstrap_servers`` takes)."""
-        return ",".join(node.bootstrap for node in self.nodes)
-
-    @property
-    def broker_url(self) -> str:
-        """``STREAMAPP_BROKER`` for this cluster."""
-        return "kafka://" + ";".join(node.bootstrap for node in self.nodes)
-
-    def status(self) -> ClusterStatus:
-        nodes = tuple(node.status() for node in self.nodes)
-        alive = [n.bootstrap for n in nodes if n.answers]
-        return ClusterStatus(nodes=nodes, registered=cluster_brokers(alive[0]) if alive else 0)
-
-    def node(self, node_id: int) -> DevBroker:
-        """The node with this KRaft node id (1-based)."""
-        return self.nodes[node_id - 1]
-
-    def _cluster_id(self) -> str:
-        # every node is formatted with the same cluster id, kept so a node formatted again joins
-        try:
-            return self.cluster_id_file.read_text().strip()
-        except FileNotFoundError:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            cluster_id = new_cluster_id()
-            self.cluster_id_file.write_text(cluster_id)
-            return cluster_id
-
-    def up(self, progress: Progress | None = None, timeout: float = 120.0) -> ClusterStatus:
-        """Start every node that is not running; return once all brokers are registered."""
-        say = progress or (lambda _msg: None)
-        cluster_id = self._cluster_id()
-        started = time.monotonic()
-        for node in self.nodes:
-            node.cluster_id = cluster_id
-            node.up(progress=say, wait=False)
-        return self.wait_registered(len(self.nodes), say, started + timeout)
-
-    def start_node(self, node_id: int, progress: Progress | None = None, timeout: float = 90.0) -> None:
-        """Start one node again (after `kill -9` or `stop_node`) and wait until it is registered."""
-        node = self.node(node_id)
-        node.cluster_id = self._cluster_id()
-        node.up(progress=progress, wait=False)
-        self.wait_registered(len(self.nodes), progress or (lambda _m: None), time.monotonic() + timeout)
-
-    def wait_registered(self, brokers: int, say: Progress, deadline: float) -> ClusterStatus:
-        started = time.monotonic()
-        while time.monotonic() < deadline:
-            for node in self.nodes:
-                if node._pid() is None and node.pid_file.exists():
-                    raise DevBrokerError(
-                        f"node {node.node_id} ({node.bootstrap}) exited; last log lines:\n{node._log_tail()}"
-                    )
-            registered = max((cluster_brokers(n.bootstrap, 3.0) for n in self.nodes if n._pid()), default=0)
-            if registered >= brokers:
-                say(
-                    f"dev cluster up: {registered} brokers on {self.bootstrap} "
-                    f"in {time.monotonic() - started:.1f} s"
-                )
-                return self.status()
-            time.sleep(0.5)
-        tails = "\n".join(f"-- node {n.node_id}:\n{n._log_tail(8)}" for n in self.nodes)
-        raise DevBrokerError(f"the cluster did not register {brokers} brokers in time:\n{tails}")
-
-    def down(self, progress: Progress | None = None, timeout: float = 30.0) -> bool:
-        """Stop every node; True when at least one was running."""
-        say = progress or (lambda _msg: None)
-        stopped = [node.down(progress=None, timeout=timeout) for node in self.nodes]
-        say(f"dev cluster stopped ({sum(stopped)} of {len(self.nodes)} nodes were running)")
-        return any(stopped)

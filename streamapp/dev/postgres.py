@@ -7,13 +7,12 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from streamapp.dev.kafka import streamapp_home
-from streamapp.dev.process import port_in_use
+from streamapp.dev.service import DevService, DevServiceError, Progress, ServiceKind, ServiceStatus
 
 __all__ = [
     "DEFAULT_POSTGRES_PORT",
@@ -31,10 +30,8 @@ DATABASE = "streamapp"
 _OS_USER = "postgres"
 _INSTALL_HINT = "apt-get install postgresql"
 
-Progress = Callable[[str], None]
 
-
-class DevPostgresError(RuntimeError):
+class DevPostgresError(DevServiceError):
     """A dev PostgreSQL operation failed; the message says what to do."""
 
 
@@ -52,38 +49,36 @@ def postgres_bin_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class PostgresStatus:
+class PostgresStatus(ServiceStatus):
     """What `streamapp postgres status` reports."""
 
-    running: bool
-    pid: int | None
+    label: ClassVar[str] = "dev postgres"
+
     dsn: str
-    answers: bool
-    data_dir: Path
-    log_file: Path
 
-    def describe(self) -> str:
-        if not self.running:
-            return f"dev postgres: stopped (data in {self.data_dir})"
-        health = "answering" if self.answers else "NOT answering"
-        return (
-            f"dev postgres: running, pid {self.pid}, {health}; STREAMAPP_POSTGRES_DSN={self.dsn} "
-            f"(data {self.data_dir}, log {self.log_file})"
-        )
+    def running_detail(self, health: str) -> str:
+        return f"{health}; STREAMAPP_POSTGRES_DSN={self.dsn} (data {self.kept_in}, log {self.log_file})"
+
+    def usage(self) -> str:
+        return f"point workers at it: STREAMAPP_POSTGRES_DSN={self.dsn}"
 
 
-class DevPostgres:
-    """One PostgreSQL cluster whose data, socket and log live under one state directory."""
+class DevPostgres(DevService[PostgresStatus]):
+    """One PostgreSQL cluster whose data, socket and log live under one state directory.
+
+    pg_ctl starts and stops the server, and the server writes its own pid file (postmaster.pid).
+    """
+
+    kind = ServiceKind(
+        "postgres", "dev postgres", "postgres", DevPostgresError, start_timeout=90, stop_timeout=60
+    )
 
     def __init__(
         self, home: Path | None = None, port: int = DEFAULT_POSTGRES_PORT, host: str = "127.0.0.1"
     ) -> None:
-        self.home = home or streamapp_home()
-        self.host = host
-        self.port = port
-        self.state_dir = self.home / "postgres" / f"port-{port}"
+        super().__init__(home, port, host)
         self.data_dir = self.state_dir / "data"
-        self.log_file = self.state_dir / "postgres.log"
+        self.pid_file = self.data_dir / "postmaster.pid"
 
     @property
     def dsn(self) -> str:
@@ -128,18 +123,8 @@ class DevPostgres:
                 )
 
     # -- lifecycle -----------------------------------------------------------------------
-    def _pid(self) -> int | None:
-        try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (FileNotFoundError, ValueError, PermissionError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
-            return None
-        if cmdline and cmdline[0].endswith(b"postgres") and str(self.data_dir).encode() in cmdline:
-            return pid
-        return None
+    def _owns(self, cmdline: list[bytes]) -> bool:
+        return cmdline[0].endswith(b"postgres") and str(self.data_dir).encode() in cmdline
 
     def answers(self, timeout: float = 3.0) -> bool:
         """True when the server accepts connections (``pg_isready``)."""
@@ -154,29 +139,15 @@ class DevPostgres:
         )  # fmt: skip
         return done.returncode == 0
 
-    def status(self) -> PostgresStatus:
-        pid = self._pid()
-        return PostgresStatus(
-            running=pid is not None,
-            pid=pid,
-            dsn=self.dsn,
-            answers=pid is not None and self.answers(),
-            data_dir=self.data_dir,
-            log_file=self.log_file,
-        )
+    def _status(self, pid: int | None, answers: bool) -> PostgresStatus:
+        return PostgresStatus(pid, answers, self.log_file, self.data_dir, dsn=self.dsn)
 
-    def up(self, progress: Progress | None = None, timeout: float = 90.0) -> PostgresStatus:
-        """Create the cluster on first use, start it and wait until it accepts connections."""
-        say = progress or (lambda _msg: None)
-        if self._pid() is not None:
-            say(f"dev postgres already running on {self.host}:{self.port}")
-            return self.status()
+    def _prepare(self, say: Progress) -> None:
+        postgres_bin_dir()
+
+    def _start(self, say: Progress, timeout: float) -> None:
+        """Create the cluster on first use and start it with pg_ctl (which waits until it runs)."""
         bindir = postgres_bin_dir()
-        if port_in_use(self.host, self.port):
-            raise DevPostgresError(
-                f"port {self.host}:{self.port} is taken by another process: stop it, or pick a free "
-                "port with `streamapp postgres up --port N`"
-            )
         self._prepare_dirs()
         fresh = not (self.data_dir / "PG_VERSION").exists()
         if fresh:
@@ -191,7 +162,6 @@ class DevPostgres:
             f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories='' "
             "-c fsync=on -c max_connections=50 -c shared_buffers=64MB"
         )
-        started = time.monotonic()
         done = self._run(
             [str(bindir / "pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
              "-o", options, "-w", "-t", str(int(timeout))],
@@ -206,16 +176,12 @@ class DevPostgres:
             )  # fmt: skip
             if created.returncode != 0 and "already exists" not in created.stderr:
                 raise DevPostgresError(f"createdb failed: {created.stderr.strip()}")
-        say(f"dev postgres ready in {time.monotonic() - started:.1f} s")
-        return self.status()
 
-    def down(self, progress: Progress | None = None, timeout: float = 60.0) -> bool:
-        """Stop the server (fast shutdown: open sessions are ended); True when one was stopped."""
-        say = progress or (lambda _msg: None)
-        pid = self._pid()
-        if pid is None:
-            say("dev postgres is not running")
-            return False
+    def _ready(self, elapsed: float) -> str:
+        return f"dev postgres ready in {elapsed:.1f} s"
+
+    def _stop(self, pid: int, timeout: float, say: Progress) -> None:
+        """Fast shutdown: open sessions are ended."""
         done = self._run(
             [str(postgres_bin_dir() / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast",
              "-w", "-t", str(int(timeout))],
@@ -223,14 +189,9 @@ class DevPostgres:
         )  # fmt: skip
         if done.returncode != 0:
             raise DevPostgresError(f"pg_ctl stop failed:\n{done.stdout}{done.stderr}")
-        say(f"dev postgres stopped (pid {pid})")
-        return True
 
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except (FileNotFoundError, PermissionError):
-            return "(no log)"
+    def _forget_pid(self) -> None:
+        """postmaster.pid belongs to the server: it removes it itself."""
 
 
 def _quote(arg: str) -> str:

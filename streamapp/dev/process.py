@@ -34,8 +34,8 @@ def owned_pid(pid_file: Path, owns: Callable[[list[bytes]], bool]) -> int | None
     Pids get reused: only a process whose arguments name our own state counts as ours.
     """
     try:
-        pid = int(pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        pid = int(pid_file.read_text().split("\n", 1)[0])  # postmaster.pid: the pid is its first line
+    except (FileNotFoundError, PermissionError, ValueError):
         return None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -60,7 +60,7 @@ def log_tail(path: Path, lines: int = 20) -> str:
     """The last lines of a log file, for error messages."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
         return "(no log)"
 
 

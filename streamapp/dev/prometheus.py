@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from streamapp.dev.kafka import streamapp_home
-from streamapp.dev.process import log_tail, owned_pid, port_in_use, terminate
+from streamapp.dev.service import (
+    DevService,
+    DevServiceError,
+    Progress,
+    ServiceKind,
+    ServiceStatus,
+    debian_binary,
+    silent,
+)
 
 __all__ = [
     "DEFAULT_PROMETHEUS_PORT",
@@ -33,21 +39,15 @@ __all__ = [
 DEFAULT_PROMETHEUS_PORT = 9090
 DEFAULT_TARGET = "127.0.0.1:6066"
 DEFAULT_SCRAPE_INTERVAL = "2s"
-_INSTALL_HINT = "apt-get install prometheus"
-
-Progress = Callable[[str], None]
 
 
-class DevPrometheusError(RuntimeError):
+class DevPrometheusError(DevServiceError):
     """A dev Prometheus operation failed; the message says what to do."""
 
 
 def prometheus_binary() -> str:
     """Path of the ``prometheus`` server binary, or raise with the package to install."""
-    found = shutil.which("prometheus")
-    if found is None:
-        raise DevPrometheusError(f"prometheus not found: install it with `{_INSTALL_HINT}`")
-    return found
+    return debian_binary("prometheus", "prometheus", DevPrometheusError)
 
 
 def _check_target(target: str) -> str:
@@ -78,55 +78,48 @@ def scrape_config(targets: Sequence[str], interval: str = DEFAULT_SCRAPE_INTERVA
 
 
 @dataclass(frozen=True)
-class PrometheusStatus:
+class PrometheusStatus(ServiceStatus):
     """What `streamapp prometheus status` reports."""
 
-    running: bool
-    pid: int | None
+    label: ClassVar[str] = "dev prometheus"
+    healthy: ClassVar[str] = "ready"
+
     url: str
-    ready: bool
     config_file: Path
-    data_dir: Path
-    log_file: Path
     targets: tuple[str, ...]
 
-    def describe(self) -> str:
-        if not self.running:
-            return f"dev prometheus: stopped (data in {self.data_dir})"
-        health = "ready" if self.ready else "NOT ready"
+    def running_detail(self, health: str) -> str:
         return (
-            f"dev prometheus: running, pid {self.pid}, on {self.url}, {health}; scraping "
+            f"on {self.url}, {health}; scraping "
             f"{', '.join(self.targets) or 'nothing'}; config {self.config_file}, log {self.log_file}"
         )
 
 
-class DevPrometheus:
+class DevPrometheus(DevService[PrometheusStatus]):
     """One Prometheus server whose config, data, pid and log live under one state directory."""
+
+    kind = ServiceKind("prometheus", "dev prometheus", "prometheus", DevPrometheusError)
 
     def __init__(
         self, home: Path | None = None, port: int = DEFAULT_PROMETHEUS_PORT, host: str = "127.0.0.1"
     ) -> None:
-        self.home = home or streamapp_home()
-        self.host = host
-        self.port = port
-        self.state_dir = self.home / "prometheus" / f"port-{port}"
+        super().__init__(home, port, host)
         self.config_file = self.state_dir / "prometheus.yml"
         self.data_dir = self.state_dir / "data"
-        self.pid_file = self.state_dir / "prometheus.pid"
-        self.log_file = self.state_dir / "prometheus.log"
+        # what `up` starts with: the config, and the targets and interval it names
+        self._config = ""
+        self._scraping = ""
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    # -- process bookkeeping -------------------------------------------------------------
-    def _pid(self) -> int | None:
-        """The pid we started, if that process is still our Prometheus."""
-        config = f"--config.file={self.config_file}".encode()
-        return owned_pid(
-            self.pid_file,
-            lambda cmdline: cmdline[0].endswith(b"prometheus") and config in cmdline,
-        )
+    @property
+    def location(self) -> str:
+        return f"on {self.url}"
+
+    def _owns(self, cmdline: list[bytes]) -> bool:
+        return cmdline[0].endswith(b"prometheus") and f"--config.file={self.config_file}".encode() in cmdline
 
     def targets(self) -> tuple[str, ...]:
         """The targets in the current config file."""
@@ -139,7 +132,7 @@ class DevPrometheus:
                 return tuple(json.loads(line.split(":", 1)[1]))
         return ()
 
-    def is_ready(self, timeout: float = 2.0) -> bool:
+    def answers(self, timeout: float = 2.0) -> bool:
         """True when Prometheus answers ``/-/ready`` with 200."""
         try:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=timeout) as response:
@@ -147,96 +140,60 @@ class DevPrometheus:
         except (OSError, urllib.error.URLError):
             return False
 
-    def status(self) -> PrometheusStatus:
-        pid = self._pid()
+    def _status(self, pid: int | None, answers: bool) -> PrometheusStatus:
         return PrometheusStatus(
-            running=pid is not None,
-            pid=pid,
-            url=self.url,
-            ready=pid is not None and self.is_ready(),
-            config_file=self.config_file,
-            data_dir=self.data_dir,
-            log_file=self.log_file,
+            pid, answers, self.log_file, self.data_dir, url=self.url, config_file=self.config_file,
             targets=self.targets(),
-        )
+        )  # fmt: skip
 
     # -- lifecycle -----------------------------------------------------------------------
-    def up(
+    def up(  # type: ignore[override]
         self,
         targets: Sequence[str] = (DEFAULT_TARGET,),
         interval: str = DEFAULT_SCRAPE_INTERVAL,
         progress: Progress | None = None,
-        timeout: float = 60.0,
+        timeout: float | None = None,
     ) -> PrometheusStatus:
         """Start Prometheus scraping ``targets`` (or reload the running one with them); wait until ready."""
-        say = progress or (lambda _msg: None)
-        config = scrape_config(targets, interval)
-        pid = self._pid()
-        if pid is not None:
-            if self.config_file.read_text() != config:
-                self.config_file.write_text(config)
-                os.kill(pid, signal.SIGHUP)  # Prometheus re-reads its config on SIGHUP
-                say(f"dev prometheus on {self.url} now scrapes {', '.join(targets)}")
-            else:
-                say(f"dev prometheus already running on {self.url}")
-            self._wait_ready(None, time.monotonic() + timeout)
-            return self.status()
-        binary = prometheus_binary()
-        if port_in_use(self.host, self.port):
-            raise DevPrometheusError(
-                f"port {self.host}:{self.port} is taken by another process: stop it, or pick a free "
-                "port with `streamapp prometheus up --port N`"
-            )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(config)
-        started = time.monotonic()
-        cmd = [
-            binary,
-            f"--config.file={self.config_file}",
-            f"--storage.tsdb.path={self.data_dir}",
-            "--storage.tsdb.retention.time=2d",
-            f"--web.listen-address={self.host}:{self.port}",
-            "--log.level=warn",
-        ]
-        with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in the shell must not stop a background server
-            )  # fmt: skip
-        self.pid_file.write_text(str(proc.pid))
-        scraped = ", ".join(targets)
-        say(f"starting Prometheus on {self.url} (pid {proc.pid}), scraping {scraped} every {interval}")
-        self._wait_ready(proc, started + timeout)
-        say(f"dev prometheus ready on {self.url} in {time.monotonic() - started:.1f} s")
-        return self.status()
-
-    def _wait_ready(self, proc: subprocess.Popen[bytes] | None, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
-                raise DevPrometheusError(
-                    f"prometheus exited with code {proc.returncode}; last log lines:\n{self._log_tail()}"
-                )
-            if self.is_ready(timeout=1.0):
-                return
-            time.sleep(0.2)
-        if proc is not None:
-            self.down()
-        raise DevPrometheusError(f"prometheus was not ready in time:\n{self._log_tail()}")
-
-    def down(self, progress: Progress | None = None, timeout: float = 20.0) -> bool:
-        """Stop the Prometheus this state directory started; True when one was stopped."""
-        say = progress or (lambda _msg: None)
+        say = progress or silent
+        self._config = scrape_config(targets, interval)
+        self._scraping = f"{', '.join(targets)} every {interval}"
         pid = self._pid()
         if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            say("dev prometheus is not running")
-            return False
-        if terminate(pid, timeout):
-            say(f"prometheus did not stop in {timeout:.0f} s; killed it")
-        self.pid_file.unlink(missing_ok=True)
-        say(f"dev prometheus stopped (pid {pid})")
-        return True
+            return super().up(say, timeout)
+        if self.config_file.read_text() != self._config:
+            self.config_file.write_text(self._config)
+            os.kill(pid, signal.SIGHUP)  # Prometheus re-reads its config on SIGHUP
+            say(f"dev prometheus on {self.url} now scrapes {', '.join(targets)}")
+        else:
+            say(f"dev prometheus already running on {self.url}")
+        self._wait_ready(None, time.monotonic(), self.kind.start_timeout if timeout is None else timeout)
+        return self.status()
+
+    def _prepare(self, say: Progress) -> None:
+        prometheus_binary()
+
+    def _start(self, say: Progress, timeout: float) -> subprocess.Popen[bytes]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self._config)
+        proc = self._spawn(
+            [
+                prometheus_binary(),
+                f"--config.file={self.config_file}",
+                f"--storage.tsdb.path={self.data_dir}",
+                "--storage.tsdb.retention.time=2d",
+                f"--web.listen-address={self.host}:{self.port}",
+                "--log.level=warn",
+            ]
+        )
+        say(f"starting Prometheus on {self.url} (pid {proc.pid}), scraping {self._scraping}")
+        return proc
+
+    def _not_ready(self, timeout: float) -> str:
+        return f"prometheus was not ready in time:\n{self._log_tail()}"
+
+    def _ready(self, elapsed: float) -> str:
+        return f"dev prometheus ready on {self.url} in {elapsed:.1f} s"
 
     # -- HTTP API ------------------------------------------------------------------------
     def query(self, expr: str, timeout: float = 5.0) -> list[dict[str, Any]]:
@@ -248,6 +205,3 @@ class DevPrometheus:
             raise DevPrometheusError(f"query {expr!r} failed: {body}")
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
-
-    def _log_tail(self, lines: int = 20) -> str:
-        return log_tail(self.log_file, lines)

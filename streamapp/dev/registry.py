@@ -10,12 +10,20 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from streamapp.dev.kafka import DevBrokerError, java_major_version, streamapp_home
-from streamapp.dev.process import owned_pid, port_in_use, terminate
+from streamapp.dev.service import (
+    DevService,
+    DevServiceError,
+    Progress,
+    ServiceKind,
+    ServiceStatus,
+    require_java,
+    silent,
+    streamapp_home,
+)
 
 __all__ = [
     "APICURIO_VERSION",
@@ -42,27 +50,13 @@ DEFAULT_REGISTRY_URL = f"http://127.0.0.1:{DEFAULT_REGISTRY_PORT}{CCOMPAT_PATH}"
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 
-
-class DevRegistryError(RuntimeError):
+class DevRegistryError(DevServiceError):
     """A dev registry operation failed; the message says what to do."""
 
 
 def _heap() -> str:
     return os.environ.get("STREAMAPP_REGISTRY_HEAP", "256m")
-
-
-def _check_java() -> None:
-    try:
-        major = java_major_version()
-    except DevBrokerError as exc:
-        raise DevRegistryError(str(exc)) from None
-    if major < _MIN_JAVA:
-        raise DevRegistryError(
-            f"Java {major} found, Apicurio Registry {APICURIO_VERSION} needs Java {_MIN_JAVA}+: "
-            "install a newer JDK or put it first on PATH"
-        )
 
 
 def fetch_registry(home: Path | None = None, progress: Progress | None = None) -> Path:
@@ -76,7 +70,7 @@ def fetch_registry(home: Path | None = None, progress: Progress | None = None) -
     mvn = shutil.which("mvn")
     if mvn is None:
         raise DevRegistryError("mvn not found: install Maven (apt install maven) to fetch Apicurio Registry")
-    say = progress or (lambda _msg: None)
+    say = progress or silent
     download = base / "download"
     shutil.rmtree(download, ignore_errors=True)
     download.mkdir(parents=True)
@@ -128,25 +122,23 @@ def registry_answers(url: str, timeout: float = 3.0) -> bool:
 
 
 @dataclass(frozen=True)
-class RegistryStatus:
+class RegistryStatus(ServiceStatus):
     """What `streamapp registry status` reports."""
 
-    running: bool
-    pid: int | None
+    label: ClassVar[str] = "dev schema registry"
+
     url: str
-    log_file: Path
-    answers: bool
     rss_mib: float | None = None
 
-    def describe(self) -> str:
-        if not self.running:
-            return "dev schema registry: stopped"
-        health = "answering" if self.answers else "NOT answering"
+    def running_detail(self, health: str) -> str:
         memory = f", RSS {self.rss_mib:.0f} MiB" if self.rss_mib is not None else ""
         return (
-            f"dev schema registry: running, pid {self.pid}, Apicurio Registry {APICURIO_VERSION} "
+            f"Apicurio Registry {APICURIO_VERSION} "
             f"(in memory) at {self.url}, {health}{memory}; log {self.log_file}"
         )
+
+    def usage(self) -> str:
+        return f"point workers at it: STREAMAPP_SCHEMA_REGISTRY_URL={self.url}"
 
 
 def _rss_mib(pid: int) -> float | None:
@@ -159,45 +151,37 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
-class DevRegistry:
+class DevRegistry(DevService[RegistryStatus]):
     """One Apicurio Registry process on a loopback port; its pid and log live under one state directory.
 
     Storage is Apicurio's default: an in-memory H2 database, so every start begins empty.
     """
 
+    kind = ServiceKind(
+        "registry", "dev schema registry", "registry", DevRegistryError, state_prefix="registry-",
+        start_timeout=90.0, probe_timeout=2.0,
+    )  # fmt: skip
+
     def __init__(
         self, home: Path | None = None, port: int = DEFAULT_REGISTRY_PORT, host: str = "127.0.0.1"
     ) -> None:
-        self.home = home or streamapp_home()
-        self.host = host
-        self.port = port
-        self.state_dir = self.home / "registry" / f"registry-{port}"
-        self.pid_file = self.state_dir / "registry.pid"
-        self.log_file = self.state_dir / "registry.log"
+        super().__init__(home, port, host)
 
     @property
     def url(self) -> str:
         """The Confluent-compatible API root: what STREAMAPP_SCHEMA_REGISTRY_URL points to."""
         return f"http://{self.host}:{self.port}{CCOMPAT_PATH}"
 
-    def _marker(self) -> str:
-        # on the java command line, so a reused pid is never mistaken for our registry
-        return f"-Dstreamapp.registry.state={self.state_dir}"
+    @property
+    def location(self) -> str:
+        return f"at {self.url}"
 
-    def _pid(self) -> int | None:
-        marker = self._marker().encode()
-        return owned_pid(self.pid_file, lambda cmdline: marker in cmdline)
+    def answers(self, timeout: float = 3.0) -> bool:
+        return registry_answers(self.url, timeout)
 
-    def status(self) -> RegistryStatus:
-        pid = self._pid()
-        return RegistryStatus(
-            running=pid is not None,
-            pid=pid,
-            url=self.url,
-            log_file=self.log_file,
-            answers=pid is not None and registry_answers(self.url),
-            rss_mib=_rss_mib(pid) if pid is not None else None,
-        )
+    def _status(self, pid: int | None, answers: bool) -> RegistryStatus:
+        rss = _rss_mib(pid) if pid is not None else None
+        return RegistryStatus(pid, answers, self.log_file, None, url=self.url, rss_mib=rss)
 
     def command(self, app_dir: Path) -> list[str]:
         """The java command line that runs the registry."""
@@ -216,60 +200,23 @@ class DevRegistry:
             "-jar", str(app_dir / _RUNNER),
         ]  # fmt: skip
 
-    def up(self, progress: Progress | None = None, timeout: float = 90.0) -> RegistryStatus:
-        """Start the registry unless it already runs; return once it answers."""
-        say = progress or (lambda _msg: None)
-        if self._pid() is not None:
-            say(f"dev schema registry already running at {self.url}")
-            return self.status()
-        _check_java()
-        if port_in_use(self.host, self.port):
-            raise DevRegistryError(
-                f"port {self.host}:{self.port} is taken by another process: stop it, or pick a free "
-                "port with `streamapp registry up --port N`"
-            )
+    def _prepare(self, say: Progress) -> None:
+        require_java(_MIN_JAVA, f"Apicurio Registry {APICURIO_VERSION}", DevRegistryError)
+
+    def _start(self, say: Progress, timeout: float) -> subprocess.Popen[bytes]:
         app_dir = fetch_registry(self.home, say)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(
-                self.command(app_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.state_dir,
-                start_new_session=True,  # Ctrl-C in the shell must not kill a background registry
-            )  # fmt: skip
-        self.pid_file.write_text(str(proc.pid))
+        proc = self._spawn(self.command(app_dir), cwd=self.state_dir)
         say(
             f"starting Apicurio Registry {APICURIO_VERSION} at {self.url} "
             f"(pid {proc.pid}, heap {_heap()}) ..."
         )
-        deadline = started + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
-                raise DevRegistryError(
-                    f"the registry exited with code {proc.returncode}: {self._last_error()} "
-                    f"(log {self.log_file})"
-                )
-            if registry_answers(self.url, timeout=2.0):
-                say(f"dev schema registry up at {self.url} in {time.monotonic() - started:.1f} s")
-                return self.status()
-            time.sleep(0.25)
-        self.down()
-        raise DevRegistryError(f"the registry did not answer within {timeout:.0f} s (log {self.log_file})")
+        return proc
 
-    def down(self, progress: Progress | None = None, timeout: float = 20.0) -> bool:
-        """Stop the registry this state directory started; True when one was stopped."""
-        say = progress or (lambda _msg: None)
-        pid = self._pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            say("dev schema registry is not running")
-            return False
-        if terminate(pid, timeout):
-            say(f"registry did not stop in {timeout:.0f} s; killed it")
-        self.pid_file.unlink(missing_ok=True)
-        say(f"dev schema registry stopped (pid {pid})")
-        return True
+    def _exited(self, returncode: int | None) -> str:
+        return f"the registry exited with code {returncode}: {self._last_error()} (log {self.log_file})"
+
+    def _not_ready(self, timeout: float) -> str:
+        return f"the registry did not answer within {timeout:.0f} s (log {self.log_file})"
 
     def _last_error(self) -> str:
         try:

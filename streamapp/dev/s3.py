@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
-from streamapp.dev.kafka import DevBrokerError, java_major_version, streamapp_home
-from streamapp.dev.process import log_tail, owned_pid, port_in_use, terminate
+from streamapp.dev.maven import fetch_jars
 from streamapp.dev.secure import write_secret
+from streamapp.dev.service import (
+    DevService,
+    DevServiceError,
+    Progress,
+    ServiceKind,
+    ServiceStatus,
+    require_java,
+    streamapp_home,
+)
 
 __all__ = [
     "DEFAULT_BUCKET",
@@ -36,8 +41,6 @@ DEFAULT_BUCKET = "streamapp"
 _MIN_JAVA = 17
 _MAIN = "org.gaul.s3proxy.Main"
 
-Progress = Callable[[str], None]
-
 _LOGBACK = """<configuration>
   <appender name="out" class="ch.qos.logback.core.ConsoleAppender">
     <encoder><pattern>%d{HH:mm:ss.SSS} %-5level %logger{20} - %msg%n</pattern></encoder>
@@ -47,48 +50,15 @@ _LOGBACK = """<configuration>
 """
 
 
-class DevS3Error(RuntimeError):
+class DevS3Error(DevServiceError):
     """A dev S3 operation failed; the message says what to do."""
 
 
 def fetch_s3proxy(home: Path | None = None, progress: Progress | None = None) -> Path:
     """Download S3Proxy and its jars with Maven once; return the directory holding them."""
-    home = home or streamapp_home()
-    libs = home / "s3proxy" / S3PROXY_VERSION / "libs"
-    done = libs / ".complete"
-    if done.exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise DevS3Error("mvn not found: install Maven (apt install maven) to fetch S3Proxy")
-    say = progress or (lambda _msg: None)
-    say(f"fetching S3Proxy {S3PROXY_VERSION} (about 170 jars) from Maven Central into {libs} ...")
-    pom = libs.parent / "pom.xml"
-    pom.parent.mkdir(parents=True, exist_ok=True)
-    pom.write_text(resources.files("streamapp.dev").joinpath("s3proxy-pom.xml").read_text())
-    staging = libs.with_name("libs.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [
-        mvn, "-B", "-f", str(pom), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    tail: list[str] = []
-    for line in proc.stdout:
-        tail = (tail + [line.rstrip()])[-30:]
-    if proc.wait() != 0:
-        raise DevS3Error("Maven could not fetch S3Proxy:\n" + "\n".join(tail))
-    jars = sorted(p.name for p in staging.glob("*.jar"))
-    if not any(j.startswith("s3proxy-") for j in jars):
-        raise DevS3Error(f"Maven finished but no s3proxy jar is in {staging}")
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    done.write_text("\n".join(jars) + "\n")
-    say(f"fetched {len(jars)} jars")
-    return libs
+    libs = (home or streamapp_home()) / "s3proxy" / S3PROXY_VERSION / "libs"
+    announce = f"fetching S3Proxy {S3PROXY_VERSION} (about 170 jars) from Maven Central into {libs} ..."
+    return fetch_jars(libs, "s3proxy-pom.xml", "S3Proxy", "s3proxy", DevS3Error, progress, announce)
 
 
 def s3_answers(endpoint: str, timeout: float = 3.0) -> bool:
@@ -128,24 +98,18 @@ class S3Credentials:
 
 
 @dataclass(frozen=True)
-class S3Status:
+class S3Status(ServiceStatus):
     """What `streamapp s3 status` reports."""
 
-    running: bool
-    pid: int | None
-    endpoint: str
-    data_dir: Path
-    log_file: Path
-    credentials_file: Path
-    answers: bool
+    label: ClassVar[str] = "dev s3"
 
-    def describe(self) -> str:
-        if not self.running:
-            return f"dev s3: stopped (data in {self.data_dir})"
-        health = "answering" if self.answers else "NOT answering"
+    endpoint: str
+    credentials_file: Path
+
+    def running_detail(self, health: str) -> str:
         return (
-            f"dev s3: running, pid {self.pid}, S3Proxy {S3PROXY_VERSION} (filesystem) at {self.endpoint}, "
-            f"{health}; data {self.data_dir}, credentials {self.credentials_file}, log {self.log_file}"
+            f"S3Proxy {S3PROXY_VERSION} (filesystem) at {self.endpoint}, "
+            f"{health}; data {self.kept_in}, credentials {self.credentials_file}, log {self.log_file}"
         )
 
     def usage(self, bucket: str = DEFAULT_BUCKET) -> str:
@@ -156,21 +120,18 @@ class S3Status:
         )
 
 
-class DevS3:
+class DevS3(DevService[S3Status]):
     """One S3Proxy process on a loopback port; its objects, pid, log and credentials under one directory."""
+
+    kind = ServiceKind("s3", "dev s3", "S3Proxy", DevS3Error, state_prefix="s3-")
 
     def __init__(
         self, home: Path | None = None, port: int = DEFAULT_S3_PORT, host: str = "127.0.0.1",
         bucket: str = DEFAULT_BUCKET,
     ) -> None:  # fmt: skip
-        self.home = home or streamapp_home()
-        self.host = host
-        self.port = port
+        super().__init__(home, port, host)
         self.bucket = bucket
-        self.state_dir = self.home / "s3" / f"s3-{port}"
         self.data_dir = self.state_dir / "data"
-        self.pid_file = self.state_dir / "s3proxy.pid"
-        self.log_file = self.state_dir / "s3proxy.log"
         self.properties_file = self.state_dir / "s3proxy.properties"
         self.credentials_file = self.state_dir / "credentials.env"
         self.logback_file = self.state_dir / "logback.xml"
@@ -179,28 +140,21 @@ class DevS3:
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def location(self) -> str:
+        return f"at {self.endpoint}"
+
     def credentials(self) -> S3Credentials:
         return S3Credentials.load_or_create(self.credentials_file)
 
-    def _marker(self) -> str:
-        # on the java command line, so a reused pid is never mistaken for our server
-        return f"-Dstreamapp.s3.state={self.state_dir}"
+    def answers(self, timeout: float = 3.0) -> bool:
+        return s3_answers(self.endpoint, timeout)
 
-    def _pid(self) -> int | None:
-        marker = self._marker().encode()
-        return owned_pid(self.pid_file, lambda cmdline: marker in cmdline)
-
-    def status(self) -> S3Status:
-        pid = self._pid()
+    def _status(self, pid: int | None, answers: bool) -> S3Status:
         return S3Status(
-            running=pid is not None,
-            pid=pid,
-            endpoint=self.endpoint,
-            data_dir=self.data_dir,
-            log_file=self.log_file,
+            pid, answers, self.log_file, self.data_dir, endpoint=self.endpoint,
             credentials_file=self.credentials_file,
-            answers=pid is not None and s3_answers(self.endpoint),
-        )
+        )  # fmt: skip
 
     def _write_properties(self, creds: S3Credentials) -> None:
         # the secret lives in this private file, never on the command line
@@ -227,60 +181,25 @@ class DevS3:
             "-cp", f"{libs}/*", _MAIN, "--properties", str(self.properties_file),
         ]  # fmt: skip
 
-    def up(self, progress: Progress | None = None, timeout: float = 60.0) -> S3Status:
-        """Start S3Proxy unless it already runs (with the bucket made); return once it answers."""
-        say = progress or (lambda _msg: None)
-        if self._pid() is not None:
-            say(f"dev s3 already running at {self.endpoint}")
-            return self.status()
-        try:
-            major = java_major_version()
-        except DevBrokerError as exc:
-            raise DevS3Error(str(exc)) from None
-        if major < _MIN_JAVA:
-            raise DevS3Error(f"Java {major} found, S3Proxy {S3PROXY_VERSION} needs Java {_MIN_JAVA}+")
-        if port_in_use(self.host, self.port):
-            raise DevS3Error(
-                f"port {self.host}:{self.port} is taken by another process: stop it, or pick a free "
-                "port with `streamapp s3 up --port N`"
-            )
+    def _prepare(self, say: Progress) -> None:
+        require_java(_MIN_JAVA, f"S3Proxy {S3PROXY_VERSION}", DevS3Error, advice="")
+
+    def _start(self, say: Progress, timeout: float) -> subprocess.Popen[bytes]:
+        """Start S3Proxy with the bucket made (a directory under the filesystem backend's base)."""
         libs = fetch_s3proxy(self.home, say)
-        # the filesystem backend: a bucket is a directory under the base directory
         (self.data_dir / self.bucket).mkdir(parents=True, exist_ok=True)
         self._write_properties(self.credentials())
         # without a configuration logback logs every request at DEBUG
         self.logback_file.write_text(_LOGBACK)
-        started = time.monotonic()
-        with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(
-                self.command(libs), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.state_dir, start_new_session=True,
-            )  # fmt: skip
-        self.pid_file.write_text(str(proc.pid))
+        proc = self._spawn(self.command(libs), cwd=self.state_dir)
         say(f"starting S3Proxy {S3PROXY_VERSION} at {self.endpoint} (pid {proc.pid}) ...")
-        while time.monotonic() < started + timeout:
-            if proc.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
-                raise DevS3Error(
-                    f"S3Proxy exited with code {proc.returncode}:\n{log_tail(self.log_file, 10)}"
-                )
-            if s3_answers(self.endpoint, timeout=1.0):
-                say(f"dev s3 up at {self.endpoint} in {time.monotonic() - started:.1f} s")
-                return self.status()
-            time.sleep(0.2)
-        self.down()
-        raise DevS3Error(f"S3Proxy did not answer within {timeout:.0f} s (log {self.log_file})")
+        return proc
 
-    def down(self, progress: Progress | None = None, timeout: float = 20.0) -> bool:
-        """Stop the S3Proxy this state directory started (its objects stay); True when one was stopped."""
-        say = progress or (lambda _msg: None)
-        pid = self._pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            say("dev s3 is not running")
-            return False
-        if terminate(pid, timeout):
-            say(f"S3Proxy did not stop in {timeout:.0f} s; killed it")
-        self.pid_file.unlink(missing_ok=True)
-        say(f"dev s3 stopped (pid {pid}); objects stay in {self.data_dir}")
-        return True
+    def _exited(self, returncode: int | None) -> str:
+        return f"S3Proxy exited with code {returncode}:\n{self._log_tail(10)}"
+
+    def _not_ready(self, timeout: float) -> str:
+        return f"S3Proxy did not answer within {timeout:.0f} s (log {self.log_file})"
+
+    def _stopped_note(self) -> str:
+        return f"; objects stay in {self.data_dir}"

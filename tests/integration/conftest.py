@@ -24,7 +24,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streamapp.dev.influx import DevInflux
-from streamapp.dev.kafka import KAFKA_VERSION, DevBroker, DevCluster, fetch_kafka_jars
+from streamapp.dev.kafka import KAFKA_VERSION, DevBroker, fetch_kafka_jars
+from streamapp.dev.kafka_cluster import DevCluster
 from streamapp.dev.postgres import DevPostgres
 
 __all__ = ["ClusterUnderTest", "Names", "SinkServers", "SinkTargets", "Worker"]

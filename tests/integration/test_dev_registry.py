@@ -102,7 +102,7 @@ def test_registry_up_on_a_taken_port_is_a_one_line_refusal():
 
 def test_schema_commands_without_a_registry_say_how_to_start_one(tmp_path):
     env = {**os.environ, "STREAMAPP_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"}
-    schema = Path(__file__).resolve().parents[2] / "streamapp" / "schemas" / "user-v1.avsc"
+    schema = Path(__file__).resolve().parents[2] / "streamapp" / "schema" / "avsc" / "user-v1.avsc"
     refused = _cli("schema", "register", "--subject", "s-value", str(schema), env=env)
     assert refused.returncode == 2
     line = _one_line_error(refused)

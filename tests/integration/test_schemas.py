@@ -24,7 +24,7 @@ from tests.integration.kafka_io import produce, read_until
 
 pytestmark = pytest.mark.integration
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "streamapp" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "streamapp" / "schema" / "avsc"
 
 
 def _cli(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:

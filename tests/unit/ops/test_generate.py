@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streamapp.cli import generate as generate_command
+from streamapp.cli.traffic import generate as generate_command
 from streamapp.models import (
     Alert,
     parse_login,

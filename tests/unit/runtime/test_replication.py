@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from streamapp.dev.kafka import DevBrokerError, DevCluster
+from streamapp.dev.kafka import DevBrokerError
+from streamapp.dev.kafka_cluster import DevCluster
 from streamapp.runtime.replication import (
     min_insync_replicas,
     replicated_topic_creator,

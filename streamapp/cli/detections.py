@@ -11,6 +11,11 @@ from typing import Any
 import click
 import orjson
 
+from streamapp.detections.control import publish, read_applied, spec_json
+from streamapp.detections.spec import SpecInvalid, load_file
+from streamapp.detections.testing import run
+from streamapp.settings import SettingsError, load_settings
+
 __all__ = ["detections"]
 
 _files = click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -18,8 +23,6 @@ _files = click.argument("files", nargs=-1, required=True, type=click.Path(dir_ok
 
 def _load_all(files: tuple[Path, ...]) -> list[Any]:
     """Every spec, or exit 1 after printing every error of every file (file:line: reason)."""
-    from streamapp.detections.spec import SpecInvalid, load_file
-
     specs, failed = [], False
     for path in files:
         try:
@@ -38,8 +41,6 @@ def _load_all(files: tuple[Path, ...]) -> list[Any]:
 
 
 def _settings() -> Any:
-    from streamapp.settings import SettingsError, load_settings
-
     try:
         return load_settings()
     except SettingsError as exc:
@@ -71,8 +72,6 @@ def validate(files: tuple[Path, ...]) -> None:
 )
 def test(spec_file: Path, events_file: Path) -> None:
     """Run a spec over a file of events offline; print the alerts it would raise (JSON lines)."""
-    from streamapp.detections.testing import run
-
     (spec,) = _load_all((spec_file,))
     events: list[Any] = []
     for number, line in enumerate(events_file.read_text().splitlines(), 1):
@@ -112,8 +111,6 @@ def _change(old: Any, new: Any) -> str:
 @_files
 def apply(files: tuple[Path, ...]) -> None:
     """Validate, then publish to the `detections` control topic (running workers pick it up)."""
-    from streamapp.detections.control import publish, read_applied, spec_json
-
     specs = _load_all(files)
     settings = _settings()
     applied = asyncio.run(read_applied(settings))
@@ -140,8 +137,6 @@ def apply(files: tuple[Path, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_(as_json: bool) -> None:
     """The detections applied (what the control topic holds)."""
-    from streamapp.detections.control import read_applied
-
     applied = asyncio.run(read_applied(_settings()))
     for name, spec in sorted(applied.items()):
         row = {
@@ -161,8 +156,6 @@ def list_(as_json: bool) -> None:
 @click.argument("name")
 def disable(name: str) -> None:
     """Stop a detection on every worker (a null record for its name)."""
-    from streamapp.detections.control import publish, read_applied
-
     settings = _settings()
     if name not in asyncio.run(read_applied(settings)):
         click.echo(f"no detection {name!r} is applied", err=True)
@@ -175,8 +168,6 @@ def disable(name: str) -> None:
 @_files
 def diff(files: tuple[Path, ...]) -> None:
     """What `apply` would change, as unified diffs of the specs (exit 1 when anything differs)."""
-    from streamapp.detections.control import read_applied
-
     specs = _load_all(files)
     applied = asyncio.run(read_applied(_settings()))
     differs = False
