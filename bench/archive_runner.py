@@ -42,8 +42,8 @@ class CountingArchiver(Archiver):
         self.expect = expect
         self.flush_seconds = 0.0  # Parquet encoding, upload and commit: the rest is fetching
 
-    async def resume(self, assigned: list[TopicPartition]) -> None:
-        await super().resume(assigned)  # lists the bucket: start-up, like the group join
+    async def resume(self) -> None:
+        await super().resume()  # lists the bucket: start-up, like the group join
         self.progress.start()  # fetching starts once this callback returns
 
     async def flush(self, tp: TopicPartition) -> None:
