@@ -55,9 +55,10 @@ class CountingArchiver(Archiver):
         self.upload_seconds += time.monotonic() - started
 
     async def _commit(self, tp: TopicPartition, ready: Committable) -> None:
-        before = self.stats.committed
         await super()._commit(tp, ready)
-        self.progress.tick(self.stats.committed - before)
+        # commits of several partitions run concurrently: tick what no other tick counted yet
+        if self.stats.committed > self.progress.count:
+            self.progress.tick(self.stats.committed - self.progress.count)
         if self.stats.committed >= self.expect:
             self.stop()
 
