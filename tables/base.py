@@ -17,12 +17,14 @@ from faust.types import TP, TableT
 from streamapp.app import app, settings
 from streamapp.observability.metrics import STATE_RESETS_TOTAL
 from streamapp.runtime.clock import worker_clock
-from streamapp.runtime.producer import Delivery, RecordBatches
+from streamapp.runtime.producer import Delivery
+from streamapp.types import RecordSink
 
 __all__ = [
     "EVENT_CLOCK_KEY",
     "SWEEP_REST_FACTOR",
     "SWEEP_STEP_KEYS",
+    "TableStore",
     "define_table",
     "expire_keys",
     "load_state",
@@ -52,6 +54,30 @@ def define_table(name: str, help: str) -> TableT:
     )
 
 
+class TableStore:
+    """A detector's states in a faust table (streamapp.types.StateStore): RocksDB now, changelog
+    records with the batch's other records."""
+
+    def __init__(self, table: TableT) -> None:
+        self.table = table
+
+    @property
+    def name(self) -> str:
+        return str(self.table.name)
+
+    def load(self, partition: int, key: bytes) -> bytes | None:
+        return load_state(self.table, partition, key, raw=True)  # type: ignore[no-any-return]
+
+    def store(self, partition: int, key: bytes, state: Any, sink: RecordSink) -> None:
+        store_state(self.table, partition, key, state, sink)
+
+    def store_clock(self, partition: int, sink: RecordSink) -> None:
+        store_event_clock(self.table, partition, sink)
+
+    def remember(self, deliveries: list[Delivery]) -> None:
+        remember_changelog_offsets(self.table, deliveries)
+
+
 def load_state(table: TableT, partition: int, key: bytes, raw: bool = False) -> Any | None:
     """The value of ``key`` in the table's RocksDB for ``partition`` (None when absent; bytes if ``raw``)."""
     value = table.data._db_for_partition(partition).get(key)  # type: ignore[attr-defined]
@@ -60,7 +86,7 @@ def load_state(table: TableT, partition: int, key: bytes, raw: bool = False) -> 
     return orjson.loads(value)
 
 
-def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: RecordBatches) -> None:
+def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: RecordSink) -> None:
     """Write ``key`` to RocksDB now and queue its changelog record in ``batches``, both for ``partition``.
 
     faust's ``table[key] = value`` takes the partition from the event being iterated, which is
@@ -82,7 +108,7 @@ def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: 
 EVENT_CLOCK_KEY = b"__faust\x00streamapp-event-clock__"
 
 
-def store_event_clock(table: TableT, partition: int, batches: RecordBatches) -> None:
+def store_event_clock(table: TableT, partition: int, batches: RecordSink) -> None:
     """Write the worker's event clock for ``partition`` (RocksDB now, changelog with ``batches``).
 
     Written with every batch that changes states of the partition, after the batch's events
