@@ -13,6 +13,7 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from streamapp.models import configure_limits
 from streamapp.observability.logs import logging_config
 from streamapp.runtime.consumer import BatchConsumer
+from streamapp.runtime.faust_compat import create_topic_of, replace_create_topic
 from streamapp.runtime.kafka_clients import broker_credentials
 from streamapp.runtime.producer import BatchSender
 from streamapp.runtime.recovery import HealingTableManager
@@ -73,9 +74,8 @@ class StreamApp(faust.App):
         transport = super()._new_transport()
         transport.Consumer = BatchConsumer  # type: ignore[misc]
         # every topic faust creates gets the replication the cluster allows, and min.insync.replicas
-        transport._create_topic = replicated_topic_creator(  # type: ignore[attr-defined]
-            transport._create_topic,  # type: ignore[attr-defined]
-            lambda: self.replication_factor,
+        replace_create_topic(
+            transport, replicated_topic_creator(create_topic_of(transport), lambda: self.replication_factor)
         )
         return transport
 

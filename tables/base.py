@@ -17,6 +17,7 @@ from faust.types import TP, TableT
 from streamapp.app import app, settings
 from streamapp.observability.metrics import STATE_RESETS_TOTAL
 from streamapp.runtime.clock import worker_clock
+from streamapp.runtime.faust_compat import key_index, rocksdb, rocksdb_partitions
 from streamapp.runtime.producer import Delivery
 from streamapp.types import RecordSink
 
@@ -80,7 +81,7 @@ class TableStore:
 
 def load_state(table: TableT, partition: int, key: bytes, raw: bool = False) -> Any | None:
     """The value of ``key`` in the table's RocksDB for ``partition`` (None when absent; bytes if ``raw``)."""
-    value = table.data._db_for_partition(partition).get(key)  # type: ignore[attr-defined]
+    value = rocksdb(table.data, partition).get(key)
     if raw or value is None:
         return value
     return orjson.loads(value)
@@ -97,8 +98,8 @@ def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: 
     """
     raw = orjson.dumps(state)
     store: Any = table.data
-    store._db_for_partition(partition).put(key, raw)
-    store._key_index[key] = partition  # lets views find the key without searching every DB
+    rocksdb(store, partition).put(key, raw)
+    key_index(store)[key] = partition  # lets views find the key without searching every DB
     batches.add(table.changelog_topic.get_topic_name(), key, raw, partition)
 
 
@@ -115,7 +116,7 @@ def store_event_clock(table: TableT, partition: int, batches: RecordSink) -> Non
     moved the clock: the value is never behind the newest event in the partition's states.
     """
     raw = repr(worker_clock.newest).encode()
-    table.data._db_for_partition(partition).put(EVENT_CLOCK_KEY, raw)  # type: ignore[attr-defined]
+    rocksdb(table.data, partition).put(EVENT_CLOCK_KEY, raw)
     batches.add(table.changelog_topic.get_topic_name(), EVENT_CLOCK_KEY, raw, partition)
 
 
@@ -143,9 +144,7 @@ def _remember_changelog_offset(store: Any, delivery: Delivery, future: Any) -> N
 
 def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
     """(partition, RocksDB) of the partitions this worker processes (not its standbys)."""
-    dbs = getattr(table.data, "_dbs", None)  # rocksdict store: one DB per partition
-    if dbs is None:
-        return
+    dbs = rocksdb_partitions(table.data)  # rocksdict store: one DB per partition
     changelog = table.changelog_topic.get_topic_name()
     actives = app.assignor.assigned_actives()
     for partition, db in list(dbs.items()):
@@ -195,7 +194,7 @@ async def expire_keys(
     for partition, db in list(_active_partitions(table)):
         cursor: bytes | None = None
         while True:
-            open_db: Any = getattr(store, "_dbs", {}).get(partition)
+            open_db: Any = rocksdb_partitions(store).get(partition)
             if open_db is not db:
                 break  # the partition was revoked (its DB closed) while the sweep yielded
             started = time.monotonic()
@@ -215,7 +214,7 @@ async def expire_keys(
                     )  # fmt: skip
                 if expired:
                     db.delete(key)
-                    store._key_index.pop(key, None)
+                    key_index(store).pop(key, None)
                     table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
                     removed += 1
                 elif visit is not None:

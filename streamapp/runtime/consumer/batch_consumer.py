@@ -16,6 +16,13 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 from streamapp.observability.faust_sensors import count_received
+from streamapp.runtime.faust_compat import (
+    default_kafka_producer,
+    end_recovery,
+    events_received_at,
+    rocksdb,
+    set_fetch_max_wait,
+)
 from streamapp.runtime.producer import keep_metadata_of
 from streamapp.runtime.router import Router
 from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
@@ -115,10 +122,10 @@ class BatchConsumer(Consumer):
         for tp, records in fetched.items():
             if tp in recovery.active_tps:
                 offsets = recovery.active_offsets
-                recovery._active_events_received_at[tp] = now
+                events_received_at(recovery, standby=False)[tp] = now
             elif tp in recovery.standby_tps:
                 offsets = recovery.standby_offsets
-                recovery._standby_events_received_at[tp] = now
+                events_received_at(recovery, standby=True)[tp] = now
             else:
                 continue  # revoked since the fetch
             seen = offsets.get(tp)
@@ -135,7 +142,7 @@ class BatchConsumer(Consumer):
                 else:
                     batch.put(record.key, record.value)
             store: Any = recovery.tp_to_table[tp].data
-            store._db_for_partition(tp.partition).write(batch)
+            rocksdb(store, tp.partition).write(batch)
             last = records[-1].offset
             store.set_persisted_offset(tp, last)
             offsets[tp] = last
@@ -149,7 +156,7 @@ class BatchConsumer(Consumer):
                         recovery.active_offsets[tp] = highwater
         if recovery.in_recovery and not recovery.need_recovery():
             recovery.flush_buffers()
-            recovery._set_recovery_ended()
+            end_recovery(recovery)
             recovery.signal_recovery_end.set()
         if not recovery.tables.standbys_ready and not recovery.standby_remaining_total():
             recovery.tables.on_standbys_ready()
@@ -245,7 +252,7 @@ class BatchConsumer(Consumer):
         await super().subscribe(topics)
 
     async def _wait_for_metadata(self, topics: list[str], within: float) -> None:
-        client: Any = self.app.producer._ensure_producer().client  # type: ignore[attr-defined]
+        client: Any = default_kafka_producer(self.app.producer).client
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         # kept in the producer's metadata from now on: faust's web routing hashes keys with it
@@ -292,7 +299,7 @@ class _ConsumerThread(AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the fetcher starts
+        set_fetch_max_wait(consumer, FETCH_MAX_WAIT_MS)
         return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Any:
