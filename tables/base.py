@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from faust.types import TP, TableT
 
-from streamapp.app import app, settings
+from streamapp.app import app
 from streamapp.observability.metrics import STATE_RESETS_TOTAL
 from streamapp.runtime.clock import worker_clock
 from streamapp.runtime.faust_compat import key_index, rocksdb, rocksdb_partitions
@@ -47,7 +47,7 @@ def define_table(name: str, help: str) -> TableT:
     return app.Table(
         name,
         key_type=bytes,
-        partitions=settings.partitions,
+        partitions=app.conf.topic_partitions,  # STREAMAPP_PARTITIONS
         help=help,
         # RocksDB's write buffers are what a burst of writes holds in memory: 16 MiB, two per
         # partition's DB (faust's default: 64 MiB, three), so memory stays bounded under load
@@ -130,10 +130,10 @@ def remember_changelog_offsets(table: TableT, deliveries: list[Delivery]) -> Non
     store: Any = table.data
     for delivery in deliveries:
         if delivery.tp.topic == changelog:
-            delivery.future.add_done_callback(partial(_remember_changelog_offset, store, delivery))
+            delivery.future.add_done_callback(partial(_remember_changelog_offset, table.app, store, delivery))
 
 
-def _remember_changelog_offset(store: Any, delivery: Delivery, future: Any) -> None:
+def _remember_changelog_offset(app: Any, store: Any, delivery: Delivery, future: Any) -> None:
     if future.cancelled() or future.exception() is not None:
         return
     if app.in_transaction:
@@ -146,7 +146,7 @@ def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
     """(partition, RocksDB) of the partitions this worker processes (not its standbys)."""
     dbs = rocksdb_partitions(table.data)  # rocksdict store: one DB per partition
     changelog = table.changelog_topic.get_topic_name()
-    actives = app.assignor.assigned_actives()
+    actives = table.app.assignor.assigned_actives()
     for partition, db in list(dbs.items()):
         if TP(changelog, partition) in actives:
             yield partition, db
@@ -229,7 +229,7 @@ async def expire_keys(
     return removed, busy
 
 
-def restore_event_clock(table: TableT, newest: Callable[[Any], float]) -> None:
+def restore_event_clock(table: TableT, newest: Callable[[Any], float], max_clock_skew_seconds: float) -> None:
     """After recovery, move the worker's event clock to the newest event time in the table.
 
     Without it the clock restarts at zero and windows that had expired before the restart, but
@@ -241,7 +241,7 @@ def restore_event_clock(table: TableT, newest: Callable[[Any], float]) -> None:
     naming the table and partition, and rewritten from the partition's states (those within the
     bound): it would expire every state and count every real event as too old.
     """
-    ceiling = time.time() + settings.max_clock_skew_seconds
+    ceiling = time.time() + max_clock_skew_seconds
     latest = 0.0
     for partition, db in _active_partitions(table):
         raw = db.get(EVENT_CLOCK_KEY)
@@ -256,7 +256,7 @@ def restore_event_clock(table: TableT, newest: Callable[[Any], float]) -> None:
         )
         latest = max(latest, from_states)
         if raw is not None:
-            _repair_clock(table, partition, db, raw, from_states)
+            _repair_clock(table, partition, db, raw, from_states, max_clock_skew_seconds)
     if latest:
         worker_clock.observe(latest)
 
@@ -280,13 +280,13 @@ def _newest_of(newest: Callable[[Any], float], state: Any) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def _repair_clock(table: TableT, partition: int, db: Any, raw: bytes, repaired: float) -> None:
+def _repair_clock(table: TableT, partition: int, db: Any, raw: bytes, repaired: float, skew: float) -> None:
     """Replace a poisoned or unreadable clock in RocksDB and, best effort, in the changelog."""
     STATE_RESETS_TOTAL.labels(table=table.name).inc()
     logger.warning(
         "event clock of table %s partition %d is %r, not a time within "
         "STREAMAPP_MAX_CLOCK_SKEW_SECONDS=%g of the wall clock: ignored, rewritten as %r",
-        table.name, partition, raw[:40], settings.max_clock_skew_seconds, repaired or None,
+        table.name, partition, raw[:40], skew, repaired or None,
     )  # fmt: skip
     value = repr(repaired).encode() if repaired else None
     if value is None:

@@ -184,7 +184,7 @@ def test_a_poisoned_event_clock_is_ignored_and_rewritten_from_the_states(
     })  # fmt: skip
     table = _fake_table(monkeypatch, db)
     before = _resets("t-clock")
-    restore_event_clock(table, lambda state: state["last"])
+    restore_event_clock(table, lambda state: state["last"], settings.max_clock_skew_seconds)
     assert worker_clock.newest == real
     assert db[EVENT_CLOCK_KEY] == repr(real).encode()
     assert table.sent == [(0, EVENT_CLOCK_KEY, repr(real).encode())]
@@ -196,14 +196,14 @@ def test_a_poisoned_event_clock_is_ignored_and_rewritten_from_the_states(
 def test_a_sane_event_clock_is_taken_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
     db = _FakeDB({EVENT_CLOCK_KEY: repr(NOW - 10).encode(), b"ip1": orjson.dumps({"last": NOW - 50})})
     table = _fake_table(monkeypatch, db)
-    restore_event_clock(table, lambda state: state["last"])
+    restore_event_clock(table, lambda state: state["last"], settings.max_clock_skew_seconds)
     assert worker_clock.newest == NOW - 10 and table.sent == []
 
 
 def test_an_unreadable_clock_with_no_state_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
     db = _FakeDB({EVENT_CLOCK_KEY: b"{forged}"})
     table = _fake_table(monkeypatch, db)
-    restore_event_clock(table, lambda state: state["last"])
+    restore_event_clock(table, lambda state: state["last"], settings.max_clock_skew_seconds)
     assert worker_clock.newest == 0.0 and EVENT_CLOCK_KEY not in db
     assert table.sent == [(0, EVENT_CLOCK_KEY, None)]
 
