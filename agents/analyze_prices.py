@@ -33,4 +33,4 @@ def detector(app: faust.App, settings: Settings) -> Detector:
 
 @app.agent(prices_by_symbol_topic, name="analyze-prices")
 async def analyze_prices(stream: faust.StreamT[bytes]) -> None:
-    await detect(stream)
+    await detect(stream, analyze_prices.name)

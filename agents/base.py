@@ -418,10 +418,10 @@ def _coordinates(topic: str, partition: int, offset: int) -> list[tuple[str, byt
     ]
 
 
-async def detect(stream: faust.StreamT[bytes]) -> None:
+async def detect(stream: faust.StreamT[bytes], agent: str) -> None:
     """A detector agent's body: what reaches its stream goes to the app's router (none does while
     the batch consumer runs: see streamapp.runtime.consumer)."""
-    await drain_to_router(stream)
+    await drain_to_router(stream, agent)
 
 
 async def send_ticks(topic: str, held: HeldKeys, grace: float, new_sink: Callable[[], RecordSink]) -> None:

@@ -31,4 +31,4 @@ def detector(app: faust.App, settings: Settings) -> Detector:
 
 @app.agent(logins_by_user_topic, name="detect-account-takeover")
 async def detect_account_takeover(stream: faust.StreamT[bytes]) -> None:
-    await detect(stream)
+    await detect(stream, detect_account_takeover.name)

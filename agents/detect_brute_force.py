@@ -33,4 +33,4 @@ def detector(app: faust.App, settings: Settings) -> Detector:
 
 @app.agent(failed_logins_by_ip_topic, name="detect-brute-force")
 async def detect_brute_force(stream: faust.StreamT[bytes]) -> None:
-    await detect(stream)
+    await detect(stream, detect_brute_force.name)

@@ -49,7 +49,7 @@ def detector(app: faust.App, settings: Settings) -> Detector:
 
 @app.agent(transactions_by_card_topic, name="detect-card-fraud")
 async def detect_card_fraud(stream: faust.StreamT[bytes]) -> None:
-    await detect(stream)
+    await detect(stream, detect_card_fraud.name)
 
 
 @app.task

@@ -61,7 +61,7 @@ def detector(app: faust.App, settings: Settings) -> Detector:
 
 @app.agent(readings_by_sensor_topic, name="detect-temperature")
 async def detect_temperature(stream: faust.StreamT[bytes]) -> None:
-    await detect(stream)
+    await detect(stream, detect_temperature.name)
 
 
 @app.task

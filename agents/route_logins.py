@@ -42,4 +42,4 @@ def ingest(app: faust.App, settings: Settings) -> Ingest:
 
 @app.agent(logins_topic, name="route-logins")
 async def route_logins(stream: faust.StreamT[bytes]) -> None:
-    await drain_to_router(stream)
+    await drain_to_router(stream, route_logins.name)

@@ -25,4 +25,4 @@ def ingest(app: faust.App, settings: Settings) -> Ingest:
 
 @app.agent(sensor_readings_topic, name="route-sensor-readings")
 async def route_sensor_readings(stream: faust.StreamT[bytes]) -> None:
-    await drain_to_router(stream)
+    await drain_to_router(stream, route_sensor_readings.name)

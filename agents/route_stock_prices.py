@@ -25,4 +25,4 @@ def ingest(app: faust.App, settings: Settings) -> Ingest:
 
 @app.agent(stock_prices_topic, name="route-stock-prices")
 async def route_stock_prices(stream: faust.StreamT[bytes]) -> None:
-    await drain_to_router(stream)
+    await drain_to_router(stream, route_stock_prices.name)

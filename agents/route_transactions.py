@@ -25,4 +25,4 @@ def ingest(app: faust.App, settings: Settings) -> Ingest:
 
 @app.agent(transactions_topic, name="route-transactions")
 async def route_transactions(stream: faust.StreamT[bytes]) -> None:
-    await drain_to_router(stream)
+    await drain_to_router(stream, route_transactions.name)

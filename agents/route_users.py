@@ -31,4 +31,4 @@ def ingest(app: faust.App, settings: Settings) -> BatchHandler:
 
 @app.agent(users_topic, name="route-users")
 async def route_users(stream: faust.StreamT[bytes]) -> None:
-    await drain_to_router(stream)
+    await drain_to_router(stream, route_users.name)

@@ -169,7 +169,7 @@ async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
 
 @app.agent(source_topics, name="route-detections")
 async def route_detections(stream: faust.StreamT[bytes]) -> None:
-    await drain_to_router(stream)
+    await drain_to_router(stream, route_detections.name)
 
 
 @app.agent(detection_events_topic, name="run-detections")

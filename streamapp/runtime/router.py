@@ -26,6 +26,8 @@ class Router:
 
     def __init__(self, assemble: Callable[[Router], None] | None = None) -> None:
         self._handlers: dict[str, BatchHandler] = {}
+        #: (topic, agent name) -> that agent's handler of the topic
+        self._by_agent: dict[tuple[str, str], BatchHandler] = {}
         self._assemble = assemble
 
     def assemble_with(self, assemble: Callable[[Router], None]) -> None:
@@ -38,13 +40,15 @@ class Router:
             assemble(self)
         return self
 
-    def declare(self, topic: str, handler: BatchHandler) -> None:
-        """Records of ``topic`` go to ``handler``; a second handler of a topic gets every batch too.
+    def declare(self, topic: str, handler: BatchHandler, agent: str) -> None:
+        """Records of ``topic`` go to ``handler``, which stands for the faust agent named ``agent``.
 
-        (The detections' router reads sensor-readings beside route-sensor-readings.)
+        A second handler of a topic gets every batch too (the detections' router reads
+        sensor-readings beside route-sensor-readings).
         """
         existing = self._handlers.get(topic)
         self._handlers[topic] = handler if existing is None else _both(existing, handler)
+        self._by_agent[(topic, agent)] = handler
 
     @property
     def handlers(self) -> dict[str, BatchHandler]:
@@ -65,6 +69,20 @@ class Router:
     async def handle(self, topic: str, records: Sequence[ConsumerRecord]) -> list[Delivery]:
         """Hand records of ``topic`` to its handler; the deliveries to wait for before acknowledging them."""
         return await self.handler_for(topic)(records)
+
+    async def handle_for_agent(
+        self, agent: str, topic: str, records: Sequence[ConsumerRecord]
+    ) -> list[Delivery]:
+        """Hand records that reached ``agent``'s stream to that agent's handler of ``topic`` alone.
+
+        (faust gives every agent of a topic each record: the other agents' streams have it too.)
+        """
+        if self._assemble is not None:
+            self.assemble_now()
+        handler = self._by_agent.get((topic, agent))
+        if handler is None:
+            raise LookupError(f"agent {agent!r} declared no batch handler for topic {topic!r}")
+        return await handler(records)
 
 
 def _both(first: BatchHandler, second: BatchHandler) -> BatchHandler:

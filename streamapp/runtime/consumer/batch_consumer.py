@@ -341,12 +341,12 @@ def _restorable(table: Any) -> bool:
     return bool(getattr(table.data, "use_rocksdict", False))
 
 
-async def drain_to_router(stream: faust.StreamT[bytes]) -> None:
+async def drain_to_router(stream: faust.StreamT[bytes], agent: str) -> None:
     """An agent's body for a routed topic: what reaches its stream goes to the app's router.
 
     While the batch consumer runs, no record does (it hands every fetch of a routed topic to
-    the router itself); otherwise the same handler takes them, a batch of events at a time,
-    acknowledged once delivered.
+    the router itself); otherwise ``agent``'s own handler takes them, a batch of events at a
+    time, acknowledged once delivered.
     """
     router: Router = stream.app.batch_router  # type: ignore[attr-defined]
     async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
@@ -355,7 +355,7 @@ async def drain_to_router(stream: faust.StreamT[bytes]) -> None:
         for record in records:
             by_topic.setdefault(record.topic, []).append(record)
         for topic, topic_records in by_topic.items():
-            for delivery in await router.handle(topic, topic_records):
+            for delivery in await router.handle_for_agent(agent, topic, topic_records):
                 await delivery.future
 
 

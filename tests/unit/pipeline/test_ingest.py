@@ -94,7 +94,7 @@ class _Handler:
 async def test_a_copartitioned_event_goes_straight_to_its_detector_through_the_router() -> None:
     detector = _Handler()
     router = Router()
-    router.declare(BY_USER, detector)
+    router.declare(BY_USER, detector, "detect-account-takeover")
     ingest, out = _ingest(router=router, rules=frozenset({"account_takeover"}))
     users = [f"user{n}" for n in range(12)]
     home = {user: key_partition(user.encode(), 4) for user in users}
@@ -110,7 +110,7 @@ async def test_a_copartitioned_event_goes_straight_to_its_detector_through_the_r
 async def test_a_by_entity_topic_with_another_partition_count_is_never_handed_over_directly() -> None:
     detector = _Handler()
     router = Router()
-    router.declare(BY_USER, detector)
+    router.declare(BY_USER, detector, "detect-account-takeover")
     ingest, out = _ingest(router=router, rules=frozenset({"account_takeover"}))
     out.counts[BY_USER] = 8
     await ingest([record("logins", _login(user=f"user{n}"), offset=n) for n in range(12)])

@@ -27,14 +27,20 @@ async def test_routes_are_declared_at_the_first_look_up_and_a_second_handler_get
 
     def assemble(router: Router) -> None:
         assembled.append(router)
-        router.declare("sensor-readings", _handler("ingest", calls))  # type: ignore[arg-type]
-        router.declare("sensor-readings", _handler("detections", calls))  # type: ignore[arg-type]
+        router.declare("sensor-readings", _handler("ingest", calls), "route-sensor-readings")  # type: ignore[arg-type]
+        router.declare("sensor-readings", _handler("detections", calls), "route-detections")  # type: ignore[arg-type]
 
     router = Router(assemble)
     assert assembled == []
     assert "sensor-readings" in router and "logins" not in router
     await router.handle("sensor-readings", [record("sensor-readings", b"{}")])
     assert calls == ["ingest:1", "detections:1"] and len(assembled) == 1
+    # what reaches one agent's stream (faust gives it to every agent of the topic): its handler alone
+    calls.clear()
+    await router.handle_for_agent("route-detections", "sensor-readings", [record("sensor-readings", b"{}")])
+    assert calls == ["detections:1"]
+    with pytest.raises(LookupError, match="'route-logins'"):
+        await router.handle_for_agent("route-logins", "sensor-readings", [])
 
 
 async def test_a_topic_without_a_route_is_an_error_naming_it() -> None:

@@ -62,8 +62,8 @@ def _fetch(topic: str, partition: int, offsets: range) -> list[ConsumerRecord]:
 async def test_a_fetch_goes_to_each_topics_handler_and_is_acknowledged_once_delivered() -> None:
     logins, readings = _Handler(), _Handler()
     router = Router()
-    router.declare("logins", logins)
-    router.declare("sensor-readings", readings)
+    router.declare("logins", logins, "route-logins")
+    router.declare("sensor-readings", readings, "route-sensor-readings")
     consumer = _consumer(router)
     fetched = {
         TP("logins", 0): _fetch("logins", 0, range(10, 15)),
@@ -84,7 +84,7 @@ async def test_a_fetch_goes_to_each_topics_handler_and_is_acknowledged_once_deli
 async def test_records_already_read_are_not_handed_over_again() -> None:
     logins = _Handler()
     router = Router()
-    router.declare("logins", logins)
+    router.declare("logins", logins, "route-logins")
     consumer = _consumer(router)
     await BatchConsumer._handle(consumer, {TP("logins", 0): _fetch("logins", 0, range(0, 5))}, None)
     await BatchConsumer._handle(consumer, {TP("logins", 0): _fetch("logins", 0, range(3, 8))}, None)
@@ -94,7 +94,7 @@ async def test_records_already_read_are_not_handed_over_again() -> None:
 async def test_a_batch_given_up_is_not_acknowledged_and_a_failed_delivery_crashes_the_worker() -> None:
     logins = _Handler()
     router = Router()
-    router.declare("logins", logins)
+    router.declare("logins", logins, "route-logins")
     consumer = _consumer(router)
     await BatchConsumer._handle(consumer, {TP("logins", 0): _fetch("logins", 0, range(3))}, None)
     logins.futures[0].set_exception(NotProcessed())
