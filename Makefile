@@ -57,7 +57,8 @@ lint: install
 	$(BIN)/mypy
 
 # Benchmarks against the peers (bench/README.md); the bench extra adds Quix Streams, confluent-kafka
-# and py-spy. `bench` writes bench/RESULTS.md; `bench-small` (CI) fails only when a contender gives
+# and py-spy. `bench` writes bench/RESULTS.md (and bench/results/profile.folded); `bench-small` (CI) writes
+# bench/results/bench-small/ and fails only when a contender gives
 # no figure: it never judges the speed.
 BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_EVENTS ?= 200000
@@ -74,7 +75,7 @@ bench: $(BENCH_STAMP)
 bench-small: $(BENCH_STAMP)
 	$(BIN)/streamapp kafka fetch
 	$(BIN)/python -m bench.run --events 20000 --recovery-keys 20000 --latency-seconds 10 \
-		--results test-artifacts/bench-small/RESULTS.md --check
+		--results bench/results/bench-small/RESULTS.md --check
 
 # A soak on a three-node cluster with random faults every 20-40 s (tests/integration/test_soak.py);
 # `make test` runs a 100-s version. Results: docs/soak-results.json.

@@ -10,15 +10,11 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from bench.contenders import (
-    LATENCY_WARMUP_SECONDS,
-    STREAMAPP_FULL_NAME,
-    STREAMAPP_NAME,
-    LatencyOutcome,
-    Outcome,
-    ProfileOutcome,
-    RecoveryOutcome,
-)
+from bench.contenders import STREAMAPP_FULL_NAME, STREAMAPP_NAME
+from bench.harness import Outcome
+from bench.scenarios.latency import LATENCY_WARMUP_SECONDS, LatencyOutcome
+from bench.scenarios.profile import ProfileOutcome
+from bench.scenarios.recovery import RecoveryOutcome
 from streamapp.dev.kafka import KAFKA_VERSION
 
 __all__ = ["Machine", "Report", "machine_info"]
@@ -314,7 +310,7 @@ class Report:
                 f"py-spy (100 Hz, Python frames) on the streamapp worker during a second throughput pass "
                 f"over the same data (fresh app id), {prof.seconds:.0f} s, {prof.samples:,} samples. "
                 "Own time = samples where the function itself was running; inclusive = anywhere on the "
-                "stack. Folded stacks: `bench/profile.folded` (open in https://www.speedscope.app or "
+                "stack. Folded stacks: `bench/results/profile.folded` (open in https://www.speedscope.app or "
                 "flamegraph.pl).",
                 "",
                 _markdown_table(

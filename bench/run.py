@@ -5,47 +5,32 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import click
 
-from bench.contenders import (
-    FULL_RULES,
-    STREAMAPP_FULL_NAME,
-    Bench,
-    LatencyOutcome,
-    Outcome,
-    ProfileOutcome,
-    RecoveryOutcome,
-    aggregate_folded,
-    consumer_performance,
-    faust_idiomatic,
-    latency,
-    profile,
-    quix_streams,
-    raw_aiokafka,
-    recovery,
-    streamapp_pipeline,
-)
+from bench.contenders import CONTENDERS, FULL_RULES, STREAMAPP_FULL_NAME
 from bench.data import Dataset, login_events, produce
+from bench.harness import Bench, guarded
 from bench.kafka_util import Broker
 from bench.procs import REPO
 from bench.report import Report, machine_info
+from bench.scenarios.latency import LatencyOutcome, latency
+from bench.scenarios.profile import ProfileOutcome, aggregate_folded, profile
+from bench.scenarios.recovery import RecoveryOutcome, recovery
+from bench.scenarios.throughput import throughput
 from streamapp.dev.kafka import DevBroker, DevBrokerError, broker_answers
 
 __all__ = ["main", "run"]
 
 logger = logging.getLogger("bench")
-T = TypeVar("T")
 
-CONTENDERS = ["kafka", "raw", "streamapp", "streamapp-full", "faust", "quix"]
+#: generated output that is not the committed summary (bench/RESULTS.md): profiles, bench-small's run
+RESULTS_DIR = REPO / "bench" / "results"
 
 
 def _bootstrap() -> tuple[str, DevBroker | None]:
@@ -71,37 +56,11 @@ def _bootstrap() -> tuple[str, DevBroker | None]:
     return broker.bootstrap, broker if started_here else None
 
 
-def _guarded(label: str, step: Callable[[], T], failed: Callable[[str], T]) -> T:
-    """Run one measurement; an exception becomes a failed figure in the report, not the end of the run."""
-    logger.info("── %s", label)
-    started = time.monotonic()
-    try:
-        result = step()
-    except Exception as exc:
-        logger.exception("%s failed", label)
-        result = failed(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
-    logger.info("   %s done in %.0f s", label, time.monotonic() - started)
-    return result
-
-
-def _median_outcome(outcomes: list[Outcome], base: list[Outcome]) -> Outcome:
-    """The round with the median rate, carrying every round's rate and the median of the per-round
-    ratios to streamapp (each ratio from one round, where the two ran minutes apart)."""
-    measured = sorted((o for o in outcomes if o.rate), key=lambda o: o.rate or 0.0)
-    chosen = measured[(len(measured) - 1) // 2] if measured else outcomes[0]
-    chosen.rounds = [o.rate for o in outcomes]
-    ratios = [o.rate / b.rate for o, b in zip(outcomes, base, strict=False) if o.rate and b.rate]
-    chosen.ratio = statistics.median(ratios) if ratios else None
-    if len(outcomes) > 1:
-        chosen.detail["rounds"] = " / ".join(f"{r:,.0f}" if r else "—" for r in chosen.rounds) + " events/s"
-        for n, o in enumerate(outcomes, 1):
-            if o.status != "ok":
-                chosen.detail[f"round {n}"] = f"{o.status}: {o.reason}"
-    return chosen
-
-
-def _failed_outcome(name: str) -> Callable[[str], Outcome]:
-    return lambda reason: Outcome(name).fail(reason)
+def profile_path(results: Path) -> Path:
+    """Where a run's folded stacks go: bench/results/ for the committed summary, else beside ``results``."""
+    if results.resolve() == (REPO / "bench" / "RESULTS.md").resolve():
+        return RESULTS_DIR / "profile.folded"
+    return results.with_name("profile.folded")
 
 
 def run(
@@ -133,42 +92,12 @@ def run(
         broker.create_topic(topic, bench.partitions)
         data: Dataset = produce(bootstrap, topic, login_events(events), "data")
         report = Report(command, data.events, data.failures, data.ips, topic, machine, rounds=rounds)
-        steps: dict[str, tuple[str, Callable[[], Outcome]]] = {
-            "kafka": ("Kafka ConsumerPerformance", lambda: consumer_performance(bench, data)),
-            "raw": ("raw aiokafka + orjson loop", lambda: raw_aiokafka(bench, data)),
-            "streamapp": ("streamapp worker", lambda: streamapp_pipeline(bench, data, prefix)),
-            "streamapp-full": (
-                "streamapp worker, both login rules",
-                lambda: streamapp_pipeline(bench, data, prefix, rules=FULL_RULES),
-            ),
-            "faust": ("idiomatic Faust worker", lambda: faust_idiomatic(bench, data)),
-            "quix": ("Quix Streams", lambda: quix_streams(bench, data)),
-        }
-        chosen = [key for key in CONTENDERS if key in contenders]
-        per_round: dict[str, list[Outcome]] = {key: [] for key in chosen}
-        for round_no in range(1, rounds + 1):
-            bench.round = round_no
-            if rounds > 1:
-                logger.info("══ throughput round %d of %d", round_no, rounds)
-            shift = (round_no - 1) % len(chosen)  # each round in another order: no contender always first
-            for key in chosen[shift:] + chosen[:shift]:
-                label, step = steps[key]
-                outcome = _guarded(label, step, _failed_outcome(label))
-                per_round[key].append(outcome)
-                logger.info(
-                    "   %s: %s events/s (%s)",
-                    label,
-                    f"{outcome.rate:,.0f}" if outcome.rate else "—",
-                    outcome.status,
-                )
-        bench.round = 1
-        base_rounds = per_round.get("streamapp", [])
-        report.throughput = [_median_outcome(per_round[key], base_rounds) for key in chosen]
+        report.throughput = throughput(bench, data, prefix, contenders, rounds)
         base = report.streamapp()
         base_rate = base.rate if base is not None and base.rate else None
         if latency_seconds > 0:
             rate = base_rate / 2 if base_rate else 1000.0
-            report.latency = _guarded(
+            report.latency = guarded(
                 "event-to-alert latency",
                 lambda: latency(bench, rate, latency_seconds),
                 lambda reason: LatencyOutcome(status="failed", reason=reason, rate=rate),
@@ -176,20 +105,20 @@ def run(
             full = next((o for o in report.throughput if o.name == STREAMAPP_FULL_NAME), None)
             if full is not None and full.rate:
                 full_rate = full.rate / 2
-                report.latency_full = _guarded(
+                report.latency_full = guarded(
                     "event-to-alert latency, both login rules",
                     lambda: latency(bench, full_rate, latency_seconds, rules=FULL_RULES),
                     lambda reason: LatencyOutcome(status="failed", reason=reason, rate=full_rate),
                 )
         if recovery_keys > 0:
-            report.recovery = _guarded(
+            report.recovery = guarded(
                 "changelog recovery and restart",
                 lambda: recovery(bench, recovery_keys),
                 lambda reason: RecoveryOutcome(status="failed", reason=reason, keys=recovery_keys),
             )
         if with_profile:
             seconds = min(120.0, max(3.0, 0.8 * events / base_rate)) if base_rate else 20.0
-            report.profile = _guarded(
+            report.profile = guarded(
                 "profile (py-spy)",
                 lambda: profile(bench, data, prefix, seconds),
                 lambda reason: ProfileOutcome(status="failed", reason=reason),
@@ -199,7 +128,7 @@ def run(
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(report.markdown())
         if report.profile is not None and report.profile.folded is not None:
-            aggregate_folded(report.profile.folded, results.with_name("profile.folded"))
+            aggregate_folded(report.profile.folded, profile_path(results))
         logger.info("results written to %s", results)
         return report
     finally:
@@ -263,7 +192,7 @@ def _clean_up(bench: Bench) -> None:
     "--only",
     "only",
     multiple=True,
-    type=click.Choice(CONTENDERS),
+    type=click.Choice(list(CONTENDERS)),
     help="Run only these throughput contenders (repeatable; default: all).",
 )
 @click.option(

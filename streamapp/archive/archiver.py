@@ -3,7 +3,8 @@
 One object per topic partition and offset range. Offsets are committed only after the object is
 uploaded; a partition's start is the later of its committed offset and the end of its newest
 object, so a crash between the upload and the commit neither duplicates nor skips a record, and a
-crash during an upload writes the same object name again (names come from offsets alone).
+crash during an upload writes the same object name again (names come from offsets alone). A newly
+assigned partition stays paused until it is placed at that start, so nothing before it is read.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from streamapp.archive.store import (
     ARCHIVED_TOPICS,
+    ArchiveObject,
     ArchiveStore,
     ArchiveUnavailable,
     object_path,
@@ -28,7 +30,7 @@ from streamapp.archive.store import (
 from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
-__all__ = ["Archiver", "ArchiverStats", "archiver_group"]
+__all__ = ["Archiver", "ArchiverStats", "archived_ends", "archiver_group", "start_offsets"]
 
 logger = logging.getLogger("streamapp.archive")
 
@@ -40,6 +42,31 @@ BACKOFF_CAP = 30.0
 def archiver_group(settings: Settings) -> str:
     """The archiver's own consumer group: it never shares offsets with the workers or sinks."""
     return f"{settings.app_id}-archiver"
+
+
+def archived_ends(topic: str, objects: Iterable[ArchiveObject]) -> dict[TopicPartition, int]:
+    """The last archived offset of each partition of ``topic`` (``objects`` are that topic's)."""
+    ends: dict[TopicPartition, int] = {}
+    for obj in objects:
+        tp = TopicPartition(topic, obj.partition)
+        ends[tp] = max(ends.get(tp, -1), obj.last)
+    return ends
+
+
+def start_offsets(
+    ends: Mapping[TopicPartition, int], committed: Mapping[TopicPartition, int | None]
+) -> dict[TopicPartition, int]:
+    """Where to start the partitions whose archive goes further than their committed offset.
+
+    An object uploaded but not committed (a crash in between) stands: go on after it. A partition
+    missing here starts at its committed offset (or the earliest one), as the consumer would.
+    """
+    starts: dict[TopicPartition, int] = {}
+    for tp, end in ends.items():
+        offset = committed.get(tp)
+        if offset is None or offset <= end:
+            starts[tp] = end + 1
+    return starts
 
 
 @dataclass
@@ -76,7 +103,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             self.archiver.buffers.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.archiver.resume(assigned)
+        # No await here: aiokafka ends the reassignment before it calls this listener (getmany
+        # returns the new partitions' records from then on) and runs it concurrently with the
+        # main loop, so a seek after an await (listing the bucket) lands after records read from
+        # the committed offset are already held. The partitions wait paused instead until the main
+        # loop has placed them (Archiver.resume); nothing of theirs can be fetched before this
+        # runs, as their committed offsets are fetched only once the listener yields.
+        self.archiver.hold(assigned)
 
 
 class Archiver:
@@ -98,29 +131,49 @@ class Archiver:
         self.consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._failing_since: float | None = None
+        #: partitions assigned but not yet placed after their archived objects, and how many
+        #: assignments there were (a rebalance while placing starts the placing over)
+        self._held: set[TopicPartition] = set()
+        self._assignments = 0
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def resume(self, assigned: list[TopicPartition]) -> None:
-        """Start every assigned partition after its newest archived object, if that is further."""
+    def hold(self, assigned: Iterable[TopicPartition]) -> None:
+        """Pause a new assignment's partitions until :meth:`resume` has placed them."""
         consumer = self.consumer
         assert consumer is not None
-        ends: dict[tuple[str, int], int] = {}
-        for topic in {tp.topic for tp in assigned}:
-            name = self._contract(topic)
-            for obj in await self._retrying(f"listing topic {name}", self.store.objects, name, poll=False):
-                ends[(topic, obj.partition)] = max(ends.get((topic, obj.partition), -1), obj.last)
-        for tp in assigned:
-            end = ends.get((tp.topic, tp.partition))
-            if end is None:
-                continue
-            committed = await consumer.committed(tp)
-            if committed is None or committed <= end:
-                # uploaded but not committed (a crash in between): the object stands, go on after it
-                consumer.seek(tp, end + 1)
+        held = set(assigned)
+        consumer.pause(*held)
+        for tp in held:
+            self.buffers.pop(tp, None)  # read before the partition was placed: it is read again
+        self._held = held  # an assignment is always the whole set (aiokafka rebalances eagerly)
+        self._assignments += 1
 
-    async def _retrying(self, what: str, func: Callable[..., Any], *args: Any, poll: bool = True) -> Any:
+    async def resume(self) -> None:
+        """Start every held partition after its newest archived object, if that is further than
+        its committed offset, then let it be fetched. Runs in the main loop, between two polls."""
+        consumer = self.consumer
+        assert consumer is not None
+        while self._held:
+            assignments, held = self._assignments, set(self._held)
+            ends: dict[TopicPartition, int] = {}
+            for topic in sorted({tp.topic for tp in held}):
+                name = self._contract(topic)
+                objects = await self._retrying(f"listing topic {name}", self.store.objects, name)
+                ends.update(archived_ends(topic, objects))
+            ends = {tp: end for tp, end in ends.items() if tp in held}
+            committed = dict(zip(ends, await asyncio.gather(*map(consumer.committed, ends)), strict=True))
+            if self._assignments != assignments:
+                continue  # reassigned while listing: place the new assignment instead
+            current = consumer.assignment()
+            for tp, offset in start_offsets(ends, committed).items():
+                if tp in current:
+                    consumer.seek(tp, offset)
+            consumer.resume(*(held & current))
+            self._held = set()
+
+    async def _retrying(self, what: str, func: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking store call in a thread until it succeeds (backoff; one line per outage)."""
         attempt = 0
         while True:
@@ -132,8 +185,7 @@ class Archiver:
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
                     logger.warning("%s; the backlog waits in Kafka, retrying with backoff", exc)
-                # inside a rebalance callback the consumer must not be polled: just wait
-                await (self._idle(delay) if poll else asyncio.sleep(delay))
+                await self._idle(delay)
                 if self._stopping.is_set():
                     raise asyncio.CancelledError from None
                 continue
@@ -159,7 +211,9 @@ class Archiver:
                     timeout_ms=int(min(1.0, max(deadline - time.monotonic(), 0.01)) * 1000)
                 )
         finally:
-            consumer.resume(*(tp for tp in assigned if tp in consumer.assignment()))
+            # partitions of an assignment not placed yet stay paused (see :meth:`resume`)
+            current = consumer.assignment()
+            consumer.resume(*(tp for tp in assigned if tp in current and tp not in self._held))
 
     async def flush(self, tp: TopicPartition) -> None:
         """Upload one partition's held records as one object, then commit after them."""
@@ -220,6 +274,8 @@ class Archiver:
             )
             last_report = time.monotonic()
             while not self._stopping.is_set():
+                if self._held:
+                    await self.resume()
                 batch = await self.consumer.getmany(timeout_ms=500, max_records=10_000)
                 now = time.monotonic()
                 for tp, records in batch.items():

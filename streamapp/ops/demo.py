@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ from streamapp.dev.process import log_tail, stop_child
 from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
-__all__ = ["ChildExited", "format_alert", "run_demo"]
+__all__ = ["ChildExited", "format_alert", "library_logs_to", "run_demo"]
 
 Echo = Callable[[str], None]
 
@@ -31,6 +33,28 @@ def format_alert(alert: dict) -> str:
     """One terminal line per alert."""
     at = datetime.fromtimestamp(alert["ts"]).strftime("%H:%M:%S")
     return f"{at}  {alert['kind']:<20} {alert['key']:<18} {alert['detail']}"
+
+
+@contextlib.contextmanager
+def library_logs_to(log: Path) -> Iterator[None]:
+    """Send this process's log records to ``log`` instead of the terminal, for the ``with`` block.
+
+    The demo's own Kafka clients log while a fresh broker elects leaders and creates topics
+    (aiokafka's "Topic alerts not found in cluster metadata", ``NotLeaderForPartition``): without a
+    handler Python prints every warning on stderr, between the alerts. The children already write
+    to their own log files; this is the demo's.
+    """
+    root = logging.getLogger()
+    handler = logging.FileHandler(log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers = [handler]  # only the file: a stderr handler set up before would print them again
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.handlers, root.level = saved_handlers, saved_level
+        handler.close()
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -110,6 +134,12 @@ def run_demo(settings: Settings, echo: Echo, rate: int = 200, duration: float | 
     """
     home = streamapp_home() / "demo"
     home.mkdir(parents=True, exist_ok=True)
+    # the terminal shows the alerts and the demo's own lines; library logs go to demo.log
+    with library_logs_to(home / "demo.log"):
+        return _run(settings, echo, rate, duration, home)
+
+
+def _run(settings: Settings, echo: Echo, rate: int, duration: float | None, home: Path) -> int:
     broker = DevBroker()
     use_dev_broker = settings.bootstrap_servers == [broker.bootstrap]
     started_broker = use_dev_broker and not broker.status().running
@@ -135,7 +165,10 @@ def run_demo(settings: Settings, echo: Echo, rate: int = 200, duration: float | 
             children.append(_Child(name, _spawn(args, log, env), log))
         worker, generator = children
         echo(f"worker started (pid {worker.proc.pid}, web http://127.0.0.1:{settings.web_port})")
-        echo(f"traffic generator started (pid {generator.proc.pid}, {rate} events/s); logs in {home}")
+        echo(
+            f"traffic generator started (pid {generator.proc.pid}, {rate} events/s); "
+            f"logs in {home} (worker.log, generator.log, demo.log)"
+        )
         token = "#token=<STREAMAPP_WEB_TOKEN>" if settings.web_token else ""
         echo(f"open the live page: {page}{token}  (charts of alerts, sensors and prices)")
         echo("alerts appear below as the worker detects them; Ctrl-C stops everything")

@@ -143,13 +143,13 @@ async def _check_one(settings: Settings, host: str, port: int, topics: list[str]
         if denied:
             raise KafkaAccessError(
                 f"Kafka authorization failed: {_who(settings)} may not use topic(s) "
-                f"{', '.join(sorted(denied))} (add ACLs for the principal, see README 'Security')"
+                f"{', '.join(sorted(denied))} (add ACLs for the principal, see docs/security.md)"
             )
         coordinator = await conn.send(FindCoordinatorRequest(settings.app_id, 0))
         if coordinator.error_code == kafka_errors.GroupAuthorizationFailedError.errno:
             raise KafkaAccessError(
                 f"Kafka authorization failed: {_who(settings)} may not use consumer group "
-                f"{settings.app_id!r} (add ACLs for the principal, see README 'Security')"
+                f"{settings.app_id!r} (add ACLs for the principal, see docs/security.md)"
             )
     finally:
         conn.close()

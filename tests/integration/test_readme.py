@@ -50,6 +50,8 @@ def test_usage_commands_are_found() -> None:
     assert commands[0] == "make install"
     assert any(c.startswith("streamapp worker") for c in commands)
     assert any(c.startswith("curl") for c in commands)
+    # the tour keeps every command it had when the reference moved to docs/: none dropped unseen
+    assert len(commands) >= 19, commands
 
 
 def _copy_repo(dest: Path) -> Path:

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import faust
 import rocksdict
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
@@ -94,8 +95,10 @@ class BatchConsumer(Consumer):
         if not records:
             return records, active_partitions
         if not self.flow_active or self.app.consumer_generation_id != generation:
-            # a rebalance began during the fetch: faust's own path seeks back (or hands the
-            # records to the agents' streams, which take the same handlers)
+            # a rebalance came during the fetch: records of the batch topics are fetched again,
+            # never handed to faust's per-record path (see _fetch_again); others go there as before
+            fetched = cast(dict[TP, Any], records)
+            await self._fetch_again({tp: fetched.pop(tp) for tp in list(fetched) if tp.topic in handlers})
             return records, active_partitions
         fetched = cast(dict[TP, Any], records)  # aiokafka's fetch result: a plain dict
         recovery: Any = cast(Any, self.app.tables).recovery
@@ -164,9 +167,16 @@ class BatchConsumer(Consumer):
     async def _handle(self, fetched: dict[TP, list[ConsumerRecord]], active: set[TP] | None) -> None:
         by_topic: dict[str, list[ConsumerRecord]] = {}
         acks: dict[str, list[tuple[TP, int, int]]] = {}
+        paused = {
+            tp: records
+            for tp, records in fetched.items()
+            if active is not None and tp not in active and tp not in self._buffered_partitions
+        }
+        if paused:  # paused since the fetch: read again once resumed
+            await self._fetch_again(paused)
         for tp, records in fetched.items():
-            if active is not None and tp not in active and tp not in self._buffered_partitions:
-                continue  # what faust's getmany skips too: a partition paused since the fetch
+            if tp in paused:
+                continue
             read = self._read_offset[tp]  # the next offset to process (None before the first)
             if read is not None and records[0].offset < read:
                 records = [record for record in records if record.offset >= read]
@@ -204,6 +214,30 @@ class BatchConsumer(Consumer):
                 self._on_delivered(acks[topic], done, None)
         # no commit from here: faust's commit timer commits the acknowledged ranges (a commit
         # waits for the producer to flush, which would stop fetching meanwhile)
+
+    async def _fetch_again(self, fetched: dict[TP, list[ConsumerRecord]]) -> None:
+        """Put each partition's position back to its first fetched record (or the read offset,
+        if a seek to the committed offset put that lower meanwhile): these records are not handled.
+
+        The fetch moved the position past them: dropped without a seek, they were never read
+        again, yet the next fetch's acknowledged range (from the read offset on) covered them,
+        and their keys' states were missing for good (at-least-once, after a rebalance). Nor do
+        they go to faust's per-record path: it keeps its read offset as the last offset read
+        (ours: the next one to read), so a seek during a rebalance made it count records it had
+        not read as a gap already processed, or stalled the partition's commits for good.
+        """
+        assignment = self.assignment()
+        for tp, records in fetched.items():
+            if not records or tp not in assignment:
+                continue  # revoked: its next owner reads from the committed offset
+            offset = records[0].offset
+            read = self._read_offset[tp]
+            if read is not None and read < offset:
+                offset = read
+            try:
+                await self.seek(tp, offset)
+            except (IllegalStateError, AssertionError) as exc:  # revoked meanwhile
+                logger.debug("not seeking %s back: %r", tp, exc)
 
     def _on_delivered(
         self, acks: list[tuple[TP, int, int]], done: asyncio.Future[Any], delivered: Any

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
+from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 from intervaltree import IntervalTree
 
@@ -87,3 +89,55 @@ async def test_exactly_once_highwaters_of_partitions_not_fetched_yet_are_asked_o
     )
     assert await _ConsumerThread._highwaters(thread, [fetched, fresh]) == {fetched: 17, fresh: 40}
     assert asked == [[fresh]]
+
+
+def _record(offset: int, tp: TP = TOPIC_PARTITION) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic=tp.topic, partition=tp.partition, offset=offset, timestamp=0, timestamp_type=0,
+        key=b"k", value=b"v", checksum=None, serialized_key_size=1, serialized_value_size=1, headers=(),
+    )  # fmt: skip
+
+
+def _fetching_consumer(assigned: set[TP], read: dict[TP, int]) -> Any:
+    """What _fetch_again and _handle use of faust's Consumer: the assignment, read offsets, seek."""
+    seeks: list[tuple[TP, int]] = []
+    consumer = SimpleNamespace(
+        assignment=lambda: assigned,
+        _read_offset=defaultdict(lambda: None, read),
+        _buffered_partitions=set(),
+        seeks=seeks,
+    )
+
+    async def seek(tp: TP, offset: int) -> None:  # faust's seek: the position and the read offset
+        seeks.append((tp, offset))
+        consumer._read_offset[tp] = offset
+
+    consumer.seek = seek
+    consumer._fetch_again = partial(BatchConsumer._fetch_again, consumer)  # type: ignore[arg-type]
+    return consumer
+
+
+async def test_records_not_handled_after_a_rebalance_are_fetched_again_from_their_first_offset() -> None:
+    """A fetch that a rebalance overtook moved the position past its records: unhandled and never
+    read again, the next fetch's acknowledged range covered them (their keys' states were lost)."""
+    revoked = TP("logins", 1)
+    consumer = _fetching_consumer({TOPIC_PARTITION}, {TOPIC_PARTITION: 456})
+    await BatchConsumer._fetch_again(
+        consumer, {TOPIC_PARTITION: [_record(456), _record(457)], revoked: [_record(9, revoked)]}
+    )
+    assert consumer.seeks == [(TOPIC_PARTITION, 456)]  # a revoked partition is its next owner's
+
+
+async def test_a_seek_to_the_committed_offset_meanwhile_is_not_undone() -> None:
+    # the records came from the position before the rebalance; the committed offset is lower
+    consumer = _fetching_consumer({TOPIC_PARTITION}, {TOPIC_PARTITION: 400})
+    await BatchConsumer._fetch_again(consumer, {TOPIC_PARTITION: [_record(456)]})
+    assert consumer.seeks == [(TOPIC_PARTITION, 400)]
+
+
+async def test_records_of_a_partition_paused_since_the_fetch_are_not_acknowledged_but_read_again() -> None:
+    consumer = _fetching_consumer({TOPIC_PARTITION}, {TOPIC_PARTITION: 456})
+    consumer._committed_offset = defaultdict(lambda: 456)
+    await BatchConsumer._handle(consumer, {TOPIC_PARTITION: [_record(456), _record(457)]}, active=set())
+    assert consumer.seeks == [(TOPIC_PARTITION, 456)]
+    assert consumer._read_offset[TOPIC_PARTITION] == 456  # the next fetch starts there

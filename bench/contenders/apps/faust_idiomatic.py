@@ -1,6 +1,6 @@
 """Idiomatic Faust: failed logins per IP in a hopping windowed RocksDB table, as Faust's docs show it.
 
-Run as its own worker: ``python -m bench.faust_idiomatic worker`` with ``BENCH_BROKER``,
+Run as its own worker: ``python -m bench.contenders.apps.faust_idiomatic worker`` with ``BENCH_BROKER``,
 ``BENCH_APP_ID``, ``BENCH_TOPIC``, ``BENCH_DATA_DIR``, ``BENCH_WEB_PORT``, ``BENCH_PARTITIONS``,
 ``BENCH_EXPECT`` (events to see) and ``BENCH_PROGRESS`` (the progress file the harness reads).
 The records are keyed by IP already, so the table is fed without a ``group_by`` repartition.

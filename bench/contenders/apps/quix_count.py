@@ -1,6 +1,6 @@
 """Quix Streams: failed logins per IP in a 60-s window hopping by 10 s, RocksDB state with changelog.
 
-Run as its own process: ``python -m bench.quix_count`` with ``BENCH_BROKER`` (host:port list),
+Run as its own process: ``python -m bench.contenders.apps.quix_count`` with ``BENCH_BROKER`` (host:port list),
 ``BENCH_GROUP``, ``BENCH_TOPIC``, ``BENCH_DATA_DIR``, ``BENCH_EXPECT`` and ``BENCH_PROGRESS``.
 Written as Quix's docs show it; the records are keyed by IP already, so no ``group_by``.
 """

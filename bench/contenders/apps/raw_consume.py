@@ -1,8 +1,9 @@
 """The Python client's ceiling: aiokafka consume + orjson decode + failed logins per IP in a dict.
 
-Run as its own process: ``python -m bench.raw_consume`` with ``BENCH_BROKER``, ``BENCH_GROUP``,
-``BENCH_TOPIC``, ``BENCH_EXPECT`` and ``BENCH_PROGRESS``. No state store, no changelog, no commits
-beyond aiokafka's auto-commit: what any Python stream processor on aiokafka pays at least.
+Run as its own process: ``python -m bench.contenders.apps.raw_consume`` with ``BENCH_BROKER``,
+``BENCH_GROUP``, ``BENCH_TOPIC``, ``BENCH_EXPECT`` and ``BENCH_PROGRESS``. No state store, no
+changelog, no commits beyond aiokafka's auto-commit: what any Python stream processor on aiokafka pays
+at least.
 """
 
 from __future__ import annotations

@@ -1,0 +1,48 @@
+"""The throughput contenders, one module each; every one reads the same pre-produced logins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.contenders.consumer_performance import consumer_performance
+from bench.contenders.faust_idiomatic import faust_idiomatic
+from bench.contenders.quix_streams import quix_streams
+from bench.contenders.raw_aiokafka import raw_aiokafka
+from bench.contenders.streamapp_full import streamapp_full
+from bench.contenders.streamapp_worker import (
+    FULL_RULES,
+    PEERS_RULES,
+    STREAMAPP_FULL_NAME,
+    STREAMAPP_NAME,
+    streamapp_pipeline,
+)
+from bench.data import Dataset
+from bench.harness import Bench, Outcome
+
+__all__ = [
+    "CONTENDERS",
+    "FULL_RULES",
+    "PEERS_RULES",
+    "STREAMAPP_FULL_NAME",
+    "STREAMAPP_NAME",
+    "Contender",
+    "consumer_performance",
+    "faust_idiomatic",
+    "quix_streams",
+    "raw_aiokafka",
+    "streamapp_full",
+    "streamapp_pipeline",
+]
+
+#: measures one contender: (the run, the data, the topic prefix of the data) -> its figure
+Contender = Callable[[Bench, Dataset, str], Outcome]
+
+#: --only's names, in the order of the first round: label for the log, and the measurement
+CONTENDERS: dict[str, tuple[str, Contender]] = {
+    "kafka": ("Kafka ConsumerPerformance", lambda bench, data, _prefix: consumer_performance(bench, data)),
+    "raw": ("raw aiokafka + orjson loop", lambda bench, data, _prefix: raw_aiokafka(bench, data)),
+    "streamapp": ("streamapp worker", streamapp_pipeline),
+    "streamapp-full": ("streamapp worker, both login rules", streamapp_full),
+    "faust": ("idiomatic Faust worker", lambda bench, data, _prefix: faust_idiomatic(bench, data)),
+    "quix": ("Quix Streams", lambda bench, data, _prefix: quix_streams(bench, data)),
+}

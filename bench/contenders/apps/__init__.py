@@ -1,0 +1,1 @@
+"""The programs the peer contenders run, each its own process (``python -m bench.contenders.apps.X``)."""

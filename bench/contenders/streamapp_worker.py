@@ -1,0 +1,108 @@
+"""Contender: a real ``streamapp worker`` on the peers' workload (STREAMAPP_RULES=brute_force)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bench.data import Dataset
+from bench.harness import (
+    POLL,
+    REPORT_EVERY,
+    Bench,
+    Outcome,
+    cpu_pct,
+    fmt,
+    group_topics,
+    pipeline_progress,
+    sample,
+    wait_committed,
+)
+
+logger = logging.getLogger("bench")
+
+#: the peers' workload: failed logins counted per IP (STREAMAPP_RULES=brute_force)
+PEERS_RULES = "brute_force"
+#: the whole login pipeline: every login also re-keyed by user for account takeover
+FULL_RULES = "brute_force,account_takeover"
+STREAMAPP_NAME = "streamapp worker (brute force per IP)"
+STREAMAPP_FULL_NAME = "streamapp worker, both login rules (+ account takeover per user)"
+
+
+def streamapp_pipeline(bench: Bench, data: Dataset, prefix: str, rules: str = PEERS_RULES) -> Outcome:
+    """A real ``streamapp worker`` on the pre-produced topic (``<prefix>logins``), fresh app id and state.
+
+    Timed from the first event seen on ``/metrics`` until every login is ingested and every agent
+    downstream has handled every record the ingest agent forwarded. With ``rules`` =
+    "brute_force" (the peers' workload) that is validation and the failed-login count per IP
+    in RocksDB with its changelog, alerts out; with "brute_force,account_takeover" every login
+    also goes through ``logins-by-user`` to the account-takeover state per user.
+    """
+    full = rules == FULL_RULES
+    out = Outcome(STREAMAPP_FULL_NAME if full else STREAMAPP_NAME)
+    tag = ("sf" if full else "sa") + bench.r
+    app_id = bench.name(tag)
+    worker = bench.worker(tag, app_id, prefix, bench.work / "data" / tag, rules=rules)
+    try:
+        ready = worker.start_ready(120)
+        out.detail["ready after start"] = f"{ready:.1f} s"
+        n = data.events
+        deadline = time.monotonic() + bench.timeout(n)
+        t0: float | None = None
+        c0 = 0.0
+        cpu0: tuple[float, float | None] | None = None
+        ingested = pending = 0.0
+        ingest_done: float | None = None
+        next_report = time.monotonic() + REPORT_EVERY
+        while True:
+            if not worker.alive():
+                return out.fail(f"worker exited with {worker.returncode()}: {worker.log_tail(5)}")
+            try:
+                metrics = worker.metrics()
+            except OSError:
+                time.sleep(POLL)
+                continue
+            now = time.time()
+            ingested, pending = pipeline_progress(metrics)
+            if t0 is None and ingested > 0:
+                t0, c0, cpu0 = now, ingested, (now, worker.cpu_seconds())
+            if ingest_done is None and ingested >= n:
+                ingest_done = now
+            if ingested >= n and pending == 0:
+                break
+            if time.monotonic() > deadline:
+                out.status, out.reason = "partial", f"timed out: {fmt(ingested)} of {fmt(n)} ingested"
+                break
+            if time.monotonic() >= next_report:
+                rate = (ingested - c0) / (now - t0) if t0 and now > t0 else 0.0
+                logger.info(
+                    "streamapp: %s/%s logins ingested (%s/s), %s records in the pipeline",
+                    fmt(ingested), fmt(n), fmt(rate), fmt(pending),
+                )  # fmt: skip
+                next_report += REPORT_EVERY
+            time.sleep(POLL)
+        out.rss_mb = worker.rss_mb()
+        out.cpu_pct = cpu_pct(cpu0, worker)
+        if t0 is None:
+            return out.fail("no event was processed")
+        end = now
+        out.events = int(ingested - c0) if out.status == "partial" else int(n - c0)
+        out.seconds = end - t0
+        out.rate = out.events / out.seconds if out.seconds > 0 else None
+        if ingest_done is not None:
+            out.detail["ingest only (route_logins)"] = (
+                f"{(n - c0) / max(ingest_done - t0, 1e-9):,.0f} events/s"
+            )
+        out.detail["alerts"] = (
+            fmt(sample(metrics, "streamapp_alerts_total", kind="brute_force"))
+            + " brute_force, "
+            + fmt(sample(metrics, "streamapp_alerts_total", kind="account_takeover"))
+            + " account_takeover"
+        )
+        if out.status == "ok":
+            committed = wait_committed(bench, app_id, group_topics(bench, app_id, data.topic), 60)
+            if committed is not None:
+                out.committed_seconds = committed - t0
+        return out
+    finally:
+        worker.stop()

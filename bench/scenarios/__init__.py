@@ -1,0 +1,1 @@
+"""The scenarios: throughput rounds, event-to-alert latency, changelog recovery and restart, profile."""
