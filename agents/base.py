@@ -112,7 +112,7 @@ class Detector:
     """One detector: its rule, its state and where its output goes; a batch handler of a by-entity topic.
 
     Everything it reads is here, so that the loop runs in a unit test with fakes (a dict as the
-    state store, a list as the record sink) as it runs on a worker (agents.detectors builds them).
+    state store, a list as the record sink) as it runs on a worker (built by :func:`detector_for`).
     """
 
     #: the source topic's short name ("logins"): its ingest parser checks every envelope again

@@ -98,7 +98,9 @@ class BatchConsumer(Consumer):
             # a rebalance came during the fetch: records of the batch topics are fetched again,
             # never handed to faust's per-record path (see _fetch_again); others go there as before
             fetched = cast(dict[TP, Any], records)
-            await self._fetch_again({tp: fetched.pop(tp) for tp in list(fetched) if tp.topic in handlers})
+            await self._fetch_again(
+                {tp: fetched.pop(tp) for tp in list(fetched) if tp.topic in self.batch_router}
+            )
             return records, active_partitions
         fetched = cast(dict[TP, Any], records)  # aiokafka's fetch result: a plain dict
         recovery: Any = cast(Any, self.app.tables).recovery
