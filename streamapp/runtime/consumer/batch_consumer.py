@@ -302,6 +302,39 @@ class BatchConsumer(Consumer):
         if missing:
             logger.warning("subscribing before the broker lists these topics: %s", ", ".join(sorted(missing)))
 
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Under exactly-once, commit what is acknowledged and end the transaction before faust
+        forgets the acknowledged offsets of the revoked partitions.
+
+        faust's consumer drops them first and only then lets the app stop the flow and commit: that
+        commit found nothing to commit, the transaction holding the records produced from those
+        offsets stayed open, and a later commit published them without their offsets. The
+        partitions' new owner processed the same records again: alerts committed twice (workers
+        scaled under load). Here the app's first steps (stop the flow, pause, wait for the batches
+        being handled, commit and end the transaction) run first; faust's own run of them then
+        finds nothing left to do.
+        """
+        assignment = self.assignment()
+        if self.app.in_transaction and not self.app.should_stop and assignment:
+            self.stop_flow()
+            self.app.flow_control.suspend()
+            self.pause_partitions(assignment)
+            self.app.flow_control.clear()
+            await self.wait_empty()
+        await super().on_partitions_revoked(revoked)
+
+    async def commit_and_end_transactions(self) -> None:
+        """Commit what is acknowledged and end the transaction, also when a commit was running.
+
+        faust's ``commit`` returns at once, committing nothing, while another commit (the timer's)
+        runs; that one begins the next transaction, and the records produced meanwhile, with their
+        acknowledged offsets, would stay in it across the rebalance or the stop (see
+        :meth:`on_partitions_revoked` for what an open transaction there does).
+        """
+        while await self.maybe_wait_for_commit_to_finish():
+            pass  # another commit may have begun when the one waited for ended
+        await self.commit(start_new_transaction=False)
+
     async def wait_empty(self) -> None:
         """Before a commit at rebalance or stop: the batches being handled finish first.
 
