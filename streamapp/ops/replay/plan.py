@@ -80,7 +80,7 @@ def app_topics(new_id: str) -> ReplayTopics:
     """
     placeholder = f"streamapp-replay-{uuid.uuid4().hex}"
     os.environ[f"{PREFIX}APP_ID"] = placeholder
-    # in the function: importing streamapp.app builds the app from the environment set just above
+    # in the function: both imports build the app (streamapp.app) from the environment set just above
     from streamapp.app import app, import_app_modules, settings
     from streamapp.runtime import topics as app_topic_module
 
