@@ -15,8 +15,9 @@ from aiokafka.structs import ConsumerRecord
 
 from streamapp.models import InvalidEvent, Parser, decode_json_object, encode_envelope, parse_valid_json
 from streamapp.observability.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTAL, observe_many
-from streamapp.runtime.producer import Delivery, key_partition
+from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.router import Router
+from streamapp.runtime.topics import dead_letters_topic
 from streamapp.settings import Settings
 from streamapp.types import Envelope, RecordSink, Rekey
 
@@ -223,9 +224,6 @@ def ingest_for(
     decode: Decoder = decode_json_object,
 ) -> Ingest:
     """The ingest step of ``source`` on a worker: the app's producer and router, its dead-letters topic."""
-    from streamapp.runtime.producer import RecordBatches
-    from streamapp.runtime.topics import dead_letters_topic
-
     return Ingest(
         source=source, parse=parse, rekey=rekey, router=app.batch_router,  # type: ignore[attr-defined]
         new_sink=partial(RecordBatches, app), dead_letters_topic=dead_letters_topic.get_topic_name(),

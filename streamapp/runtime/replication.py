@@ -7,6 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.settings import PREFIX, Settings, SettingsError
 
 __all__ = [
@@ -83,10 +86,6 @@ def replicated_topic_creator(create: CreateTopic, configured: Callable[[], int |
 
 async def cluster_broker_count(settings: Settings, within: float = 10.0) -> int | None:
     """Brokers the cluster reports to a client of these settings; None when it does not answer."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from streamapp.runtime.kafka_clients import client_kwargs
-
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(within * 1000),
         **client_kwargs(settings),
