@@ -175,34 +175,27 @@ def _anomaly(
     return rule_alert(ANOMALY, sensor_id, ts, window_span, temperature, limits.sigmas, detail)
 
 
+def _window_summary(w: list[float]) -> dict[str, float]:
+    """One window's span and statistics, as the web API and the sinks show them."""
+    return {
+        "start": w[_START],
+        "end": w[_START] + WINDOW_SECONDS,
+        "count": int(w[_COUNT]),
+        "min": w[_MIN],
+        "max": w[_MAX],
+        "mean": w[_SUM] / w[_COUNT],
+    }
+
+
 def window_view(state: State, horizon: float) -> list[dict[str, float]]:
     """The retained windows, newest first, as the web API shows them."""
-    return [
-        {
-            "start": w[_START],
-            "end": w[_START] + WINDOW_SECONDS,
-            "count": int(w[_COUNT]),
-            "min": w[_MIN],
-            "max": w[_MAX],
-            "mean": w[_SUM] / w[_COUNT],
-        }
-        for w in reversed(state["windows"])
-        if w[_START] + WINDOW_SECONDS > horizon
-    ]
+    return [_window_summary(w) for w in reversed(state["windows"]) if w[_START] + WINDOW_SECONDS > horizon]
 
 
 def window_records(state: State, sensor_id: str, starts: set[float]) -> list[dict[str, float | str]]:
     """The windows starting at ``starts`` as they are now, for the sinks (one record per window)."""
     return [
-        {
-            "sensor_id": sensor_id,
-            "start": w[_START],
-            "end": w[_START] + WINDOW_SECONDS,
-            "count": int(w[_COUNT]),
-            "min": w[_MIN],
-            "max": w[_MAX],
-            "mean": w[_SUM] / w[_COUNT],
-        }
+        {"sensor_id": sensor_id, **_window_summary(w)}
         for w in state["windows"]
         if w[_START] in starts and w[_COUNT]
     ]
