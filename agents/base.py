@@ -17,21 +17,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import orjson
 from aiokafka.structs import ConsumerRecord
-from faust.types import TableT
 
-from streamapp.app import app, settings
 from streamapp.models import (
     MAX_ID_CHARS,
     Alert,
     InvalidEvent,
     Parser,
+    decode_envelope,
     id_problem,
     parse_login,
     parse_sensor_reading,
@@ -44,20 +44,18 @@ from streamapp.observability.metrics import (
     LATE_EVENTS_TOTAL,
     STATE_RESETS_TOTAL,
 )
-from streamapp.pipeline.alerting import publish_alert
 from streamapp.rules.base import Apply, Judge, Late, State, step
-from streamapp.runtime.clock import worker_clock
-from streamapp.runtime.consumer import consume_in_batches
-from streamapp.runtime.producer import Delivery, RecordBatches
-from streamapp.runtime.topics import dead_letters_topic, late_events_topic
-from tables.base import load_state, remember_changelog_offsets, store_event_clock, store_state
+from streamapp.runtime.consumer import drain_to_router
+from streamapp.runtime.producer import Delivery
+from streamapp.settings import Settings
+from streamapp.types import Envelope, RecordSink, StateStore
 
-__all__ = ["TICK", "Apply", "HeldKeys", "Judge", "Updates", "detect", "detect_batch"]
+__all__ = ["TICK", "Apply", "Detector", "HeldKeys", "Judge", "Updates", "detect", "detect_batch"]
 
 logger = logging.getLogger(__name__)
 
-#: (entity, state after the batch, the events applied to it) -> records for an updates topic
-Updates = Callable[[str, State, list[dict[str, Any]]], Iterable[bytes]]
+#: (entity, state after the batch, the typed events applied to it) -> records for an updates topic
+Updates = Callable[[str, State, list[Any]], Iterable[bytes]]
 
 #: the value of a tick record: judge every event the key holds (it has been quiet for the grace)
 TICK = b'{"tick":1}'
@@ -100,17 +98,52 @@ class HeldKeys:
         return len(self._since)
 
 
-async def detect_batch(
-    records: Sequence[ConsumerRecord],
-    table: TableT,
-    new_state: Callable[[], State],
-    apply: Apply,
-    source: str,
-    updates: tuple[faust.TopicT, Updates] | None = None,
-    judge: Judge | None = None,
-    held: HeldKeys | None = None,
-) -> list[Delivery]:
-    """Run ``apply`` for every record of a by-entity topic against ``table``; return the deliveries.
+class EventClock(Protocol):
+    """The worker's event clock (streamapp.runtime.clock.worker_clock): retention horizon, newest event."""
+
+    @property
+    def horizon(self) -> float: ...
+
+    def observe(self, ts: float) -> None: ...
+
+
+@dataclass
+class Detector:
+    """One detector: its rule, its state and where its output goes; a batch handler of a by-entity topic.
+
+    Everything it reads is here, so that the loop runs in a unit test with fakes (a dict as the
+    state store, a list as the record sink) as it runs on a worker (built by :func:`detector_for`).
+    """
+
+    #: the source topic's short name ("logins"): its ingest parser checks every envelope again
+    source: str
+    store: StateStore
+    new_state: Callable[[], State]
+    apply: Apply
+    settings: Settings
+    #: a record sink per batch: streamapp.runtime.producer.RecordBatches on a worker
+    new_sink: Callable[[], RecordSink]
+    #: streamapp.pipeline.alerting.Alerting.publish: the delivery to wait for, or None
+    publish_alert: Callable[[Alert], Awaitable[Awaitable[Any] | None]]
+    clock: EventClock
+    #: the topic names of late events and dead letters
+    late_events_topic: str
+    dead_letters_topic: str
+    #: (topic name, make): every key a batch changes also sends make(entity, state, events) there
+    updates: tuple[str, Updates] | None = None
+    judge: Judge | None = None
+    held: HeldKeys | None = None
+
+    @property
+    def parse(self) -> Parser:
+        return _PARSERS[self.source]
+
+    async def __call__(self, records: Sequence[ConsumerRecord]) -> list[Delivery]:
+        return await detect_batch(records, self)
+
+
+async def detect_batch(records: Sequence[ConsumerRecord], detector: Detector) -> list[Delivery]:
+    """Run the detector's rule for every record of a by-entity topic; return the deliveries.
 
     The records of one key are applied in arrival order to one loaded state, which is written
     once: a burst of a hot key costs one RocksDB write and one changelog record per batch
@@ -121,8 +154,9 @@ async def detect_batch(
     With ``updates`` = (topic, make), every key changed by the batch also sends ``make(entity,
     state, applied events)`` to ``topic`` (keyed by the entity), with the changelog records.
     """
-    batches = RecordBatches(app)
-    rejects = _Rejects(batches, settings.topic(source), table.name)
+    settings, store, held = detector.settings, detector.store, detector.held
+    batches = detector.new_sink()
+    rejects = _Rejects(batches, settings.topic(detector.source), store.name, detector)
     by_key: dict[tuple[int, bytes], list[ConsumerRecord]] = {}
     for record in records:
         problem = key_problem(record.key)
@@ -132,18 +166,15 @@ async def detect_batch(
         by_key.setdefault((record.partition, record.key), []).append(record)
     alerts: list[Alert] = []
     changed_states: list[tuple[int, bytes, State]] = []
-    if updates is not None:
-        updates_topic, make_updates = updates[0].get_topic_name(), updates[1]
+    if detector.updates is not None:
+        updates_topic, make_updates = detector.updates
         await batches.prepare(updates_topic)
-    step = partial(
-        _apply_events, new_state=new_state, apply=apply, judge=judge, rejects=rejects,
-        parse=_PARSERS.get(source), table=table.name,
-    )  # fmt: skip
+    step = partial(_apply_events, detector=detector, rejects=rejects)
     now = time.time()
     ceiling = now + settings.max_clock_skew_seconds
     for (partition, key), key_records in by_key.items():
-        raw = load_state(table, partition, key, raw=True)
-        stored = stored_state(raw, table.name, key, ceiling)
+        raw = store.load(partition, key)
+        stored = stored_state(raw, store.name, key, ceiling)
         try:
             state, found, applied, changed = step(stored, key, key_records, isolate=False)
         except Exception:
@@ -157,19 +188,20 @@ async def detect_batch(
             changed_states.append((partition, key, state))
             if held is not None:
                 held.update(partition, key, state, now)
-            if updates is not None and applied:
+            if detector.updates is not None and applied:
                 for value in make_updates(key.decode(), state, applied):
                     batches.add(updates_topic, key, value)
     await rejects.queue()
-    deliveries = [d for d in [await publish_alert(alert) for alert in alerts] if d is not None]
+    published = [await detector.publish_alert(alert) for alert in alerts]
+    deliveries = [delivery for delivery in published if delivery is not None]
     if deliveries:
         await asyncio.gather(*deliveries)
     for partition, key, state in changed_states:
-        store_state(table, partition, key, state, batches)
+        store.store(partition, key, state, batches)
     for partition in {partition for partition, _, _ in changed_states}:
-        store_event_clock(table, partition, batches)
+        store.store_clock(partition, batches)
     sent = await batches.send()
-    remember_changelog_offsets(table, sent)
+    store.remember(sent)
     return sent
 
 
@@ -222,28 +254,18 @@ def reset_state(table: str, key: bytes, why: str) -> None:
     )  # fmt: skip
 
 
-def envelope_problem(record: ConsumerRecord, parse: Parser | None) -> tuple[Any, str | None]:
-    """(event, None) for a by-entity record the app could have written, else (None, why).
+def envelope_problem(
+    record: ConsumerRecord, parse: Parser, source_topic: str
+) -> tuple[Envelope[Any] | None, str | None]:
+    """(envelope, None) for a by-entity record the app could have written, else (None, why).
 
-    A forwarded event is ``{"src": [partition, offset], "e": fields, ...}``; read back from the
-    topic (not handed over in-process), its fields must pass the source's parser again, which
+    Its event must pass the source's parser again (streamapp.models.decode_envelope), which
     bounds its time by the clock skew: a forged one must not move the event clock.
     """
     try:
-        event = orjson.loads(record.value) if record.value is not None else None
-    except orjson.JSONDecodeError:
-        return None, "record on an internal topic that is not a JSON event"
-    if not isinstance(event, dict) or not isinstance(event.get("e"), dict):
-        return None, "record on an internal topic that is not a forwarded event"
-    src = event.get("src")
-    if not (isinstance(src, list) and len(src) == 2 and all(type(n) is int and n >= 0 for n in src)):
-        return None, "record on an internal topic whose 'src' is not [partition, offset]"
-    if parse is not None and record.offset >= 0:
-        try:
-            parse(event["e"], None)
-        except InvalidEvent as exc:
-            return None, f"record on an internal topic with an event ingest refuses: {exc}"
-    return event, None
+        return decode_envelope(record.value, source_topic, parse), None
+    except InvalidEvent as exc:
+        return None, str(exc)
 
 
 def _apply_events(
@@ -251,14 +273,10 @@ def _apply_events(
     key: bytes,
     records: list[ConsumerRecord],
     *,
-    new_state: Callable[[], State],
-    apply: Apply,
-    judge: Judge | None,
+    detector: Detector,
     rejects: _Rejects,
-    parse: Parser | None,
-    table: str,
     isolate: bool,
-) -> tuple[State, list[Alert], list[dict[str, Any]], bool]:
+) -> tuple[State, list[Alert], list[Any], bool]:
     """Apply one key's records to its state: (state, alerts, applied events, state changed).
 
     With ``isolate``, each record is applied to a copy of the state and one that raises goes
@@ -266,17 +284,20 @@ def _apply_events(
     to a fresh state: then the stored state is what fails (a changelog record someone else
     wrote), and the key goes on from the fresh one.
     """
+    new_state, apply, judge, table = detector.new_state, detector.apply, detector.judge, detector.store.name
+    parse, source_topic = detector.parse, detector.settings.topic(detector.source)
     state = stored if stored is not None else new_state()
     entity = key.decode()
-    grace, horizon = settings.grace_seconds, worker_clock.horizon
+    grace, horizon = detector.settings.grace_seconds, detector.clock.horizon
     alerts: list[Alert] = []
-    applied: list[dict[str, Any]] = []
+    applied: list[Any] = []
     changed = False
     for record in records:
+        event: Envelope[Any] | None
         if record.value == TICK:
             event = None
         else:
-            event, problem = envelope_problem(record, parse)
+            event, problem = envelope_problem(record, parse, source_topic)
             if problem is not None:
                 rejects.dead(record, problem, as_read=True)
                 continue
@@ -300,27 +321,30 @@ def _apply_events(
         if outcome is None:
             continue
         if isinstance(outcome, Late):
-            rejects.late(record, event or {}, outcome.reason, outcome.seconds)
+            if event is not None:  # (a tick is never late)
+                rejects.late(record, event, outcome.reason, outcome.seconds)
             continue
         changed = True
         alerts.extend(outcome)
         if event is not None:
-            worker_clock.observe(event["e"]["ts"])
-            applied.append(event["e"])
+            detector.clock.observe(event.event.ts)
+            applied.append(event.event)
     return state, alerts, applied, changed
 
 
 class _Rejects:
     """Late events and dead letters of one batch, queued with the batch's other records."""
 
-    def __init__(self, batches: RecordBatches, source_topic: str, detection: str) -> None:
+    def __init__(self, batches: RecordSink, source_topic: str, detection: str, detector: Detector) -> None:
         self._batches = batches
         self._source_topic = source_topic
         self._detection = detection
-        self._late: list[tuple[ConsumerRecord, dict[str, Any], str, float]] = []
+        self._late_events_topic = detector.late_events_topic
+        self._dead_letters_topic = detector.dead_letters_topic
+        self._late: list[tuple[ConsumerRecord, Envelope[Any], str, float]] = []
         self._dead: list[tuple[ConsumerRecord, str, bool]] = []
 
-    def late(self, record: ConsumerRecord, event: dict[str, Any], reason: str, seconds: float) -> None:
+    def late(self, record: ConsumerRecord, event: Envelope[Any], reason: str, seconds: float) -> None:
         self._late.append((record, event, reason, seconds))
 
     def dead(self, record: ConsumerRecord, reason: str, as_read: bool = False) -> None:
@@ -340,11 +364,12 @@ class _Rejects:
             await self._queue_dead()
 
     async def _queue_late(self) -> None:
-        target = late_events_topic.get_topic_name()
+        target = self._late_events_topic
         await self._batches.prepare(target)
         counter = LATE_EVENTS_TOTAL.labels(topic=self._source_topic)
         for record, event, reason, seconds in self._late:
-            value, headers = _source_of(event, record, self._source_topic)
+            value = event.raw.encode() if event.raw is not None else orjson.dumps(event.event)
+            headers = _coordinates(self._source_topic, event.partition, event.offset)
             headers += [
                 ("x-error", f"late event for {self._detection}: {reason}".encode()),
                 ("x-lateness-seconds", f"{seconds:.3f}".encode()),
@@ -355,7 +380,7 @@ class _Rejects:
                 EXPIRED_EVENTS_TOTAL.labels(topic=self._source_topic).inc()
 
     async def _queue_dead(self) -> None:
-        target = dead_letters_topic.get_topic_name()
+        target = self._dead_letters_topic
         await self._batches.prepare(target)
         partitions = self._batches.partitions_of(target)
         for record, reason, as_read in self._dead:
@@ -393,40 +418,54 @@ def _coordinates(topic: str, partition: int, offset: int) -> list[tuple[str, byt
     ]
 
 
-async def detect(
-    stream: faust.StreamT[bytes],
-    table: TableT,
-    new_state: Callable[[], State],
-    apply: Apply,
-    source: str,
-    updates: tuple[faust.TopicT, Updates] | None = None,
-    judge: Judge | None = None,
-    held: HeldKeys | None = None,
-) -> None:
-    """Run :func:`detect_batch` for every fetch of the stream's topic (see streamapp.runtime.consumer)."""
-    await consume_in_batches(
-        stream,
-        partial(
-            detect_batch, table=table, new_state=new_state, apply=apply, source=source,
-            updates=updates, judge=judge, held=held,
-        ),
-    )  # fmt: skip
+async def detect(stream: faust.StreamT[bytes], agent: str) -> None:
+    """A detector agent's body: what reaches its stream goes to the app's router (none does while
+    the batch consumer runs: see streamapp.runtime.consumer)."""
+    await drain_to_router(stream, agent)
 
 
-async def send_ticks(topic: faust.TopicT, held: HeldKeys) -> None:
+async def send_ticks(topic: str, held: HeldKeys, grace: float, new_sink: Callable[[], RecordSink]) -> None:
     """Every second, a tick record to each key that has held events for the grace (wall time)."""
-    name = topic.get_topic_name()
     while True:
         await asyncio.sleep(1.0)
-        due = held.due(time.time(), settings.grace_seconds)
+        due = held.due(time.time(), grace)
         if not due:
             continue
         try:
-            batches = RecordBatches(app)
-            await batches.prepare(name)
+            batches = new_sink()
+            await batches.prepare(topic)
             for partition, key in due:
-                batches.add(name, key, TICK, partition)
+                batches.add(topic, key, TICK, partition)
             for delivery in await batches.send():
                 await delivery.future
         except Exception:  # the key stays held: the next round sends its tick again
-            logger.exception("sending ticks to %s failed", name)
+            logger.exception("sending ticks to %s failed", topic)
+
+
+def detector_for(
+    app: faust.App,
+    settings: Settings,
+    *,
+    source: str,
+    table: faust.types.TableT,
+    new_state: Callable[[], State],
+    apply: Apply,
+    updates: tuple[str, Updates] | None = None,
+    judge: Judge | None = None,
+    held: HeldKeys | None = None,
+) -> Detector:
+    """A detector on a worker: ``table``'s RocksDB, the app's producer, its alerts topic and clock."""
+    from streamapp.pipeline.alerting import Alerting
+    from streamapp.runtime.clock import worker_clock
+    from streamapp.runtime.producer import RecordBatches
+    from streamapp.runtime.topics import alerts_topic, dead_letters_topic, late_events_topic
+    from tables.base import TableStore
+
+    alerting = Alerting(settings.rules, settings.publish_alerts, alerts_topic.send)
+    return Detector(
+        source=source, store=TableStore(table), new_state=new_state, apply=apply, settings=settings,
+        new_sink=partial(RecordBatches, app), publish_alert=alerting.publish, clock=worker_clock,
+        late_events_topic=late_events_topic.get_topic_name(),
+        dead_letters_topic=dead_letters_topic.get_topic_name(),
+        updates=updates, judge=judge, held=held,
+    )  # fmt: skip

@@ -14,7 +14,7 @@ from faust.types import TableT
 from agents.base import HeldKeys
 from agents.detect_card_fraud import held_cards
 from agents.detect_temperature import held_sensors
-from streamapp.app import app
+from streamapp.app import app, settings
 from streamapp.rules import sliding_count, temperature
 from streamapp.rules.windows import next_sweep_in
 from streamapp.runtime.clock import worker_clock
@@ -89,7 +89,7 @@ def _visit(held: HeldKeys | None) -> Callable[[int, bytes, Any], None] | None:
 
 def _on_recovered(expiry: TableExpiry) -> Callable[[], Any]:
     async def restore() -> None:
-        restore_event_clock(expiry.table, expiry.last_event)
+        restore_event_clock(expiry.table, expiry.last_event, settings.max_clock_skew_seconds)
 
     return restore
 

@@ -6,29 +6,40 @@ the by-user hop (half of the pipeline's Kafka records and state writes).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator
 
 import faust
 
-from streamapp.app import app, settings
+from streamapp.app import app
 from streamapp.models import Login, parse_login
-from streamapp.pipeline.ingest import route
+from streamapp.pipeline.ingest import Ingest, ingest_for
+from streamapp.runtime.consumer import drain_to_router
 from streamapp.runtime.topics import failed_logins_by_ip_topic, logins_by_user_topic, logins_topic
+from streamapp.settings import Settings
+from streamapp.types import Rekey
 
-__all__ = ["route_logins"]
-
-
-_BY_IP = "brute_force" in settings.rules
-_BY_USER = "account_takeover" in settings.rules
+__all__ = ["ingest", "login_targets", "route_logins"]
 
 
-def _targets(login: Login) -> Iterable[tuple[faust.TopicT, str]]:
-    if _BY_IP and not login.success:
-        yield failed_logins_by_ip_topic, login.ip
-    if _BY_USER:
-        yield logins_by_user_topic, login.user
+def login_targets(rules: frozenset[str]) -> Rekey:
+    """Where a login goes for these rules (STREAMAPP_RULES): by IP if failed, by user."""
+    by_ip = "brute_force" in rules
+    by_user = "account_takeover" in rules
+
+    def targets(login: Login) -> Iterator[tuple[faust.TopicT, str]]:
+        if by_ip and not login.success:
+            yield failed_logins_by_ip_topic, login.ip
+        if by_user:
+            yield logins_by_user_topic, login.user
+
+    return targets
+
+
+def ingest(app: faust.App, settings: Settings) -> Ingest:
+    """The batch handler of `logins` (streamapp.app.declare_routes)."""
+    return ingest_for(app, settings, source="logins", parse=parse_login, rekey=login_targets(settings.rules))
 
 
 @app.agent(logins_topic, name="route-logins")
 async def route_logins(stream: faust.StreamT[bytes]) -> None:
-    await route(stream, parse_login, "logins", _targets)
+    await drain_to_router(stream, route_logins.name)

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-import functools
-
 import faust
 
 from streamapp.app import app
 from streamapp.models import User, parse_user
-from streamapp.pipeline.ingest import route_batch
-from streamapp.runtime.consumer import consume_in_batches
+from streamapp.pipeline.ingest import ingest_for
+from streamapp.runtime.consumer import drain_to_router
 from streamapp.runtime.topics import users_by_name_topic, users_topic
 from streamapp.schema.registry_service import decode_avro_value, schema_registry
+from streamapp.settings import Settings
+from streamapp.types import BatchHandler
 
-__all__ = ["route_users"]
+__all__ = ["ingest", "route_users"]
 
 
 def _targets(user: User) -> list[tuple[faust.TopicT, str]]:
     return [(users_by_name_topic, user.name)]
 
 
+def ingest(app: faust.App, settings: Settings) -> BatchHandler:
+    """The batch handler of `users` (streamapp.app.declare_routes), behind the registry's gate: a
+    registry that is down pauses the users partitions only."""
+    handler = ingest_for(
+        app, settings, source="users", parse=parse_user, rekey=_targets, decode=decode_avro_value
+    )
+    return schema_registry.gate(handler)
+
+
 @app.agent(users_topic, name="route-users")
 async def route_users(stream: faust.StreamT[bytes]) -> None:
-    handler = functools.partial(
-        route_batch, parse=parse_user, source="users", rekey=_targets, decode=decode_avro_value
-    )
-    # behind the gate: a registry that is down pauses the users partitions only
-    await consume_in_batches(stream, schema_registry.gate(handler))
+    await drain_to_router(stream, route_users.name)

@@ -30,9 +30,9 @@ from streamapp.detections.engine import Engine, Late, parse_event
 from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from streamapp.pipeline.ingest import send_dead_letter
-from streamapp.runtime.consumer import consume_in_batches
+from streamapp.runtime.consumer import drain_to_router
 from streamapp.runtime.producer import Delivery, RecordBatches
-from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, late_events_topic
+from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
 from tables.detection_state import detection_state
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "follow_control",
     "get_detections",
     "registry",
+    "route_batch",
     "route_detections",
     "run_detections",
     "tick_detections",
@@ -122,7 +123,8 @@ async def _loaded() -> None:
         registry.loaded.set()
 
 
-async def _route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
+async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
+    """The batch handler of every topic in STREAMAPP_DETECTION_TOPICS (streamapp.app.declare_routes)."""
     if not registry.loaded.is_set():
         await _loaded()
     batches = RecordBatches(app)
@@ -142,7 +144,7 @@ async def _route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
             obj = decode_json_object(record.value)
         except InvalidEvent as exc:
             if owned:
-                await send_dead_letter(record, str(exc), batches)
+                await send_dead_letter(record, str(exc), batches, dead_letters_topic.get_topic_name())
             continue
         for engine in engines:
             try:
@@ -150,7 +152,7 @@ async def _route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
             except InvalidEvent as exc:
                 DETECTION_INVALID_TOTAL.labels(detection=engine.name).inc()
                 if owned:
-                    await send_dead_letter(record, str(exc), batches)
+                    await send_dead_letter(record, str(exc), batches, dead_letters_topic.get_topic_name())
                 continue
             if not engine.where(fields):
                 continue
@@ -167,7 +169,7 @@ async def _route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
 
 @app.agent(source_topics, name="route-detections")
 async def route_detections(stream: faust.StreamT[bytes]) -> None:
-    await consume_in_batches(stream, _route_batch)
+    await drain_to_router(stream, route_detections.name)
 
 
 @app.agent(detection_events_topic, name="run-detections")

@@ -9,13 +9,13 @@ from typing import Any
 import faust
 
 from agents.base import envelope_problem, key_problem, reset_state
-from streamapp.app import app
-from streamapp.models import InvalidEvent, parse_user
+from streamapp.app import app, settings
+from streamapp.models import InvalidEvent, User, parse_user
 from streamapp.pipeline.ingest import send_dead_letter
 from streamapp.rules.base import seen_before
 from streamapp.runtime.consumer import records_of_events
 from streamapp.runtime.producer import RecordBatches
-from streamapp.runtime.topics import users_by_name_topic
+from streamapp.runtime.topics import dead_letters_topic, users_by_name_topic
 from tables.users_by_name import users_by_name
 
 __all__ = ["forwarded_user", "store_users", "take_if_newer"]
@@ -23,18 +23,16 @@ __all__ = ["forwarded_user", "store_users", "take_if_newer"]
 logger = logging.getLogger(__name__)
 
 
-def take_if_newer(state: dict[str, Any], user: dict[str, Any]) -> bool:
+def take_if_newer(state: dict[str, Any], user: User) -> bool:
     """Make ``user`` the name's record unless the one held is newer (by record time); ties: last wins."""
     held = state.get("ts")
-    if held is not None and user["ts"] < held:
+    if held is not None and user.ts < held:
         return False
-    state.update(
-        name=user["name"], age=user["age"], schema_id=user["schema_id"], record=user["fields"], ts=user["ts"]
-    )
+    state.update(name=user.name, age=user.age, schema_id=user.schema_id, record=user.fields, ts=user.ts)
     return True
 
 
-def forwarded_user(fields: dict[str, Any], record_ts: float | None) -> Any:
+def forwarded_user(fields: dict[str, Any], record_ts: float | None) -> User:
     """Check a forwarded user (``e`` of a users-by-name record) as route_users' parser would.
 
     Only the app writes users-by-name: a record someone else wrote there must not store a user
@@ -73,27 +71,27 @@ async def store_users(stream: faust.StreamT[bytes]) -> None:
         if problem is not None:
             problem = f"record on an internal topic {problem}"
         else:
-            forwarded, problem = envelope_problem(record, forwarded_user)
+            forwarded, problem = envelope_problem(record, forwarded_user, settings.topic("users"))
         if problem is not None:  # a record the app did not write: a dead letter, the stream goes on
             batches = RecordBatches(app)
-            await send_dead_letter(record, problem, batches)
+            await send_dead_letter(record, problem, batches, dead_letters_topic.get_topic_name())
             for delivery in await batches.send():
                 await delivery.future
             continue
         key: bytes = record.key
         state = _stored(key)
         try:
-            if seen_before(state, *forwarded["src"]):
+            if seen_before(state, forwarded.partition, forwarded.offset):
                 continue  # redelivered after a crash: already applied
         except Exception as exc:  # a stored state of the wrong shape (its 'src')
             reset_state(users_by_name.name, key, f"an event raised {type(exc).__name__} on it")
             state = {}
-            seen_before(state, *forwarded["src"])
+            seen_before(state, forwarded.partition, forwarded.offset)
         try:
-            take_if_newer(state, forwarded["e"])
+            take_if_newer(state, forwarded.event)
         except Exception as exc:  # e.g. a stored 'ts' that is not a number
             reset_state(users_by_name.name, key, f"an event raised {type(exc).__name__} on it")
             state = {}
-            seen_before(state, *forwarded["src"])
-            take_if_newer(state, forwarded["e"])
+            seen_before(state, forwarded.partition, forwarded.offset)
+            take_if_newer(state, forwarded.event)
         users_by_name[key] = state

@@ -5,7 +5,8 @@ broker, app id, topic prefix, ``STREAMAPP_ARCHIVE_*``), ``BENCH_EXPECT`` and ``B
 It is :class:`streamapp.archive.archiver.Archiver` unchanged in what it does per record and per
 object; the subclass only counts (the clock starts at the partition assignment, as for the raw
 aiokafka loop, once the archiver has looked up in the bucket where each partition resumes; a
-record counts once its object is uploaded and its offset committed), keeps to
+record counts once its object is uploaded and its offset committed), times the uploads and the
+fetch loop's waits for a free upload slot, keeps to
 the ``logins`` topic (the other archived topics of the bench's prefix do not exist), uploads what
 it holds once every expected record has been read (a live archiver would wait the roll age for
 more records; there are none) and stops there.
@@ -20,11 +21,12 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from aiokafka import TopicPartition
 
 from bench.progress import ProgressFile
-from streamapp.archive.archiver import Archiver, ArchiverStats
+from streamapp.archive.archiver import Archiver, ArchiverStats, Committable
 from streamapp.archive.store import ArchiveStore
 from streamapp.settings import Settings, load_settings
 
@@ -40,23 +42,34 @@ class CountingArchiver(Archiver):
         super().__init__(settings, ArchiveStore(settings), topics=("logins",))
         self.progress = progress
         self.expect = expect
-        self.flush_seconds = 0.0  # Parquet encoding, upload and commit: the rest is fetching
+        self.upload_seconds = 0.0  # building, encoding, uploading and committing, summed over uploads
+        self.wait_seconds = 0.0  # the fetch loop waiting for a free upload slot
 
-    async def resume(self, assigned: list[TopicPartition]) -> None:
-        await super().resume(assigned)  # lists the bucket: start-up, like the group join
-        self.progress.start()  # fetching starts once this callback returns
+    async def resume(self) -> None:
+        await super().resume()  # lists the bucket: start-up, like the group join
+        self.progress.start()  # fetching starts once this returns
 
-    async def flush(self, tp: TopicPartition) -> None:
-        before, started = self.stats.records, time.monotonic()
-        await super().flush(tp)  # upload, then commit after the object
-        self.flush_seconds += time.monotonic() - started
-        self.progress.tick(self.stats.records - before)
-        if self.stats.records >= self.expect:
+    async def _upload(self, tp: TopicPartition, records: list[Any]) -> None:
+        started = time.monotonic()
+        await super()._upload(tp, records)  # upload, then commit once every earlier object is uploaded
+        self.upload_seconds += time.monotonic() - started
+
+    async def _commit(self, tp: TopicPartition, ready: Committable) -> None:
+        await super()._commit(tp, ready)
+        # commits of several partitions run concurrently: tick what no other tick counted yet
+        if self.stats.committed > self.progress.count:
+            self.progress.tick(self.stats.committed - self.progress.count)
+        if self.stats.committed >= self.expect:
             self.stop()
+
+    async def _wait_for_upload_slot(self) -> None:
+        started = time.monotonic()
+        await super()._wait_for_upload_slot()
+        self.wait_seconds += time.monotonic() - started
 
     def _due(self, now: float) -> list[TopicPartition]:
         held = sum(len(buffer.records) for buffer in self.buffers.values())
-        if self.stats.records + held >= self.expect:  # the whole topic is read: nothing more to wait for
+        if self.rolled + held >= self.expect:  # the whole topic is read: nothing more to wait for
             return [tp for tp, buffer in self.buffers.items() if buffer.records]
         return super()._due(now)
 
@@ -80,7 +93,8 @@ def main() -> None:
                 "records": stats.records,
                 "objects": stats.objects,
                 "bytes": stats.bytes,
-                "flush_seconds": archiver.flush_seconds,
+                "upload_seconds": archiver.upload_seconds,
+                "wait_seconds": archiver.wait_seconds,
             }
         )
     )

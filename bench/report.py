@@ -16,6 +16,7 @@ from bench.scenarios.archive import ArchiveOutcome
 from bench.scenarios.latency import LATENCY_WARMUP_SECONDS, LatencyOutcome
 from bench.scenarios.profile import ProfileOutcome
 from bench.scenarios.recovery import RecoveryOutcome
+from streamapp.archive.archiver import MAX_UPLOADS
 from streamapp.dev.kafka import KAFKA_VERSION
 
 __all__ = ["Machine", "Report", "machine_info"]
@@ -325,9 +326,10 @@ class Report:
                 f"Parquet uploaded to an S3Proxy of its own (filesystem backend, same machine); timed from "
                 f"its partition assignment (after listing the bucket) until the last object is uploaded "
                 f"and its offset committed: "
-                f"{_num(arc.records)} records in {_num(arc.seconds, 1, ' s')}, of which "
-                f"{_num(arc.flush_seconds, 1, ' s')} encoding, uploading and committing objects (the rest "
-                "fetching from Kafka); group committed at the end "
+                f"{_num(arc.records)} records in {_num(arc.seconds, 1, ' s')}; objects built, encoded, "
+                f"uploaded and committed in threads beside the fetching, up to {MAX_UPLOADS} at once: "
+                f"{_num(arc.upload_seconds, 1, ' s')} of uploads in all, fetching waited "
+                f"{_num(arc.wait_seconds, 1, ' s')} for a free upload slot; group committed at the end "
                 f"after {_num(arc.committed_seconds, 1, ' s')}; CPU {_num(arc.cpu_pct, 0, '%')} (S3Proxy's "
                 f"JVM not counted), RSS {_num(arc.rss_mb, 0, ' MiB')}; worker {_num(arc.worker_rate)} "
                 f"events/s (the streamapp row above); check: {arc.check or '—'}."

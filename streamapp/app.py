@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from functools import partial
 
 import faust
 from faust.types import TransportT
@@ -11,17 +12,28 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from streamapp.models import configure_limits
 from streamapp.observability.logs import logging_config
-from streamapp.runtime.consumer import BatchConsumer, BatchHandler
+from streamapp.runtime.consumer import BatchConsumer
+from streamapp.runtime.faust_compat import create_topic_of, replace_create_topic
 from streamapp.runtime.kafka_clients import broker_credentials
 from streamapp.runtime.producer import BatchSender
 from streamapp.runtime.recovery import HealingTableManager
 from streamapp.runtime.replication import replicated_topic_creator
+from streamapp.runtime.router import Router
 from streamapp.runtime.transactions import WorkerTransactionManager, worker_transactional_id
 from streamapp.settings import Settings, load_settings
 from streamapp.web.auth import web_middleware
 from streamapp.web.peers import peer_key
 
-__all__ = ["APP_MODULES", "StreamApp", "StreamAppWeb", "app", "create_app", "import_app_modules", "settings"]
+__all__ = [
+    "APP_MODULES",
+    "StreamApp",
+    "StreamAppWeb",
+    "app",
+    "create_app",
+    "declare_routes",
+    "import_app_modules",
+    "settings",
+]
 
 #: packages whose modules register tables, agents, timers and views on import
 APP_MODULES = [
@@ -42,8 +54,8 @@ class StreamAppWeb(AiohttpWeb):
 class StreamApp(faust.App):
     """The Faust app, serving the web API with :class:`StreamAppWeb`.
 
-    Its consumer is a :class:`BatchConsumer`: topics in :attr:`batch_handlers` (topic name ->
-    handler, registered by the agents that consume them) are processed a fetch at a time.
+    Its consumer is a :class:`BatchConsumer`: the topics of :attr:`batch_router` (topic name ->
+    batch handler, declared by :func:`declare_routes`) are processed a fetch at a time.
     """
 
     #: STREAMAPP_REPLICATION_FACTOR (None: min(3, brokers)); see streamapp.runtime.replication
@@ -51,7 +63,8 @@ class StreamApp(faust.App):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.batch_handlers: dict[str, BatchHandler] = {}
+        #: routed topic -> its batch handler (not faust's ``router``: that one routes web requests)
+        self.batch_router = Router()
         self.batch_sender = BatchSender(self)
 
     def _new_web(self) -> AiohttpWeb:
@@ -61,14 +74,13 @@ class StreamApp(faust.App):
         transport = super()._new_transport()
         transport.Consumer = BatchConsumer  # type: ignore[misc]
         # every topic faust creates gets the replication the cluster allows, and min.insync.replicas
-        transport._create_topic = replicated_topic_creator(  # type: ignore[attr-defined]
-            transport._create_topic,  # type: ignore[attr-defined]
-            lambda: self.replication_factor,
+        replace_create_topic(
+            transport, replicated_topic_creator(create_topic_of(transport), lambda: self.replication_factor)
         )
         return transport
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> StreamApp:
     """Build the Faust app for these settings (agents and tables register themselves on import)."""
     tabledir = settings.data_dir / "tables"
     faust_app = StreamApp(
@@ -126,6 +138,82 @@ def create_app(settings: Settings) -> faust.App:
     return faust_app
 
 
+def declare_routes(router: Router, app: faust.App, settings: Settings) -> None:
+    """Which handler takes the fetched records of each topic: the app's pipeline, in one place.
+
+    A login: `logins` -> agents.route_logins.ingest (streamapp.pipeline.ingest) -> the by-entity
+    topics -> agents.detect_brute_force / detect_account_takeover (agents.base.Detector) ->
+    streamapp.rules -> `alerts` (streamapp.pipeline.alerting). Runs at the first fetch
+    (streamapp.runtime.router.Router), once every app module is imported.
+    """
+    from agents import (
+        analyze_prices,
+        detect_account_takeover,
+        detect_brute_force,
+        detect_card_fraud,
+        detect_temperature,
+        route_logins,
+        route_sensor_readings,
+        route_stock_prices,
+        route_transactions,
+        route_users,
+        run_detections,
+    )
+    from streamapp.runtime import topics
+
+    routes = [
+        # ingest: validate and re-key the input topics
+        (topics.logins_topic, route_logins.ingest(app, settings), route_logins.route_logins),
+        (
+            topics.sensor_readings_topic,
+            route_sensor_readings.ingest(app, settings),
+            route_sensor_readings.route_sensor_readings,
+        ),
+        (
+            topics.transactions_topic,
+            route_transactions.ingest(app, settings),
+            route_transactions.route_transactions,
+        ),
+        (
+            topics.stock_prices_topic,
+            route_stock_prices.ingest(app, settings),
+            route_stock_prices.route_stock_prices,
+        ),
+        (topics.users_topic, route_users.ingest(app, settings), route_users.route_users),
+        # detection: the rules over each entity's events
+        (
+            topics.failed_logins_by_ip_topic,
+            detect_brute_force.detector(app, settings),
+            detect_brute_force.detect_brute_force,
+        ),
+        (
+            topics.logins_by_user_topic,
+            detect_account_takeover.detector(app, settings),
+            detect_account_takeover.detect_account_takeover,
+        ),
+        (
+            topics.transactions_by_card_topic,
+            detect_card_fraud.detector(app, settings),
+            detect_card_fraud.detect_card_fraud,
+        ),
+        (
+            topics.readings_by_sensor_topic,
+            detect_temperature.detector(app, settings),
+            detect_temperature.detect_temperature,
+        ),
+        (
+            topics.prices_by_symbol_topic,
+            analyze_prices.detector(app, settings),
+            analyze_prices.analyze_prices,
+        ),
+    ]
+    for topic, handler, agent in routes:
+        router.declare(topic.get_topic_name(), handler, agent.name)
+    # the detections of the control topic read their source topics beside the ingest
+    for name in settings.detection_topics:
+        router.declare(settings.topic(name), run_detections.route_batch, run_detections.route_detections.name)
+
+
 def import_app_modules() -> None:
     """Import every app module now, so that a broken one stops the worker with its traceback.
 
@@ -153,3 +241,4 @@ settings = load_settings()
 configure_limits(settings)  # the parsers' bounds on hostile input (clock skew, amounts, prices)
 app = create_app(settings)
 _use_worker_transactions(app, settings)
+app.batch_router.assemble_with(partial(declare_routes, app=app, settings=settings))

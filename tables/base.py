@@ -14,15 +14,18 @@ from typing import Any
 import orjson
 from faust.types import TP, TableT
 
-from streamapp.app import app, settings
+from streamapp.app import app
 from streamapp.observability.metrics import STATE_RESETS_TOTAL
 from streamapp.runtime.clock import worker_clock
-from streamapp.runtime.producer import Delivery, RecordBatches
+from streamapp.runtime.faust_compat import key_index, rocksdb, rocksdb_partitions
+from streamapp.runtime.producer import Delivery
+from streamapp.types import RecordSink
 
 __all__ = [
     "EVENT_CLOCK_KEY",
     "SWEEP_REST_FACTOR",
     "SWEEP_STEP_KEYS",
+    "TableStore",
     "define_table",
     "expire_keys",
     "load_state",
@@ -44,7 +47,7 @@ def define_table(name: str, help: str) -> TableT:
     return app.Table(
         name,
         key_type=bytes,
-        partitions=settings.partitions,
+        partitions=app.conf.topic_partitions,  # STREAMAPP_PARTITIONS
         help=help,
         # RocksDB's write buffers are what a burst of writes holds in memory: 16 MiB, two per
         # partition's DB (faust's default: 64 MiB, three), so memory stays bounded under load
@@ -52,15 +55,39 @@ def define_table(name: str, help: str) -> TableT:
     )
 
 
+class TableStore:
+    """A detector's states in a faust table (streamapp.types.StateStore): RocksDB now, changelog
+    records with the batch's other records."""
+
+    def __init__(self, table: TableT) -> None:
+        self.table = table
+
+    @property
+    def name(self) -> str:
+        return str(self.table.name)
+
+    def load(self, partition: int, key: bytes) -> bytes | None:
+        return load_state(self.table, partition, key, raw=True)  # type: ignore[no-any-return]
+
+    def store(self, partition: int, key: bytes, state: Any, sink: RecordSink) -> None:
+        store_state(self.table, partition, key, state, sink)
+
+    def store_clock(self, partition: int, sink: RecordSink) -> None:
+        store_event_clock(self.table, partition, sink)
+
+    def remember(self, deliveries: list[Delivery]) -> None:
+        remember_changelog_offsets(self.table, deliveries)
+
+
 def load_state(table: TableT, partition: int, key: bytes, raw: bool = False) -> Any | None:
     """The value of ``key`` in the table's RocksDB for ``partition`` (None when absent; bytes if ``raw``)."""
-    value = table.data._db_for_partition(partition).get(key)  # type: ignore[attr-defined]
+    value = rocksdb(table.data, partition).get(key)
     if raw or value is None:
         return value
     return orjson.loads(value)
 
 
-def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: RecordBatches) -> None:
+def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: RecordSink) -> None:
     """Write ``key`` to RocksDB now and queue its changelog record in ``batches``, both for ``partition``.
 
     faust's ``table[key] = value`` takes the partition from the event being iterated, which is
@@ -71,8 +98,8 @@ def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: 
     """
     raw = orjson.dumps(state)
     store: Any = table.data
-    store._db_for_partition(partition).put(key, raw)
-    store._key_index[key] = partition  # lets views find the key without searching every DB
+    rocksdb(store, partition).put(key, raw)
+    key_index(store)[key] = partition  # lets views find the key without searching every DB
     batches.add(table.changelog_topic.get_topic_name(), key, raw, partition)
 
 
@@ -82,14 +109,14 @@ def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: 
 EVENT_CLOCK_KEY = b"__faust\x00streamapp-event-clock__"
 
 
-def store_event_clock(table: TableT, partition: int, batches: RecordBatches) -> None:
+def store_event_clock(table: TableT, partition: int, batches: RecordSink) -> None:
     """Write the worker's event clock for ``partition`` (RocksDB now, changelog with ``batches``).
 
     Written with every batch that changes states of the partition, after the batch's events
     moved the clock: the value is never behind the newest event in the partition's states.
     """
     raw = repr(worker_clock.newest).encode()
-    table.data._db_for_partition(partition).put(EVENT_CLOCK_KEY, raw)  # type: ignore[attr-defined]
+    rocksdb(table.data, partition).put(EVENT_CLOCK_KEY, raw)
     batches.add(table.changelog_topic.get_topic_name(), EVENT_CLOCK_KEY, raw, partition)
 
 
@@ -103,10 +130,10 @@ def remember_changelog_offsets(table: TableT, deliveries: list[Delivery]) -> Non
     store: Any = table.data
     for delivery in deliveries:
         if delivery.tp.topic == changelog:
-            delivery.future.add_done_callback(partial(_remember_changelog_offset, store, delivery))
+            delivery.future.add_done_callback(partial(_remember_changelog_offset, table.app, store, delivery))
 
 
-def _remember_changelog_offset(store: Any, delivery: Delivery, future: Any) -> None:
+def _remember_changelog_offset(app: Any, store: Any, delivery: Delivery, future: Any) -> None:
     if future.cancelled() or future.exception() is not None:
         return
     if app.in_transaction:
@@ -117,11 +144,9 @@ def _remember_changelog_offset(store: Any, delivery: Delivery, future: Any) -> N
 
 def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
     """(partition, RocksDB) of the partitions this worker processes (not its standbys)."""
-    dbs = getattr(table.data, "_dbs", None)  # rocksdict store: one DB per partition
-    if dbs is None:
-        return
+    dbs = rocksdb_partitions(table.data)  # rocksdict store: one DB per partition
     changelog = table.changelog_topic.get_topic_name()
-    actives = app.assignor.assigned_actives()
+    actives = table.app.assignor.assigned_actives()
     for partition, db in list(dbs.items()):
         if TP(changelog, partition) in actives:
             yield partition, db
@@ -169,7 +194,7 @@ async def expire_keys(
     for partition, db in list(_active_partitions(table)):
         cursor: bytes | None = None
         while True:
-            open_db: Any = getattr(store, "_dbs", {}).get(partition)
+            open_db: Any = rocksdb_partitions(store).get(partition)
             if open_db is not db:
                 break  # the partition was revoked (its DB closed) while the sweep yielded
             started = time.monotonic()
@@ -189,7 +214,7 @@ async def expire_keys(
                     )  # fmt: skip
                 if expired:
                     db.delete(key)
-                    store._key_index.pop(key, None)
+                    key_index(store).pop(key, None)
                     table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
                     removed += 1
                 elif visit is not None:
@@ -204,7 +229,7 @@ async def expire_keys(
     return removed, busy
 
 
-def restore_event_clock(table: TableT, newest: Callable[[Any], float]) -> None:
+def restore_event_clock(table: TableT, newest: Callable[[Any], float], max_clock_skew_seconds: float) -> None:
     """After recovery, move the worker's event clock to the newest event time in the table.
 
     Without it the clock restarts at zero and windows that had expired before the restart, but
@@ -216,7 +241,7 @@ def restore_event_clock(table: TableT, newest: Callable[[Any], float]) -> None:
     naming the table and partition, and rewritten from the partition's states (those within the
     bound): it would expire every state and count every real event as too old.
     """
-    ceiling = time.time() + settings.max_clock_skew_seconds
+    ceiling = time.time() + max_clock_skew_seconds
     latest = 0.0
     for partition, db in _active_partitions(table):
         raw = db.get(EVENT_CLOCK_KEY)
@@ -231,7 +256,7 @@ def restore_event_clock(table: TableT, newest: Callable[[Any], float]) -> None:
         )
         latest = max(latest, from_states)
         if raw is not None:
-            _repair_clock(table, partition, db, raw, from_states)
+            _repair_clock(table, partition, db, raw, from_states, max_clock_skew_seconds)
     if latest:
         worker_clock.observe(latest)
 
@@ -255,13 +280,13 @@ def _newest_of(newest: Callable[[Any], float], state: Any) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def _repair_clock(table: TableT, partition: int, db: Any, raw: bytes, repaired: float) -> None:
+def _repair_clock(table: TableT, partition: int, db: Any, raw: bytes, repaired: float, skew: float) -> None:
     """Replace a poisoned or unreadable clock in RocksDB and, best effort, in the changelog."""
     STATE_RESETS_TOTAL.labels(table=table.name).inc()
     logger.warning(
         "event clock of table %s partition %d is %r, not a time within "
         "STREAMAPP_MAX_CLOCK_SKEW_SECONDS=%g of the wall clock: ignored, rewritten as %r",
-        table.name, partition, raw[:40], settings.max_clock_skew_seconds, repaired or None,
+        table.name, partition, raw[:40], skew, repaired or None,
     )  # fmt: skip
     value = repr(repaired).encode() if repaired else None
     if value is None:

@@ -44,7 +44,8 @@ class ArchiveOutcome:
     objects: int | None = None  # listed in the bucket after the run
     bytes: int | None = None
     archived: int | None = None  # records the listed objects cover (offset ranges)
-    flush_seconds: float | None = None  # of ``seconds``: Parquet encoding, upload and commit
+    upload_seconds: float | None = None  # building, encoding, uploading, committing: summed over uploads
+    wait_seconds: float | None = None  # of ``seconds``: fetching waited for a free upload slot
     cpu_pct: float | None = None  # the archiver process (S3Proxy's JVM not counted)
     rss_mb: float | None = None
     roll_bytes: int = ARCHIVE_ROLL_BYTES
@@ -133,6 +134,6 @@ def _check(out: ArchiveOutcome, store: ArchiveStore, data: Dataset, stats_file: 
         f"{'contiguous' if not gaps else f'{gaps} gaps or overlaps'} per partition"
         + (f"; the archiver counted {fmt(told['objects'])} uploads" if "objects" in told else "")
     )
-    out.flush_seconds = told.get("flush_seconds")
+    out.upload_seconds, out.wait_seconds = told.get("upload_seconds"), told.get("wait_seconds")
     if out.status == "ok" and (out.archived != data.events or gaps):
         out.status, out.reason = "failed", out.check

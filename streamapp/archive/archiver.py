@@ -5,6 +5,11 @@ uploaded; a partition's start is the later of its committed offset and the end o
 object, so a crash between the upload and the commit neither duplicates nor skips a record, and a
 crash during an upload writes the same object name again (names come from offsets alone). A newly
 assigned partition stays paused until it is placed at that start, so nothing before it is read.
+
+Objects are built and uploaded in worker threads, up to :data:`MAX_UPLOADS` at once across
+partitions, while the loop goes on fetching; a partition's offset is committed in offset order,
+only once every earlier object of the partition is uploaded too (:class:`CommitOrder`). A revoked
+partition's uploads are finished (and committed) before the partition is handed over.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,13 +36,25 @@ from streamapp.archive.store import (
 from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
-__all__ = ["Archiver", "ArchiverStats", "archived_ends", "archiver_group", "start_offsets"]
+__all__ = [
+    "MAX_UPLOADS",
+    "Archiver",
+    "ArchiverStats",
+    "CommitOrder",
+    "Committable",
+    "archived_ends",
+    "archiver_group",
+    "start_offsets",
+]
 
 logger = logging.getLogger("streamapp.archive")
 
 #: first and longest wait between attempts while the archive does not answer
 BACKOFF_FIRST = 1.0
 BACKOFF_CAP = 30.0
+#: objects being built and uploaded at once (threads); fetching waits beyond that, so what the
+#: archiver holds stays bounded while the archive is slow or down
+MAX_UPLOADS = 4
 
 
 def archiver_group(settings: Settings) -> str:
@@ -70,6 +88,62 @@ def start_offsets(
 
 
 @dataclass
+class _Upload:
+    last: int
+    records: int
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class Committable:
+    """A partition may commit ``offset``: ``records`` in ``objects`` uploaded objects became covered."""
+
+    offset: int
+    records: int
+    objects: int
+
+
+class CommitOrder:
+    """Which offset each partition may commit as its uploads finish, in whatever order they finish.
+
+    An object's end is committed only once every earlier object of its partition is uploaded too:
+    committing after a later object while an earlier one is still uploading would lose the earlier
+    one's records if the process died before that upload ended (a restart starts after the commit).
+    """
+
+    def __init__(self) -> None:
+        self._uploads: dict[TopicPartition, deque[_Upload]] = {}
+
+    def started(self, tp: TopicPartition, last: int, records: int) -> None:
+        """An upload of ``tp``'s next object (ending at offset ``last``) began."""
+        self._uploads.setdefault(tp, deque()).append(_Upload(last, records))
+
+    def finished(self, tp: TopicPartition, last: int) -> Committable | None:
+        """The upload ending at ``last`` is done: what ``tp`` may commit now, or None while an
+        earlier upload of ``tp`` is unfinished (its own finishing then covers this one)."""
+        uploads = self._uploads.get(tp)
+        upload = next((u for u in uploads or () if u.last == last), None)
+        if uploads is None or upload is None:
+            return None  # forgotten: the partition was given up meanwhile
+        upload.done = True
+        offset, records, objects = -1, 0, 0
+        while uploads and uploads[0].done:
+            first_done = uploads.popleft()
+            offset, records, objects = first_done.last + 1, records + first_done.records, objects + 1
+        if not uploads:
+            del self._uploads[tp]
+        return Committable(offset, records, objects) if objects else None
+
+    def pending(self, tp: TopicPartition) -> int:
+        """Uploads of ``tp`` not yet committable."""
+        return len(self._uploads.get(tp, ()))
+
+    def forget(self, tp: TopicPartition) -> None:
+        """Drop what is known of ``tp`` (given up: its next owner starts after what was committed)."""
+        self._uploads.pop(tp, None)
+
+
+@dataclass
 class _Buffer:
     records: list[Any] = field(default_factory=list)
     size: int = 0
@@ -80,9 +154,10 @@ class _Buffer:
 class ArchiverStats:
     """What the archiver did since it started."""
 
-    records: int = 0
+    records: int = 0  # in uploaded objects
     objects: int = 0
     bytes: int = 0
+    committed: int = 0  # records whose offsets are committed (the objects' and every earlier one's)
     started: float = field(default_factory=time.monotonic)
 
     def describe(self) -> str:
@@ -98,9 +173,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.archiver = archiver
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # records held but not uploaded are read again by the partition's next owner
+        # records held but not uploaded are read again by the partition's next owner; objects
+        # uploading are finished and committed first, or the next owner, listing the bucket before
+        # they land, would write other objects over the same offsets
         for tp in revoked:
             self.archiver.buffers.pop(tp, None)
+        await self.archiver.settle(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         # No await here: aiokafka ends the reassignment before it calls this listener (getmany
@@ -135,6 +213,15 @@ class Archiver:
         #: assignments there were (a rebalance while placing starts the placing over)
         self._held: set[TopicPartition] = set()
         self._assignments = 0
+        #: objects being built and uploaded, per partition; the order their offsets are committed in
+        self._uploading: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self.order = CommitOrder()
+        self._commit_lock = asyncio.Lock()
+        self._committed: dict[TopicPartition, int] = {}
+        #: records handed to uploads since the start (uploaded or not yet)
+        self.rolled = 0
+        #: an upload that failed otherwise than by the archive not answering: the run ends with it
+        self._failure: BaseException | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -173,8 +260,13 @@ class Archiver:
             consumer.resume(*(held & current))
             self._held = set()
 
-    async def _retrying(self, what: str, func: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking store call in a thread until it succeeds (backoff; one line per outage)."""
+    async def _retrying(
+        self, what: str, func: Callable[..., Any], *args: Any, keep_alive: bool = True
+    ) -> Any:
+        """Run a blocking store call in a thread until it succeeds (backoff; one line per outage).
+
+        ``keep_alive``: poll the consumer while waiting (only the main loop may; an upload task
+        just sleeps, the main loop polls meanwhile)."""
         attempt = 0
         while True:
             try:
@@ -185,7 +277,10 @@ class Archiver:
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
                     logger.warning("%s; the backlog waits in Kafka, retrying with backoff", exc)
-                await self._idle(delay)
+                if keep_alive:
+                    await self._idle(delay)
+                else:
+                    await self._sleep(delay)
                 if self._stopping.is_set():
                     raise asyncio.CancelledError from None
                 continue
@@ -215,29 +310,99 @@ class Archiver:
             current = consumer.assignment()
             consumer.resume(*(tp for tp in assigned if tp in current and tp not in self._held))
 
-    async def flush(self, tp: TopicPartition) -> None:
-        """Upload one partition's held records as one object, then commit after them."""
-        buffer = self.buffers.get(tp)
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` or until :meth:`stop`."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def roll(self, tp: TopicPartition) -> asyncio.Task[None] | None:
+        """Hand one partition's held records to an upload of their own object (a task; the records
+        are the task's from now on), to be committed after it and every earlier one of the partition."""
+        buffer = self.buffers.pop(tp, None)
         if buffer is None or not buffer.records:
-            return
+            return None
         records = buffer.records
+        self.order.started(tp, records[-1].offset, len(records))
+        self.rolled += len(records)
+        task = asyncio.create_task(self._upload(tp, records), name=f"archive upload {tp}")
+        tasks = self._uploading.setdefault(tp, set())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        task.add_done_callback(self._keep_failure)
+        return task
+
+    def _keep_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    def _raise_failure(self) -> None:
+        """An upload's unexpected error ends the run (its partition could commit nothing more)."""
+        if self._failure is not None:
+            raise self._failure
+
+    async def flush(self, tp: TopicPartition) -> None:
+        """Upload one partition's held records as one object and wait until it is committed (after
+        every earlier object of the partition)."""
+        self.roll(tp)
+        await self.settle([tp], forget=False)
+
+    def uploads(self) -> set[asyncio.Task[None]]:
+        """The uploads not finished, of every partition."""
+        return {task for tasks in self._uploading.values() for task in tasks}
+
+    async def settle(self, partitions: Iterable[TopicPartition], forget: bool = True) -> None:
+        """Wait for the uploads of ``partitions`` to finish and be committed; then, with ``forget``,
+        drop their upload order (the partitions are given up)."""
+        partitions = list(partitions)
+        while tasks := {task for tp in partitions for task in self._uploading.get(tp, ())}:
+            await asyncio.wait(tasks)
+        if forget:
+            for tp in partitions:
+                self.order.forget(tp)
+                self._committed.pop(tp, None)
+
+    async def _upload(self, tp: TopicPartition, records: list[Any]) -> None:
+        """Build and upload one object in threads, then commit what it and earlier objects cover."""
         first, last = records[0].offset, records[-1].offset
         path = object_path(
             self.store.root, self._contract(tp.topic), tp.partition, first, last, records[0].timestamp
         )
-        table = records_table(records)
-        size = await self._retrying(f"upload of {path}", self.store.put, path, table)
-        if self.buffers.get(tp) is not buffer:
-            return  # revoked meanwhile: uploaded all the same, the next owner resumes after it
-        del self.buffers[tp]
+        try:
+            table = await asyncio.to_thread(records_table, records)
+            size = await self._retrying(f"upload of {path}", self.store.put, path, table, keep_alive=False)
+        except asyncio.CancelledError:
+            return  # stopping while the archive is down: not committed, read again at the next start
         self.stats.records += len(records)
         self.stats.objects += 1
         self.stats.bytes += size
-        assert self.consumer is not None
-        try:
-            await self.consumer.commit({tp: OffsetAndMetadata(last + 1, "")})
-        except Exception as exc:  # a rebalance: the next owner resumes after the object anyway
-            logger.warning("commit of %s after %s failed (%s): the object stands", tp, path, exc)
+        ready = self.order.finished(tp, last)
+        if ready is not None:
+            await self._commit(tp, ready)
+
+    async def _commit(self, tp: TopicPartition, ready: Committable) -> None:
+        """Commit ``tp`` at ``ready.offset`` (commits of a partition go out one at a time, in order)."""
+        consumer = self.consumer
+        assert consumer is not None
+        async with self._commit_lock:
+            if ready.offset <= self._committed.get(tp, -1):
+                return
+            try:
+                await consumer.commit({tp: OffsetAndMetadata(ready.offset, "")})
+            except Exception as exc:  # a rebalance: the next owner resumes after the objects anyway
+                logger.warning("commit of %s at %d failed (%s): the objects stand", tp, ready.offset, exc)
+                return
+            self._committed[tp] = ready.offset
+            self.stats.committed += ready.records
+
+    async def _wait_for_upload_slot(self) -> None:
+        """Wait while :data:`MAX_UPLOADS` uploads run (polling now and then to keep the group)."""
+        while not self._stopping.is_set() and len(uploads := self.uploads()) >= MAX_UPLOADS:
+            done, _ = await asyncio.wait(uploads, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                await self._idle(0.01)
+        self._raise_failure()
 
     def _contract(self, topic: str) -> str:
         return topic.removeprefix(self.settings.topic_prefix)
@@ -285,15 +450,25 @@ class Archiver:
                     buffer.records.extend(records)
                     buffer.size += sum(len(r.value or b"") + len(r.key or b"") for r in records)
                 for tp in self._due(now):
-                    await self.flush(tp)
+                    await self._wait_for_upload_slot()
+                    self.roll(tp)
+                await self._wait_for_upload_slot()
                 if now - last_report >= 30:
                     self.echo(self.stats.describe())
                     last_report = now
             for tp in list(self.buffers):
-                await self.flush(tp)
+                await self._wait_for_upload_slot()
+                self.roll(tp)
+            while uploads := self.uploads():
+                done, _ = await asyncio.wait(uploads, timeout=1.0)
+                if not done:
+                    await self._idle(0.01)
+            self._raise_failure()
         except asyncio.CancelledError:
             pass
         finally:
+            for task in self.uploads():
+                task.cancel()
             await self.consumer.stop()
         self.echo(self.stats.describe())
         return self.stats

@@ -23,6 +23,7 @@ from streamapp.archive.store import ArchiveStore, concat_tables
 from streamapp.models import (
     Alert,
     InvalidEvent,
+    Transaction,
     configure_limits,
     decode_json_object,
     parse_login,
@@ -34,6 +35,7 @@ from streamapp.rules import account_takeover, card_fraud, sliding_count, tempera
 from streamapp.rules.base import Apply, Judge, State, step
 from streamapp.rules.brute_force import BRUTE_FORCE
 from streamapp.settings import Settings
+from streamapp.types import Envelope
 
 __all__ = ["Reconciliation", "reconcile", "recompute"]
 
@@ -95,9 +97,9 @@ def _read(store: ArchiveStore, topic: str) -> pa.Table | None:
     return table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
 
 
-def _events(table: pa.Table | None, parse: Callable[[dict[str, Any], float | None], Any], max_bytes: int
-            ) -> list[dict[str, Any]]:  # fmt: skip
-    """Forwarded envelopes ({"src", "e"}) of the valid events, as the routers make them."""
+def _events(table: pa.Table | None, topic: str, parse: Callable[[dict[str, Any], float | None], Any],
+            max_bytes: int) -> list[Envelope[Any]]:  # fmt: skip
+    """Envelopes of the valid events, as the routers forward them."""
     if table is None:
         return []
     ms = pc.cast(table["kafka_timestamp"], pa.int64()).to_pylist()
@@ -113,24 +115,24 @@ def _events(table: pa.Table | None, parse: Callable[[dict[str, Any], float | Non
                 parsed = parse(decode_json_object(value), record_ts)
             except (InvalidEvent, Exception):  # a dead letter in the stream too
                 continue
-        out.append({"src": [part, offset], "e": orjson.loads(orjson.dumps(parsed))})
+        out.append(Envelope(topic, part, offset, parsed))
     return out
 
 
 def _run_rule(
-    events: Iterable[dict[str, Any]], entity: Callable[[dict[str, Any]], str | None],
+    events: Iterable[Envelope[Any]], entity: Callable[[Any], str | None],
     new_state: Callable[[], State], apply: Apply, judge: Judge | None, grace: float,
 ) -> list[Alert]:  # fmt: skip
     """Every entity's events in event time order through ``step``, then a final tick."""
-    by_key: dict[str, list[dict[str, Any]]] = {}
+    by_key: dict[str, list[Envelope[Any]]] = {}
     for event in events:
-        key = entity(event["e"])
+        key = entity(event.event)
         if key is not None:
             by_key.setdefault(key, []).append(event)
     alerts: list[Alert] = []
     horizon = float("-inf")  # the whole archive counts: no retention horizon
     for key, key_events in by_key.items():
-        key_events.sort(key=lambda ev: (ev["e"]["ts"], ev["src"][0], ev["src"][1]))
+        key_events.sort(key=lambda ev: (ev.event.ts, ev.partition, ev.offset))
         state = new_state()
         for event in key_events:
             outcome = step(state, key, event, apply, judge, grace, horizon)
@@ -148,33 +150,33 @@ def recompute(settings: Settings, store: ArchiveStore) -> tuple[list[Alert], int
     limits, grace, inf = settings.thresholds, settings.grace_seconds, float("-inf")
     keep = float(settings.retention_seconds)
     max_bytes = settings.max_record_bytes
-    logins = _events(_read(store, "logins"), parse_login, max_bytes)
-    readings = _events(_read(store, "sensor-readings"), parse_sensor_reading, max_bytes)
-    txns = _events(_read(store, "transactions"), parse_transaction, max_bytes)
+    logins = _events(_read(store, "logins"), "logins", parse_login, max_bytes)
+    readings = _events(_read(store, "sensor-readings"), "sensor-readings", parse_sensor_reading, max_bytes)
+    txns = _events(_read(store, "transactions"), "transactions", parse_transaction, max_bytes)
     rules = settings.rules
     alerts: list[Alert] = []
     if "brute_force" in rules:
         alerts += _run_rule(
-            logins, lambda e: None if e["success"] else e["ip"], sliding_count.new_state,
-            lambda s, k, e: BRUTE_FORCE.record(s, k, e["ts"], limits.brute_force_failures, inf, keep=keep),
+            logins, lambda e: None if e.success else e.ip, sliding_count.new_state,
+            lambda s, k, e: BRUTE_FORCE.record(s, k, e.ts, limits.brute_force_failures, inf, keep=keep),
             None, grace,
         )  # fmt: skip
     if "account_takeover" in rules:
         alerts += _run_rule(
-            logins, lambda e: e["user"], account_takeover.new_state,
+            logins, lambda e: e.user, account_takeover.new_state,
             lambda s, k, e: account_takeover.record_login(
-                s, k, e["ts"], e["success"], limits.account_takeover_failures, inf
+                s, k, e.ts, e.success, limits.account_takeover_failures, inf
             ),
             None, grace,
         )  # fmt: skip
     if {"card_velocity", "amount_spike"} & rules:
 
-        def apply_txn(state: State, card: str, txn: dict[str, Any]) -> tuple[bool, list[Alert]]:
+        def apply_txn(state: State, card: str, txn: Transaction) -> tuple[bool, list[Alert]]:
             counted, found = card_fraud.CARD_VELOCITY.record(
-                state, card, txn["ts"], limits.card_velocity_transactions, inf, keep=keep
+                state, card, txn.ts, limits.card_velocity_transactions, inf, keep=keep
             )
             if counted:
-                card_fraud.hold_amount(state, txn["txn_id"], txn["ts"], txn["amount"])
+                card_fraud.hold_amount(state, txn.txn_id, txn.ts, txn.amount)
             return counted, found
 
         def judge_txn(state: State, card: str, before: float) -> list[Alert]:
@@ -182,15 +184,15 @@ def recompute(settings: Settings, store: ArchiveStore) -> tuple[list[Alert], int
                 state, card, before, limits.amount_spike_factor, limits.amount_spike_min_transactions
             )
 
-        alerts += _run_rule(txns, lambda e: e["card_id"], card_fraud.new_state, apply_txn, judge_txn, grace)
+        alerts += _run_rule(txns, lambda e: e.card_id, card_fraud.new_state, apply_txn, judge_txn, grace)
     if {"high_temperature", "temperature_anomaly"} & rules:
         thresholds = temperature.TemperatureThresholds(
             high=limits.high_temperature, sigmas=limits.temperature_anomaly_sigmas,
             min_readings=limits.temperature_anomaly_min_readings,
         )  # fmt: skip
         alerts += _run_rule(
-            readings, lambda e: e["sensor_id"], temperature.new_state,
-            lambda s, k, e: temperature.record_reading(s, k, e["ts"], e["temperature"], thresholds, inf),
+            readings, lambda e: e.sensor_id, temperature.new_state,
+            lambda s, k, e: temperature.record_reading(s, k, e.ts, e.temperature, thresholds, inf),
             lambda s, k, before: temperature.judge_readings(s, k, before, thresholds, inf),
             grace,
         )  # fmt: skip

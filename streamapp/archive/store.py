@@ -105,18 +105,22 @@ def records_table(records: Sequence[Any]) -> pa.Table:
     A value that is not a JSON object (Avro, garbage) leaves its event fields empty.
     """
     events: list[dict[str, Any] | None] = []
-    fields: dict[str, None] = {}
+    shapes: dict[tuple[str, ...], None] = {}  # the events' key sequences, first seen first
+    loads, not_json = orjson.loads, orjson.JSONDecodeError
     for record in records:
         event = None
         if record.value:
             try:
-                decoded = orjson.loads(record.value)
-            except orjson.JSONDecodeError:
+                decoded = loads(record.value)
+            except not_json:
                 decoded = None
-            if isinstance(decoded, dict):
+            if type(decoded) is dict:  # orjson makes plain dicts
                 event = decoded
-                fields.update(dict.fromkeys(k for k in decoded if k not in META_COLUMNS))
+                shapes[tuple(decoded)] = None  # events mostly share a few shapes: cheaper than per key
         events.append(event)
+    fields: dict[str, None] = {}
+    for shape in shapes:
+        fields.update(dict.fromkeys(k for k in shape if k not in META_COLUMNS))
     columns: dict[str, pa.Array] = {
         "kafka_key": pa.array([r.key for r in records], type=pa.binary()),
         "kafka_partition": pa.array([r.partition for r in records], type=pa.int32()),

@@ -16,6 +16,7 @@ from prometheus_client import Counter
 
 from streamapp.detections.engine import Engine
 from streamapp.detections.spec import Spec, SpecInvalid, spec_from_json
+from streamapp.runtime.faust_compat import kafka_client
 from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.runtime.replication import resolve_replication_factor, topic_replication_config
 from streamapp.settings import Settings
@@ -161,7 +162,7 @@ async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:
         parts = consumer.partitions_for_topic(name)
         if parts:
             return set(parts)
-        await consumer._client.force_metadata_update()
+        await kafka_client(consumer).force_metadata_update()
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {name} has no partitions")
 

@@ -37,11 +37,34 @@ def owned_pid(pid_file: Path, owns: Callable[[list[bytes]], bool]) -> int | None
         pid = int(pid_file.read_text().split("\n", 1)[0])  # postmaster.pid: the pid is its first line
     except (FileNotFoundError, PermissionError, ValueError):
         return None
+    raw = _cmdline(pid)
+    return pid if raw is not None and not is_gone(pid) and owns(raw.split(b"\0")) else None
+
+
+#: how long a live process may show an empty command line before it counts as not ours
+EXEC_WINDOW_SECONDS = 2.0
+
+
+def _cmdline(pid: int) -> bytes | None:
+    """The raw ``/proc/<pid>/cmdline`` (None when the process is gone).
+
+    Right after ``Popen`` returns, a starting ``java`` shows an empty command line for a moment
+    (it was read as "not ours", and a cluster node just started was reported as exited): an
+    empty one is read again until it fills or ``EXEC_WINDOW_SECONDS`` pass (kernel threads stay empty).
+    """
+    deadline = time.monotonic() + EXEC_WINDOW_SECONDS
+    while True:
+        raw = _read_cmdline(pid)
+        if raw or raw is None or is_gone(pid) or time.monotonic() > deadline:
+            return raw
+        time.sleep(0.01)
+
+
+def _read_cmdline(pid: int) -> bytes | None:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
         return None
-    return pid if not is_gone(pid) and owns(cmdline) else None
 
 
 def terminate(pid: int, timeout: float) -> bool:

@@ -6,6 +6,8 @@ from typing import Any
 
 from faust.types import TP, AppT
 
+from streamapp.runtime.faust_compat import prometheus_metrics
+
 __all__ = ["count_received", "count_sent"]
 
 
@@ -15,7 +17,7 @@ def count_received(app: AppT, tp: TP, records: int, last_offset: int) -> None:
     monitor.messages_received_total += records
     monitor.messages_received_by_topic[tp.topic] += records
     monitor.tp_read_offsets[tp] = last_offset
-    metrics = getattr(monitor, "_metrics", None)  # faust's PrometheusMonitor
+    metrics = prometheus_metrics(monitor)  # faust's PrometheusMonitor
     if metrics is not None:
         metrics.messages_received_per_topics.labels(topic=tp.topic).inc(records)
         metrics.messages_received_per_topics_partition.labels(topic=tp.topic, partition=tp.partition).set(
@@ -28,7 +30,7 @@ def count_sent(app: AppT, topic: str, records: int) -> None:
     monitor: Any = app.monitor
     monitor.messages_sent += records
     monitor.messages_sent_by_topic[topic] += records
-    metrics = getattr(monitor, "_metrics", None)
+    metrics = prometheus_metrics(monitor)
     if metrics is not None:
         metrics.topic_messages_sent.labels(topic=f"topic.{topic}").inc(records)
         metrics.total_sent_messages.inc(records)

@@ -20,6 +20,7 @@ from streamapp.app import app, settings
 from streamapp.observability.autoscale import GroupSample, WorkerRecommender
 from streamapp.observability.liveness import PartitionProgress
 from streamapp.observability.metrics import CONSUMER_LAG, PARTITION_STALLED, READY, RECOMMENDED_WORKERS
+from streamapp.runtime.faust_compat import kafka_client
 from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.web.views import is_ready, watchdog
 
@@ -231,7 +232,7 @@ class GroupWatcher(Service):
         topics = consumed_topics(app)
         parts = [TopicPartition(t, p) for t in sorted(topics) for p in consumer.partitions_for_topic(t) or ()]
         if len(parts) < len(topics):
-            await consumer._client.force_metadata_update()  # topics created after start
+            await kafka_client(consumer).force_metadata_update()  # topics created after start
             parts = [
                 TopicPartition(t, p) for t in sorted(topics) for p in consumer.partitions_for_topic(t) or ()
             ]

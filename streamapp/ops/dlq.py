@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streamapp.runtime.faust_compat import kafka_client
 from streamapp.runtime.kafka_clients import client_kwargs
 from streamapp.settings import Settings
 
@@ -146,7 +147,7 @@ async def read_dead_letters(
     try:
         partitions = sorted(consumer.partitions_for_topic(topic) or ())
         if not partitions:
-            await consumer._client.force_metadata_update()
+            await kafka_client(consumer).force_metadata_update()
             partitions = sorted(consumer.partitions_for_topic(topic) or ())
         if not partitions:
             raise DeadLetterError(f"topic {topic} does not exist (no record was ever dead-lettered)")

@@ -5,25 +5,27 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import faust
-import orjson
 from aiokafka.structs import ConsumerRecord
 
-from streamapp.app import app, settings
-from streamapp.models import InvalidEvent, Parser, decode_json_object, parse_valid_json
+from streamapp.models import InvalidEvent, Parser, decode_json_object, encode_envelope, parse_valid_json
 from streamapp.observability.metrics import DEAD_LETTERS_TOTAL, EVENT_LAG_SECONDS, EVENTS_TOTAL, observe_many
-from streamapp.runtime.consumer import BatchHandler, consume_in_batches
-from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
-from streamapp.runtime.topics import dead_letters_topic
+from streamapp.runtime.producer import Delivery, key_partition
+from streamapp.runtime.router import Router
+from streamapp.settings import Settings
+from streamapp.types import Envelope, RecordSink, Rekey
 
 __all__ = [
     "ENVELOPE_OVERHEAD_BYTES",
     "Decoder",
+    "Ingest",
     "decode_or_dead_letter",
-    "route",
+    "ingest_for",
     "route_batch",
     "send_dead_letter",
 ]
@@ -35,8 +37,8 @@ E = TypeVar("E")
 Decoder = Callable[[bytes | None], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
-async def send_dead_letter(record: ConsumerRecord, reason: str, batches: RecordBatches) -> None:
-    """Queue the record byte-for-byte for dead-letters, with the reason and its origin."""
+async def send_dead_letter(record: ConsumerRecord, reason: str, batches: RecordSink, target: str) -> None:
+    """Queue the record byte-for-byte for ``target`` (dead-letters), with the reason and its origin."""
     headers = list(record.headers or [])
     headers += [
         ("x-error", reason.encode()),
@@ -44,7 +46,6 @@ async def send_dead_letter(record: ConsumerRecord, reason: str, batches: RecordB
         ("x-source-partition", str(record.partition).encode()),
         ("x-source-offset", str(record.offset).encode()),
     ]
-    target = dead_letters_topic.get_topic_name()
     await batches.prepare(target)
     # unkeyed records spread over the partitions by source position (a key picks its own)
     partition = None if record.key is not None else record.offset % batches.partitions_of(target)
@@ -65,66 +66,89 @@ def _events_of(topic: str) -> Any:
 
 
 async def decode_or_dead_letter(
-    record: ConsumerRecord, parse: Parser, batches: RecordBatches, decode: Decoder = decode_json_object
+    record: ConsumerRecord,
+    parse: Parser,
+    batches: RecordSink,
+    dead_letters: str,
+    max_record_bytes: int,
+    decode: Decoder = decode_json_object,
 ) -> Any | None:
-    """The parsed event, or None after queueing a record that cannot be processed for dead-letters."""
+    """The parsed event, or None after queueing a record that cannot be processed for ``dead_letters``."""
     value: bytes | None = record.value
     try:
-        if value is not None and len(value) > settings.max_record_bytes:
+        if value is not None and len(value) > max_record_bytes:
             raise InvalidEvent(
-                f"record of {len(value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES={settings.max_record_bytes}"
+                f"record of {len(value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES={max_record_bytes}"
             )
         obj = decode(value)
         if not isinstance(obj, dict):  # the Avro decoder is a coroutine function
             obj = await cast(Awaitable[dict[str, Any]], obj)
         parsed = parse(cast(dict[str, Any], obj), record.timestamp / 1000.0)
     except InvalidEvent as exc:
-        await send_dead_letter(record, str(exc), batches)
+        await send_dead_letter(record, str(exc), batches, dead_letters)
         return None
     except Exception as exc:  # a decoder bug must not stop the worker or lose the record
         logger.exception("decoding a %s record failed unexpectedly", record.topic)
         await send_dead_letter(
-            record, f"internal error while decoding: {type(exc).__name__}: {exc}"[:500], batches
+            record, f"internal error while decoding: {type(exc).__name__}: {exc}"[:500], batches, dead_letters
         )
         return None
     return parsed
 
-
-Rekey = Callable[[Any], Iterable[tuple[faust.TopicT, str]]]
 
 #: a forwarded event may be this much larger than its input record (the broker took that one);
 #: one larger goes without its input's copy ("raw"): late-events then carry its fields instead
 ENVELOPE_OVERHEAD_BYTES = 4096
 
 
-async def route_batch(
-    records: Sequence[ConsumerRecord],
-    parse: Parser,
-    source: str,
-    rekey: Rekey,
-    decode: Decoder = decode_json_object,
-) -> list[Delivery]:
-    """Decode records of ``source``; forward valid events to by-entity topics, bad ones to dead-letters.
+@dataclass
+class Ingest:
+    """The ingest step of one source topic: a batch handler of its fetched records.
 
-    The forwarded value carries the event, its source position ("src"), which the detectors
-    use to drop records redelivered after a crash, and for JSON the input value ("raw") that
-    late-events and dead-letters keep byte for byte. Returns the deliveries of all it produced.
+    Everything it reads is here, so that it runs in a unit test with fakes (a list as the
+    record sink, a router of fake handlers) as it runs on a worker (agents.route_* build them).
+    """
+
+    #: the source topic's short name ("logins"): the label of its metrics
+    source: str
+    parse: Parser
+    #: a parsed event -> its by-entity topics and keys
+    rekey: Rekey
+    #: the app's router: a copartitioned event goes straight to its by-entity topic's handler
+    router: Router
+    #: a record sink per batch: streamapp.runtime.producer.RecordBatches on a worker
+    new_sink: Callable[[], RecordSink]
+    dead_letters_topic: str
+    max_record_bytes: int
+    decode: Decoder = decode_json_object
+
+    async def __call__(self, records: Sequence[ConsumerRecord]) -> list[Delivery]:
+        return await route_batch(records, self)
+
+
+async def route_batch(records: Sequence[ConsumerRecord], ingest: Ingest) -> list[Delivery]:
+    """Decode records of ``ingest.source``: valid events to by-entity topics, bad ones to dead-letters.
+
+    The forwarded value is an :class:`~streamapp.types.Envelope` (streamapp.models.encode_envelope):
+    the event and its source position, which the detectors use to drop records redelivered
+    after a crash, and for JSON the input value ("raw") that late-events and dead-letters keep
+    byte for byte. Returns the deliveries of all it produced.
 
     A record whose entity hashes to the partition it was read from needs no re-keying: the
     by-entity partition of that number belongs to this worker too (faust assigns the same
     partition numbers of topics with equal partition counts to one worker), so the event goes
-    straight to that topic's handler, in order with every other event of that entity and
-    source partition (which all take the same path). Producers that key by the entity, with
-    Kafka's default partitioner, skip the extra hop for every record.
+    straight to that topic's handler (through the router), in order with every other event of
+    that entity and source partition (which all take the same path). Producers that key by the
+    entity, with Kafka's default partitioner, skip the extra hop for every record.
     """
-    batches = RecordBatches(app)
-    handlers: dict[str, BatchHandler] = app.batch_handlers  # type: ignore[attr-defined]
+    batches = ingest.new_sink()
+    router, parse, decode, rekey = ingest.router, ingest.parse, ingest.decode, ingest.rekey
     targets: dict[faust.TopicT, tuple[str, int, bool]] = {}  # (name, partitions, copartitioned)
     direct: dict[str, list[ConsumerRecord]] = {}
     lags: list[float] = []
     now = time.time()
     json_values = decode is decode_json_object
-    max_bytes = settings.max_record_bytes
+    max_bytes = ingest.max_record_bytes
     for record in records:
         parsed = (
             parse_valid_json(record.value, record.timestamp / 1000.0, parse, max_bytes)
@@ -132,7 +156,9 @@ async def route_batch(
             else None
         )
         if parsed is None:  # not plain valid JSON (or not JSON at all): the path that gives reasons
-            parsed = await decode_or_dead_letter(record, parse, batches, decode)
+            parsed = await decode_or_dead_letter(
+                record, parse, batches, ingest.dead_letters_topic, max_bytes, decode
+            )
             if parsed is None:
                 continue
         lags.append(now - parsed.ts)
@@ -140,21 +166,20 @@ async def route_batch(
         for topic, key in rekey(parsed):
             if payload is None:
                 # the input value goes along (as text) for late-events, which keep it byte for byte
-                envelope = {"src": [record.partition, record.offset], "e": parsed}
-                if json_values:
-                    envelope["raw"] = record.value.decode()
-                payload = orjson.dumps(envelope)
-                if len(payload) > len(record.value or b"") + ENVELOPE_OVERHEAD_BYTES:
+                raw = record.value.decode() if json_values else None
+                envelope = Envelope(record.topic, record.partition, record.offset, parsed, raw)
+                payload = encode_envelope(envelope)
+                if raw is not None and len(payload) > len(record.value or b"") + ENVELOPE_OVERHEAD_BYTES:
                     # escapes (quotes, backslashes, newlines) make its copy up to twice its size:
                     # more than the broker takes, and the failed delivery would stop the worker
-                    del envelope["raw"]
-                    payload = orjson.dumps(envelope)
+                    envelope.raw = None
+                    payload = encode_envelope(envelope)
             target = targets.get(topic)
             if target is None:
                 name = topic.get_topic_name()
                 await batches.prepare(name, record.topic)
                 partitions = batches.partitions_of(name)
-                copartitioned = name in handlers and partitions == batches.partitions_of(record.topic)
+                copartitioned = name in router and partitions == batches.partitions_of(record.topic)
                 target = targets[topic] = (name, partitions, copartitioned)
             name, partitions, copartitioned = target
             raw_key = key.encode()
@@ -163,11 +188,11 @@ async def route_batch(
             else:
                 batches.add(name, raw_key, payload)
     if lags:
-        _events_of(source).inc(len(lags))
+        _events_of(ingest.source).inc(len(lags))
         observe_many(EVENT_LAG_SECONDS, (max(0.0, lag) for lag in lags))
     deliveries = await batches.send()
     for name, forwarded in direct.items():
-        deliveries.extend(await handlers[name](forwarded))
+        deliveries.extend(await router.handle(name, forwarded))
     return deliveries
 
 
@@ -188,14 +213,21 @@ def _forwarded(topic: str, source: ConsumerRecord, key: bytes, value: bytes) -> 
     )
 
 
-async def route(
-    stream: faust.StreamT[bytes],
-    parse: Parser,
+def ingest_for(
+    app: faust.App,
+    settings: Settings,
+    *,
     source: str,
+    parse: Parser,
     rekey: Rekey,
     decode: Decoder = decode_json_object,
-) -> None:
-    """Run :func:`route_batch` for every fetch of the stream's topic (see streamapp.runtime.consumer)."""
-    await consume_in_batches(
-        stream, functools.partial(route_batch, parse=parse, source=source, rekey=rekey, decode=decode)
-    )
+) -> Ingest:
+    """The ingest step of ``source`` on a worker: the app's producer and router, its dead-letters topic."""
+    from streamapp.runtime.producer import RecordBatches
+    from streamapp.runtime.topics import dead_letters_topic
+
+    return Ingest(
+        source=source, parse=parse, rekey=rekey, router=app.batch_router,  # type: ignore[attr-defined]
+        new_sink=partial(RecordBatches, app), dead_letters_topic=dead_letters_topic.get_topic_name(),
+        max_record_bytes=settings.max_record_bytes, decode=decode,
+    )  # fmt: skip

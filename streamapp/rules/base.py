@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamapp.models import Alert, alert_id_for
+from streamapp.types import Envelope
 
 __all__ = [
     "Apply", "Judge", "Late", "State", "lateness", "rule_alert", "seen_before", "settle_clock", "step",
@@ -87,8 +88,8 @@ def rule_alert(
     )
 
 
-#: (state, key, event fields) -> (counted, alerts); mutates state
-Apply = Callable[[State, str, dict[str, Any]], tuple[bool, Iterable[Alert]]]
+#: (state, key, typed event: streamapp.models.Login, ...) -> (counted, alerts); mutates state
+Apply = Callable[[State, str, Any], tuple[bool, Iterable[Alert]]]
 #: (state, key, judge held events before this time) -> alerts; mutates state
 Judge = Callable[[State, str, float], list[Alert]]
 
@@ -104,13 +105,13 @@ class Late:
 def step(
     state: State,
     entity: str,
-    event: dict[str, Any] | None,
+    envelope: Envelope[Any] | None,
     apply: Apply,
     judge: Judge | None,
     grace: float,
     horizon: float,
 ) -> Late | list[Alert] | None:
-    """One event (or, for None, a tick) applied to a key's state under the lateness model.
+    """One envelope's event (or, for None, a tick) applied to a key's state under the lateness model.
 
     Returns the alerts it raised, a :class:`Late` for an event that must not count, or None for
     a source record already applied (redelivered) or a tick with nothing held. A tick judges
@@ -118,7 +119,7 @@ def step(
     afterwards (``settled``). Otherwise the event must pass :func:`lateness`, is applied, moves
     the key's clock, and the held events the clock has passed by the grace are judged.
     """
-    if event is None:
+    if envelope is None:
         pending = state.get("pending")
         if judge is None or not pending:
             return None
@@ -126,14 +127,14 @@ def step(
         alerts = judge(state, entity, float("inf"))
         state["settled"] = max(newest, state.get("settled") or newest)
         return alerts
-    fields = event["e"]
-    ts = fields["ts"]
-    if seen_before(state, *event["src"]):
+    event = envelope.event
+    ts = event.ts
+    if seen_before(state, envelope.partition, envelope.offset):
         return None
     late = lateness(state, ts, grace, horizon)
     if late is not None:
         return Late(*late)
-    counted, found = apply(state, entity, fields)
+    counted, found = apply(state, entity, event)
     if not counted:
         return Late("older than the retention", horizon - ts)
     settle_clock(state, ts)

@@ -12,6 +12,8 @@ from faust.tables.recovery import Recovery
 from faust.types import TP
 from faust.types.transports import ConsumerT
 
+from streamapp.runtime.faust_compat import key_index, rocksdb_partitions
+
 __all__ = ["HealingRecovery", "HealingTableManager", "discard_partition"]
 
 logger = logging.getLogger(__name__)
@@ -19,12 +21,12 @@ logger = logging.getLogger(__name__)
 
 def discard_partition(store: Any, partition: int) -> None:
     """Drop one partition's local RocksDB (its keys and its persisted changelog offset)."""
-    db = store._dbs.pop(partition, None)
+    db = rocksdb_partitions(store).pop(partition, None)
     if db is not None and hasattr(db, "close"):
         db.close()
     del db
     gc.collect()  # rocksdict releases its lock on the files when the object goes
-    index = store._key_index
+    index = key_index(store)
     for key in [key for key, owner in index.items() if owner == partition]:
         index.pop(key, None)
     shutil.rmtree(store.partition_path(partition), ignore_errors=True)

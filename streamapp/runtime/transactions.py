@@ -13,6 +13,12 @@ from faust.transport.consumer import TransactionManager
 from faust.types import TP, RecordMetadata
 from faust.types.tuples import HeadersArg
 
+from streamapp.runtime.faust_compat import (
+    default_kafka_producer,
+    tracked_topics,
+    transaction_producers,
+    transaction_started,
+)
 from streamapp.runtime.producer.metadata import keep_metadata_of
 
 __all__ = [
@@ -73,21 +79,21 @@ class WorkerTransactionManager(TransactionManager):
     async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP]) -> None:
         # faust commits (and so closes the open transaction) before partitions are revoked;
         # the one producer lives on across rebalances
-        producers = self.producer._transaction_producers  # type: ignore[attr-defined]
+        producers = transaction_producers(self.producer)
         if self.transactional_id not in producers:
             await self._start_transactions([self.transactional_id])
             started = producers.get(self.transactional_id)
             if started is not None:
                 # what the default producer tracks: every topic the worker subscribed to (sources,
                 # re-keyed, changelogs); topics first written later (alerts) are added on their send
-                default = self.producer._ensure_producer()  # type: ignore[attr-defined]
-                await keep_metadata_of(started.client, default.client._topics)
+                default = default_kafka_producer(self.producer)
+                await keep_metadata_of(started.client, tracked_topics(default.client))
             return
         # a rebalance under load ends the transaction (faust's wait_empty commits with
         # start_new_transaction=False) and nothing begins the next one: the first record after
         # the rebalance failed with IllegalOperation "Can't send messages while not in transaction"
         producer = producers[self.transactional_id]
-        if not producer._txn_manager.is_in_transaction():
+        if not transaction_started(producer):
             await self.producer.maybe_begin_transaction(self.transactional_id)  # type: ignore[attr-defined]
 
     async def send(

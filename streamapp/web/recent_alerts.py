@@ -13,6 +13,7 @@ from mode import Service
 
 from streamapp.app import app, settings
 from streamapp.observability.metrics import SKIPPED_ALERTS_TOTAL
+from streamapp.runtime.faust_compat import kafka_client
 from streamapp.runtime.kafka_clients import client_kwargs
 
 __all__ = ["RecentAlerts", "parse_alert", "recent_alerts"]
@@ -108,7 +109,7 @@ class RecentAlerts(Service):
     async def _seek_to_recent(self, consumer: AIOKafkaConsumer, topic: str) -> None:
         partitions: list[TopicPartition] = []
         while not self.should_stop and not partitions:
-            await consumer._client.force_metadata_update()
+            await kafka_client(consumer).force_metadata_update()
             partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
             if not partitions:
                 await self.sleep(1.0)

@@ -16,14 +16,25 @@ PER_IP = 6  # over the threshold of 5: exactly one brute_force alert per IP
 
 class LoginLoad:
     """``ips_per_round`` new IPs every ``interval`` s, each with ``PER_IP`` failures and 10
-    successes, keyed by IP; ``ips`` lists every IP whose records the broker acknowledged."""
+    successes, keyed by IP (or unkeyed: spread over the partitions by the producer, as a producer
+    that does not know the entity sends them); ``ips`` lists every IP whose records the broker
+    acknowledged, ``acked_at`` when (monotonic clock)."""
 
-    def __init__(self, bootstrap: str, topic: str, ips_per_round: int = 4, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        ips_per_round: int = 4,
+        interval: float = 0.5,
+        keyed: bool = True,
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.ips_per_round = ips_per_round
         self.interval = interval
+        self.keyed = keyed
         self.ips: list[str] = []
+        self.acked_at: dict[str, float] = {}
         self.events = 0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -61,9 +72,12 @@ class LoginLoad:
                     events += [
                         {"ts": now + i * 0.01, "ip": ip, "user": f"u{i}", "success": True} for i in range(10)
                     ]
+                    key = ip.encode() if self.keyed else None
                     for event in events:
-                        futures.append(await producer.send(self.topic, orjson.dumps(event), key=ip.encode()))
+                        futures.append(await producer.send(self.topic, orjson.dumps(event), key=key))
                 await asyncio.gather(*futures)
+                acked = time.monotonic()
+                self.acked_at.update((ip, acked) for ip in round_ips)
                 self.ips.extend(round_ips)
                 self.events += len(futures)
                 try:

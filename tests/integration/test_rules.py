@@ -166,7 +166,6 @@ async def test_sensor_rules_and_window_view(kafka_bootstrap, names, worker_facto
 
 async def test_card_rules_and_card_view(kafka_bootstrap, names, worker_factory):
     worker = worker_factory(STREAMAPP_GRACE_SECONDS=str(HELD_GRACE))
-    now = time.time()
     base = _minute(1200)
 
     def txn(card: str, n: int, ts: float, amount: float) -> dict:
@@ -187,8 +186,6 @@ async def test_card_rules_and_card_view(kafka_bootstrap, names, worker_factory):
         + [txn("spike-at", 5, base + 75, 100.0)]  # exactly 10 x: not above
         + [txn("spike-4", 4, base + 60, 1000.0)]  # only 4 earlier transactions
         + [txn("spike-many", 5 + i, base + 75 + i * 15, 1000.0) for i in range(20)]
-        # recent transactions, for the view's 60-s count
-        + [txn("recent", i, now - 30 + i, 10.0 * (i + 1)) for i in range(4)]
     )
     # spike-many spans five minutes: sent as it happens, in steps shorter than the grace
     await produce_spread_in_steps(
@@ -204,6 +201,13 @@ async def test_card_rules_and_card_view(kafka_bootstrap, names, worker_factory):
             ("amount_spike", "spike"): 1,
             ("amount_spike", "spike-many"): 1,
         }
+    )
+    # recent transactions for the view's 60-s count, stamped just before they are sent (stamps
+    # taken at the test's start could be older than 60 s by the time the view is read)
+    sent = time.time()
+    recent = [txn("recent", i, sent - 5 + i, 10.0 * (i + 1)) for i in range(4)]
+    await produce_spread(
+        kafka_bootstrap, names.topic("transactions"), shuffled(recent, 7), _partitions(worker)
     )
     body = worker.wait_for("/cards/recent", lambda s, b: s == 200 and b["count"] == 4)
     assert body == {"card_id": "recent", "transactions_60s": 4, "count": 4, "mean_amount": 25.0}

@@ -12,15 +12,16 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 import tables.base as tables_base
+from agents import detect_brute_force
 from agents.base import _apply_events, _Rejects, envelope_problem, key_problem, stored_state
-from agents.detect_brute_force import _apply as brute_force_apply
 from agents.store_users import forwarded_user
+from streamapp.app import app, settings
 from streamapp.models import InvalidEvent, parse_login
 from streamapp.observability.metrics import STATE_RESETS_TOTAL
-from streamapp.rules.sliding_count import new_state
 from streamapp.runtime.clock import worker_clock
 from streamapp.runtime.consumer import batch_consumer
 from tables.base import EVENT_CLOCK_KEY, expire_keys, restore_event_clock
+from tests.unit.fakes import FakeSink, faked
 
 NOW = time.time()
 
@@ -69,20 +70,21 @@ def test_entity_keys_pass() -> None:
      b'{"src": [0, true], "e": {}}', b'{"src": [0, 1], "e": []}'],
 )  # fmt: skip
 def test_envelopes_the_app_never_writes_are_refused(value: bytes) -> None:
-    event, problem = envelope_problem(_record(value), parse_login)
+    event, problem = envelope_problem(_record(value), parse_login, "logins")
     assert event is None and problem is not None and problem.startswith("record on an internal topic")
 
 
 def test_a_forged_event_from_the_future_is_refused_like_input() -> None:
-    event, problem = envelope_problem(_record(_envelope(1, ts=NOW + 86400 * 365)), parse_login)
+    event, problem = envelope_problem(_record(_envelope(1, ts=NOW + 86400 * 365)), parse_login, "logins")
     assert event is None and "ahead of the wall clock" in (problem or "")
-    event, problem = envelope_problem(_record(_envelope(1, success="yes")), parse_login)
+    event, problem = envelope_problem(_record(_envelope(1, success="yes")), parse_login, "logins")
     assert event is None and "'success'" in (problem or "")
 
 
 def test_a_forwarded_event_passes() -> None:
-    event, problem = envelope_problem(_record(_envelope(3)), parse_login)
-    assert problem is None and event["src"] == [0, 3]
+    event, problem = envelope_problem(_record(_envelope(3)), parse_login, "logins")
+    assert problem is None and event is not None
+    assert (event.topic, event.partition, event.offset, event.event.ip) == ("logins", 0, 3, "10.0.0.1")
 
 
 @pytest.mark.parametrize("raw", [b"garbage", b"[]", b"42", b'"s"', b"null"])
@@ -100,11 +102,10 @@ def test_a_stored_state_with_a_clock_from_the_future_is_fresh() -> None:
 
 
 def _apply_all(stored: Any, records: list[ConsumerRecord], isolate: bool) -> tuple[Any, _Rejects]:
-    rejects = _Rejects(SimpleNamespace(), "logins", "t-unit")  # type: ignore[arg-type]
-    state, _, applied, _ = _apply_events(
-        stored, b"10.0.0.1", records, new_state=new_state, apply=brute_force_apply, judge=None,
-        rejects=rejects, parse=parse_login, table="t-unit", isolate=isolate,
-    )  # fmt: skip
+    detector = faked(detect_brute_force.detector(app, settings)).detector
+    rejects = _Rejects(FakeSink(), "logins", "t-unit", detector)
+    state, _, applied, _ = _apply_events(stored, b"10.0.0.1", records, detector=detector, rejects=rejects,
+                                         isolate=isolate)  # fmt: skip
     return (state, applied), rejects
 
 
@@ -183,7 +184,7 @@ def test_a_poisoned_event_clock_is_ignored_and_rewritten_from_the_states(
     })  # fmt: skip
     table = _fake_table(monkeypatch, db)
     before = _resets("t-clock")
-    restore_event_clock(table, lambda state: state["last"])
+    restore_event_clock(table, lambda state: state["last"], settings.max_clock_skew_seconds)
     assert worker_clock.newest == real
     assert db[EVENT_CLOCK_KEY] == repr(real).encode()
     assert table.sent == [(0, EVENT_CLOCK_KEY, repr(real).encode())]
@@ -195,14 +196,14 @@ def test_a_poisoned_event_clock_is_ignored_and_rewritten_from_the_states(
 def test_a_sane_event_clock_is_taken_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
     db = _FakeDB({EVENT_CLOCK_KEY: repr(NOW - 10).encode(), b"ip1": orjson.dumps({"last": NOW - 50})})
     table = _fake_table(monkeypatch, db)
-    restore_event_clock(table, lambda state: state["last"])
+    restore_event_clock(table, lambda state: state["last"], settings.max_clock_skew_seconds)
     assert worker_clock.newest == NOW - 10 and table.sent == []
 
 
 def test_an_unreadable_clock_with_no_state_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
     db = _FakeDB({EVENT_CLOCK_KEY: b"{forged}"})
     table = _fake_table(monkeypatch, db)
-    restore_event_clock(table, lambda state: state["last"])
+    restore_event_clock(table, lambda state: state["last"], settings.max_clock_skew_seconds)
     assert worker_clock.newest == 0.0 and EVENT_CLOCK_KEY not in db
     assert table.sent == [(0, EVENT_CLOCK_KEY, None)]
 

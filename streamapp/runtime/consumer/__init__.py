@@ -5,7 +5,7 @@ from streamapp.runtime.consumer.batch_consumer import (
     BatchHandler,
     NotProcessed,
     abandon_before_waiting,
-    consume_in_batches,
+    drain_to_router,
     records_of_events,
 )
 
@@ -14,6 +14,6 @@ __all__ = [
     "BatchHandler",
     "NotProcessed",
     "abandon_before_waiting",
-    "consume_in_batches",
+    "drain_to_router",
     "records_of_events",
 ]

@@ -1,10 +1,10 @@
-"""faust's consumer, handing the records of registered topics to their handler a fetch at a time."""
+"""faust's consumer, handing the records of routed topics to the app's router a fetch at a time."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from time import monotonic
 from typing import Any, cast
@@ -17,8 +17,17 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 from streamapp.observability.faust_sensors import count_received
-from streamapp.runtime.producer import Delivery, keep_metadata_of
+from streamapp.runtime.faust_compat import (
+    default_kafka_producer,
+    end_recovery,
+    events_received_at,
+    rocksdb,
+    set_fetch_max_wait,
+)
+from streamapp.runtime.producer import keep_metadata_of
+from streamapp.runtime.router import Router
 from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
+from streamapp.types import BatchHandler
 
 __all__ = [
     "FETCH_MAX_WAIT_MS",
@@ -26,7 +35,7 @@ __all__ = [
     "BatchHandler",
     "NotProcessed",
     "abandon_before_waiting",
-    "consume_in_batches",
+    "drain_to_router",
     "records_of_events",
 ]
 
@@ -39,10 +48,6 @@ PENDING_WAIT_SECONDS = 30.0
 
 #: how long the broker may hold a fetch request that finds no data (faust sets 1,500 ms)
 FETCH_MAX_WAIT_MS = 50
-
-#: records of one topic (several partitions, each in offset order) -> deliveries to wait for
-#: before their offsets may be committed
-BatchHandler = Callable[[Sequence[ConsumerRecord]], Awaitable[list[Delivery]]]
 
 
 class NotProcessed(Exception):
@@ -60,14 +65,15 @@ def abandon_before_waiting(hook: Callable[[], None]) -> None:
 
 
 class BatchConsumer(Consumer):
-    """For topics with a batch handler, each fetch goes to the handler whole; others as in faust.
+    """For topics the app's router routes, each fetch goes to their handler whole; others as in faust.
 
     faust turns every record into a Message and an Event, queues it to the agent's stream and
     acknowledges it alone: tens of microseconds per record, more than the work itself. Here a
-    fetch of a registered topic becomes one handler call, and its offsets are acknowledged as
-    ranges once the records the handler produced are on the broker; faust's commit loop then
-    commits them (in the worker's transaction under exactly-once). Records of unregistered
-    topics, and the agents' streams, are untouched.
+    fetch of a routed topic becomes one call of its handler (``app.batch_router``, see
+    streamapp.runtime.router), and its offsets are acknowledged as ranges once the records the
+    handler produced are on the broker; faust's commit loop then commits them (in the worker's
+    transaction under exactly-once). Records of other topics, and the agents' streams, are
+    untouched.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -79,20 +85,22 @@ class BatchConsumer(Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     @property
-    def batch_handlers(self) -> dict[str, BatchHandler]:
-        return self.app.batch_handlers  # type: ignore[attr-defined, no-any-return]
+    def batch_router(self) -> Router:
+        """The app's batch router (not faust's ``app.router``, which routes web requests by key)."""
+        return self.app.batch_router  # type: ignore[attr-defined, no-any-return]
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109 (faust's signature)
         generation = self.app.consumer_generation_id
         records, active_partitions = await super()._wait_next_records(timeout)
-        handlers = self.batch_handlers
         if not records:
             return records, active_partitions
         if not self.flow_active or self.app.consumer_generation_id != generation:
             # a rebalance came during the fetch: records of the batch topics are fetched again,
             # never handed to faust's per-record path (see _fetch_again); others go there as before
             fetched = cast(dict[TP, Any], records)
-            await self._fetch_again({tp: fetched.pop(tp) for tp in list(fetched) if tp.topic in handlers})
+            await self._fetch_again(
+                {tp: fetched.pop(tp) for tp in list(fetched) if tp.topic in self.batch_router}
+            )
             return records, active_partitions
         fetched = cast(dict[TP, Any], records)  # aiokafka's fetch result: a plain dict
         recovery: Any = cast(Any, self.app.tables).recovery
@@ -101,7 +109,8 @@ class BatchConsumer(Consumer):
         ]
         if changelogs:
             await self._restore(recovery, {tp: fetched.pop(tp) for tp in changelogs})
-        taken = {tp: fetched.pop(tp) for tp in [tp for tp in fetched if tp.topic in handlers]}
+        router = self.batch_router
+        taken = {tp: fetched.pop(tp) for tp in [tp for tp in fetched if tp.topic in router]}
         if taken:
             await self._handle(taken, active_partitions)
         return records, active_partitions
@@ -118,10 +127,10 @@ class BatchConsumer(Consumer):
         for tp, records in fetched.items():
             if tp in recovery.active_tps:
                 offsets = recovery.active_offsets
-                recovery._active_events_received_at[tp] = now
+                events_received_at(recovery, standby=False)[tp] = now
             elif tp in recovery.standby_tps:
                 offsets = recovery.standby_offsets
-                recovery._standby_events_received_at[tp] = now
+                events_received_at(recovery, standby=True)[tp] = now
             else:
                 continue  # revoked since the fetch
             seen = offsets.get(tp)
@@ -138,7 +147,7 @@ class BatchConsumer(Consumer):
                 else:
                     batch.put(record.key, record.value)
             store: Any = recovery.tp_to_table[tp].data
-            store._db_for_partition(tp.partition).write(batch)
+            rocksdb(store, tp.partition).write(batch)
             last = records[-1].offset
             store.set_persisted_offset(tp, last)
             offsets[tp] = last
@@ -152,7 +161,7 @@ class BatchConsumer(Consumer):
                         recovery.active_offsets[tp] = highwater
         if recovery.in_recovery and not recovery.need_recovery():
             recovery.flush_buffers()
-            recovery._set_recovery_ended()
+            end_recovery(recovery)
             recovery.signal_recovery_end.set()
         if not recovery.tables.standbys_ready and not recovery.standby_remaining_total():
             recovery.tables.on_standbys_ready()
@@ -192,7 +201,7 @@ class BatchConsumer(Consumer):
             done.add_done_callback(self._pending.discard)
             try:
                 started = monotonic()
-                deliveries = await self.batch_handlers[topic](records)
+                deliveries = await self.batch_router.handle(topic, records)
                 took = monotonic() - started
                 if took > SLOW_BATCH_SECONDS:
                     logger.warning("a batch of %d %s records took %.2f s", len(records), topic, took)
@@ -279,7 +288,7 @@ class BatchConsumer(Consumer):
         await super().subscribe(topics)
 
     async def _wait_for_metadata(self, topics: list[str], within: float) -> None:
-        client: Any = self.app.producer._ensure_producer().client  # type: ignore[attr-defined]
+        client: Any = default_kafka_producer(self.app.producer).client
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         # kept in the producer's metadata from now on: faust's web routing hashes keys with it
@@ -292,6 +301,39 @@ class BatchConsumer(Consumer):
             await asyncio.sleep(0.1)
         if missing:
             logger.warning("subscribing before the broker lists these topics: %s", ", ".join(sorted(missing)))
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Under exactly-once, commit what is acknowledged and end the transaction before faust
+        forgets the acknowledged offsets of the revoked partitions.
+
+        faust's consumer drops them first and only then lets the app stop the flow and commit: that
+        commit found nothing to commit, the transaction holding the records produced from those
+        offsets stayed open, and a later commit published them without their offsets. The
+        partitions' new owner processed the same records again: alerts committed twice (workers
+        scaled under load). Here the app's first steps (stop the flow, pause, wait for the batches
+        being handled, commit and end the transaction) run first; faust's own run of them then
+        finds nothing left to do.
+        """
+        assignment = self.assignment()
+        if self.app.in_transaction and not self.app.should_stop and assignment:
+            self.stop_flow()
+            self.app.flow_control.suspend()
+            self.pause_partitions(assignment)
+            self.app.flow_control.clear()
+            await self.wait_empty()
+        await super().on_partitions_revoked(revoked)
+
+    async def commit_and_end_transactions(self) -> None:
+        """Commit what is acknowledged and end the transaction, also when a commit was running.
+
+        faust's ``commit`` returns at once, committing nothing, while another commit (the timer's)
+        runs; that one begins the next transaction, and the records produced meanwhile, with their
+        acknowledged offsets, would stay in it across the rebalance or the stop (see
+        :meth:`on_partitions_revoked` for what an open transaction there does).
+        """
+        while await self.maybe_wait_for_commit_to_finish():
+            pass  # another commit may have begun when the one waited for ended
+        await self.commit(start_new_transaction=False)
 
     async def wait_empty(self) -> None:
         """Before a commit at rebalance or stop: the batches being handled finish first.
@@ -326,7 +368,7 @@ class _ConsumerThread(AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the fetcher starts
+        set_fetch_max_wait(consumer, FETCH_MAX_WAIT_MS)
         return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Any:
@@ -368,27 +410,22 @@ def _restorable(table: Any) -> bool:
     return bool(getattr(table.data, "use_rocksdict", False))
 
 
-async def consume_in_batches(stream: faust.StreamT[bytes], handler: BatchHandler) -> None:
-    """An agent's body: ``handler`` takes every fetch of the stream's topics (see BatchConsumer).
+async def drain_to_router(stream: faust.StreamT[bytes], agent: str) -> None:
+    """An agent's body for a routed topic: what reaches its stream goes to the app's router.
 
-    Records that reach the agent's stream itself (none, while the batch consumer runs) take
-    the same handler, a batch of events at a time, acknowledged once delivered.
+    While the batch consumer runs, no record does (it hands every fetch of a routed topic to
+    the router itself); otherwise ``agent``'s own handler takes them, a batch of events at a
+    time, acknowledged once delivered.
     """
-    handlers = stream.app.batch_handlers  # type: ignore[attr-defined]
-    for topic in stream.channel.topics:  # type: ignore[attr-defined]
-        # a second agent on a topic (the detections on sensor-readings) takes every batch too
-        existing = handlers.get(topic)
-        handlers[topic] = handler if existing is None or existing is handler else _both(existing, handler)
+    router: Router = stream.app.batch_router  # type: ignore[attr-defined]
     async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
-        for delivery in await handler(records_of_events(events)):
-            await delivery.future
-
-
-def _both(first: BatchHandler, second: BatchHandler) -> BatchHandler:
-    async def both(records: Sequence[ConsumerRecord]) -> list[Delivery]:
-        return [*(await first(records)), *(await second(records))]
-
-    return both
+        records = records_of_events(events)
+        by_topic: dict[str, list[ConsumerRecord]] = {}
+        for record in records:
+            by_topic.setdefault(record.topic, []).append(record)
+        for topic, topic_records in by_topic.items():
+            for delivery in await router.handle_for_agent(agent, topic, topic_records):
+                await delivery.future
 
 
 def records_of_events(events: Iterable[faust.EventT]) -> list[ConsumerRecord]:

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from streamapp.runtime.faust_compat import tracked_topics
+
 __all__ = ["keep_metadata_of"]
 
 
@@ -19,6 +21,6 @@ async def keep_metadata_of(client: Any, topics: Iterable[str], within: float = 1
     producer's 20-minute request timeout), holding up the transaction commit behind it. Once
     the client tracks topics and the refresh is in, a send to any other topic adds it first.
     """
-    names = set(topics) | client._topics
+    names = set(topics) | tracked_topics(client)
     if names:
         await asyncio.wait([client.set_topics(names)], timeout=within)

@@ -12,6 +12,12 @@ from typing import Any, cast
 from faust.types import TP, AppT
 
 from streamapp.observability.faust_sensors import count_sent
+from streamapp.runtime.faust_compat import (
+    default_kafka_producer,
+    transaction_lock,
+    transaction_producers,
+    wait_on_metadata,
+)
 
 __all__ = ["BatchSender", "Delivery", "RecordBatches", "key_partition", "murmur2"]
 
@@ -107,7 +113,7 @@ class RecordBatches:
         """Make sure the producer has metadata (partition counts) for ``topics``."""
         client = self._kafka_producer().client
         for topic in topics:
-            await client._wait_on_metadata(topic)
+            await wait_on_metadata(client, topic)
 
     def add(
         self,
@@ -176,8 +182,8 @@ class BatchSender:
         producer: Any = self.app.producer
         transactional_id = self._transactional_id()
         if transactional_id is not None:
-            return producer._transaction_producers[transactional_id]
-        return producer._ensure_producer()
+            return transaction_producers(producer)[transactional_id]
+        return default_kafka_producer(producer)
 
     async def submit(self, tp: TP, builder: Any) -> asyncio.Future[Any]:
         """Queue ``builder`` for ``tp``; the future resolves with the batch's metadata once delivered."""
@@ -195,7 +201,7 @@ class BatchSender:
                 producer = self.kafka_producer()
                 transactional_id = self._transactional_id()
                 if transactional_id is not None:
-                    async with self.app.producer._trn_locks[transactional_id]:  # type: ignore[attr-defined]
+                    async with transaction_lock(self.app.producer, transactional_id):
                         sent = await producer.send_batch(builder, tp.topic, partition=tp.partition)
                 else:
                     sent = await producer.send_batch(builder, tp.topic, partition=tp.partition)

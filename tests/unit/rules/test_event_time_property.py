@@ -13,16 +13,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamapp.models import Alert
+from streamapp.models import Alert, Login, SensorReading, Transaction
 from streamapp.rules import account_takeover, card_fraud, sliding_count, temperature
 from streamapp.rules.base import Apply, Judge, Late, State, step
 from streamapp.rules.brute_force import BRUTE_FORCE
 from streamapp.settings import Thresholds
+from streamapp.types import Envelope
 
 GRACE = 60.0
 T = 1_800_000_000.0  # an epoch-aligned start
@@ -34,25 +36,25 @@ TEMPERATURE = temperature.TemperatureThresholds(min_readings=8)  # small sets re
 class Rule:
     new_state: Callable[[], State]
     apply: Apply
+    #: drawn fields -> the typed event the detector's parser makes
+    event: Callable[..., Any]
     judge: Judge | None = None
 
 
-def _brute_force(state: State, ip: str, e: dict[str, Any]) -> tuple[bool, list[Alert]]:
-    return BRUTE_FORCE.record(state, ip, e["ts"], LIMITS.brute_force_failures, 0.0, keep=3600)
+def _brute_force(state: State, ip: str, e: Login) -> tuple[bool, list[Alert]]:
+    return BRUTE_FORCE.record(state, ip, e.ts, LIMITS.brute_force_failures, 0.0, keep=3600)
 
 
-def _takeover(state: State, user: str, e: dict[str, Any]) -> tuple[bool, list[Alert]]:
-    return account_takeover.record_login(
-        state, user, e["ts"], e["success"], LIMITS.account_takeover_failures, 0.0
-    )
+def _takeover(state: State, user: str, e: Login) -> tuple[bool, list[Alert]]:
+    return account_takeover.record_login(state, user, e.ts, e.success, LIMITS.account_takeover_failures, 0.0)
 
 
-def _card(state: State, card: str, e: dict[str, Any]) -> tuple[bool, list[Alert]]:
+def _card(state: State, card: str, e: Transaction) -> tuple[bool, list[Alert]]:
     counted, alerts = card_fraud.CARD_VELOCITY.record(
-        state, card, e["ts"], LIMITS.card_velocity_transactions, 0.0, keep=3600
+        state, card, e.ts, LIMITS.card_velocity_transactions, 0.0, keep=3600
     )
     if counted:
-        card_fraud.hold_amount(state, e["txn_id"], e["ts"], e["amount"])
+        card_fraud.hold_amount(state, e.txn_id, e.ts, e.amount)
     return counted, alerts
 
 
@@ -62,8 +64,8 @@ def _card_judge(state: State, card: str, before: float) -> list[Alert]:
     )
 
 
-def _reading(state: State, sensor: str, e: dict[str, Any]) -> tuple[bool, list[Alert]]:
-    return temperature.record_reading(state, sensor, e["ts"], e["temperature"], TEMPERATURE, 0.0)
+def _reading(state: State, sensor: str, e: SensorReading) -> tuple[bool, list[Alert]]:
+    return temperature.record_reading(state, sensor, e.ts, e.temperature, TEMPERATURE, 0.0)
 
 
 def _reading_judge(state: State, sensor: str, before: float) -> list[Alert]:
@@ -71,10 +73,14 @@ def _reading_judge(state: State, sensor: str, before: float) -> list[Alert]:
 
 
 RULES = {
-    "logins-by-ip": Rule(sliding_count.new_state, _brute_force),
-    "logins-by-user": Rule(account_takeover.new_state, _takeover),
-    "transactions-by-card": Rule(card_fraud.new_state, _card, _card_judge),
-    "readings-by-sensor": Rule(temperature.new_state, _reading, _reading_judge),
+    "logins-by-ip": Rule(
+        sliding_count.new_state, _brute_force, partial(Login, ip="", user="", success=False)
+    ),
+    "logins-by-user": Rule(account_takeover.new_state, _takeover, partial(Login, ip="", user="")),
+    "transactions-by-card": Rule(card_fraud.new_state, _card, partial(Transaction, card_id=""), _card_judge),
+    "readings-by-sensor": Rule(
+        temperature.new_state, _reading, partial(SensorReading, sensor_id=""), _reading_judge
+    ),
 }
 
 keys = st.sampled_from(["a", "b", "c"])
@@ -111,7 +117,8 @@ def _run(rule: Rule, arrivals: list[tuple[str, dict[str, Any]]]) -> tuple[Counte
     late = 0
     for offset, (key, fields) in enumerate(arrivals):
         state = states.setdefault(key, rule.new_state())
-        outcome = step(state, key, {"src": [0, offset], "e": fields}, rule.apply, rule.judge, GRACE, 0.0)
+        envelope = Envelope("source", 0, offset, rule.event(**fields))
+        outcome = step(state, key, envelope, rule.apply, rule.judge, GRACE, 0.0)
         if isinstance(outcome, Late):
             late += 1
         elif outcome:

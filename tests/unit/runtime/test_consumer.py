@@ -141,3 +141,92 @@ async def test_records_of_a_partition_paused_since_the_fetch_are_not_acknowledge
     await BatchConsumer._handle(consumer, {TOPIC_PARTITION: [_record(456), _record(457)]}, active=set())
     assert consumer.seeks == [(TOPIC_PARTITION, 456)]
     assert consumer._read_offset[TOPIC_PARTITION] == 456  # the next fetch starts there
+
+
+def _revoking_consumer(in_transaction: bool, acked: list[int]) -> tuple[Any, list[tuple[str, Any]]]:
+    """A BatchConsumer with faust's per-partition bookkeeping and what a revocation calls: the
+    app's own revocation handler and wait_empty (which commits) record what they saw."""
+    from faust.utils.tracing import noop_span
+
+    consumer: Any = BatchConsumer.__new__(BatchConsumer)  # no app, no transport: only the bookkeeping
+    consumer.diag = BatchConsumer.Diag(consumer)  # mode's service state flags
+    seen: list[tuple[str, Any]] = []
+    consumer._acked = defaultdict(list, {TOPIC_PARTITION: list(acked)})
+    consumer._acked_index = defaultdict(set, {TOPIC_PARTITION: set(acked)})
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._read_offset = defaultdict(lambda: None, {TOPIC_PARTITION: acked[-1] + 1})
+    consumer._committed_offset = defaultdict(lambda: None)
+    consumer._active_partitions = {TOPIC_PARTITION}
+    consumer._paused_partitions = set()
+    consumer.assignment = lambda: {TOPIC_PARTITION}
+    consumer.stop_flow = lambda: seen.append(("stop_flow", None))
+    consumer.pause_partitions = lambda tps: seen.append(("pause", set(tps)))
+    consumer.app = SimpleNamespace(
+        in_transaction=in_transaction,
+        should_stop=False,
+        flow_control=SimpleNamespace(suspend=lambda: None, clear=lambda: None),
+        _start_span_from_rebalancing=lambda _name: noop_span(),
+    )
+
+    async def wait_empty() -> None:  # faust's: wait for the streams, then commit what is acknowledged
+        seen.append(("commit", list(consumer._acked[TOPIC_PARTITION])))
+
+    async def app_revoked(revoked: set[TP]) -> None:
+        seen.append(("app", set(revoked)))
+
+    consumer.wait_empty = wait_empty
+    consumer._on_partitions_revoked = app_revoked
+    return consumer, seen
+
+
+async def test_exactly_once_commits_a_revoked_partitions_acknowledged_offsets_before_faust_drops_them() -> (
+    None
+):
+    """faust forgot them before its own commit at revocation: the transaction with the records
+    produced from them was committed later without them, and the partition's new owner
+    processed the records again (alerts committed twice, workers scaled under load)."""
+    consumer, seen = _revoking_consumer(in_transaction=True, acked=[5, 6, 7])
+
+    await consumer.on_partitions_revoked({TOPIC_PARTITION})
+
+    assert seen == [
+        ("stop_flow", None),
+        ("pause", {TOPIC_PARTITION}),
+        ("commit", [5, 6, 7]),
+        ("app", {TOPIC_PARTITION}),
+    ]
+    assert TOPIC_PARTITION not in consumer._acked  # then dropped by faust, as before
+
+
+async def test_at_least_once_revocation_is_faust_s_own() -> None:
+    consumer, seen = _revoking_consumer(in_transaction=False, acked=[5, 6, 7])
+
+    await consumer.on_partitions_revoked({TOPIC_PARTITION})
+
+    assert seen == [("app", {TOPIC_PARTITION})]
+
+
+async def test_the_commit_that_ends_the_transaction_waits_for_a_running_commit_then_commits() -> None:
+    """faust's commit returns without committing while another runs; the end of the transaction
+    at a rebalance or a stop must commit what was acknowledged meanwhile."""
+    import asyncio
+
+    consumer: Any = BatchConsumer.__new__(BatchConsumer)
+    running = asyncio.get_running_loop().create_future()
+    consumer._commit_fut = running
+    commits: list[bool] = []
+
+    async def commit(start_new_transaction: bool = True) -> bool:
+        if consumer._commit_fut is not None:  # what faust's commit does while one runs
+            return False
+        commits.append(start_new_transaction)
+        return True
+
+    consumer.commit = commit
+    ending = asyncio.ensure_future(consumer.commit_and_end_transactions())
+    await asyncio.sleep(0)
+    assert not ending.done()  # waits for the running commit
+    consumer._commit_fut = None
+    running.set_result(None)
+    await ending
+    assert commits == [False]  # one commit, which ends the transaction (begins no new one)
