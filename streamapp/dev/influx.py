@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from streamapp.dev.service import (
     ServiceKind,
     ServiceStatus,
     debian_binary,
+    http_answers,
 )
 
 __all__ = [
@@ -98,37 +98,28 @@ class InfluxStatus(ServiceStatus):
 class DevInflux(DevService[InfluxStatus]):
     """One influxd whose config, data, pid and log live under one state directory."""
 
-    kind = ServiceKind("influx", "dev influx", "influxd", DevInfluxError, stop_timeout=30.0)
+    kind = ServiceKind(
+        "influx", "dev influx", "influxd", DevInfluxError, port=DEFAULT_INFLUX_PORT, stop_timeout=30.0,
+        location="on {base_url}", exited="influxd exited with code {returncode}:\n{log_tail}",
+        not_ready="influxd did not answer in {timeout:.0f} s:\n{log_tail}",
+        ready="dev influx ready in {elapsed:.1f} s",
+    )  # fmt: skip
 
-    def __init__(
-        self, home: Path | None = None, port: int = DEFAULT_INFLUX_PORT, host: str = "127.0.0.1"
-    ) -> None:
+    def __init__(self, home: Path | None = None, port: int | None = None, host: str = "127.0.0.1") -> None:
         super().__init__(home, port, host)
         self.config_file = self.state_dir / "influxdb.conf"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
         """The sink's setting: the server, with the database as path."""
         return f"{self.base_url}/{DATABASE}"
 
-    @property
-    def location(self) -> str:
-        return f"on {self.base_url}"
-
     def _owns(self, cmdline: list[bytes]) -> bool:
         return cmdline[0].endswith(b"influxd") and str(self.config_file).encode() in cmdline
 
     def answers(self, timeout: float = 2.0) -> bool:
         """True when ``/ping`` answers 204."""
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/ping", timeout=timeout) as response:
-                return bool(response.status == 204)
-        except (OSError, urllib.error.URLError):
-            return False
+        return http_answers(f"{self.base_url}/ping", 204, timeout)
 
     def query(self, q: str, database: str | None = DATABASE, timeout: float = 10.0) -> dict[str, Any]:
         """Run an InfluxQL statement through ``/query``; return the decoded JSON answer."""
@@ -158,12 +149,3 @@ class DevInflux(DevService[InfluxStatus]):
     def _on_ready(self, say: Progress, elapsed: float) -> None:
         self.query(f'CREATE DATABASE "{DATABASE}"', database=None)
         super()._on_ready(say, elapsed)
-
-    def _exited(self, returncode: int | None) -> str:
-        return f"influxd exited with code {returncode}:\n{self._log_tail()}"
-
-    def _not_ready(self, timeout: float) -> str:
-        return f"influxd did not answer in {timeout:.0f} s:\n{self._log_tail()}"
-
-    def _ready(self, elapsed: float) -> str:
-        return f"dev influx ready in {elapsed:.1f} s"

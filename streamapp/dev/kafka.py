@@ -104,6 +104,8 @@ class DevBroker(DevService[BrokerStatus]):
     kind = ServiceKind(
         "kafka", "dev broker", "broker", DevBrokerError, state_prefix="broker-",
         start_timeout=90.0, stop_timeout=30.0, probe_timeout=2.0,
+        exited="the broker exited with code {returncode}; last log lines:\n{log_tail}",
+        not_ready="the broker did not answer within {timeout:.0f} s:\n{log_tail}",
     )  # fmt: skip
 
     def __init__(
@@ -153,10 +155,6 @@ class DevBroker(DevService[BrokerStatus]):
             return "SASL_SSL://" in self.config_file.read_text()
         except FileNotFoundError:
             return False
-
-    @property
-    def location(self) -> str:
-        return f"on {self.bootstrap}"
 
     # -- process bookkeeping -------------------------------------------------------------
     def _owns(self, cmdline: list[bytes]) -> bool:
@@ -331,12 +329,6 @@ class DevBroker(DevService[BrokerStatus]):
         )  # fmt: skip
         say(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap} (pid {proc.pid}, heap {self.heap}) ...")
         return proc
-
-    def _exited(self, returncode: int | None) -> str:
-        return f"the broker exited with code {returncode}; last log lines:\n{self._log_tail()}"
-
-    def _not_ready(self, timeout: float) -> str:
-        return f"the broker did not answer within {timeout:.0f} s:\n{self._log_tail()}"
 
     def _on_ready(self, say: Progress, elapsed: float) -> None:
         super()._on_ready(say, elapsed)

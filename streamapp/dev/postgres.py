@@ -70,12 +70,11 @@ class DevPostgres(DevService[PostgresStatus]):
     """
 
     kind = ServiceKind(
-        "postgres", "dev postgres", "postgres", DevPostgresError, start_timeout=90, stop_timeout=60
-    )
+        "postgres", "dev postgres", "postgres", DevPostgresError, port=DEFAULT_POSTGRES_PORT,
+        start_timeout=90, stop_timeout=60, ready="{label} ready in {elapsed:.1f} s",
+    )  # fmt: skip
 
-    def __init__(
-        self, home: Path | None = None, port: int = DEFAULT_POSTGRES_PORT, host: str = "127.0.0.1"
-    ) -> None:
+    def __init__(self, home: Path | None = None, port: int | None = None, host: str = "127.0.0.1") -> None:
         super().__init__(home, port, host)
         self.data_dir = self.state_dir / "data"
         self.pid_file = self.data_dir / "postmaster.pid"
@@ -176,9 +175,6 @@ class DevPostgres(DevService[PostgresStatus]):
             )  # fmt: skip
             if created.returncode != 0 and "already exists" not in created.stderr:
                 raise DevPostgresError(f"createdb failed: {created.stderr.strip()}")
-
-    def _ready(self, elapsed: float) -> str:
-        return f"dev postgres ready in {elapsed:.1f} s"
 
     def _stop(self, pid: int, timeout: float, say: Progress) -> None:
         """Fast shutdown: open sessions are ended."""

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from streamapp.dev.service import (
     ServiceKind,
     ServiceStatus,
     debian_binary,
+    http_answers,
     silent,
 )
 
@@ -98,11 +98,13 @@ class PrometheusStatus(ServiceStatus):
 class DevPrometheus(DevService[PrometheusStatus]):
     """One Prometheus server whose config, data, pid and log live under one state directory."""
 
-    kind = ServiceKind("prometheus", "dev prometheus", "prometheus", DevPrometheusError)
+    kind = ServiceKind(
+        "prometheus", "dev prometheus", "prometheus", DevPrometheusError, port=DEFAULT_PROMETHEUS_PORT,
+        location="on {base_url}", not_ready="prometheus was not ready in time:\n{log_tail}",
+        ready="{label} ready {location} in {elapsed:.1f} s",
+    )  # fmt: skip
 
-    def __init__(
-        self, home: Path | None = None, port: int = DEFAULT_PROMETHEUS_PORT, host: str = "127.0.0.1"
-    ) -> None:
+    def __init__(self, home: Path | None = None, port: int | None = None, host: str = "127.0.0.1") -> None:
         super().__init__(home, port, host)
         self.config_file = self.state_dir / "prometheus.yml"
         self.data_dir = self.state_dir / "data"
@@ -112,11 +114,7 @@ class DevPrometheus(DevService[PrometheusStatus]):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def location(self) -> str:
-        return f"on {self.url}"
+        return self.base_url
 
     def _owns(self, cmdline: list[bytes]) -> bool:
         return cmdline[0].endswith(b"prometheus") and f"--config.file={self.config_file}".encode() in cmdline
@@ -134,11 +132,7 @@ class DevPrometheus(DevService[PrometheusStatus]):
 
     def answers(self, timeout: float = 2.0) -> bool:
         """True when Prometheus answers ``/-/ready`` with 200."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=timeout) as response:
-                return bool(response.status == 200)
-        except (OSError, urllib.error.URLError):
-            return False
+        return http_answers(f"{self.url}/-/ready", 200, timeout)
 
     def _status(self, pid: int | None, answers: bool) -> PrometheusStatus:
         return PrometheusStatus(
@@ -188,12 +182,6 @@ class DevPrometheus(DevService[PrometheusStatus]):
         )
         say(f"starting Prometheus on {self.url} (pid {proc.pid}), scraping {self._scraping}")
         return proc
-
-    def _not_ready(self, timeout: float) -> str:
-        return f"prometheus was not ready in time:\n{self._log_tail()}"
-
-    def _ready(self, elapsed: float) -> str:
-        return f"dev prometheus ready on {self.url} in {elapsed:.1f} s"
 
     # -- HTTP API ------------------------------------------------------------------------
     def query(self, expr: str, timeout: float = 5.0) -> list[dict[str, Any]]:

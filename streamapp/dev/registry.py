@@ -8,8 +8,6 @@ import shutil
 import subprocess
 import tarfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -20,6 +18,7 @@ from streamapp.dev.service import (
     Progress,
     ServiceKind,
     ServiceStatus,
+    http_answers,
     require_java,
     silent,
     streamapp_home,
@@ -114,11 +113,7 @@ def fetch_registry(home: Path | None = None, progress: Progress | None = None) -
 
 def registry_answers(url: str, timeout: float = 3.0) -> bool:
     """True when a Confluent-compatible registry at ``url`` (ending in /apis/ccompat/v7) lists subjects."""
-    try:
-        with urllib.request.urlopen(f"{url}/subjects", timeout=timeout) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError, ValueError):
-        return False
+    return http_answers(f"{url}/subjects", 200, timeout)
 
 
 @dataclass(frozen=True)
@@ -158,23 +153,16 @@ class DevRegistry(DevService[RegistryStatus]):
     """
 
     kind = ServiceKind(
-        "registry", "dev schema registry", "registry", DevRegistryError, state_prefix="registry-",
-        start_timeout=90.0, probe_timeout=2.0,
+        "registry", "dev schema registry", "registry", DevRegistryError, port=DEFAULT_REGISTRY_PORT,
+        state_prefix="registry-", start_timeout=90.0, probe_timeout=2.0,
+        location="at {base_url}" + CCOMPAT_PATH,
+        not_ready="the registry did not answer within {timeout:.0f} s (log {log_file})",
     )  # fmt: skip
-
-    def __init__(
-        self, home: Path | None = None, port: int = DEFAULT_REGISTRY_PORT, host: str = "127.0.0.1"
-    ) -> None:
-        super().__init__(home, port, host)
 
     @property
     def url(self) -> str:
         """The Confluent-compatible API root: what STREAMAPP_SCHEMA_REGISTRY_URL points to."""
-        return f"http://{self.host}:{self.port}{CCOMPAT_PATH}"
-
-    @property
-    def location(self) -> str:
-        return f"at {self.url}"
+        return self.base_url + CCOMPAT_PATH
 
     def answers(self, timeout: float = 3.0) -> bool:
         return registry_answers(self.url, timeout)
@@ -214,9 +202,6 @@ class DevRegistry(DevService[RegistryStatus]):
 
     def _exited(self, returncode: int | None) -> str:
         return f"the registry exited with code {returncode}: {self._last_error()} (log {self.log_file})"
-
-    def _not_ready(self, timeout: float) -> str:
-        return f"the registry did not answer within {timeout:.0f} s (log {self.log_file})"
 
     def _last_error(self) -> str:
         try:

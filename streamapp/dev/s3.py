@@ -123,10 +123,13 @@ class S3Status(ServiceStatus):
 class DevS3(DevService[S3Status]):
     """One S3Proxy process on a loopback port; its objects, pid, log and credentials under one directory."""
 
-    kind = ServiceKind("s3", "dev s3", "S3Proxy", DevS3Error, state_prefix="s3-")
+    kind = ServiceKind(
+        "s3", "dev s3", "S3Proxy", DevS3Error, port=DEFAULT_S3_PORT, state_prefix="s3-",
+        location="at {base_url}", not_ready="S3Proxy did not answer within {timeout:.0f} s (log {log_file})",
+    )  # fmt: skip
 
     def __init__(
-        self, home: Path | None = None, port: int = DEFAULT_S3_PORT, host: str = "127.0.0.1",
+        self, home: Path | None = None, port: int | None = None, host: str = "127.0.0.1",
         bucket: str = DEFAULT_BUCKET,
     ) -> None:  # fmt: skip
         super().__init__(home, port, host)
@@ -138,11 +141,7 @@ class DevS3(DevService[S3Status]):
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def location(self) -> str:
-        return f"at {self.endpoint}"
+        return self.base_url
 
     def credentials(self) -> S3Credentials:
         return S3Credentials.load_or_create(self.credentials_file)
@@ -162,7 +161,7 @@ class DevS3(DevService[S3Status]):
             self.properties_file,
             "\n".join(
                 [
-                    f"s3proxy.endpoint=http://{self.host}:{self.port}",
+                    f"s3proxy.endpoint={self.base_url}",
                     "s3proxy.authorization=aws-v2-or-v4",
                     f"s3proxy.identity={creds.access_key}",
                     f"s3proxy.credential={creds.secret_key}",
@@ -197,9 +196,6 @@ class DevS3(DevService[S3Status]):
 
     def _exited(self, returncode: int | None) -> str:
         return f"S3Proxy exited with code {returncode}:\n{self._log_tail(10)}"
-
-    def _not_ready(self, timeout: float) -> str:
-        return f"S3Proxy did not answer within {timeout:.0f} s (log {self.log_file})"
 
     def _stopped_note(self) -> str:
         return f"; objects stay in {self.data_dir}"

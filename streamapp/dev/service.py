@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ __all__ = [
     "ServiceKind",
     "ServiceStatus",
     "debian_binary",
+    "http_answers",
     "java_major_version",
     "require_java",
     "silent",
@@ -65,6 +67,15 @@ def debian_binary(name: str, package: str, error: type[DevServiceError]) -> str:
     if found is None:
         raise error(f"{name} not found: install it with `apt-get install {package}`")
     return found
+
+
+def http_answers(url: str, status: int = 200, timeout: float = 3.0) -> bool:
+    """True when a GET of ``url`` answers ``status`` within ``timeout`` seconds: a server's health probe."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == status)
+    except (OSError, ValueError):  # refused, timed out, another error status (HTTPError), a bad URL
+        return False
 
 
 def require_java(minimum: int, product: str, error: type[DevServiceError], advice: str = _NEWER_JDK) -> None:
@@ -129,12 +140,21 @@ class ServiceKind:
     #: what the messages call the process (e.g. "influxd did not stop"); lowercased, its pid and log files
     process: str
     error: type[DevServiceError] = DevServiceError
+    #: the port it serves on unless told otherwise
+    port: int = 0
     #: the state directory is <service>/<state_prefix><port>
     state_prefix: str = "port-"
     start_timeout: float = 60.0
     stop_timeout: float = 20.0
     #: how long one health probe may take while `up` waits for the server
     probe_timeout: float = 1.0
+    #: where it serves, as the messages say it: of {host}, {port} and {base_url} (http://host:port)
+    location: str = "on {host}:{port}"
+    #: what `up` says when the server exits while starting, does not answer in time, answers; of
+    #: {process}, {label}, {location}, {returncode}, {timeout}, {elapsed}, {log_file}, {log_tail}
+    exited: str = "{process} exited with code {returncode}; last log lines:\n{log_tail}"
+    not_ready: str = "{process} did not answer within {timeout:.0f} s:\n{log_tail}"
+    ready: str = "{label} up {location} in {elapsed:.1f} s"
 
 
 class DevService(Generic[S]):
@@ -149,21 +169,30 @@ class DevService(Generic[S]):
     poll_interval: ClassVar[float] = 0.25
 
     def __init__(
-        self, home: Path | None = None, port: int = 0, host: str = "127.0.0.1", state_dir: Path | None = None
+        self,
+        home: Path | None = None,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        state_dir: Path | None = None,
     ) -> None:
+        kind = self.kind
         self.home = home or streamapp_home()
         self.host = host
-        self.port = port
-        kind = self.kind
-        self.state_dir = state_dir or self.home / kind.service / f"{kind.state_prefix}{port}"
+        self.port = kind.port if port is None else port
+        self.state_dir = state_dir or self.home / kind.service / f"{kind.state_prefix}{self.port}"
         self.pid_file = self.state_dir / f"{kind.process.lower()}.pid"
         self.log_file = self.state_dir / f"{kind.process.lower()}.log"
 
     # -- what a subclass says ------------------------------------------------------------
     @property
+    def base_url(self) -> str:
+        """The root URL of a server that speaks HTTP."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
     def location(self) -> str:
         """Where it serves, as the messages say it ("on host:port", "at http://...")."""
-        return f"on {self.host}:{self.port}"
+        return self.kind.location.format(host=self.host, port=self.port, base_url=self.base_url)
 
     def _marker(self) -> str:
         """A java system property naming the state directory: on the command line of a java server."""
@@ -195,13 +224,23 @@ class DevService(Generic[S]):
         say(self._ready(elapsed))
 
     def _exited(self, returncode: int | None) -> str:
-        return f"{self.kind.process} exited with code {returncode}; last log lines:\n{self._log_tail()}"
+        return self._message(self.kind.exited, returncode=returncode)
 
     def _not_ready(self, timeout: float) -> str:
-        return f"{self.kind.process} did not answer within {timeout:.0f} s:\n{self._log_tail()}"
+        return self._message(self.kind.not_ready, timeout=timeout)
 
     def _ready(self, elapsed: float) -> str:
-        return f"{self.kind.label} up {self.location} in {elapsed:.1f} s"
+        return self._message(self.kind.ready, elapsed=elapsed)
+
+    def _message(self, template: str, **values: object) -> str:
+        """One of the kind's messages, with the service's names, where it serves and its log filled in."""
+        # the log is read only for a message that shows it (a failure)
+        log_tail = self._log_tail() if "{log_tail}" in template else ""
+        kind = self.kind
+        return template.format(
+            process=kind.process, label=kind.label, location=self.location, log_file=self.log_file,
+            log_tail=log_tail, **values,
+        )  # fmt: skip
 
     def _stopped_note(self) -> str:
         """What follows "stopped (pid N)", e.g. where the data stays."""

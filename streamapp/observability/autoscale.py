@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["GroupSample", "WorkerRecommender"]
 
@@ -24,6 +24,7 @@ class GroupSample:
         return max(0, self.end - self.done)
 
 
+@dataclass(eq=False)  # a stateful recommender: equal only to itself
 class WorkerRecommender:
     """Turn group samples into a worker count.
 
@@ -39,28 +40,22 @@ class WorkerRecommender:
       comes and goes does not flap the worker count.
     """
 
-    def __init__(
-        self,
-        partitions: int,
-        drain_seconds: float = 60.0,
-        scale_down_seconds: float = 120.0,
-        window_seconds: float = 30.0,
-        utilization: float = 0.8,
-        saturation_seconds: float = 2.0,
-    ) -> None:
-        if partitions < 1:
+    partitions: int
+    drain_seconds: float = 60.0
+    scale_down_seconds: float = 120.0
+    window_seconds: float = 30.0
+    utilization: float = 0.8
+    saturation_seconds: float = 2.0
+    samples: deque[GroupSample] = field(default_factory=deque, init=False)
+    #: records per second one worker drains, when saturated
+    capacity: float | None = field(default=None, init=False)
+    recommended: int = field(default=1, init=False)
+    _lower_since: float | None = field(default=None, init=False)
+    _lower_peak: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
             raise ValueError("partitions must be 1 or more")
-        self.partitions = partitions
-        self.drain_seconds = drain_seconds
-        self.scale_down_seconds = scale_down_seconds
-        self.window_seconds = window_seconds
-        self.utilization = utilization
-        self.saturation_seconds = saturation_seconds
-        self.samples: deque[GroupSample] = deque()
-        self.capacity: float | None = None  #: records per second one worker drains, when saturated
-        self.recommended = 1
-        self._lower_since: float | None = None
-        self._lower_peak = 0
 
     def observe(self, sample: GroupSample) -> int:
         """Take one sample; return the recommendation (also kept in :attr:`recommended`)."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 
-from streamapp.models import Alert, alert_id_for
-from streamapp.rules.base import State
+from streamapp.models import Alert
+from streamapp.rules.base import State, rule_alert
 
 __all__ = ["KIND", "LOOKBACK_SECONDS", "new_state", "record_login"]
 
@@ -31,17 +31,9 @@ def _failures_before(failures: list[float], ts: float) -> int:
 
 
 def _alert(user: str, ts: float, failed: int, threshold: int) -> Alert:
-    return Alert(
-        alert_id=alert_id_for(KIND, user, ts),
-        kind=KIND,
-        key=user,
-        ts=ts,
-        window_start=ts - LOOKBACK_SECONDS,
-        window_end=ts,
-        value=failed,
-        threshold=threshold,
-        detail=f"successful login for {user} after {failed} failed logins within 5 minutes",
-    )
+    detail = f"successful login for {user} after {failed} failed logins within 5 minutes"
+    # one alert per successful login: its id names the login's time, not the lookback window
+    return rule_alert(KIND, user, ts, (ts - LOOKBACK_SECONDS, ts), failed, threshold, detail, ts)
 
 
 def record_login(

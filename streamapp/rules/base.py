@@ -6,10 +6,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from streamapp.models import Alert
+from streamapp.models import Alert, alert_id_for
 from streamapp.types import Envelope
 
-__all__ = ["Apply", "Judge", "Late", "State", "lateness", "seen_before", "settle_clock", "step"]
+__all__ = [
+    "Apply", "Judge", "Late", "State", "lateness", "rule_alert", "seen_before", "settle_clock", "step",
+]  # fmt: skip
 
 State = dict[str, Any]
 
@@ -55,6 +57,35 @@ def settle_clock(state: State, ts: float) -> None:
     clock = state.get("clock")
     if clock is None or ts > clock:
         state["clock"] = ts
+
+
+def rule_alert(
+    kind: str,
+    key: str,
+    ts: float,
+    window: tuple[float, float] | None,
+    value: float,
+    threshold: float,
+    detail: str,
+    *id_parts: object,
+) -> Alert:
+    """An alert of rule ``kind`` about ``key`` (and the ``window`` it judged, if any).
+
+    Its id names the rule, the key and ``id_parts`` (by default the window's start and end), so
+    the same input raises an alert with the same id after a replay or a redelivery.
+    """
+    start, end = window if window is not None else (None, None)
+    return Alert(
+        alert_id=alert_id_for(kind, key, *(id_parts or (start, end))),
+        kind=kind,
+        key=key,
+        ts=ts,
+        window_start=start,
+        window_end=end,
+        value=value,
+        threshold=threshold,
+        detail=detail,
+    )
 
 
 #: (state, key, typed event: streamapp.models.Login, ...) -> (counted, alerts); mutates state

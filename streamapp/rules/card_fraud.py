@@ -10,8 +10,8 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from typing import Any
 
-from streamapp.models import Alert, alert_id_for
-from streamapp.rules.base import State
+from streamapp.models import Alert
+from streamapp.rules.base import State, rule_alert
 from streamapp.rules.sliding_count import BUCKET_SECONDS, SlidingCount
 from streamapp.rules.sliding_count import new_state as new_velocity_state
 
@@ -91,20 +91,12 @@ def _spike(
         return None
     # earlier amounts may all be 0: any positive amount is then a spike, with no ratio to tell
     ratio = f"{amount / mean:.1f} x its mean" if mean else "above its mean"
-    return Alert(
-        alert_id=alert_id_for(AMOUNT_SPIKE, card_id, txn_id),
-        kind=AMOUNT_SPIKE,
-        key=card_id,
-        ts=ts,
-        window_start=None,
-        window_end=None,
-        value=amount,
-        threshold=factor * mean,
-        detail=(
-            f"transaction {txn_id} of {amount:.2f} on card {card_id} is {ratio} "
-            f"{mean:.2f} over {count} transactions"
-        ),
+    detail = (
+        f"transaction {txn_id} of {amount:.2f} on card {card_id} is {ratio} "
+        f"{mean:.2f} over {count} transactions"
     )
+    # one alert per transaction: its id names the transaction, there is no window
+    return rule_alert(AMOUNT_SPIKE, card_id, ts, None, amount, factor * mean, detail, txn_id)
 
 
 def card_totals(state: State) -> tuple[int, float]:

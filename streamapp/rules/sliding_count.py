@@ -16,8 +16,8 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import accumulate
 
-from streamapp.models import Alert, alert_id_for
-from streamapp.rules.base import State
+from streamapp.models import Alert
+from streamapp.rules.base import State, rule_alert
 from streamapp.rules.windows import add_to_bucket, bucket_start, drop_buckets_before
 
 __all__ = ["BUCKET_SECONDS", "WINDOW_SECONDS", "SlidingCount", "alerted_window_ends", "new_state"]
@@ -86,18 +86,9 @@ class SlidingCount:
         return True, [self._alert(key, ts, end, count, threshold) for end, count in fresh]
 
     def _alert(self, key: str, ts: float, window_end: float, count: float, threshold: int) -> Alert:
-        window_start = window_end - WINDOW_SECONDS
-        return Alert(
-            alert_id=alert_id_for(self.kind, key, window_start, window_end),
-            kind=self.kind,
-            key=key,
-            ts=ts,
-            window_start=window_start,
-            window_end=window_end,
-            value=count,
-            threshold=threshold,
-            detail=f"{int(count)} {self.noun} {key} within 60 s (more than {threshold})",
-        )
+        detail = f"{int(count)} {self.noun} {key} within 60 s (more than {threshold})"
+        window = (window_end - WINDOW_SECONDS, window_end)
+        return rule_alert(self.kind, key, ts, window, count, threshold, detail)
 
 
 def _total_since(buckets: list[list[float]], since: float) -> float:

@@ -12,8 +12,8 @@ import math
 from bisect import bisect_left, insort
 from dataclasses import dataclass
 
-from streamapp.models import Alert, alert_id_for
-from streamapp.rules.base import State
+from streamapp.models import Alert
+from streamapp.rules.base import State, rule_alert
 from streamapp.rules.windows import bucket_start
 
 __all__ = [
@@ -96,20 +96,9 @@ def record_reading(
     flags = int(window[_ALERTED])
     if temperature > limits.high and not flags & _HIGH_BIT:
         window[_ALERTED] = flags | _HIGH_BIT
-        end = start + WINDOW_SECONDS
-        return True, [
-            Alert(
-                alert_id=alert_id_for(HIGH, sensor_id, start, end),
-                kind=HIGH,
-                key=sensor_id,
-                ts=ts,
-                window_start=start,
-                window_end=end,
-                value=temperature,
-                threshold=limits.high,
-                detail=f"sensor {sensor_id} read {temperature:g} (above {limits.high:g})",
-            )
-        ]
+        detail = f"sensor {sensor_id} read {temperature:g} (above {limits.high:g})"
+        window_span = (start, start + WINDOW_SECONDS)
+        return True, [rule_alert(HIGH, sensor_id, ts, window_span, temperature, limits.high, detail)]
     return True, []
 
 
@@ -177,52 +166,36 @@ def _anomaly(
     ):
         return None
     window[_ALERTED] = int(window[_ALERTED]) | _ANOMALY_BIT
-    end = start + WINDOW_SECONDS
     sigmas = deviation / std if std else math.inf
-    return Alert(
-        alert_id=alert_id_for(ANOMALY, sensor_id, start, end),
-        kind=ANOMALY,
-        key=sensor_id,
-        ts=ts,
-        window_start=start,
-        window_end=end,
-        value=temperature,
-        threshold=limits.sigmas,
-        detail=(
-            f"sensor {sensor_id} read {temperature:g}, {sigmas:.1f} standard deviations "
-            f"from its mean {mean:.2f} over {int(n)} readings"
-        ),
+    detail = (
+        f"sensor {sensor_id} read {temperature:g}, {sigmas:.1f} standard deviations "
+        f"from its mean {mean:.2f} over {int(n)} readings"
     )
+    window_span = (start, start + WINDOW_SECONDS)
+    return rule_alert(ANOMALY, sensor_id, ts, window_span, temperature, limits.sigmas, detail)
+
+
+def _window_summary(w: list[float]) -> dict[str, float]:
+    """One window's span and statistics, as the web API and the sinks show them."""
+    return {
+        "start": w[_START],
+        "end": w[_START] + WINDOW_SECONDS,
+        "count": int(w[_COUNT]),
+        "min": w[_MIN],
+        "max": w[_MAX],
+        "mean": w[_SUM] / w[_COUNT],
+    }
 
 
 def window_view(state: State, horizon: float) -> list[dict[str, float]]:
     """The retained windows, newest first, as the web API shows them."""
-    return [
-        {
-            "start": w[_START],
-            "end": w[_START] + WINDOW_SECONDS,
-            "count": int(w[_COUNT]),
-            "min": w[_MIN],
-            "max": w[_MAX],
-            "mean": w[_SUM] / w[_COUNT],
-        }
-        for w in reversed(state["windows"])
-        if w[_START] + WINDOW_SECONDS > horizon
-    ]
+    return [_window_summary(w) for w in reversed(state["windows"]) if w[_START] + WINDOW_SECONDS > horizon]
 
 
 def window_records(state: State, sensor_id: str, starts: set[float]) -> list[dict[str, float | str]]:
     """The windows starting at ``starts`` as they are now, for the sinks (one record per window)."""
     return [
-        {
-            "sensor_id": sensor_id,
-            "start": w[_START],
-            "end": w[_START] + WINDOW_SECONDS,
-            "count": int(w[_COUNT]),
-            "min": w[_MIN],
-            "max": w[_MAX],
-            "mean": w[_SUM] / w[_COUNT],
-        }
+        {"sensor_id": sensor_id, **_window_summary(w)}
         for w in state["windows"]
         if w[_START] in starts and w[_COUNT]
     ]

@@ -24,11 +24,6 @@ __all__ = [
     "ssl_context",
 ]
 
-#: the contract topics a worker reads or writes (before ``STREAMAPP_TOPIC_PREFIX``)
-APP_TOPICS = (
-    "logins", "sensor-readings", "transactions", "stock-prices", "users", "alerts", "dead-letters",
-)  # fmt: skip
-
 
 class KafkaAccessError(RuntimeError):
     """The broker cannot be used with these settings; the message says why in one line."""
@@ -81,6 +76,13 @@ def _who(settings: Settings) -> str:
         mechanism = f"{settings.sasl_mechanism} over SASL_SSL"
         return f"user {settings.sasl_username!r} ({mechanism})"
     return f"a {settings.security_protocol} client"
+
+
+#: the contract topics a worker reads or writes (before ``STREAMAPP_TOPIC_PREFIX``):
+#: what :func:`check_access` asks for unless given the topics
+APP_TOPICS = (
+    "logins", "sensor-readings", "transactions", "stock-prices", "users", "alerts", "dead-letters",
+)  # fmt: skip
 
 
 async def check_access(settings: Settings, topics: Iterable[str] | None = None, within: float = 15.0) -> None:

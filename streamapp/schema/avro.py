@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -408,6 +408,7 @@ def prescan(
     _Prescan(body, writer, schema_id, max_items, max_decoded_bytes, max_depth).scan(writer)
 
 
+@dataclass(eq=False)  # a decoder with caches: equal only to itself
 class AvroDecoder:
     """Decodes Confluent-framed Avro by schema id; writer schemas are looked up once and cached.
 
@@ -419,28 +420,18 @@ class AvroDecoder:
     checked by :func:`prescan` before fastavro decodes them.
     """
 
-    def __init__(
-        self,
-        lookup: SchemaLookup,
-        unknown_ttl: float = 30.0,
-        *,
-        subjects_of: SubjectsOf | None = None,
-        subject: str = "",
-        max_items: int = DEFAULT_MAX_ITEMS,
-        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
-        max_cached: int = DEFAULT_MAX_CACHED,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._lookup = lookup
-        self._unknown_ttl = unknown_ttl
-        self._subjects_of = subjects_of
-        self.subject = subject
-        self.max_items = max_items
-        self.max_decoded_bytes = max_decoded_bytes
-        self.max_cached = max_cached
-        self._clock = clock
-        self._schemas: OrderedDict[int, ParsedSchema] = OrderedDict()
-        self._refused: OrderedDict[int, tuple[float, str]] = OrderedDict()  # id -> (until, reason)
+    lookup: SchemaLookup
+    unknown_ttl: float = 30.0
+    _: KW_ONLY
+    subjects_of: SubjectsOf | None = None
+    subject: str = ""
+    max_items: int = DEFAULT_MAX_ITEMS
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    max_cached: int = DEFAULT_MAX_CACHED
+    clock: Callable[[], float] = time.monotonic
+    _schemas: OrderedDict[int, ParsedSchema] = field(default_factory=OrderedDict, init=False)
+    #: id -> (until, reason)
+    _refused: OrderedDict[int, tuple[float, str]] = field(default_factory=OrderedDict, init=False)
 
     @property
     def cached_ids(self) -> list[int]:
@@ -454,7 +445,7 @@ class AvroDecoder:
         refused = self._refused.get(schema_id)
         if refused is None:
             return None
-        if refused[0] > self._clock():
+        if refused[0] > self.clock():
             return refused[1]
         del self._refused[schema_id]
         return None
@@ -467,7 +458,7 @@ class AvroDecoder:
         return schema_id not in self._schemas and self._refusal(schema_id) is None
 
     def _refuse(self, schema_id: int, reason: str) -> InvalidEvent:
-        self._refused[schema_id] = (self._clock() + self._unknown_ttl, reason)
+        self._refused[schema_id] = (self.clock() + self.unknown_ttl, reason)
         self._refused.move_to_end(schema_id)
         while len(self._refused) > self.max_cached:
             self._refused.popitem(last=False)
@@ -482,10 +473,10 @@ class AvroDecoder:
         if refused is not None:
             raise InvalidEvent(refused)
         try:
-            schema = self._parse(schema_id, await self._lookup(schema_id))
+            schema = self._parse(schema_id, await self.lookup(schema_id))
         except InvalidEvent as exc:
             raise self._refuse(schema_id, str(exc)) from None
-        if self._subjects_of is not None and self.subject not in await self._subjects_of(schema_id):
+        if self.subjects_of is not None and self.subject not in await self.subjects_of(schema_id):
             raise self._refuse(
                 schema_id, f"schema id {schema_id} is not registered under subject {self.subject}"
             )
