@@ -1,19 +1,4 @@
 """Consuming: whole fetched batches of a topic go to one handler, past faust's per-record streams."""
 
-from streamapp.runtime.consumer.batch_consumer import (
-    BatchConsumer,
-    BatchHandler,
-    NotProcessed,
-    abandon_before_waiting,
-    drain_to_router,
-    records_of_events,
-)
-
-__all__ = [
-    "BatchConsumer",
-    "BatchHandler",
-    "NotProcessed",
-    "abandon_before_waiting",
-    "drain_to_router",
-    "records_of_events",
-]
+from streamapp.runtime.consumer.batch_consumer import *  # noqa: F403
+from streamapp.runtime.consumer.batch_consumer import __all__ as __all__
