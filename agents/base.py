@@ -47,7 +47,7 @@ from streamapp.observability.metrics import (
 from streamapp.pipeline.alerting import publish_alert
 from streamapp.rules.base import Apply, Judge, Late, State, step
 from streamapp.runtime.clock import worker_clock
-from streamapp.runtime.consumer import consume_in_batches
+from streamapp.runtime.consumer import check_membership, consume_in_batches
 from streamapp.runtime.producer import Delivery, RecordBatches
 from streamapp.runtime.topics import dead_letters_topic, late_events_topic
 from tables.base import load_state, remember_changelog_offsets, store_event_clock, store_state
@@ -164,6 +164,10 @@ async def detect_batch(
     deliveries = [d for d in [await publish_alert(alert) for alert in alerts] if d is not None]
     if deliveries:
         await asyncio.gather(*deliveries)
+    # the zombie fence: a worker paused past its session timeout (its partitions may have moved)
+    # gives the batch up here rather than write states computed from its stale ones; no await
+    # between this check and the writes (streamapp.runtime.consumer.fence)
+    await check_membership()
     for partition, key, state in changed_states:
         store_state(table, partition, key, state, batches)
     for partition in {partition for partition, _, _ in changed_states}:

@@ -8,12 +8,15 @@ from streamapp.runtime.consumer.batch_consumer import (
     consume_in_batches,
     records_of_events,
 )
+from streamapp.runtime.consumer.fence import MembershipLost, check_membership
 
 __all__ = [
     "BatchConsumer",
     "BatchHandler",
+    "MembershipLost",
     "NotProcessed",
     "abandon_before_waiting",
+    "check_membership",
     "consume_in_batches",
     "records_of_events",
 ]

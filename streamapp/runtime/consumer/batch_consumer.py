@@ -16,6 +16,14 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 from streamapp.observability.faust_sensors import count_received
+from streamapp.runtime.consumer.errors import NotProcessed
+from streamapp.runtime.consumer.fence import (
+    GroupMember,
+    Membership,
+    aiokafka_group_member,
+    done_handling,
+    handling_batch,
+)
 from streamapp.runtime.producer import Delivery, keep_metadata_of
 from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
 
@@ -44,10 +52,6 @@ FETCH_MAX_WAIT_MS = 50
 BatchHandler = Callable[[Sequence[ConsumerRecord]], Awaitable[list[Delivery]]]
 
 
-class NotProcessed(Exception):
-    """A delivery that fails with this gives its records up: not acknowledged, read again, no crash."""
-
-
 #: called (synchronously) when a rebalance or a stop waits for the batches being handled: a
 #: handler that waits off the fetch path (see streamapp.schema.registry_service.RegistryGate) gives up
 _abandon_hooks: list[Callable[[], None]] = []
@@ -73,6 +77,16 @@ class BatchConsumer(Consumer):
         super().__init__(*args, **kwargs)
         #: one future per handled fetch, done once its records are delivered and acknowledged
         self._pending: set[asyncio.Future[Any]] = set()
+        #: the zombie fence (streamapp.runtime.consumer.fence): batches write only while in the group
+        self.membership = Membership(self._group_member, float(self.app.conf.broker_session_timeout))
+
+    def _group_member(self) -> GroupMember | None:
+        consumer = getattr(self._thread, "_consumer", None)  # None until the consumer thread starts
+        return None if consumer is None else aiokafka_group_member(consumer)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self.membership.confirm()  # the coordinator has just given this member its partitions
+        await super().on_partitions_assigned(assigned, generation_id)
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -100,7 +114,7 @@ class BatchConsumer(Consumer):
             await self._restore(recovery, {tp: fetched.pop(tp) for tp in changelogs})
         taken = {tp: fetched.pop(tp) for tp in [tp for tp in fetched if tp.topic in handlers]}
         if taken:
-            await self._handle(taken, active_partitions)
+            await self._handle(taken, active_partitions, generation)
         return records, active_partitions
 
     async def _restore(self, recovery: Any, fetched: dict[TP, list[ConsumerRecord]]) -> None:
@@ -154,7 +168,9 @@ class BatchConsumer(Consumer):
         if not recovery.tables.standbys_ready and not recovery.standby_remaining_total():
             recovery.tables.on_standbys_ready()
 
-    async def _handle(self, fetched: dict[TP, list[ConsumerRecord]], active: set[TP] | None) -> None:
+    async def _handle(
+        self, fetched: dict[TP, list[ConsumerRecord]], active: set[TP] | None, generation: int | None = None
+    ) -> None:
         by_topic: dict[str, list[ConsumerRecord]] = {}
         acks: dict[str, list[tuple[TP, int, int]]] = {}
         for tp, records in fetched.items():
@@ -180,16 +196,25 @@ class BatchConsumer(Consumer):
             done = asyncio.get_running_loop().create_future()
             self._pending.add(done)
             done.add_done_callback(self._pending.discard)
+            handling = handling_batch(self.membership, generation)
             try:
                 started = monotonic()
+                await self.membership.check(generation)  # fetched by a worker paused past its session?
                 deliveries = await self.batch_handlers[topic](records)
                 took = monotonic() - started
                 if took > SLOW_BATCH_SECONDS:
                     logger.warning("a batch of %d %s records took %.2f s", len(records), topic, took)
+            except NotProcessed as exc:  # given up before anything was written (the zombie fence)
+                logger.warning("a batch of %d %s records is given up: %s", len(records), topic, exc)
+                done.set_result(None)
+                await self._read_again(acks[topic])
+                continue
             except BaseException as exc:
                 done.set_exception(exc)
                 done.exception()  # retrieved here; the exception itself goes up to faust's fetcher
                 raise
+            finally:
+                done_handling(handling)
             if deliveries:
                 delivered = asyncio.gather(*(delivery.future for delivery in deliveries))
                 delivered.add_done_callback(partial(self._on_delivered, acks[topic], done))
@@ -197,6 +222,21 @@ class BatchConsumer(Consumer):
                 self._on_delivered(acks[topic], done, None)
         # no commit from here: faust's commit timer commits the acknowledged ranges (a commit
         # waits for the producer to flush, which would stop fetching meanwhile)
+
+    async def _read_again(self, acks: list[tuple[TP, int, int]]) -> None:
+        """Fetch a given-up batch's partitions again from where it began, while they are still ours.
+
+        (When the worker has left the group, the rebalance that follows starts them at the committed
+        offsets anyway; this is for a batch given up while the worker stays their owner.)
+        """
+        assigned = self.assignment()
+        for tp, start, _ in acks:
+            if tp not in assigned:
+                continue
+            try:
+                await self.seek(tp, start)
+            except Exception as exc:  # revoked meanwhile: its next owner starts at the committed offset
+                logger.info("%s[%d] not read again from %d: %r", tp.topic, tp.partition, start, exc)
 
     def _on_delivered(
         self, acks: list[tuple[TP, int, int]], done: asyncio.Future[Any], delivered: Any
@@ -265,6 +305,7 @@ class BatchConsumer(Consumer):
         (At most ``PENDING_WAIT_SECONDS``: batches whose records never reach the broker stay
         unacknowledged and are processed again, which is at-least-once.)
         """
+        self.membership.abandon()
         for hook in _abandon_hooks:
             try:
                 hook()
