@@ -79,10 +79,13 @@ class BatchConsumer(Consumer):
         self._pending: set[asyncio.Future[Any]] = set()
         #: the zombie fence (streamapp.runtime.consumer.fence): batches write only while in the group
         self.membership = Membership(self._group_member, float(self.app.conf.broker_session_timeout))
+        sender = getattr(self.app, "batch_sender", None)
+        if sender is not None:  # batches queued before a pause are fenced at the producer too
+            sender.membership = self.membership
 
     def _group_member(self) -> GroupMember | None:
         consumer = getattr(self._thread, "_consumer", None)  # None until the consumer thread starts
-        return None if consumer is None else aiokafka_group_member(consumer)
+        return None if consumer is None else aiokafka_group_member(consumer, self._thread.call_thread)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         self.membership.confirm()  # the coordinator has just given this member its partitions

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import monotonic
 from typing import Any, Protocol
 
@@ -185,10 +185,16 @@ class _AiokafkaGroupMember:
     ``_do_heartbeat()``, what its heartbeat task sends every interval: on UnknownMemberId or
     IllegalGeneration it resets the generation and requests a rejoin, so asking also starts the
     rebalance that moves this worker on. (To move to streamapp.runtime.faust_compat.)
+
+    faust runs the aiokafka consumer on an event loop of its own thread: the heartbeat is sent
+    there (``in_consumer_thread``, faust's ``call_thread``); the attributes are only read.
     """
 
-    def __init__(self, coordinator: Any) -> None:
+    def __init__(
+        self, coordinator: Any, in_consumer_thread: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+    ) -> None:
         self._coordinator = coordinator
+        self._in_consumer_thread = in_consumer_thread
 
     @property
     def generation(self) -> int:
@@ -201,13 +207,18 @@ class _AiokafkaGroupMember:
 
     async def heartbeat(self) -> bool:
         try:
-            return bool(await self._coordinator._do_heartbeat())
+            return bool(await self._in_consumer_thread(self._coordinator._do_heartbeat))
         except Exception as exc:  # e.g. no coordinator known right now: no answer yet
             logger.debug("heartbeat for the zombie fence failed: %r", exc)
             return False
 
 
-def aiokafka_group_member(aiokafka_consumer: Any) -> GroupMember | None:
-    """The group membership of an aiokafka consumer (None before it has a coordinator)."""
+def aiokafka_group_member(
+    aiokafka_consumer: Any, in_consumer_thread: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+) -> GroupMember | None:
+    """The group membership of an aiokafka consumer (None before it has a coordinator).
+
+    ``in_consumer_thread(coroutine_function)`` runs it on the consumer's own event loop.
+    """
     coordinator = getattr(aiokafka_consumer, "_coordinator", None)
-    return None if coordinator is None else _AiokafkaGroupMember(coordinator)
+    return None if coordinator is None else _AiokafkaGroupMember(coordinator, in_consumer_thread)

@@ -13,6 +13,7 @@ from faust.types import TP
 
 from streamapp.runtime.consumer import BatchConsumer, MembershipLost, NotProcessed, check_membership
 from streamapp.runtime.consumer.fence import Membership, done_handling, handling_batch
+from streamapp.runtime.producer import BatchSender
 
 SESSION_TIMEOUT = 10.0
 
@@ -230,3 +231,46 @@ async def test_a_batch_of_a_confirmed_member_is_handled_and_acknowledged() -> No
     assert handled == [5]
     assert consumer._n_acked == 5
     assert consumer.sought == []
+
+
+# -- batches queued before a pause are fenced at the producer ------------------------------------
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[TP] = []
+
+    async def send_batch(self, builder: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        self.sent.append(TP(topic, partition))
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(SimpleNamespace(offset=0))
+        return done
+
+
+def _sender(membership: Membership) -> tuple[BatchSender, FakeProducer]:
+    producer = FakeProducer()
+    kafka = SimpleNamespace(_ensure_producer=lambda: producer)
+    app: Any = SimpleNamespace(in_transaction=False, producer=kafka)
+    sender = BatchSender(app)
+    sender.membership = membership
+    return sender, producer
+
+
+async def test_a_batch_queued_before_a_pause_past_the_session_timeout_is_not_sent() -> None:
+    clock, member = FakeClock(), FakeMember("refused")
+    membership = _membership(member, clock)
+    membership.confirm()
+    sender, producer = _sender(membership)
+    clock.now += 14  # queued, then SIGSTOP before the sender task handed it to the producer
+    delivered = await sender.submit(TOPIC_PARTITION, object())
+    with pytest.raises(MembershipLost):
+        await delivered
+    assert producer.sent == []
+
+
+async def test_a_batch_of_a_trusted_member_goes_to_the_producer() -> None:
+    clock, member = FakeClock(), FakeMember()
+    membership = _membership(member, clock)
+    membership.confirm()
+    sender, producer = _sender(membership)
+    await (await sender.submit(TOPIC_PARTITION, object()))
+    assert producer.sent == [TOPIC_PARTITION]
+    assert member.heartbeats == 0
