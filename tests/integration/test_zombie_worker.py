@@ -35,10 +35,11 @@ async def _pause(worker: Worker) -> None:
 
 
 SKIPPED_AT_TAKEOVER = (
-    "open, separate from the zombie overwrite (which the fence stops): about once per run a burst "
-    "is counted 2 instead of 6 by the worker that took the paused one's partitions, its first "
-    "records skipped between two of the new owner's fetches (one changelog write for the key, from "
-    "a fresh state, before the paused worker resumed); see docs/operations.md, 'Soak'"
+    "open, separate from the zombie overwrite (which the fence stops): about once per run the "
+    "worker that took the paused one's partitions drops a fetch's records (offsets 996-1043 in "
+    "one run) and handles the next; read again after the next rebalance, the records of the burst "
+    "split by the gap pass for already applied (replay protection by newest source offset): "
+    "counted 2 instead of 6; see docs/operations.md, 'Soak'"
 )
 
 
