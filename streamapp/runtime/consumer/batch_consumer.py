@@ -176,14 +176,20 @@ class BatchConsumer(Consumer):
     ) -> None:
         by_topic: dict[str, list[ConsumerRecord]] = {}
         acks: dict[str, list[tuple[TP, int, int]]] = {}
+        skipped: list[tuple[TP, int, int]] = []
         for tp, records in fetched.items():
-            if active is not None and tp not in active and tp not in self._buffered_partitions:
-                continue  # what faust's getmany skips too: a partition paused since the fetch
             read = self._read_offset[tp]  # the next offset to process (None before the first)
             if read is not None and records[0].offset < read:
                 records = [record for record in records if record.offset >= read]
                 if not records:
                     continue
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                # what faust's getmany skips too: a partition not in the active set taken before
+                # the fetch (paused since, or resumed during it). The position has moved past
+                # these records: back to them, or they are lost until a rebalance, and the replay
+                # protection (newest source offset per key) would then take some for applied
+                skipped.append((tp, records[0].offset, records[-1].offset))
+                continue
             first, last = records[0].offset, records[-1].offset
             committed = self._committed_offset[tp]
             start = read if read is not None else first if committed is None else min(first, committed)
@@ -193,6 +199,8 @@ class BatchConsumer(Consumer):
             # what faust's per-record path tells its monitor (lag and throughput figures)
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             count_received(self.app, tp, len(records), last)
+        if skipped:
+            await self._read_again(skipped)
         # each topic's offsets are acknowledged when its own deliveries are done: a handler that
         # waits off the fetch path (the users topic while the registry is down) holds no other topic
         for topic, records in by_topic.items():
@@ -227,10 +235,10 @@ class BatchConsumer(Consumer):
         # waits for the producer to flush, which would stop fetching meanwhile)
 
     async def _read_again(self, acks: list[tuple[TP, int, int]]) -> None:
-        """Fetch a given-up batch's partitions again from where it began, while they are still ours.
+        """Fetch partitions again from ``start`` of each (tp, start, last), while they are still ours.
 
-        (When the worker has left the group, the rebalance that follows starts them at the committed
-        offsets anyway; this is for a batch given up while the worker stays their owner.)
+        For a batch given up or records skipped. (When the worker has left the group, the
+        rebalance that follows starts them at the committed offsets anyway.)
         """
         assigned = self.assignment()
         for tp, start, _ in acks:
