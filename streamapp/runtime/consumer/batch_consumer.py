@@ -104,11 +104,13 @@ class BatchConsumer(Consumer):
         handlers = self.batch_handlers
         if not records:
             return records, active_partitions
-        if not self.flow_active or self.app.consumer_generation_id != generation:
-            # a rebalance began during the fetch: faust's own path seeks back (or hands the
-            # records to the agents' streams, which take the same handlers)
+        if not self.flow_active:
+            # a rebalance began during the fetch: faust's own path seeks back to the committed offsets
             return records, active_partitions
         fetched = cast(dict[TP, Any], records)  # aiokafka's fetch result: a plain dict
+        if self.app.consumer_generation_id != generation:
+            await self._read_again_after_rebalance(fetched)
+            return records, active_partitions
         recovery: Any = cast(Any, self.app.tables).recovery
         changelogs = [
             tp for tp in fetched if tp in recovery.tp_to_table and _restorable(recovery.tp_to_table[tp])
@@ -119,6 +121,30 @@ class BatchConsumer(Consumer):
         if taken:
             await self._handle(taken, active_partitions, generation)
         return records, active_partitions
+
+    async def _read_again_after_rebalance(self, fetched: dict[TP, list[ConsumerRecord]]) -> None:
+        """A rebalance ended during the fetch (flow already resumed): read its records again.
+
+        faust's getmany would hand them to the agents' streams, whose handler runs them after the
+        records of later fetches: the replay protection (newest source offset per key) then took
+        a burst's first records, handled last, for records already applied (counted 2 of 6).
+        They start where the consumer was when they were fetched, which may be past the committed
+        offset the new generation's recovery seeks to (faust resumes the flow before that seek):
+        read again from the lower of the two (a repeat is dropped by the replay protection).
+        """
+        handled = [tp for tp in fetched if tp.topic in self.batch_handlers]
+        again = []
+        for tp in handled:
+            if fetched[tp]:
+                committed = self._committed_offset[tp]
+                first = fetched[tp][0].offset
+                start = first if committed is None else min(first, committed)
+                again.append((tp, start, fetched[tp][-1].offset))
+        for tp in handled:
+            fetched.pop(tp)
+        if again:
+            logger.info("%d partitions fetched across a rebalance: read again", len(again))
+            await self._read_again(again)
 
     async def _restore(self, recovery: Any, fetched: dict[TP, list[ConsumerRecord]]) -> None:
         """Write fetched changelog records to the tables' RocksDB, one write batch per partition.
@@ -189,6 +215,10 @@ class BatchConsumer(Consumer):
                 # these records: back to them, or they are lost until a rebalance, and the replay
                 # protection (newest source offset per key) would then take some for applied
                 skipped.append((tp, records[0].offset, records[-1].offset))
+                logger.info(
+                    "%s[%d] %d-%d fetched while not active: read again",
+                    tp.topic, tp.partition, records[0].offset, records[-1].offset,
+                )  # fmt: skip
                 continue
             first, last = records[0].offset, records[-1].offset
             committed = self._committed_offset[tp]

@@ -291,3 +291,16 @@ async def test_records_of_a_partition_outside_the_active_set_are_read_again_not_
     assert handled == []
     assert consumer._n_acked == 0
     assert consumer.sought == [(TOPIC_PARTITION, 996)]
+
+
+async def test_records_fetched_across_a_rebalance_are_read_again_not_left_to_the_agent_streams() -> None:
+    """faust's getmany would hand them to the agents' streams, handled after later fetches."""
+    handled: list[int] = []
+    consumer = _batch_consumer(_membership(FakeMember(), FakeClock()), handled)
+    other = TP("not-batched", 0)
+    fetched = {TOPIC_PARTITION: _records(6544, 20), other: _records(5, 1)}
+    consumer._read_again_after_rebalance = BatchConsumer._read_again_after_rebalance.__get__(consumer)
+    await consumer._read_again_after_rebalance(fetched)
+    assert consumer.sought == [(TOPIC_PARTITION, 100)]  # the committed offset, if lower
+    assert list(fetched) == [other]  # only faust's own topics go on to faust's path
+    assert handled == []
