@@ -45,7 +45,7 @@ from streamapp.observability.metrics import (
     STATE_RESETS_TOTAL,
 )
 from streamapp.rules.base import Apply, Judge, Late, State, step
-from streamapp.runtime.consumer import drain_to_router
+from streamapp.runtime.consumer import check_membership, drain_to_router
 from streamapp.runtime.producer import Delivery
 from streamapp.settings import Settings
 from streamapp.types import Envelope, RecordSink, StateStore
@@ -196,6 +196,10 @@ async def detect_batch(records: Sequence[ConsumerRecord], detector: Detector) ->
     deliveries = [delivery for delivery in published if delivery is not None]
     if deliveries:
         await asyncio.gather(*deliveries)
+    # the zombie fence: a worker paused past its session timeout (its partitions may have moved)
+    # gives the batch up here rather than write states computed from its stale ones; no await
+    # between this check and the writes (streamapp.runtime.consumer.fence)
+    await check_membership()
     for partition, key, state in changed_states:
         store.store(partition, key, state, batches)
     for partition in {partition for partition, _, _ in changed_states}:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
@@ -21,10 +21,13 @@ from typing import Any
 __all__ = [
     "PRIVATE",
     "Private",
+    "consumer_thread",
     "create_topic_of",
     "default_kafka_producer",
     "end_recovery",
     "events_received_at",
+    "group_coordinator",
+    "heartbeat",
     "kafka_client",
     "key_index",
     "prometheus_metrics",
@@ -119,6 +122,19 @@ PRIVATE: tuple[Private, ...] = (
         "aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms", "shorten the fetch max wait"
     ),
     Private("aiokafka.consumer.consumer:AIOKafkaConsumer", "_client", "refresh a consumer's metadata"),
+    # the zombie fence (streamapp.runtime.consumer.fence): is this worker still in its group?
+    Private("faust.transport.consumer:ThreadDelegateConsumer", "_thread", "reach the consumer thread"),
+    Private(
+        "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread",
+        "_consumer",
+        "reach the aiokafka consumer without starting it",
+    ),
+    Private("aiokafka.consumer.consumer:AIOKafkaConsumer", "_coordinator", "ask the group coordinator"),
+    Private(
+        "aiokafka.consumer.group_coordinator:GroupCoordinator",
+        "_do_heartbeat",
+        "send one heartbeat before writing (refused: the worker has left the group)",
+    ),
     # the changelog restore of the batch consumer and the healing recovery (streamapp.runtime.recovery)
     Private(_RECOVERY, "_active_events_received_at", "tell recovery a batch of changelog records arrived"),
     Private(_RECOVERY, "_standby_events_received_at", "tell recovery a batch of standby records arrived"),
@@ -164,6 +180,23 @@ PRIVATE: tuple[Private, ...] = (
 def kafka_client(consumer: Any) -> Any:
     """The aiokafka client of an aiokafka consumer (its metadata)."""
     return consumer._client
+
+
+def consumer_thread(consumer: Any) -> Any:
+    """faust's consumer thread of a faust consumer (its ``call_thread`` runs on that loop)."""
+    return consumer._thread
+
+
+def group_coordinator(consumer_thread: Any) -> Any | None:
+    """The aiokafka group coordinator behind faust's consumer thread (None before it has one)."""
+    aiokafka_consumer = getattr(consumer_thread, "_consumer", None)
+    return None if aiokafka_consumer is None else getattr(aiokafka_consumer, "_coordinator", None)
+
+
+def heartbeat(coordinator: Any) -> Callable[[], Awaitable[bool]]:
+    """One heartbeat, as the coordinator's heartbeat task sends it: on UnknownMemberId or
+    IllegalGeneration it resets the generation and asks to rejoin (False)."""
+    return coordinator._do_heartbeat  # type: ignore[no-any-return]
 
 
 def set_fetch_max_wait(consumer: Any, milliseconds: int) -> None:

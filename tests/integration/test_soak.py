@@ -54,14 +54,6 @@ def _failed(body: dict) -> int:
     return int(sum(w["failed"] for w in body.get("windows", [])))
 
 
-SOAK_BUG = (
-    "open bug (docs/operations.md, 'Soak'): a worker paused past the session timeout and resumed "
-    "(SIGSTOP/SIGCONT) finishes its in-flight batch as a zombie and overwrites newer state written "
-    "by the worker that took its partitions; those bursts' counts and alerts are lost"
-)
-
-
-@pytest.mark.xfail(reason=SOAK_BUG, strict=False)
 async def test_soak_with_random_faults_accounts_for_every_event_and_alert(
     kafka_cluster: ClusterUnderTest, names, worker_factory
 ):

@@ -17,7 +17,16 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 from streamapp.observability.faust_sensors import count_received
+from streamapp.runtime.consumer.errors import NotProcessed
+from streamapp.runtime.consumer.fence import (
+    GroupMember,
+    Membership,
+    aiokafka_group_member,
+    done_handling,
+    handling_batch,
+)
 from streamapp.runtime.faust_compat import (
+    consumer_thread,
     default_kafka_producer,
     end_recovery,
     events_received_at,
@@ -50,10 +59,6 @@ PENDING_WAIT_SECONDS = 30.0
 FETCH_MAX_WAIT_MS = 50
 
 
-class NotProcessed(Exception):
-    """A delivery that fails with this gives its records up: not acknowledged, read again, no crash."""
-
-
 #: called (synchronously) when a rebalance or a stop waits for the batches being handled: a
 #: handler that waits off the fetch path (see streamapp.schema.registry_service.RegistryGate) gives up
 _abandon_hooks: list[Callable[[], None]] = []
@@ -80,6 +85,18 @@ class BatchConsumer(Consumer):
         super().__init__(*args, **kwargs)
         #: one future per handled fetch, done once its records are delivered and acknowledged
         self._pending: set[asyncio.Future[Any]] = set()
+        #: the zombie fence (streamapp.runtime.consumer.fence): batches write only while in the group
+        self.membership = Membership(self._group_member, float(self.app.conf.broker_session_timeout))
+        sender = getattr(self.app, "batch_sender", None)
+        if sender is not None:  # batches queued before a pause are fenced at the producer too
+            sender.membership = self.membership
+
+    def _group_member(self) -> GroupMember | None:
+        return aiokafka_group_member(consumer_thread(self))  # None until the consumer thread starts
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self.membership.confirm()  # the coordinator has just given this member its partitions
+        await super().on_partitions_assigned(assigned, generation_id)
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -112,7 +129,7 @@ class BatchConsumer(Consumer):
         router = self.batch_router
         taken = {tp: fetched.pop(tp) for tp in [tp for tp in fetched if tp.topic in router]}
         if taken:
-            await self._handle(taken, active_partitions)
+            await self._handle(taken, active_partitions, generation)
         return records, active_partitions
 
     async def _restore(self, recovery: Any, fetched: dict[TP, list[ConsumerRecord]]) -> None:
@@ -166,7 +183,9 @@ class BatchConsumer(Consumer):
         if not recovery.tables.standbys_ready and not recovery.standby_remaining_total():
             recovery.tables.on_standbys_ready()
 
-    async def _handle(self, fetched: dict[TP, list[ConsumerRecord]], active: set[TP] | None) -> None:
+    async def _handle(
+        self, fetched: dict[TP, list[ConsumerRecord]], active: set[TP] | None, generation: int | None = None
+    ) -> None:
         by_topic: dict[str, list[ConsumerRecord]] = {}
         acks: dict[str, list[tuple[TP, int, int]]] = {}
         paused = {
@@ -199,16 +218,25 @@ class BatchConsumer(Consumer):
             done = asyncio.get_running_loop().create_future()
             self._pending.add(done)
             done.add_done_callback(self._pending.discard)
+            handling = handling_batch(self.membership, generation)
             try:
                 started = monotonic()
+                await self.membership.check(generation)  # fetched by a worker paused past its session?
                 deliveries = await self.batch_router.handle(topic, records)
                 took = monotonic() - started
                 if took > SLOW_BATCH_SECONDS:
                     logger.warning("a batch of %d %s records took %.2f s", len(records), topic, took)
+            except NotProcessed as exc:  # given up before anything was written (the zombie fence)
+                logger.warning("a batch of %d %s records is given up: %s", len(records), topic, exc)
+                done.set_result(None)
+                await self._read_again(acks[topic])
+                continue
             except BaseException as exc:
                 done.set_exception(exc)
                 done.exception()  # retrieved here; the exception itself goes up to faust's fetcher
                 raise
+            finally:
+                done_handling(handling)
             if deliveries:
                 delivered = asyncio.gather(*(delivery.future for delivery in deliveries))
                 delivered.add_done_callback(partial(self._on_delivered, acks[topic], done))
@@ -240,6 +268,21 @@ class BatchConsumer(Consumer):
                 await self.seek(tp, offset)
             except (IllegalStateError, AssertionError) as exc:  # revoked meanwhile
                 logger.debug("not seeking %s back: %r", tp, exc)
+
+    async def _read_again(self, acks: list[tuple[TP, int, int]]) -> None:
+        """Fetch partitions again from ``start`` of each (tp, start, last) of a batch given up.
+
+        Only while they are still ours: once the worker has left the group, the rebalance that
+        follows starts them at the committed offsets anyway.
+        """
+        assigned = self.assignment()
+        for tp, start, _ in acks:
+            if tp not in assigned:
+                continue
+            try:
+                await self.seek(tp, start)
+            except (IllegalStateError, AssertionError) as exc:  # revoked meanwhile
+                logger.info("%s[%d] not read again from %d: %r", tp.topic, tp.partition, start, exc)
 
     def _on_delivered(
         self, acks: list[tuple[TP, int, int]], done: asyncio.Future[Any], delivered: Any

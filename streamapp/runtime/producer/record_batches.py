@@ -163,7 +163,17 @@ class BatchSender:
     an older state after a newer one). Under exactly-once each batch is sent under the worker's
     transaction lock, so it joins the open transaction and never one being committed. The queue
     is bounded: when the broker falls behind, :meth:`submit` waits (backpressure).
+
+    Each batch passes the worker's zombie fence (:attr:`membership`, set by the batch consumer)
+    first: a worker paused after a batch was queued, and no longer in its group when it resumes,
+    fails the delivery (``MembershipLost``: not acknowledged, read again by the new owner) instead
+    of writing stale states after the new owner's. The changelog offset it would have remembered
+    stays behind the new owner's records, so its RocksDB, should the partition come back, takes
+    them over its own unsent writes.
     """
+
+    #: streamapp.runtime.consumer.fence.Membership of the worker's consumer (None: no fence)
+    membership: Any = None
 
     def __init__(self, app: AppT, max_queued: int = 512) -> None:
         self.app = app
@@ -198,6 +208,8 @@ class BatchSender:
         while True:
             tp, builder, delivered = await queue.get()
             try:
+                if self.membership is not None:  # no await while membership is trusted
+                    await self.membership.check(None)
                 producer = self.kafka_producer()
                 transactional_id = self._transactional_id()
                 if transactional_id is not None:

@@ -32,6 +32,13 @@ class _Handler:
         return [Delivery(TP("out", 0), len(records), future)]
 
 
+class _TrustedMember:
+    """The zombie fence of a worker the group coordinator has just confirmed."""
+
+    async def check(self, generation: int | None) -> None:
+        return None
+
+
 def _consumer(router: Router) -> Any:
     """The state of faust's Consumer that the hand-off reads and writes."""
     monitor = SimpleNamespace(
@@ -41,7 +48,8 @@ def _consumer(router: Router) -> Any:
     crashed: list[BaseException] = []
     consumer = SimpleNamespace(
         app=SimpleNamespace(monitor=monitor, batch_router=router, loop=asyncio.get_running_loop()),
-        batch_router=router, _pending=set(), _read_offset=defaultdict(lambda: None),
+        batch_router=router, membership=_TrustedMember(), _pending=set(),
+        _read_offset=defaultdict(lambda: None),
         _committed_offset=defaultdict(lambda: None), _buffered_partitions=set(), _acked=defaultdict(list),
         _acked_index=defaultdict(set), _n_acked=0, highwater=lambda tp: 1000, crashed=crashed,
     )  # fmt: skip
