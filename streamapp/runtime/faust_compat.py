@@ -89,87 +89,109 @@ _RECOVERY = "faust.tables.recovery:Recovery"
 _STORE = "faust.stores.rocksdb:Store"
 _PRODUCER = "faust.transport.drivers.aiokafka:Producer"
 
+
 #: every private attribute streamapp reads, writes, calls or overrides
+def _of(owner: str, **why: str) -> tuple[Private, ...]:
+    """The private attributes of one class of a dependency, each with what streamapp does with it."""
+    return tuple(Private(owner, name, reason) for name, reason in why.items())
+
+
 PRIVATE: tuple[Private, ...] = (
     # the batch consumer (streamapp.runtime.consumer): faust's offset bookkeeping, acknowledged as ranges
-    Private(_CONSUMER, "_read_offset", "skip records of a fetch already handed over"),
-    Private(_CONSUMER, "_committed_offset", "acknowledge from the committed offset on"),
-    Private(_CONSUMER, "_acked", "acknowledge a fetch's offsets as a range"),
-    Private(_CONSUMER, "_acked_index", "acknowledge a fetch's offsets as a range"),
-    Private(_CONSUMER, "_n_acked", "count the acknowledged offsets like faust's ack()"),
-    Private(_CONSUMER, "_buffered_partitions", "skip partitions paused since the fetch"),
-    Private(_CONSUMER, "_new_offset", "find the offset to commit (unit tests of the ranges)"),
-    Private(_CONSUMER, "_wait_next_records", "take a whole fetch before faust's per-record path (override)"),
-    Private(
-        "faust.transport.drivers.aiokafka:Consumer", "_new_consumer_thread", "use its own consumer thread"
+    *_of(
+        _CONSUMER,
+        _read_offset="skip records of a fetch already handed over",
+        _committed_offset="acknowledge from the committed offset on",
+        _acked="acknowledge a fetch's offsets as a range",
+        _acked_index="acknowledge a fetch's offsets as a range",
+        _n_acked="count the acknowledged offsets like faust's ack()",
+        _buffered_partitions="skip partitions paused since the fetch",
+        _new_offset="find the offset to commit (unit tests of the ranges)",
+        _wait_next_records="take a whole fetch before faust's per-record path (override)",
     ),
-    Private(
+    *_of(
+        "faust.transport.drivers.aiokafka:Consumer",
+        _new_consumer_thread="use its own consumer thread",
+    ),
+    *_of(
         "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread",
-        "_create_worker_consumer",
-        "shorten the fetch max wait of the aiokafka consumer (override)",
+        _create_worker_consumer="shorten the fetch max wait of the aiokafka consumer (override)",
+        _highwaters="ask the broker for the last stable offset of partitions not fetched yet (override)",
+        _ensure_consumer="reach the aiokafka consumer",
     ),
-    Private(
-        "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread",
-        "_highwaters",
-        "ask the broker for the last stable offset of partitions not fetched yet (override)",
+    *_of(
+        "aiokafka.consumer.consumer:AIOKafkaConsumer",
+        _fetch_max_wait_ms="shorten the fetch max wait",
+        _client="refresh a consumer's metadata",
     ),
-    Private(
-        "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread",
-        "_ensure_consumer",
-        "reach the aiokafka consumer",
-    ),
-    Private(
-        "aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms", "shorten the fetch max wait"
-    ),
-    Private("aiokafka.consumer.consumer:AIOKafkaConsumer", "_client", "refresh a consumer's metadata"),
     # the zombie fence (streamapp.runtime.consumer.fence): is this worker still in its group?
-    Private("faust.transport.consumer:ThreadDelegateConsumer", "_thread", "reach the consumer thread"),
-    Private(
-        "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread",
-        "_consumer",
-        "reach the aiokafka consumer without starting it",
+    *_of(
+        "faust.transport.consumer:ThreadDelegateConsumer",
+        _thread="reach the consumer thread",
     ),
-    Private("aiokafka.consumer.consumer:AIOKafkaConsumer", "_coordinator", "ask the group coordinator"),
-    Private(
+    *_of(
+        "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread",
+        _consumer="reach the aiokafka consumer without starting it",
+    ),
+    *_of(
+        "aiokafka.consumer.consumer:AIOKafkaConsumer",
+        _coordinator="ask the group coordinator",
+    ),
+    *_of(
         "aiokafka.consumer.group_coordinator:GroupCoordinator",
-        "_do_heartbeat",
-        "send one heartbeat before writing (refused: the worker has left the group)",
+        _do_heartbeat="send one heartbeat before writing (refused: the worker has left the group)",
     ),
     # the changelog restore of the batch consumer and the healing recovery (streamapp.runtime.recovery)
-    Private(_RECOVERY, "_active_events_received_at", "tell recovery a batch of changelog records arrived"),
-    Private(_RECOVERY, "_standby_events_received_at", "tell recovery a batch of standby records arrived"),
-    Private(_RECOVERY, "_set_recovery_ended", "end recovery after restoring changelogs in batches"),
-    Private(_RECOVERY, "_build_offsets", "discard local state ahead of its changelog (override)"),
-    Private("faust.tables.manager:TableManager", "_recovery", "install the healing recovery"),
-    # table state (tables.base, streamapp.runtime.recovery): one RocksDB per partition
-    Private(_STORE, "_db_for_partition", "read and write a partition's RocksDB in batches"),
-    Private(_STORE, "_dbs", "sweep and discard the partitions' RocksDBs"),
-    Private(_STORE, "_key_index", "keep faust's key -> partition index in step with our writes"),
-    # the producer side (streamapp.runtime.producer, streamapp.runtime.transactions)
-    Private(_PRODUCER, "_ensure_producer", "send whole record batches with the aiokafka producer"),
-    Private(_PRODUCER, "_transaction_producers", "send batches with the worker's transactional producer"),
-    Private(_PRODUCER, "_trn_locks", "send batches within the worker's transaction"),
-    Private(
-        "aiokafka.producer.producer:AIOKafkaProducer", "_txn_manager", "begin a transaction after a rebalance"
+    *_of(
+        _RECOVERY,
+        _active_events_received_at="tell recovery a batch of changelog records arrived",
+        _standby_events_received_at="tell recovery a batch of standby records arrived",
+        _set_recovery_ended="end recovery after restoring changelogs in batches",
+        _build_offsets="discard local state ahead of its changelog (override)",
     ),
-    Private("aiokafka.client:AIOKafkaClient", "_wait_on_metadata", "learn a topic's partition count"),
-    Private("aiokafka.client:AIOKafkaClient", "_topics", "keep every tracked topic in the metadata"),
-    Private(
+    *_of(
+        "faust.tables.manager:TableManager",
+        _recovery="install the healing recovery",
+    ),
+    # table state (tables.base, streamapp.runtime.recovery): one RocksDB per partition
+    *_of(
+        _STORE,
+        _db_for_partition="read and write a partition's RocksDB in batches",
+        _dbs="sweep and discard the partitions' RocksDBs",
+        _key_index="keep faust's key -> partition index in step with our writes",
+    ),
+    # the producer side (streamapp.runtime.producer, streamapp.runtime.transactions)
+    *_of(
+        _PRODUCER,
+        _ensure_producer="send whole record batches with the aiokafka producer",
+        _transaction_producers="send batches with the worker's transactional producer",
+        _trn_locks="send batches within the worker's transaction",
+    ),
+    *_of(
+        "aiokafka.producer.producer:AIOKafkaProducer",
+        _txn_manager="begin a transaction after a rebalance",
+    ),
+    *_of(
+        "aiokafka.client:AIOKafkaClient",
+        _wait_on_metadata="learn a topic's partition count",
+        _topics="keep every tracked topic in the metadata",
+    ),
+    *_of(
         "faust.transport.consumer:TransactionManager",
-        "_start_transactions",
-        "start the one transactional producer",
+        _start_transactions="start the one transactional producer",
     ),
     # the app (streamapp.app, streamapp.runtime.replication, streamapp.observability.faust_sensors)
-    Private(
-        "faust.app.base:App", "_new_transport", "use the batch consumer and replicated topics (override)"
+    *_of(
+        "faust.app.base:App",
+        _new_transport="use the batch consumer and replicated topics (override)",
     ),
-    Private(
-        "faust.transport.drivers.aiokafka:Transport", "_create_topic", "create topics with their replication"
+    *_of(
+        "faust.transport.drivers.aiokafka:Transport",
+        _create_topic="create topics with their replication",
     ),
-    Private(
+    *_of(
         "faust.sensors.prometheus:PrometheusMonitor",
-        "_metrics",
-        "count batches in faust's Prometheus metrics",
+        _metrics="count batches in faust's Prometheus metrics",
     ),
 )
 
