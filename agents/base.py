@@ -459,6 +459,8 @@ def detector_for(
     held: HeldKeys | None = None,
 ) -> Detector:
     """A detector on a worker: ``table``'s RocksDB, the app's producer, its alerts topic and clock."""
+    # the worker's collaborators: importing them builds the app, which a Detector with fakes does
+    # not need (tests/unit/agents)
     from streamapp.pipeline.alerting import Alerting
     from streamapp.runtime.clock import worker_clock
     from streamapp.runtime.producer import RecordBatches

@@ -146,6 +146,7 @@ def declare_routes(router: Router, app: faust.App, settings: Settings) -> None:
     streamapp.rules -> `alerts` (streamapp.pipeline.alerting). Runs at the first fetch
     (streamapp.runtime.router.Router), once every app module is imported.
     """
+    # agents and topics import this module (the app they register with): imported here, not above
     from agents import (
         analyze_prices,
         detect_account_takeover,
