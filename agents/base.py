@@ -48,7 +48,7 @@ from streamapp.rules.base import Apply, Judge, Late, State, step
 from streamapp.runtime.consumer import check_membership, drain_to_router
 from streamapp.runtime.producer import Delivery
 from streamapp.settings import Settings
-from streamapp.types import Envelope, RecordSink, StateStore
+from streamapp.types import Envelope, ForwardedRecord, RecordSink, StateStore
 
 __all__ = ["TICK", "Apply", "Detector", "HeldKeys", "Judge", "Updates", "detect", "detect_batch"]
 
@@ -263,9 +263,12 @@ def envelope_problem(
 ) -> tuple[Envelope[Any] | None, str | None]:
     """(envelope, None) for a by-entity record the app could have written, else (None, why).
 
-    Its event must pass the source's parser again (streamapp.models.decode_envelope), which
-    bounds its time by the clock skew: a forged one must not move the event clock.
+    Read back from the topic, its event must pass the source's parser again
+    (streamapp.models.decode_envelope), which bounds its time by the clock skew: a forged one must
+    not move the event clock. Handed over in process, it carries the envelope ingest built.
     """
+    if isinstance(record, ForwardedRecord) and record.envelope is not None:
+        return record.envelope, None
     try:
         return decode_envelope(record.value, source_topic, parse), None
     except InvalidEvent as exc:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from streamapp.models import Login, SensorReading, StockPrice, Transaction, User
     from streamapp.runtime.producer import Delivery
 
-__all__ = ["BatchHandler", "Envelope", "Event", "RecordSink", "Rekey", "StateStore"]
+__all__ = ["BatchHandler", "Envelope", "Event", "ForwardedRecord", "RecordSink", "Rekey", "StateStore"]
 
 #: an input event, as the ingest parsers (streamapp.models.parse_*) make it
 Event: TypeAlias = "Login | SensorReading | Transaction | StockPrice | User"
@@ -52,6 +52,16 @@ class Envelope(Generic[E]):
     offset: int
     event: E
     raw: str | None = None
+
+
+@dataclass
+class ForwardedRecord(ConsumerRecord):  # type: ignore[type-arg]
+    """A by-entity record handed to its detector in process (it never went to its topic).
+
+    It carries the envelope ingest built, so the detector neither decodes nor parses it again.
+    """
+
+    envelope: Envelope[Any] | None = None
 
 
 class BatchHandler(Protocol):

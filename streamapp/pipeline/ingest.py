@@ -19,7 +19,7 @@ from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.router import Router
 from streamapp.runtime.topics import dead_letters_topic
 from streamapp.settings import Settings
-from streamapp.types import Envelope, RecordSink, Rekey
+from streamapp.types import Envelope, ForwardedRecord, RecordSink, Rekey
 
 __all__ = [
     "ENVELOPE_OVERHEAD_BYTES",
@@ -185,7 +185,7 @@ async def route_batch(records: Sequence[ConsumerRecord], ingest: Ingest) -> list
             name, partitions, copartitioned = target
             raw_key = key.encode()
             if copartitioned and key_partition(raw_key, partitions) == record.partition:
-                direct.setdefault(name, []).append(_forwarded(name, record, raw_key, payload))
+                direct.setdefault(name, []).append(_forwarded(name, record, raw_key, payload, envelope))
             else:
                 batches.add(name, raw_key, payload)
     if lags:
@@ -197,9 +197,11 @@ async def route_batch(records: Sequence[ConsumerRecord], ingest: Ingest) -> list
     return deliveries
 
 
-def _forwarded(topic: str, source: ConsumerRecord, key: bytes, value: bytes) -> ConsumerRecord:
+def _forwarded(
+    topic: str, source: ConsumerRecord, key: bytes, value: bytes, envelope: Envelope[Any]
+) -> ForwardedRecord:
     """The record a by-entity topic would have delivered (no offset of its own: it never went there)."""
-    return ConsumerRecord(
+    return ForwardedRecord(
         topic=topic,
         partition=source.partition,
         offset=-1,
@@ -211,6 +213,7 @@ def _forwarded(topic: str, source: ConsumerRecord, key: bytes, value: bytes) -> 
         serialized_key_size=len(key),
         serialized_value_size=len(value),
         headers=(),
+        envelope=envelope,
     )
 
 
