@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -86,3 +87,30 @@ class LoginLoad:
                     pass
         finally:
             await producer.stop()
+
+
+def failed_logins(body: dict) -> int:
+    """The failed logins an `/ips/{ip}` answer counts over its windows."""
+    return int(sum(w["failed"] for w in body.get("windows", [])))
+
+
+async def bursts_not_counted(worker: Any, ips: list[str], within: float) -> dict[str, int]:
+    """Ask ``worker`` for every IP until each counts PER_IP or ``within`` s pass: what is left.
+
+    The worker forwards a key it does not own to its owner. The values are the last answers
+    (0 for a 404, -1 for no answer at all).
+    """
+    pending: dict[str, int] = dict.fromkeys(ips, -1)
+    deadline = time.monotonic() + within
+    while pending and time.monotonic() < deadline:
+        for ip in list(pending):
+            try:
+                status, body = await asyncio.to_thread(worker.get, f"/ips/{ip}", 5.0)
+            except OSError:
+                continue
+            pending[ip] = failed_logins(body) if status == 200 else 0
+            if pending[ip] == PER_IP:
+                del pending[ip]
+        if pending:
+            await asyncio.sleep(1.0)
+    return pending

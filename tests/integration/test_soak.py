@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration.conftest import ClusterUnderTest
 from tests.integration.kafka_io import read_all
-from tests.integration.load import PER_IP, LoginLoad
+from tests.integration.load import PER_IP, LoginLoad, bursts_not_counted
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +48,6 @@ class Supervisor(threading.Thread):
 def _write(results: Path, report: dict) -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _failed(body: dict) -> int:
-    return int(sum(w["failed"] for w in body.get("windows", [])))
 
 
 async def test_soak_with_random_faults_accounts_for_every_event_and_alert(
@@ -105,18 +101,7 @@ async def test_soak_with_random_faults_accounts_for_every_event_and_alert(
         await load.stop()
         ran = time.monotonic() - started
         # exact accounting: every burst counted once on the views (any worker answers any key)
-        deadline = time.monotonic() + 120
-        pending: dict[str, int] = dict.fromkeys(load.ips, -1)
-        while pending and time.monotonic() < deadline:
-            for ip in list(pending):
-                try:
-                    status, body = await asyncio.to_thread(workers[0].get, f"/ips/{ip}", 5.0)
-                except OSError:
-                    continue
-                pending[ip] = _failed(body) if status == 200 else 0
-                if pending[ip] == PER_IP:
-                    del pending[ip]
-            await asyncio.sleep(1.0)
+        pending = await bursts_not_counted(workers[0], list(load.ips), within=120)
         wrong = pending  # what every IP still answers after the deadline (-1: no answer)
         settled = time.monotonic() - started - ran
         records = await read_all(

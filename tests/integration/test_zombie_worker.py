@@ -9,22 +9,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 import pytest
 
 from tests.integration.conftest import Worker
-from tests.integration.load import PER_IP, LoginLoad
+from tests.integration.load import PER_IP, LoginLoad, bursts_not_counted
 
 pytestmark = pytest.mark.integration
 
 SESSION_TIMEOUT = 10.0  # the workers' broker_session_timeout
 PAUSE_SECONDS = SESSION_TIMEOUT + 4  # past it: the paused worker's partitions move to the other
 AFTER_RESUME_SECONDS = 16  # the resumed worker rejoins and takes partitions back (and restores them)
-
-
-def _failed(body: dict) -> int:
-    return int(sum(w["failed"] for w in body.get("windows", [])))
 
 
 async def _pause(worker: Worker) -> None:
@@ -51,19 +46,7 @@ async def test_a_resumed_zombie_worker_overwrites_no_newer_count(names, worker_f
     assert load.ips, "no burst was produced"
 
     # every burst counted exactly once, asked of one worker (it forwards to the key's owner)
-    pending: dict[str, int] = dict.fromkeys(load.ips, -1)
-    deadline = time.monotonic() + 90
-    while pending and time.monotonic() < deadline:
-        for ip in list(pending):
-            try:
-                status, body = await asyncio.to_thread(workers[0].get, f"/ips/{ip}", 5.0)
-            except OSError:
-                continue
-            pending[ip] = _failed(body) if status == 200 else 0
-            if pending[ip] == PER_IP:
-                del pending[ip]
-        if pending:
-            await asyncio.sleep(1.0)
+    pending = await bursts_not_counted(workers[0], list(load.ips), within=90)
     for worker in workers:
         assert worker.proc is not None and worker.proc.poll() is None, worker.log_tail()
     under = sorted(ip for ip, count in pending.items() if 0 <= count < PER_IP)
