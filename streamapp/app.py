@@ -162,54 +162,26 @@ def declare_routes(router: Router, app: faust.App, settings: Settings) -> None:
     )
     from streamapp.runtime import topics
 
+    # (topic, the handler's factory, the agent that owns the handler): the factories get the settings
     routes = [
         # ingest: validate and re-key the input topics
-        (topics.logins_topic, route_logins.ingest(app, settings), route_logins.route_logins),
-        (
-            topics.sensor_readings_topic,
-            route_sensor_readings.ingest(app, settings),
-            route_sensor_readings.route_sensor_readings,
-        ),
-        (
-            topics.transactions_topic,
-            route_transactions.ingest(app, settings),
-            route_transactions.route_transactions,
-        ),
-        (
-            topics.stock_prices_topic,
-            route_stock_prices.ingest(app, settings),
-            route_stock_prices.route_stock_prices,
-        ),
-        (topics.users_topic, route_users.ingest(app, settings), route_users.route_users),
+        (topics.logins_topic, route_logins.ingest, route_logins.route_logins),
+        (topics.sensor_readings_topic, route_sensor_readings.ingest,
+         route_sensor_readings.route_sensor_readings),
+        (topics.transactions_topic, route_transactions.ingest, route_transactions.route_transactions),
+        (topics.stock_prices_topic, route_stock_prices.ingest, route_stock_prices.route_stock_prices),
+        (topics.users_topic, route_users.ingest, route_users.route_users),
         # detection: the rules over each entity's events
-        (
-            topics.failed_logins_by_ip_topic,
-            detect_brute_force.detector(app, settings),
-            detect_brute_force.detect_brute_force,
-        ),
-        (
-            topics.logins_by_user_topic,
-            detect_account_takeover.detector(app, settings),
-            detect_account_takeover.detect_account_takeover,
-        ),
-        (
-            topics.transactions_by_card_topic,
-            detect_card_fraud.detector(app, settings),
-            detect_card_fraud.detect_card_fraud,
-        ),
-        (
-            topics.readings_by_sensor_topic,
-            detect_temperature.detector(app, settings),
-            detect_temperature.detect_temperature,
-        ),
-        (
-            topics.prices_by_symbol_topic,
-            analyze_prices.detector(app, settings),
-            analyze_prices.analyze_prices,
-        ),
-    ]
-    for topic, handler, agent in routes:
-        router.declare(topic.get_topic_name(), handler, agent.name)
+        (topics.failed_logins_by_ip_topic, detect_brute_force.detector,
+         detect_brute_force.detect_brute_force),
+        (topics.logins_by_user_topic, detect_account_takeover.detector,
+         detect_account_takeover.detect_account_takeover),
+        (topics.transactions_by_card_topic, detect_card_fraud.detector, detect_card_fraud.detect_card_fraud),
+        (topics.readings_by_sensor_topic, detect_temperature.detector, detect_temperature.detect_temperature),
+        (topics.prices_by_symbol_topic, analyze_prices.detector, analyze_prices.analyze_prices),
+    ]  # fmt: skip
+    for topic, make_handler, agent in routes:
+        router.declare(topic.get_topic_name(), make_handler(app, settings), agent.name)
     # the detections of the control topic read their source topics beside the ingest
     for name in settings.detection_topics:
         router.declare(settings.topic(name), run_detections.route_batch, run_detections.route_detections.name)

@@ -85,13 +85,9 @@ class RecordSink(Protocol):
         ...
 
     def add(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
+        self, topic: str, key: bytes | None, value: bytes | None,
+        partition: int | None = None, headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:  # fmt: skip
         """Queue one record (without ``partition``: the key's, murmur2 like Kafka's clients)."""
 
     async def send(self) -> list[Delivery]:

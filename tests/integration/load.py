@@ -4,6 +4,7 @@ alert each), produced by an idempotent producer until stopped."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -17,9 +18,9 @@ PER_IP = 6  # over the threshold of 5: exactly one brute_force alert per IP
 
 class LoginLoad:
     """``ips_per_round`` new IPs every ``interval`` s, each with ``PER_IP`` failures and 10
-    successes, keyed by IP (or unkeyed: spread over the partitions by the producer, as a producer
-    that does not know the entity sends them); ``ips`` lists every IP whose records the broker
-    acknowledged, ``acked_at`` when (monotonic clock)."""
+    successes, shuffled and unkeyed: spread over the partitions by the producer, as a producer that
+    does not know the entity sends them (``keyed=True``: keyed by IP); ``ips`` lists every IP whose
+    records the broker acknowledged, ``acked_at`` when (monotonic clock)."""
 
     def __init__(
         self,
@@ -27,7 +28,7 @@ class LoginLoad:
         topic: str,
         ips_per_round: int = 4,
         interval: float = 0.5,
-        keyed: bool = True,
+        keyed: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -73,6 +74,7 @@ class LoginLoad:
                     events += [
                         {"ts": now + i * 0.01, "ip": ip, "user": f"u{i}", "success": True} for i in range(10)
                     ]
+                    random.shuffle(events)  # the count is the same in any order within the grace
                     key = ip.encode() if self.keyed else None
                     for event in events:
                         futures.append(await producer.send(self.topic, orjson.dumps(event), key=key))

@@ -242,7 +242,7 @@ async def test_rolling_restart_of_all_three_brokers_under_load_loses_and_duplica
     worker, supervisor = _supervised_exactly_once_worker(kafka_cluster, worker_factory)
     bootstrap = kafka_cluster.bootstrap
     # unkeyed: the producer spreads the bursts over whichever partitions have a leader now
-    load = LoginLoad(bootstrap, names.topic("logins"), keyed=False).start()
+    load = LoginLoad(bootstrap, names.topic("logins")).start()
     arrivals = await CommittedArrivals(bootstrap, names.topic("alerts")).start()
     await asyncio.sleep(15)  # steady state first: the quiet figures to compare with
     steady_until = time.monotonic()
