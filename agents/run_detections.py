@@ -1,8 +1,9 @@
 """run_detections: the detections of the `detections` control topic, live, with no code per detection.
 
 Three parts. ``follow_control`` reads the compacted control topic into the registry (every worker
-reads all of it). ``route_detections`` takes every batch of the source topics the specs may name
-(STREAMAPP_DETECTION_TOPICS, subscribed at start), checks each record against each spec of its
+reads all of it). ``route_detections`` takes every batch of the source topics the specs name
+(STREAMAPP_DETECTION_TOPICS from the start; another topic a spec names is subscribed while the
+worker runs, see streamapp.runtime.subscriptions), checks each record against each spec of its
 topic (a spec-only topic's bad records go to dead-letters with the reason) and forwards the
 events that pass ``where`` to ``<app id>-detection-events``, keyed ``name NUL entity``.
 ``run_detections`` applies the engine to each key's state in ``detection-state``; a timer moves
@@ -32,6 +33,7 @@ from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from streamapp.pipeline.ingest import send_dead_letter
 from streamapp.runtime.consumer import drain_to_router
 from streamapp.runtime.producer import Delivery, RecordBatches
+from streamapp.runtime.subscriptions import LiveTopics
 from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
 from tables.detection_state import detection_state
 
@@ -41,8 +43,10 @@ __all__ = [
     "get_detections",
     "registry",
     "route_batch",
+    "live_topics",
     "route_detections",
     "run_detections",
+    "subscribe_detection_topics",
     "tick_detections",
 ]
 
@@ -87,11 +91,7 @@ def _changed(name: str, engine: Engine | None) -> None:
         _watch.pop(name, None)
         _newest.pop(name, None)
         return
-    if engine.spec.topic not in settings.detection_topics:
-        logger.warning(
-            "detection %s reads topic %r, which this worker does not subscribe to: add it to "
-            "STREAMAPP_DETECTION_TOPICS and restart the workers", name, engine.spec.topic,
-        )  # fmt: skip
+    live_topics.want(settings.topic(engine.spec.topic))  # nothing if consumed already
     for key, summary in list(_watch.get(name, {}).items()):
         if summary.get("shape") != engine.shape:
             _watch[name].pop(key, None)
@@ -124,7 +124,8 @@ async def _loaded() -> None:
 
 
 async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
-    """The batch handler of every topic in STREAMAPP_DETECTION_TOPICS (streamapp.app.declare_routes)."""
+    """The batch handler of every source topic of the specs (streamapp.app.declare_routes for those
+    of STREAMAPP_DETECTION_TOPICS, :data:`live_topics` for those subscribed since)."""
     if not registry.loaded.is_set():
         await _loaded()
     batches = RecordBatches(app)
@@ -170,6 +171,19 @@ async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
 @app.agent(source_topics, name="route-detections")
 async def route_detections(stream: faust.StreamT[bytes]) -> None:
     await drain_to_router(stream, route_detections.name)
+
+
+#: the source topics this worker consumes: STREAMAPP_DETECTION_TOPICS from the start, and every
+#: other topic an applied spec names, subscribed while running (within a second or two)
+live_topics = LiveTopics(
+    app, route_batch, route_detections.name, [settings.topic(name) for name in settings.detection_topics],
+    partitions=settings.partitions,
+)  # fmt: skip
+
+
+@app.task
+async def subscribe_detection_topics() -> None:
+    await live_topics.run()
 
 
 @app.agent(detection_events_topic, name="run-detections")
@@ -277,10 +291,15 @@ async def get_detections(web: View, request: Request) -> Response:
     """The detections this worker runs, with their versions, and the topics it subscribes to."""
     rows = registry.describe()
     for row in rows:
-        row["subscribed"] = row["topic"] in settings.detection_topics
+        row["subscribed"] = live_topics.subscribed(settings.topic(row["topic"]))
         watched = _watch.get(row["name"], {})
         row["keys"] = len(watched)
         # keys holding events not judged yet (they alert up to the grace later)
         row["held_keys"] = sum(1 for summary in watched.values() if summary["pending"])
     return web.json({"loaded": registry.loaded.is_set(), "detections": rows,
-                     "topics": list(settings.detection_topics)})  # fmt: skip
+                     "topics": _contract_names(live_topics.topics - live_topics.pending)})  # fmt: skip
+
+
+def _contract_names(topics: set[str]) -> list[str]:
+    prefix = len(settings.topic_prefix)
+    return sorted(topic[prefix:] for topic in topics)
