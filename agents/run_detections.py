@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 import faust
@@ -32,9 +33,11 @@ from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from streamapp.pipeline.ingest import send_dead_letter
 from streamapp.runtime.consumer import drain_to_router
+from streamapp.runtime.faust_compat import rocksdb_partitions
 from streamapp.runtime.producer import Delivery, RecordBatches
 from streamapp.runtime.subscriptions import LiveTopics
 from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
+from tables.base import _active_partitions, _values  # the stores of the partitions this worker processes
 from tables.detection_state import detection_state
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "registry",
     "route_batch",
     "live_topics",
+    "rebuild_index",
     "route_detections",
     "run_detections",
     "subscribe_detection_topics",
@@ -83,6 +87,12 @@ detection_events_topic = app.topic(
 _newest: dict[str, tuple[float, float]] = {}
 #: per detection: key -> what the timer needs of its state (held events, last event, silence)
 _watch: dict[str, dict[bytes, dict[str, Any]]] = {}
+#: the index must be rebuilt from the states of the partitions this worker owns (after recovery)
+_reindex = asyncio.Event()
+#: keys whose summary was written while the index was being rebuilt (theirs is the newer)
+_fresh: set[bytes] | None = None
+#: keys read from the table per step of the rebuild (the loop runs between steps)
+REINDEX_STEP_KEYS = 1000
 
 
 def _changed(name: str, engine: Engine | None) -> None:
@@ -224,12 +234,82 @@ async def _apply(key: bytes, value: bytes) -> None:
             _newest[name] = (newest[0], time.time())
     detection_state[key] = state
     watched = _watch.setdefault(name, {})
-    pending = state.get("pending") or []
-    watched[key] = {"pending": pending[:1], "last": state.get("last"), "silent": state.get("silent"),
-                    "shape": engine.shape}  # fmt: skip
+    watched[key] = _summary(state)
+    if _fresh is not None:
+        _fresh.add(key)
     DETECTION_KEYS.labels(detection=name).set(len(watched))
     for alert in alerts:
         await _publish(alert)
+
+
+def _summary(state: dict[str, Any]) -> dict[str, Any]:
+    """What the timer needs of a key's state: its oldest held event, last event and silence."""
+    pending = state.get("pending") or []
+    return {"pending": pending[:1], "last": state.get("last"), "silent": state.get("silent"),
+            "shape": state.get("shape")}  # fmt: skip
+
+
+@detection_state.on_recover
+async def _recovered() -> None:
+    """After recovery (a start, a rebalance): the timer's index is rebuilt from the states (by the timer,
+    once the control topic is read: recovery does not wait for it)."""
+    _reindex.set()
+
+
+def _index_state(
+    watch: dict[str, dict[bytes, dict[str, Any]]], newest: dict[str, float], key: bytes, state: Any
+) -> None:
+    name = key.partition(b"\x00")[0].decode(errors="replace")
+    engine = registry.engines.get(name)
+    if engine is None or not isinstance(state, dict) or state.get("shape") != engine.shape:
+        return  # disabled, or a state a new version starts afresh
+    watch.setdefault(name, {})[key] = _summary(state)
+    clock = state.get("clock")
+    if isinstance(clock, int | float):
+        newest[name] = max(newest.get(name, clock), float(clock))
+
+
+async def rebuild_index() -> None:
+    """The timer's index of the keys this worker owns, from their states in ``detection-state``.
+
+    Without it a key that holds events or has gone silent was ticked again only once it got an
+    event: after a restart or a rebalance its held events and its absence alert waited for that.
+    Each detection's newest event time starts at the newest clock of its keys (its wall time:
+    now), so held events are judged after a quiet spell, and a silence once the watermark passes.
+    """
+    global _fresh
+    _fresh = set()
+    watch: dict[str, dict[bytes, dict[str, Any]]] = {}
+    newest: dict[str, float] = {}
+    try:
+        for partition, db in list(_active_partitions(detection_state)):
+            cursor: bytes | None = None
+            while rocksdb_partitions(detection_state.data).get(partition) is db:  # not revoked meanwhile
+                step = list(islice(_values(db, cursor), REINDEX_STEP_KEYS + 1))
+                cursor = step.pop()[0] if len(step) > REINDEX_STEP_KEYS else None
+                for key, state in step:
+                    _index_state(watch, newest, key, state)
+                if cursor is None:
+                    break
+                await asyncio.sleep(0)
+        for name, keys in _watch.items():  # summaries written meanwhile are newer than what was read
+            for key in _fresh & keys.keys():
+                watch.setdefault(name, {})[key] = keys[key]
+    finally:
+        _fresh = None
+    _watch.clear()
+    _watch.update(watch)
+    now = time.time()
+    for name, clock in newest.items():
+        known = _newest.get(name)
+        if known is None or known[0] < clock:
+            _newest[name] = (clock, now if known is None else known[1])
+    for name in registry.engines:
+        DETECTION_KEYS.labels(detection=name).set(len(_watch.get(name, {})))
+    logger.info(
+        "detection tick index rebuilt: %s",
+        ", ".join(f"{name} {len(keys)} keys" for name, keys in sorted(_watch.items())) or "no keys",
+    )
 
 
 async def _publish(alert: Alert) -> None:
@@ -261,6 +341,9 @@ async def tick_detections() -> None:
     After a quiet spell of the grace (no event of the detection, wall time), every held event
     is judged (a flush), so the last events before a pause alert without waiting for new ones.
     """
+    if _reindex.is_set() and registry.loaded.is_set():
+        _reindex.clear()
+        await rebuild_index()
     now = time.time()
     batches = RecordBatches(app)
     target = detection_events_topic.get_topic_name()

@@ -347,3 +347,34 @@ def test_apply_on_a_new_topic_subscribes_running_workers_and_the_other_detection
     assert sorted(a["key"] for a in scans) == ["10.3.0.1", "10.3.0.2", "10.3.0.3"]
     assert asyncio.run(read_all(kafka_bootstrap, names.topic("late-events"), settle=0)) == []
     assert "subscribed to " in worker.log_text()
+
+
+def test_a_restarted_worker_ticks_the_keys_it_holds_again(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
+) -> None:
+    worker = worker_factory()
+    assert _cli(worker, "apply", "detections/silent_sensor.yaml").returncode == 0
+    _wait_running(worker, "silent_sensor", 1, within=10)
+    base = time.time() - 3000
+    readings = [
+        {"ts": base + i * 2, "sensor_id": s, "temperature": 20.0}
+        for i in range(11)
+        for s in ("s-quiet", "s-busy")
+    ]
+    sensors = names.topic("sensor-readings")
+    asyncio.run(
+        produce_spread(
+            kafka_bootstrap, sensors, partitions=PARTITIONS, values=_shuffled_within(readings, 30, 4)
+        )
+    )
+    worker.wait_for_metric("streamapp_detection_events_total", lambda v: v >= 22, detection="silent_sensor")
+
+    # restarted with the readings still held (the grace is 30 s): nothing new arrives for s-quiet;
+    # s-busy reports at 400 s, past s-quiet's last reading + 300 s + the grace
+    worker.restart().wait_ready()
+    _wait_running(worker, "silent_sensor", 1, within=30)
+    later = [{"ts": base + 400, "sensor_id": "s-busy", "temperature": 21.0}]
+    asyncio.run(produce_spread(kafka_bootstrap, sensors, partitions=PARTITIONS, values=later))
+    silent = _alerts(kafka_bootstrap, names, "silent_sensor", lambda a: any(x["key"] == "s-quiet" for x in a))
+    assert [(a["key"], a["ts"]) for a in silent if a["key"] == "s-quiet"] == [("s-quiet", base + 320)]
+    assert "detection tick index rebuilt: silent_sensor 2 keys" in worker.log_text()
