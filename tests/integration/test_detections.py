@@ -315,8 +315,9 @@ def test_apply_on_a_new_topic_subscribes_running_workers_and_the_other_detection
     # 8 swipes of one badge (alerts only if every one counts) and 7 of another, unkeyed over every
     # partition, shuffled within the grace (10 s); produced as soon as the topic exists, before the
     # workers are assigned its partitions: read from the earliest offset, none is lost
-    events = [{"ts": base + i, "badge": "b-7", "door": f"d{i}"} for i in range(8)]
-    events += [{"ts": base + i + 0.5, "badge": "b-2", "door": "d0"} for i in range(7)]
+    minute = base // 60 * 60 + 10  # within one minute's tumbling window
+    events = [{"ts": minute + i, "badge": "b-7", "door": f"d{i}"} for i in range(8)]
+    events += [{"ts": minute + i + 0.5, "badge": "b-2", "door": "d0"} for i in range(7)]
     producing = time.monotonic()
     asyncio.run(
         produce_spread(kafka_bootstrap, swipes, partitions=PARTITIONS, values=_shuffled_within(events, 10, 3))
