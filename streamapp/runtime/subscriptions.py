@@ -52,9 +52,11 @@ class LiveTopics:
         self.topics: set[str] = set(at_start)
         #: asked for, not subscribed yet
         self.pending: set[str] = set()
-        #: topic -> seconds from the ask until the consumer subscribed (for the log and the page)
+        #: topic -> seconds from the ask until the consumer subscribed (logged)
         self.took: dict[str, float] = {}
         self._asked: dict[str, float] = {}
+        #: topic -> its channel in faust's conductor (one per topic, also when a subscribe is retried)
+        self._channels: dict[str, faust.TopicT] = {}
         self._changed: asyncio.Event | None = None
 
     def want(self, topic: str) -> None:
@@ -92,29 +94,26 @@ class LiveTopics:
                 pass
 
     async def _subscribe(self) -> None:
-        missing = self.pending - subscribed_topics(self.app)
-        if not missing:
-            self.pending.clear()
+        if not self.pending:
             return
         await self._after_rebalance()
         router = self.app.batch_router  # type: ignore[attr-defined]
-        channels = []
-        for topic in sorted(missing):
+        asked = set(self.pending)
+        for topic in sorted(asked - self._channels.keys()):
             if topic not in router.handlers:  # routed before any record of it can be fetched
                 router.declare(topic, self.handler, self.agent)
-            channel = self.app.topic(
+            self._channels[topic] = self.app.topic(
                 topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                 partitions=self.partitions, internal=True,
             )  # fmt: skip
-            channels.append(channel)
-        await subscribe_also(self.app, channels)
+        await subscribe_also(self.app, [self._channels[topic] for topic in asked])
         now = time.monotonic()
-        for topic in missing:
+        for topic in asked:
             self.took[topic] = now - self._asked.get(topic, now)
-        self.pending -= missing
+        self.pending -= asked
         logger.info(
-            "subscribed to %s while running (%s)", ", ".join(sorted(missing)),
-            ", ".join(f"{t}: {self.took[t]:.2f} s after it was asked for" for t in sorted(missing)),
+            "subscribed to %s while running (%s)", ", ".join(sorted(asked)),
+            ", ".join(f"{t}: {self.took[t]:.2f} s after it was asked for" for t in sorted(asked)),
         )  # fmt: skip
 
     async def _after_rebalance(self) -> None:
