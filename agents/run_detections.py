@@ -1,8 +1,9 @@
 """run_detections: the detections of the `detections` control topic, live, with no code per detection.
 
 Three parts. ``follow_control`` reads the compacted control topic into the registry (every worker
-reads all of it). ``route_detections`` takes every batch of the source topics the specs may name
-(STREAMAPP_DETECTION_TOPICS, subscribed at start), checks each record against each spec of its
+reads all of it). ``route_detections`` takes every batch of the source topics the specs name
+(STREAMAPP_DETECTION_TOPICS from the start; another topic a spec names is subscribed while the
+worker runs, see streamapp.runtime.subscriptions), checks each record against each spec of its
 topic (a spec-only topic's bad records go to dead-letters with the reason) and forwards the
 events that pass ``where`` to ``<app id>-detection-events``, keyed ``name NUL entity``.
 ``run_detections`` applies the engine to each key's state in ``detection-state``; a timer moves
@@ -16,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 import faust
@@ -31,8 +33,11 @@ from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from streamapp.pipeline.ingest import send_dead_letter
 from streamapp.runtime.consumer import drain_to_router
+from streamapp.runtime.faust_compat import rocksdb_partitions
 from streamapp.runtime.producer import Delivery, RecordBatches
+from streamapp.runtime.subscriptions import LiveTopics
 from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
+from tables.base import _active_partitions, _values  # the stores of the partitions this worker processes
 from tables.detection_state import detection_state
 
 __all__ = [
@@ -41,8 +46,11 @@ __all__ = [
     "get_detections",
     "registry",
     "route_batch",
+    "live_topics",
+    "rebuild_index",
     "route_detections",
     "run_detections",
+    "subscribe_detection_topics",
     "tick_detections",
 ]
 
@@ -79,6 +87,12 @@ detection_events_topic = app.topic(
 _newest: dict[str, tuple[float, float]] = {}
 #: per detection: key -> what the timer needs of its state (held events, last event, silence)
 _watch: dict[str, dict[bytes, dict[str, Any]]] = {}
+#: the index must be rebuilt from the states of the partitions this worker owns (after recovery)
+_reindex = asyncio.Event()
+#: keys whose summary was written while the index was being rebuilt (theirs is the newer)
+_fresh: set[bytes] | None = None
+#: keys read from the table per step of the rebuild (the loop runs between steps)
+REINDEX_STEP_KEYS = 1000
 
 
 def _changed(name: str, engine: Engine | None) -> None:
@@ -87,11 +101,7 @@ def _changed(name: str, engine: Engine | None) -> None:
         _watch.pop(name, None)
         _newest.pop(name, None)
         return
-    if engine.spec.topic not in settings.detection_topics:
-        logger.warning(
-            "detection %s reads topic %r, which this worker does not subscribe to: add it to "
-            "STREAMAPP_DETECTION_TOPICS and restart the workers", name, engine.spec.topic,
-        )  # fmt: skip
+    live_topics.want(settings.topic(engine.spec.topic))  # nothing if consumed already
     for key, summary in list(_watch.get(name, {}).items()):
         if summary.get("shape") != engine.shape:
             _watch[name].pop(key, None)
@@ -124,7 +134,8 @@ async def _loaded() -> None:
 
 
 async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
-    """The batch handler of every topic in STREAMAPP_DETECTION_TOPICS (streamapp.app.declare_routes)."""
+    """The batch handler of every source topic of the specs (streamapp.app.declare_routes for those
+    of STREAMAPP_DETECTION_TOPICS, :data:`live_topics` for those subscribed since)."""
     if not registry.loaded.is_set():
         await _loaded()
     batches = RecordBatches(app)
@@ -172,6 +183,19 @@ async def route_detections(stream: faust.StreamT[bytes]) -> None:
     await drain_to_router(stream, route_detections.name)
 
 
+#: the source topics this worker consumes: STREAMAPP_DETECTION_TOPICS from the start, and every
+#: other topic an applied spec names, subscribed while running (within a second or two)
+live_topics = LiveTopics(
+    app, route_batch, route_detections.name, [settings.topic(name) for name in settings.detection_topics],
+    partitions=settings.partitions,
+)  # fmt: skip
+
+
+@app.task
+async def subscribe_detection_topics() -> None:
+    await live_topics.run()
+
+
 @app.agent(detection_events_topic, name="run-detections")
 async def run_detections(stream: faust.StreamT[bytes]) -> None:
     if not registry.loaded.is_set():
@@ -210,12 +234,82 @@ async def _apply(key: bytes, value: bytes) -> None:
             _newest[name] = (newest[0], time.time())
     detection_state[key] = state
     watched = _watch.setdefault(name, {})
-    pending = state.get("pending") or []
-    watched[key] = {"pending": pending[:1], "last": state.get("last"), "silent": state.get("silent"),
-                    "shape": engine.shape}  # fmt: skip
+    watched[key] = _summary(state)
+    if _fresh is not None:
+        _fresh.add(key)
     DETECTION_KEYS.labels(detection=name).set(len(watched))
     for alert in alerts:
         await _publish(alert)
+
+
+def _summary(state: dict[str, Any]) -> dict[str, Any]:
+    """What the timer needs of a key's state: its oldest held event, last event and silence."""
+    pending = state.get("pending") or []
+    return {"pending": pending[:1], "last": state.get("last"), "silent": state.get("silent"),
+            "shape": state.get("shape")}  # fmt: skip
+
+
+@detection_state.on_recover
+async def _recovered() -> None:
+    """After recovery (a start, a rebalance): the timer's index is rebuilt from the states (by the timer,
+    once the control topic is read: recovery does not wait for it)."""
+    _reindex.set()
+
+
+def _index_state(
+    watch: dict[str, dict[bytes, dict[str, Any]]], newest: dict[str, float], key: bytes, state: Any
+) -> None:
+    name = key.partition(b"\x00")[0].decode(errors="replace")
+    engine = registry.engines.get(name)
+    if engine is None or not isinstance(state, dict) or state.get("shape") != engine.shape:
+        return  # disabled, or a state a new version starts afresh
+    watch.setdefault(name, {})[key] = _summary(state)
+    clock = state.get("clock")
+    if isinstance(clock, int | float):
+        newest[name] = max(newest.get(name, clock), float(clock))
+
+
+async def rebuild_index() -> None:
+    """The timer's index of the keys this worker owns, from their states in ``detection-state``.
+
+    Without it a key that holds events or has gone silent was ticked again only once it got an
+    event: after a restart or a rebalance its held events and its absence alert waited for that.
+    Each detection's newest event time starts at the newest clock of its keys (its wall time:
+    now), so held events are judged after a quiet spell, and a silence once the watermark passes.
+    """
+    global _fresh
+    _fresh = set()
+    watch: dict[str, dict[bytes, dict[str, Any]]] = {}
+    newest: dict[str, float] = {}
+    try:
+        for partition, db in list(_active_partitions(detection_state)):
+            cursor: bytes | None = None
+            while rocksdb_partitions(detection_state.data).get(partition) is db:  # not revoked meanwhile
+                step = list(islice(_values(db, cursor), REINDEX_STEP_KEYS + 1))
+                cursor = step.pop()[0] if len(step) > REINDEX_STEP_KEYS else None
+                for key, state in step:
+                    _index_state(watch, newest, key, state)
+                if cursor is None:
+                    break
+                await asyncio.sleep(0)
+        for name, keys in _watch.items():  # summaries written meanwhile are newer than what was read
+            for key in _fresh & keys.keys():
+                watch.setdefault(name, {})[key] = keys[key]
+    finally:
+        _fresh = None
+    _watch.clear()
+    _watch.update(watch)
+    now = time.time()
+    for name, clock in newest.items():
+        known = _newest.get(name)
+        if known is None or known[0] < clock:
+            _newest[name] = (clock, now if known is None else known[1])
+    for name in registry.engines:
+        DETECTION_KEYS.labels(detection=name).set(len(_watch.get(name, {})))
+    logger.info(
+        "detection tick index rebuilt: %s",
+        ", ".join(f"{name} {len(keys)} keys" for name, keys in sorted(_watch.items())) or "no keys",
+    )
 
 
 async def _publish(alert: Alert) -> None:
@@ -247,6 +341,9 @@ async def tick_detections() -> None:
     After a quiet spell of the grace (no event of the detection, wall time), every held event
     is judged (a flush), so the last events before a pause alert without waiting for new ones.
     """
+    if _reindex.is_set() and registry.loaded.is_set():
+        _reindex.clear()
+        await rebuild_index()
     now = time.time()
     batches = RecordBatches(app)
     target = detection_events_topic.get_topic_name()
@@ -277,10 +374,15 @@ async def get_detections(web: View, request: Request) -> Response:
     """The detections this worker runs, with their versions, and the topics it subscribes to."""
     rows = registry.describe()
     for row in rows:
-        row["subscribed"] = row["topic"] in settings.detection_topics
+        row["subscribed"] = live_topics.subscribed(settings.topic(row["topic"]))
         watched = _watch.get(row["name"], {})
         row["keys"] = len(watched)
         # keys holding events not judged yet (they alert up to the grace later)
         row["held_keys"] = sum(1 for summary in watched.values() if summary["pending"])
     return web.json({"loaded": registry.loaded.is_set(), "detections": rows,
-                     "topics": list(settings.detection_topics)})  # fmt: skip
+                     "topics": _contract_names(live_topics.topics - live_topics.pending)})  # fmt: skip
+
+
+def _contract_names(topics: set[str]) -> list[str]:
+    prefix = len(settings.topic_prefix)
+    return sorted(topic[prefix:] for topic in topics)

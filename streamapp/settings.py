@@ -105,7 +105,8 @@ class Settings:
     rules: frozenset[str] = frozenset(ALERT_KINDS)
     #: an owned partition with lag and no progress this long makes GET /live fail (liveness watchdog)
     stall_seconds: float = 120.0
-    #: the source topics detection specs may name (subscribed at start; STREAMAPP_DETECTION_TOPICS)
+    #: the source topics of detections subscribed at start (STREAMAPP_DETECTION_TOPICS; a spec on
+    #: another topic subscribes the running workers to it, streamapp.runtime.subscriptions)
     detection_topics: tuple[str, ...] = ("network-flows", "sensor-readings")
     #: the archive (streamapp.archive): s3://bucket/prefix, an S3 endpoint (default AWS), credentials
     archive_url: str | None = None

@@ -7,22 +7,26 @@ silence), events are held in the key's state (``pending``) and judged once nothi
 still arrive: when the key's own clock has passed them by the grace, when the detection's
 watermark (its newest event time, of any key, minus the grace) has passed them, or after a quiet
 spell (a flush). An alert therefore comes up to the grace after the event that completes it.
+
+A source record becomes an event in streamapp.detections.events (typed fields, filters); the
+windows and aggregates of a threshold condition are in streamapp.detections.windows.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import string
 from bisect import insort
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from streamapp.detections.events import COMPARE, Fields, compile_filters, parse_event
 from streamapp.detections.spec import Spec
-from streamapp.models import Alert, InvalidEvent, alert_id_for, event_time, id_problem
+from streamapp.detections.windows import aggregate, window_starts
+from streamapp.models import Alert, alert_id_for
 from streamapp.rules.base import Late, State, lateness, seen_before, settle_clock
 
 __all__ = [
@@ -32,130 +36,15 @@ __all__ = [
     "Fields",
     "Late",
     "aggregate",
+    "window_starts",
     "compile_filters",
     "parse_event",
 ]
 
-Fields = dict[str, Any]
 #: events held per key at most: a flood within the grace has its oldest judged early
 MAX_HELD = 4096
 #: events kept per key for a window or a sequence at most (the oldest go first)
 MAX_KEPT = 10_000
-#: characters of a field a ``match`` regex looks at
-MATCH_CHARS = 4096
-
-
-def parse_event(spec: Spec, obj: Any, record_ts: float | None) -> tuple[float, Fields]:
-    """(event time, declared fields) of a source record; raises InvalidEvent with the reason."""
-    if not isinstance(obj, dict):
-        raise InvalidEvent(f"value must be a JSON object, got {type(obj).__name__}")
-    fields: Fields = {}
-    ts: float | None = None
-    for name, kind in spec.fields.items():
-        value = obj.get(name)
-        if kind == "timestamp":
-            ts = event_time({"ts": value}, record_ts)
-            fields[name] = ts
-            continue
-        if value is None:
-            raise InvalidEvent(f"field {name!r} is missing (detection {spec.name})")
-        if kind == "string":
-            if not isinstance(value, str):
-                raise InvalidEvent(
-                    f"field {name!r} must be a string, got {_kind(value)} (detection {spec.name})"
-                )
-        elif kind == "number":
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise InvalidEvent(
-                    f"field {name!r} must be a finite number, got {_kind(value)} (detection {spec.name})"
-                )
-            value = float(value)
-        elif kind == "bool" and not isinstance(value, bool):
-            raise InvalidEvent(
-                f"field {name!r} must be true or false, got {_kind(value)} (detection {spec.name})"
-            )
-        fields[name] = value
-    if ts is None:
-        ts = event_time({}, record_ts)
-    key = fields[spec.key]
-    if not key:
-        raise InvalidEvent(f"field {spec.key!r} (the key) is empty (detection {spec.name})")
-    problem = id_problem(key)
-    if problem is not None:
-        raise InvalidEvent(f"field {spec.key!r} {problem}")
-    return ts, fields
-
-
-def _kind(value: object) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "bool"}.get(
-        type(value), "null" if value is None else type(value).__name__
-    )
-
-
-Filter = Callable[[Fields], bool]
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    "==": lambda a, b: _same(a, b),
-    "!=": lambda a, b: not _same(a, b),
-}
-
-
-def _same(a: Any, b: Any) -> bool:
-    # true is not 1 here: a bool equals only a bool
-    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
-
-
-def compile_filters(filters: Iterable[dict[str, Any]]) -> Filter:
-    """One predicate for a list of filters (all must hold)."""
-    tests: list[Filter] = []
-    for flt in filters:
-        name = flt["field"]
-        op, arg = next((k, v) for k, v in flt.items() if k != "field")
-        tests.append(_filter(name, op, arg))
-    return lambda fields: all(test(fields) for test in tests)
-
-
-def _filter(name: str, op: str, arg: Any) -> Filter:
-    if op in _COMPARE:
-        compare = _COMPARE[op]
-        return lambda f: compare(f[name], arg)
-    if op == "in":
-        options = list(arg)
-        return lambda f: any(_COMPARE["=="](f[name], o) for o in options)
-    if op == "is":
-        return lambda f: f[name] is arg
-    if op == "contains":
-        return lambda f: arg in f[name]
-    if op == "match":
-        pattern = re.compile(arg)
-        return lambda f: pattern.search(f[name][:MATCH_CHARS]) is not None
-    raise ValueError(f"unknown filter {op!r}")
-
-
-def aggregate(fn: str, values: list[Any]) -> float:
-    """The aggregate of a window's values (in event-time order)."""
-    if fn == "count":
-        return float(len(values))
-    if fn == "distinct_count":
-        return float(len({orjson.dumps(v) for v in values}))
-    if not values:
-        return 0.0
-    if fn == "sum":
-        return float(sum(values))
-    if fn == "min":
-        return float(min(values))
-    if fn == "max":
-        return float(max(values))
-    n = len(values)
-    mean = sum(values) / n
-    if fn == "mean":
-        return float(mean)
-    if fn == "stddev":
-        return math.sqrt(max(0.0, sum(v * v for v in values) / n - mean * mean))
-    raise ValueError(f"unknown aggregate {fn!r}")
 
 
 @dataclass(frozen=True)
@@ -299,7 +188,7 @@ class Engine:
         return fields[name] if name is not None else None
 
     def _holds(self, value: float) -> bool:
-        return bool(_COMPARE[self.cond["op"]](value, float(self.cond["value"])))
+        return bool(COMPARE[self.cond["op"]](value, float(self.cond["value"])))
 
     def _threshold(self, state: State, ts: float, canon: str, fields: Fields) -> list[_Candidate]:
         window, fn = self.window, self.agg["fn"]
@@ -443,16 +332,3 @@ class Engine:
             except (ValueError, TypeError):  # a number format on a text field: the plain text
                 out.append(str(value))
         return "".join(out)[:2000]
-
-
-def window_starts(wtype: str, ts: float, size: float, advance: float) -> list[float]:
-    """Starts of the tumbling or hopping windows [start, start + size) holding ``ts``, oldest first."""
-    if wtype == "tumbling":
-        return [math.floor(ts / size) * size]
-    last = math.floor(ts / advance)
-    starts = []
-    k = last
-    while k * advance > ts - size:
-        starts.append(k * advance)
-        k -= 1
-    return sorted(s for s in starts if s <= ts < s + size)

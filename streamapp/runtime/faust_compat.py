@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
@@ -32,6 +32,8 @@ __all__ = [
     "key_index",
     "prometheus_metrics",
     "replace_create_topic",
+    "subscribe_also",
+    "subscribed_topics",
     "rocksdb",
     "rocksdb_partitions",
     "set_fetch_max_wait",
@@ -189,6 +191,13 @@ PRIVATE: tuple[Private, ...] = (
         "faust.transport.drivers.aiokafka:Transport",
         _create_topic="create topics with their replication",
     ),
+    # topics subscribed while the worker runs (streamapp.runtime.subscriptions)
+    *_of(
+        "faust.transport.conductor:Conductor",
+        _topics="add a channel without waking faust's resubscribing loop (it waits 45 s, then rebalances)",
+        _update_indices="index the channels' topics and subscribe to them now",
+        _topic_name_index="see which topics the consumer was last subscribed to",
+    ),
     *_of(
         "faust.sensors.prometheus:PrometheusMonitor",
         _metrics="count batches in faust's Prometheus metrics",
@@ -303,6 +312,24 @@ def create_topic_of(transport: Any) -> CreateTopic:
 
 def replace_create_topic(transport: Any, create: CreateTopic) -> None:
     transport._create_topic = create
+
+
+async def subscribe_also(app: Any, channels: Iterable[Any]) -> None:
+    """Subscribe the consumer to the topics of ``channels`` too, now (a rebalance follows).
+
+    Not the conductor's ``add``: it wakes faust's resubscribing loop, which sleeps 45 s and then
+    subscribes again to the same topics (each subscribe is a rebalance of the whole group).
+    ``_update_indices`` creates the internal topics that are missing, as at start.
+    """
+    conductor = app.topics
+    for channel in channels:
+        conductor._topics.add(channel)
+    await app.consumer.subscribe(await conductor._update_indices())
+
+
+def subscribed_topics(app: Any) -> set[str]:
+    """The topics of the consumer's last subscription (empty before the first)."""
+    return set(app.topics._topic_name_index)
 
 
 def prometheus_metrics(monitor: Any) -> Any | None:

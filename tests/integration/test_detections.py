@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streamapp.detections.spec import load_text
 from tests.integration.conftest import Names, Worker
@@ -245,3 +246,143 @@ def test_bad_specs_are_refused_and_bad_control_records_survived(
     scans = _alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 1)
     assert [a["key"] for a in scans] == ["10.2.0.1"]
     assert worker.get("/live")[0] == 200
+
+
+BADGE_SPEC = """
+name: badge_burst
+version: 1
+description: A badge swiped at least 8 times in a minute, on a topic no worker read before.
+severity: medium
+grace: 10
+source:
+  topic: badge-swipes
+  fields: {ts: timestamp, badge: string, door: string}
+key: badge
+window: {type: tumbling, size: 60}
+aggregate: {fn: count}
+condition: {type: threshold, op: ">=", value: 8}
+alert:
+  text: "{key} swiped {value:.0f} times, last at {door}"
+"""
+
+
+async def _partition_count(bootstrap: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            return 0
+        described = await admin.describe_topics([topic])
+        return len(described[0]["partitions"])
+    finally:
+        await admin.close()
+
+
+def test_apply_on_a_new_topic_subscribes_running_workers_and_the_other_detections_go_on(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], tmp_path: Path
+) -> None:
+    # two workers: each subscribes (the group's partitions of the new topic are split between them)
+    workers = [worker_factory(), worker_factory()]
+    worker = workers[0]
+    assert _cli(worker, "apply", "detections/port_scan.yaml").returncode == 0
+    for each in workers:
+        _wait_running(each, "port_scan", 1, within=10)
+    base = time.time() - 3000
+    flows = names.topic("network-flows")
+    asyncio.run(
+        produce_spread(kafka_bootstrap, flows, partitions=PARTITIONS, values=_flows(base, "10.3.0.1", 25))
+    )
+    assert len(_alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 1)) == 1
+
+    # a spec on a topic that does not exist yet: the workers create it and subscribe, no restart
+    swipes = names.topic("badge-swipes")
+    assert asyncio.run(_partition_count(kafka_bootstrap, swipes)) == 0
+    spec = tmp_path / "badge_burst.yaml"
+    spec.write_text(BADGE_SPEC)
+    assert _cli(worker, "apply", str(spec)).returncode == 0
+    applied = time.monotonic()  # the spec is on the control topic
+    # the running detection's events go on arriving while the workers subscribe (a rebalance)
+    asyncio.run(
+        produce_spread(
+            kafka_bootstrap, flows, partitions=PARTITIONS, values=_flows(base + 200, "10.3.0.2", 25)
+        )
+    )
+    deadline = time.monotonic() + 30
+    while asyncio.run(_partition_count(kafka_bootstrap, swipes)) != PARTITIONS:
+        assert time.monotonic() < deadline, "the worker did not create the new topic"
+        time.sleep(0.2)
+    created = time.monotonic() - applied
+    # 8 swipes of one badge (alerts only if every one counts) and 7 of another, unkeyed over every
+    # partition, shuffled within the grace (10 s); produced as soon as the topic exists, before the
+    # workers are assigned its partitions: read from the earliest offset, none is lost
+    minute = base // 60 * 60 + 10  # within one minute's tumbling window
+    events = [{"ts": minute + i, "badge": "b-7", "door": f"d{i}"} for i in range(8)]
+    events += [{"ts": minute + i + 0.5, "badge": "b-2", "door": "d0"} for i in range(7)]
+    producing = time.monotonic()
+    asyncio.run(
+        produce_spread(kafka_bootstrap, swipes, partitions=PARTITIONS, values=_shuffled_within(events, 10, 3))
+    )
+    produced = time.monotonic() - producing
+    deadline = time.monotonic() + 30
+    while (
+        sum(each.metric("streamapp_detection_events_total", detection="badge_burst") for each in workers) < 15
+    ):
+        assert time.monotonic() < deadline, "the new topic's events were not all applied"
+        time.sleep(0.1)
+    counting = time.monotonic() - applied
+    badges = _alerts(kafka_bootstrap, names, "badge_burst", lambda a: len(a) >= 1)
+    alerted = time.monotonic() - applied
+    print(
+        f"new topic after apply: created {created:.2f} s, every event applied {counting:.2f} s "
+        f"(of which producing {produced:.2f} s), alert {alerted:.2f} s"
+    )
+    assert [(a["key"], a["value"], a["threshold"]) for a in badges] == [("b-7", 8.0, 8.0)]
+    assert "b-7 swiped 8 times" in badges[0]["detail"]
+    assert counting - produced <= 5, "the new topic's events were not applied within 5 s of the apply"
+    body = worker.get("/detections")[1]
+    assert sorted(body["topics"]) == ["badge-swipes", "network-flows", "sensor-readings"]
+    assert {row["name"]: row["subscribed"] for row in body["detections"]} == {
+        "badge_burst": True,
+        "port_scan": True,
+    }
+
+    # port_scan alerted for the scan produced during the change, and still does after it
+    asyncio.run(
+        produce_spread(
+            kafka_bootstrap, flows, partitions=PARTITIONS, values=_flows(base + 400, "10.3.0.3", 25)
+        )
+    )
+    scans = _alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 3)
+    assert sorted(a["key"] for a in scans) == ["10.3.0.1", "10.3.0.2", "10.3.0.3"]
+    assert asyncio.run(read_all(kafka_bootstrap, names.topic("late-events"), settle=0)) == []
+
+
+def test_a_restarted_worker_ticks_the_keys_it_holds_again(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
+) -> None:
+    worker = worker_factory()
+    assert _cli(worker, "apply", "detections/silent_sensor.yaml").returncode == 0
+    _wait_running(worker, "silent_sensor", 1, within=10)
+    base = time.time() - 3000
+    readings = [
+        {"ts": base + i * 2, "sensor_id": s, "temperature": 20.0}
+        for i in range(11)
+        for s in ("s-quiet", "s-busy")
+    ]
+    sensors = names.topic("sensor-readings")
+    asyncio.run(
+        produce_spread(
+            kafka_bootstrap, sensors, partitions=PARTITIONS, values=_shuffled_within(readings, 30, 4)
+        )
+    )
+    worker.wait_for_metric("streamapp_detection_events_total", lambda v: v >= 22, detection="silent_sensor")
+
+    # restarted with the readings still held (the grace is 30 s): nothing new arrives for s-quiet;
+    # s-busy reports at 400 s, past s-quiet's last reading + 300 s + the grace
+    worker.restart().wait_ready()
+    _wait_running(worker, "silent_sensor", 1, within=30)
+    later = [{"ts": base + 400, "sensor_id": "s-busy", "temperature": 21.0}]
+    asyncio.run(produce_spread(kafka_bootstrap, sensors, partitions=PARTITIONS, values=later))
+    silent = _alerts(kafka_bootstrap, names, "silent_sensor", lambda a: any(x["key"] == "s-quiet" for x in a))
+    assert [(a["key"], a["ts"]) for a in silent if a["key"] == "s-quiet"] == [("s-quiet", base + 320)]
+    assert "detection tick index rebuilt: silent_sensor 2 keys" in worker.log_text()
