@@ -12,6 +12,7 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from streamapp.models import configure_limits
 from streamapp.observability.logs import logging_config
+from streamapp.runtime import rocksdb_store
 from streamapp.runtime.consumer import BatchConsumer
 from streamapp.runtime.faust_compat import create_topic_of, replace_create_topic
 from streamapp.runtime.kafka_clients import broker_credentials
@@ -83,13 +84,14 @@ class StreamApp(faust.App):
 def create_app(settings: Settings) -> StreamApp:
     """Build the Faust app for these settings (agents and tables register themselves on import)."""
     tabledir = settings.data_dir / "tables"
+    rocksdb_store.register()
     faust_app = StreamApp(
         settings.app_id,
         broker=settings.broker,
         # TLS / SASL for every faust client: consumer, producer, admin, transactional producers
         broker_credentials=broker_credentials(settings),
-        # rocksdict is the driver faust picks for rocksdb:// ("rocksdict://" is not a valid URL)
-        store="rocksdb://",
+        # faust's RocksDB store (rocksdict driver), see streamapp.runtime.rocksdb_store
+        store=rocksdb_store.STORE_URL,
         datadir=str(settings.data_dir),
         tabledir=str(tabledir),
         web_port=settings.web_port,
