@@ -15,9 +15,11 @@ partition's uploads are finished (and committed) before the partition is handed 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +55,10 @@ logger = logging.getLogger("streamapp.archive")
 BACKOFF_FIRST = 1.0
 BACKOFF_CAP = 30.0
 #: objects being built and uploaded at once (threads); fetching waits beyond that, so what the
-#: archiver holds stays bounded while the archive is slow or down
-MAX_UPLOADS = 4
+#: archiver holds stays bounded while the archive is slow or down. Eight: one per partition of a
+#: topic with the default 8 partitions, so the objects every partition rolls at once (the roll age,
+#: or the end of a backlog) all upload together instead of waiting for the slowest upload
+MAX_UPLOADS = 8
 
 
 @dataclass
@@ -114,6 +118,9 @@ class Archiver:
         self.rolled = 0
         #: an upload that failed otherwise than by the archive not answering: the run ends with it
         self._failure: BaseException | None = None
+        #: building and uploading objects, listing the archive: a thread per upload and one more,
+        #: not the loop's default pool (it has fewer threads than MAX_UPLOADS on a small machine)
+        self._threads = ThreadPoolExecutor(MAX_UPLOADS + 1, thread_name_prefix="archive")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -162,7 +169,7 @@ class Archiver:
         attempt = 0
         while True:
             try:
-                result = await asyncio.to_thread(func, *args)
+                result = await self._in_thread(func, *args)
             except ArchiveUnavailable as exc:
                 delay = min(BACKOFF_FIRST * 2**attempt, BACKOFF_CAP)
                 attempt += 1
@@ -262,16 +269,21 @@ class Archiver:
             self.store.root, self._contract(tp.topic), tp.partition, first, last, records[0].timestamp
         )
         try:
-            table = await asyncio.to_thread(records_table, records)
+            table = await self._in_thread(records_table, records)
+            count = len(records)
+            records.clear()  # the table holds them: their Python objects go while the object uploads
             size = await self._retrying(f"upload of {path}", self.store.put, path, table, keep_alive=False)
         except asyncio.CancelledError:
             return  # stopping while the archive is down: not committed, read again at the next start
-        self.stats.records += len(records)
+        self.stats.records += count
         self.stats.objects += 1
         self.stats.bytes += size
         ready = self.order.finished(tp, last)
         if ready is not None:
             await self._commit(tp, ready)
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(func, *args))
 
     async def _commit(self, tp: TopicPartition, ready: Committable) -> None:
         """Commit ``tp`` at ``ready.offset`` (commits of a partition go out one at a time, in order)."""
@@ -362,5 +374,6 @@ class Archiver:
             for task in self.uploads():
                 task.cancel()
             await self.consumer.stop()
+            self._threads.shutdown(wait=False)
         self.echo(self.stats.describe())
         return self.stats
