@@ -114,8 +114,6 @@ class Archiver:
         self.order = CommitOrder()
         self._commit_lock = asyncio.Lock()
         self._committed: dict[TopicPartition, int] = {}
-        #: what partitions may commit, waiting for the commit in flight to end
-        self._to_commit: dict[TopicPartition, Committable] = {}
         #: records handed to uploads since the start (uploaded or not yet)
         self.rolled = 0
         #: an upload that failed otherwise than by the archive not answering: the run ends with it
@@ -263,7 +261,6 @@ class Archiver:
             for tp in partitions:
                 self.order.forget(tp)
                 self._committed.pop(tp, None)
-                self._to_commit.pop(tp, None)
 
     async def _upload(self, tp: TopicPartition, records: list[Any]) -> None:
         """Build and upload one object in threads, then commit what it and earlier objects cover."""
@@ -289,33 +286,19 @@ class Archiver:
         return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(func, *args))
 
     async def _commit(self, tp: TopicPartition, ready: Committable) -> None:
-        """Commit ``tp`` at ``ready.offset``, with whatever other partitions became committable
-        meanwhile: the consumer sends one commit at a time, so uploads finishing together (every
-        partition rolling at once) wait for one round trip, not one each. Returns once committed."""
+        """Commit ``tp`` at ``ready.offset`` (commits of a partition go out one at a time, in order)."""
         consumer = self.consumer
         assert consumer is not None
-        earlier = self._to_commit.get(tp)
-        if earlier is not None:  # an earlier object of tp waits for the lock too: one commit covers both
-            ready = Committable(
-                ready.offset, earlier.records + ready.records, earlier.objects + ready.objects
-            )
-        self._to_commit[tp] = ready
         async with self._commit_lock:
-            # whoever holds the lock commits everything waiting, before letting go of it: found
-            # gone, this one was committed by an earlier holder (or given up with its partition)
-            batch = {p: c for p, c in self._to_commit.items() if c.offset > self._committed.get(p, -1)}
-            self._to_commit = {}
-            if not batch:
+            if ready.offset <= self._committed.get(tp, -1):
                 return
             try:
-                await consumer.commit({p: OffsetAndMetadata(c.offset, "") for p, c in batch.items()})
+                await consumer.commit({tp: OffsetAndMetadata(ready.offset, "")})
             except Exception as exc:  # a rebalance: the next owner resumes after the objects anyway
-                at = ", ".join(f"{p} at {c.offset}" for p, c in batch.items())
-                logger.warning("commit of %s failed (%s): the objects stand", at, exc)
+                logger.warning("commit of %s at %d failed (%s): the objects stand", tp, ready.offset, exc)
                 return
-            for p, c in batch.items():
-                self._committed[p] = c.offset
-                self.stats.committed += c.records
+            self._committed[tp] = ready.offset
+            self.stats.committed += ready.records
 
     async def _wait_for_upload_slot(self) -> None:
         """Wait while :data:`MAX_UPLOADS` uploads run (polling now and then to keep the group)."""

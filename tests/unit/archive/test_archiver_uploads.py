@@ -140,39 +140,3 @@ async def test_a_revoked_partition_is_handed_over_only_after_its_uploads_are_com
     await asyncio.wait_for(revoked, 5)
     assert consumer.commits == [{tp(0): 10}]
     assert archiver.order.pending(tp(0)) == 0
-
-
-class SlowCommits(CommitLog):
-    """A commit that takes until the test lets it end (a broker under load)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.started = 0
-        self.release = asyncio.Event()
-
-    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        self.started += 1
-        await self.release.wait()
-        await super().commit(offsets)
-
-
-async def test_uploads_ending_during_a_commit_are_committed_together_after_it() -> None:
-    store = GatedStore()
-    archiver = Archiver(SETTINGS, store=store, topics=("logins",))  # type: ignore[arg-type]
-    consumer = SlowCommits()
-    archiver.consumer = consumer  # type: ignore[assignment]
-    for partition, last in ((0, 9), (1, 4), (2, 4)):
-        archiver.buffers[tp(partition)] = archiver_module._Buffer(records=records(partition, 0, last))
-        archiver.roll(tp(partition))
-
-    store.gate(9).set()
-    await until(lambda: consumer.started == 1)
-    store.gate(4).set()  # p1 and p2 finish uploading while p0's commit is in flight
-    await until(lambda: sorted(store.uploaded) == [4, 4, 9])
-    await asyncio.sleep(0.05)
-    assert consumer.commits == [] and consumer.started == 1, "nothing commits beside the commit in flight"
-
-    consumer.release.set()
-    await archiver.settle([tp(0), tp(1), tp(2)])
-    assert consumer.commits == [{tp(0): 10}, {tp(1): 5, tp(2): 5}]
-    assert archiver.stats.committed == 20
