@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from bench.progress import ProgressFile
-from streamapp.archive.archiver import Archiver, ArchiverStats, Committable
+from streamapp.archive.archiver import Archiver, Committable
 from streamapp.archive.store import ArchiveStore
 from streamapp.settings import Settings, load_settings
 
@@ -81,23 +81,25 @@ def main() -> None:
     progress = ProgressFile(os.environ["BENCH_PROGRESS"], expect)
     archiver = CountingArchiver(load_settings(os.environ), progress, expect)
 
-    async def run() -> ArchiverStats:
+    async def run() -> None:
         # SIGTERM (the bench stopping it) ends it as `streamapp archive run` does: held records uploaded
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, archiver.stop)
-        return await archiver.run()
-
-    stats = asyncio.run(run())
-    Path(os.environ["BENCH_PROGRESS"]).with_suffix(".stats.json").write_text(
-        json.dumps(
-            {
-                "records": stats.records,
-                "objects": stats.objects,
-                "bytes": stats.bytes,
-                "upload_seconds": archiver.upload_seconds,
-                "wait_seconds": archiver.wait_seconds,
-            }
+        stats = await archiver.run()
+        # written while the handler is installed: the bench sends SIGTERM once every record is
+        # committed, and once the loop is closed that would end the process before the file is there
+        Path(os.environ["BENCH_PROGRESS"]).with_suffix(".stats.json").write_text(
+            json.dumps(
+                {
+                    "records": stats.records,
+                    "objects": stats.objects,
+                    "bytes": stats.bytes,
+                    "upload_seconds": archiver.upload_seconds,
+                    "wait_seconds": archiver.wait_seconds,
+                }
+            )
         )
-    )
+
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

@@ -15,19 +15,21 @@ partition's uploads are finished (and committed) before the partition is handed 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from streamapp.archive.commit_order import CommitOrder, Committable
+from streamapp.archive.placement import AssignmentListener, archived_ends, archiver_group, start_offsets
 from streamapp.archive.store import (
     ARCHIVED_TOPICS,
-    ArchiveObject,
     ArchiveStore,
     ArchiveUnavailable,
     object_path,
@@ -53,94 +55,10 @@ logger = logging.getLogger("streamapp.archive")
 BACKOFF_FIRST = 1.0
 BACKOFF_CAP = 30.0
 #: objects being built and uploaded at once (threads); fetching waits beyond that, so what the
-#: archiver holds stays bounded while the archive is slow or down
-MAX_UPLOADS = 4
-
-
-def archiver_group(settings: Settings) -> str:
-    """The archiver's own consumer group: it never shares offsets with the workers or sinks."""
-    return f"{settings.app_id}-archiver"
-
-
-def archived_ends(topic: str, objects: Iterable[ArchiveObject]) -> dict[TopicPartition, int]:
-    """The last archived offset of each partition of ``topic`` (``objects`` are that topic's)."""
-    ends: dict[TopicPartition, int] = {}
-    for obj in objects:
-        tp = TopicPartition(topic, obj.partition)
-        ends[tp] = max(ends.get(tp, -1), obj.last)
-    return ends
-
-
-def start_offsets(
-    ends: Mapping[TopicPartition, int], committed: Mapping[TopicPartition, int | None]
-) -> dict[TopicPartition, int]:
-    """Where to start the partitions whose archive goes further than their committed offset.
-
-    An object uploaded but not committed (a crash in between) stands: go on after it. A partition
-    missing here starts at its committed offset (or the earliest one), as the consumer would.
-    """
-    starts: dict[TopicPartition, int] = {}
-    for tp, end in ends.items():
-        offset = committed.get(tp)
-        if offset is None or offset <= end:
-            starts[tp] = end + 1
-    return starts
-
-
-@dataclass
-class _Upload:
-    last: int
-    records: int
-    done: bool = False
-
-
-@dataclass(frozen=True)
-class Committable:
-    """A partition may commit ``offset``: ``records`` in ``objects`` uploaded objects became covered."""
-
-    offset: int
-    records: int
-    objects: int
-
-
-class CommitOrder:
-    """Which offset each partition may commit as its uploads finish, in whatever order they finish.
-
-    An object's end is committed only once every earlier object of its partition is uploaded too:
-    committing after a later object while an earlier one is still uploading would lose the earlier
-    one's records if the process died before that upload ended (a restart starts after the commit).
-    """
-
-    def __init__(self) -> None:
-        self._uploads: dict[TopicPartition, deque[_Upload]] = {}
-
-    def started(self, tp: TopicPartition, last: int, records: int) -> None:
-        """An upload of ``tp``'s next object (ending at offset ``last``) began."""
-        self._uploads.setdefault(tp, deque()).append(_Upload(last, records))
-
-    def finished(self, tp: TopicPartition, last: int) -> Committable | None:
-        """The upload ending at ``last`` is done: what ``tp`` may commit now, or None while an
-        earlier upload of ``tp`` is unfinished (its own finishing then covers this one)."""
-        uploads = self._uploads.get(tp)
-        upload = next((u for u in uploads or () if u.last == last), None)
-        if uploads is None or upload is None:
-            return None  # forgotten: the partition was given up meanwhile
-        upload.done = True
-        offset, records, objects = -1, 0, 0
-        while uploads and uploads[0].done:
-            first_done = uploads.popleft()
-            offset, records, objects = first_done.last + 1, records + first_done.records, objects + 1
-        if not uploads:
-            del self._uploads[tp]
-        return Committable(offset, records, objects) if objects else None
-
-    def pending(self, tp: TopicPartition) -> int:
-        """Uploads of ``tp`` not yet committable."""
-        return len(self._uploads.get(tp, ()))
-
-    def forget(self, tp: TopicPartition) -> None:
-        """Drop what is known of ``tp`` (given up: its next owner starts after what was committed)."""
-        self._uploads.pop(tp, None)
+#: archiver holds stays bounded while the archive is slow or down. Eight: one per partition of a
+#: topic with the default 8 partitions, so the objects every partition rolls at once (the roll age,
+#: or the end of a backlog) all upload together instead of waiting for the slowest upload
+MAX_UPLOADS = 8
 
 
 @dataclass
@@ -166,28 +84,6 @@ class ArchiverStats:
             f"archived {self.records:,} records in {self.objects:,} objects ({self.bytes / 1e6:.1f} MB), "
             f"{self.records / seconds:,.0f} records/s over {seconds:.0f} s"
         )
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, archiver: Archiver) -> None:
-        self.archiver = archiver
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # records held but not uploaded are read again by the partition's next owner; objects
-        # uploading are finished and committed first, or the next owner, listing the bucket before
-        # they land, would write other objects over the same offsets
-        for tp in revoked:
-            self.archiver.buffers.pop(tp, None)
-        await self.archiver.settle(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        # No await here: aiokafka ends the reassignment before it calls this listener (getmany
-        # returns the new partitions' records from then on) and runs it concurrently with the
-        # main loop, so a seek after an await (listing the bucket) lands after records read from
-        # the committed offset are already held. The partitions wait paused instead until the main
-        # loop has placed them (Archiver.resume); nothing of theirs can be fetched before this
-        # runs, as their committed offsets are fetched only once the listener yields.
-        self.archiver.hold(assigned)
 
 
 class Archiver:
@@ -222,6 +118,9 @@ class Archiver:
         self.rolled = 0
         #: an upload that failed otherwise than by the archive not answering: the run ends with it
         self._failure: BaseException | None = None
+        #: building and uploading objects, listing the archive: a thread per upload and one more,
+        #: not the loop's default pool (it has fewer threads than MAX_UPLOADS on a small machine)
+        self._threads = ThreadPoolExecutor(MAX_UPLOADS + 1, thread_name_prefix="archive")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -270,7 +169,7 @@ class Archiver:
         attempt = 0
         while True:
             try:
-                result = await asyncio.to_thread(func, *args)
+                result = await self._in_thread(func, *args)
             except ArchiveUnavailable as exc:
                 delay = min(BACKOFF_FIRST * 2**attempt, BACKOFF_CAP)
                 attempt += 1
@@ -370,16 +269,21 @@ class Archiver:
             self.store.root, self._contract(tp.topic), tp.partition, first, last, records[0].timestamp
         )
         try:
-            table = await asyncio.to_thread(records_table, records)
+            table = await self._in_thread(records_table, records)
+            count = len(records)
+            records.clear()  # the table holds them: their Python objects go while the object uploads
             size = await self._retrying(f"upload of {path}", self.store.put, path, table, keep_alive=False)
         except asyncio.CancelledError:
             return  # stopping while the archive is down: not committed, read again at the next start
-        self.stats.records += len(records)
+        self.stats.records += count
         self.stats.objects += 1
         self.stats.bytes += size
         ready = self.order.finished(tp, last)
         if ready is not None:
             await self._commit(tp, ready)
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(func, *args))
 
     async def _commit(self, tp: TopicPartition, ready: Committable) -> None:
         """Commit ``tp`` at ``ready.offset`` (commits of a partition go out one at a time, in order)."""
@@ -430,7 +334,7 @@ class Archiver:
         )
         await self.consumer.start()
         try:
-            self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+            self.consumer.subscribe(self.topics, listener=AssignmentListener(self))
             await self._retrying(f"bucket {self.store.bucket}", self.store.ensure_bucket)
             self.echo(
                 f"archiving {', '.join(self.topics)} to {self.store.url} as group {archiver_group(settings)} "
@@ -470,5 +374,6 @@ class Archiver:
             for task in self.uploads():
                 task.cancel()
             await self.consumer.stop()
+            self._threads.shutdown(wait=False)
         self.echo(self.stats.describe())
         return self.stats

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -10,11 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from streamapp.archive.columns import META_COLUMNS, parquet_options, records_table
 from streamapp.settings import PREFIX, Settings, SettingsError
 
 __all__ = [
@@ -35,18 +34,10 @@ ARCHIVED_TOPICS = (
     "alerts", "dead-letters", "late-events",
 )  # fmt: skip
 
-#: columns every object has besides the event's own fields (a field with one of these names is
-#: left to ``kafka_value``, which always holds the record's value byte for byte)
-META_COLUMNS = (
-    "kafka_key", "kafka_partition", "kafka_offset", "kafka_timestamp", "kafka_value", "kafka_headers",
-)  # fmt: skip
-
 _OBJECT = re.compile(
     r"topic=(?P<topic>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/partition=(?P<partition>\d+)/"
     r"(?P<first>\d+)-(?P<last>\d+)\.parquet$"
 )
-
-_HEADERS = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
 
 
 class ArchiveUnavailable(RuntimeError):
@@ -85,57 +76,6 @@ def parse_object_path(path: str, size: int = 0) -> ArchiveObject | None:
         topic=found["topic"], partition=int(found["partition"]), first=int(found["first"]),
         last=int(found["last"]), date=found["date"], path=path, size=size,
     )  # fmt: skip
-
-
-def _column(values: list[Any]) -> pa.Array:
-    """One event field as a typed column; mixed or nested values are kept as JSON text."""
-    try:
-        array = pa.array(values)
-        if not (pa.types.is_nested(array.type) or pa.types.is_null(array.type)):
-            return array
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        pass
-    return pa.array([None if v is None else orjson.dumps(v).decode() for v in values], type=pa.string())
-
-
-def records_table(records: Sequence[Any]) -> pa.Table:
-    """A table of Kafka records: the meta columns, then one column per field of the JSON objects.
-
-    ``records`` are aiokafka ``ConsumerRecord`` s (key, value, partition, offset, timestamp, headers).
-    A value that is not a JSON object (Avro, garbage) leaves its event fields empty.
-    """
-    events: list[dict[str, Any] | None] = []
-    shapes: dict[tuple[str, ...], None] = {}  # the events' key sequences, first seen first
-    loads, not_json = orjson.loads, orjson.JSONDecodeError
-    for record in records:
-        event = None
-        if record.value:
-            try:
-                decoded = loads(record.value)
-            except not_json:
-                decoded = None
-            if type(decoded) is dict:  # orjson makes plain dicts
-                event = decoded
-                shapes[tuple(decoded)] = None  # events mostly share a few shapes: cheaper than per key
-        events.append(event)
-    fields: dict[str, None] = {}
-    for shape in shapes:
-        fields.update(dict.fromkeys(k for k in shape if k not in META_COLUMNS))
-    columns: dict[str, pa.Array] = {
-        "kafka_key": pa.array([r.key for r in records], type=pa.binary()),
-        "kafka_partition": pa.array([r.partition for r in records], type=pa.int32()),
-        "kafka_offset": pa.array([r.offset for r in records], type=pa.int64()),
-        "kafka_timestamp": pa.array([r.timestamp for r in records], type=pa.int64()).cast(
-            pa.timestamp("ms", tz="UTC")
-        ),
-        "kafka_value": pa.array([r.value for r in records], type=pa.binary()),
-        "kafka_headers": pa.array(
-            [[{"key": k, "value": v} for k, v in (r.headers or ())] for r in records], type=_HEADERS
-        ),
-    }
-    for name in fields:
-        columns[name] = _column([None if e is None else e.get(name) for e in events])
-    return pa.table(columns)
 
 
 def concat_tables(tables: Sequence[pa.Table]) -> pa.Table:
@@ -200,8 +140,8 @@ class ArchiveStore:
 
     def put(self, path: str, table: pa.Table) -> int:
         """Upload ``table`` as one Parquet object (a single PUT of the finished bytes); its size."""
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **parquet_options(table.schema))
         data = sink.getvalue()
 
         def upload() -> None:

@@ -9,7 +9,8 @@ import pytest
 from aiokafka import TopicPartition
 
 from streamapp.archive import archiver as archiver_module
-from streamapp.archive.archiver import Archiver, _Rebalance, start_offsets
+from streamapp.archive.archiver import Archiver, start_offsets
+from streamapp.archive.placement import AssignmentListener
 from streamapp.archive.store import ArchiveObject, ArchiveUnavailable
 from streamapp.settings import load_settings
 
@@ -102,7 +103,7 @@ async def test_an_assigned_partition_is_fetched_only_once_placed_after_its_archi
     archiver.buffers[tp(0)] = archiver_module._Buffer(records=["read before placing"])
     consumer.assign({tp(0), tp(1), tp(2), tp(3)})
 
-    await _Rebalance(archiver).on_partitions_assigned(sorted(consumer.assigned))
+    await AssignmentListener(archiver).on_partitions_assigned(sorted(consumer.assigned))
     # nothing is fetched until placed, and what was read before is dropped
     assert consumer.paused == consumer.assigned and consumer.positions == {} and archiver.buffers == {}
     assert store.calls == 0, "the listener must not await the archive"
@@ -117,7 +118,7 @@ async def test_an_assigned_partition_is_fetched_only_once_placed_after_its_archi
 async def test_a_rebalance_while_listing_places_the_new_assignment_only() -> None:
     consumer = FakeConsumer(committed={})
     loop = asyncio.get_running_loop()
-    rebalance: _Rebalance
+    rebalance: AssignmentListener
 
     def reassign(call: int) -> None:
         if call == 1:  # the group moves p0 away while the first listing runs
@@ -130,7 +131,7 @@ async def test_a_rebalance_while_listing_places_the_new_assignment_only() -> Non
 
     store = FakeStore([obj(0, 0, 49), obj(1, 0, 9)], on_list=reassign)
     archiver = archiver_with(consumer, store)
-    rebalance = _Rebalance(archiver)
+    rebalance = AssignmentListener(archiver)
     consumer.assign({tp(0), tp(1)})
     await rebalance.on_partitions_assigned([tp(0), tp(1)])
 
@@ -152,7 +153,7 @@ async def test_an_archive_outage_while_placing_keeps_the_partitions_paused(
     store = FakeStore([obj(0, 0, 49)], on_list=down_twice)
     archiver = archiver_with(consumer, store)
     consumer.assign({tp(0), tp(1)})
-    await _Rebalance(archiver).on_partitions_assigned([tp(0), tp(1)])
+    await AssignmentListener(archiver).on_partitions_assigned([tp(0), tp(1)])
 
     await archiver.resume()
     assert store.calls == 3

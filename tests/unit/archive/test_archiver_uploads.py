@@ -11,7 +11,8 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from streamapp.archive import archiver as archiver_module
-from streamapp.archive.archiver import Archiver, CommitOrder, Committable, _Rebalance
+from streamapp.archive.archiver import Archiver, CommitOrder, Committable
+from streamapp.archive.placement import AssignmentListener
 from streamapp.settings import load_settings
 
 SETTINGS = load_settings({"STREAMAPP_ARCHIVE_URL": "s3://streamapp/archive", "STREAMAPP_TOPIC_PREFIX": "p-"})
@@ -130,7 +131,7 @@ async def test_a_revoked_partition_is_handed_over_only_after_its_uploads_are_com
     archiver.roll(tp(0))
     archiver.buffers[tp(0)] = archiver_module._Buffer(records=records(0, 10, 14))  # held, not rolled
 
-    revoked = asyncio.create_task(_Rebalance(archiver).on_partitions_revoked([tp(0)]))
+    revoked = asyncio.create_task(AssignmentListener(archiver).on_partitions_revoked([tp(0)]))
     await asyncio.sleep(0.05)
     assert not revoked.done(), "the revocation waits for the upload"
     assert tp(0) not in archiver.buffers, "held records are left to the next owner"
