@@ -8,6 +8,7 @@ import pytest
 from streamapp.models import (
     InvalidEvent,
     Login,
+    User,
     alert_id_for,
     decode_json_object,
     event_time,
@@ -15,6 +16,7 @@ from streamapp.models import (
     parse_sensor_reading,
     parse_stock_price,
     parse_transaction,
+    parse_user,
 )
 
 
@@ -74,3 +76,26 @@ def test_alert_ids_are_deterministic():
     assert a != alert_id_for("brute_force", "1.2.3.4", 10.0, 70.0)
     assert a != alert_id_for("card_velocity", "1.2.3.4", 0.0, 60.0)
     assert orjson.dumps(a)
+
+
+def test_parse_user_keeps_every_field_of_the_version_and_the_schema_id():
+    user = parse_user({"schema_id": 2, "value": {"name": "ann", "age": 31, "email": None}}, 1700000000.0)
+    assert user == User(1700000000.0, "ann", 31, 2, {"name": "ann", "age": 31, "email": None})
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        ({"schema_id": 5, "value": "ann"}, "must be an Avro record, got string"),
+        ({"schema_id": 1, "value": {"name": "ann"}}, "'age' is missing"),
+        ({"schema_id": 1, "value": {"age": 3}}, "'name' is missing"),
+        ({"schema_id": 1, "value": {"name": "", "age": 3}}, "'name' must not be empty"),
+        ({"schema_id": 1, "value": {"name": "ann", "age": "3"}}, "'age' must be an integer"),
+        ({"schema_id": 1, "value": {"name": "ann", "age": -1}}, "outside 0..150"),
+        ({"schema_id": 1, "value": {"name": "ann", "age": 2**31 - 1}}, "outside 0..150"),
+        ({"value": {"name": "ann", "age": 3}}, "no schema id"),
+    ],
+)
+def test_parse_user_refuses_wrong_fields(obj, reason):
+    with pytest.raises(InvalidEvent, match=reason):
+        parse_user(obj, 1700000000.0)
