@@ -19,7 +19,7 @@ from streamapp.app import app, settings
 from streamapp.models import InvalidEvent, parse_login
 from streamapp.observability.metrics import STATE_RESETS_TOTAL
 from streamapp.runtime.clock import worker_clock
-from streamapp.runtime.consumer import batch_consumer
+from streamapp.runtime.consumer.changelog_restore import restore_changelogs
 from tables.base import EVENT_CLOCK_KEY, expire_keys, restore_event_clock
 from tests.unit.fakes import FakeSink, faked
 
@@ -248,7 +248,7 @@ async def test_the_restore_skips_changelog_records_without_a_key_or_with_faust_o
         _record(b"999999", key=b"__faust\x00offset__", offset=2),
         _record(b'{"buckets": []}', key=b"10.0.0.9", offset=3),
     ]
-    await batch_consumer.BatchConsumer._restore(consumer, recovery, {tp: records})  # type: ignore[arg-type]
+    await restore_changelogs(consumer, recovery, {tp: records})  # type: ignore[arg-type]
     assert db.get(b"10.0.0.9") == b'{"buckets": []}'
     assert db.get(b"__faust\x00offset__") is None  # faust's offset: the restore's own bookkeeping
     assert persisted == {tp: 3} and recovery.active_offsets == {tp: 3}
