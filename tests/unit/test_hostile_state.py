@@ -13,7 +13,9 @@ from aiokafka.structs import ConsumerRecord
 
 import tables.base as tables_base
 from agents import detect_brute_force
-from agents.base import _apply_events, _Rejects, envelope_problem, key_problem, stored_state
+from agents.base import _apply_events
+from agents.record_checks import envelope_problem, key_problem, stored_state
+from agents.rejects import Rejects
 from agents.store_users import forwarded_user
 from streamapp.app import app, settings
 from streamapp.models import InvalidEvent, parse_login
@@ -101,9 +103,9 @@ def test_a_stored_state_with_a_clock_from_the_future_is_fresh() -> None:
     assert stored_state(orjson.dumps(good), "t-unit", b"k", NOW + 300) == good
 
 
-def _apply_all(stored: Any, records: list[ConsumerRecord], isolate: bool) -> tuple[Any, _Rejects]:
+def _apply_all(stored: Any, records: list[ConsumerRecord], isolate: bool) -> tuple[Any, Rejects]:
     detector = faked(detect_brute_force.detector(app, settings)).detector
-    rejects = _Rejects(FakeSink(), "logins", "t-unit", detector)
+    rejects = Rejects(FakeSink(), "logins", "t-unit", detector)
     state, _, applied, _ = _apply_events(stored, b"10.0.0.1", records, detector=detector, rejects=rejects,
                                          isolate=isolate)  # fmt: skip
     return (state, applied), rejects
