@@ -1,3 +1,3 @@
-"""Faust agents: one module per agent."""
+"""Faust agents: one module per agent, and the detector loop they share (base.py and its parts)."""
 
 __all__: list[str] = []

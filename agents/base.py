@@ -4,12 +4,13 @@ Every forwarded event is first checked against the lateness model (streamapp.rul
 a late event goes to ``late-events`` and never into state. Rules whose answer depends on the
 events before one in event time hold events in their state (``pending``) and judge them once the
 key's event clock has passed them by the grace (``judge``); a key that stays quiet is judged
-after the grace in wall time, through a tick record sent to its own partition (:class:`HeldKeys`).
-A record that makes a rule raise goes to ``dead-letters`` alone; the rest of the batch goes on.
-Only the app writes the by-entity topics: a record found there that it could not have written (a
-key no entity can have, an envelope whose event the ingest parser refuses) is a dead letter too,
-and a stored state that cannot be read, or that makes a valid event raise, is replaced by a fresh
-one (logged, ``streamapp_state_resets_total``): no record and no state can stop the loop.
+after the grace in wall time, through a tick record sent to its own partition (agents.held_keys).
+A record that makes a rule raise goes to ``dead-letters`` alone (agents.rejects); the rest of the
+batch goes on. Only the app writes the by-entity topics: a record found there that it could not
+have written (a key no entity can have, an envelope whose event the ingest parser refuses) is a
+dead letter too, and a stored state that cannot be read, or that makes a valid event raise, is
+replaced by a fresh one (logged, ``streamapp_state_resets_total``; agents.record_checks): no
+record and no state can stop the loop.
 """
 
 from __future__ import annotations
@@ -26,76 +27,37 @@ import faust
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from streamapp.models import (
-    MAX_ID_CHARS,
-    Alert,
-    InvalidEvent,
-    Parser,
-    decode_envelope,
-    id_problem,
-    parse_login,
-    parse_sensor_reading,
-    parse_stock_price,
-    parse_transaction,
-)
-from streamapp.observability.metrics import (
-    DEAD_LETTERS_TOTAL,
-    EXPIRED_EVENTS_TOTAL,
-    LATE_EVENTS_TOTAL,
-    STATE_RESETS_TOTAL,
-)
+from agents.held_keys import TICK, HeldKeys, send_ticks
+from agents.record_checks import PARSERS, envelope_problem, key_problem, reset_state, stored_state
+from agents.rejects import Rejects
+from streamapp.models import Alert, Parser
 from streamapp.rules.base import Apply, Judge, Late, State, step
 from streamapp.runtime.consumer import check_membership, drain_to_router
 from streamapp.runtime.producer import Delivery
 from streamapp.settings import Settings
-from streamapp.types import Envelope, ForwardedRecord, RecordSink, StateStore
+from streamapp.types import Envelope, RecordSink, StateStore
 
-__all__ = ["TICK", "Apply", "Detector", "HeldKeys", "Judge", "Updates", "detect", "detect_batch"]
+__all__ = [
+    "TICK",
+    "Apply",
+    "Detector",
+    "HeldKeys",
+    "Judge",
+    "Updates",
+    "detect",
+    "detect_batch",
+    "detector_for",
+    "envelope_problem",
+    "key_problem",
+    "reset_state",
+    "send_ticks",
+    "stored_state",
+]
 
 logger = logging.getLogger(__name__)
 
 #: (entity, state after the batch, the typed events applied to it) -> records for an updates topic
 Updates = Callable[[str, State, list[Any]], Iterable[bytes]]
-
-#: the value of a tick record: judge every event the key holds (it has been quiet for the grace)
-TICK = b'{"tick":1}'
-
-#: source topic -> its ingest parser: an event read back from a by-entity topic must pass it again
-#: (only the app writes those topics; whatever else is found there is refused like hostile input)
-_PARSERS: dict[str, Parser] = {
-    "logins": parse_login,
-    "sensor-readings": parse_sensor_reading,
-    "transactions": parse_transaction,
-    "stock-prices": parse_stock_price,
-}
-
-
-class HeldKeys:
-    """Keys whose state holds events not judged yet, and since when (wall time), per table.
-
-    A key that gets no newer event would hold them forever; :meth:`due` names those held for
-    the grace, and the detector's tick task sends each a tick record through its own topic
-    partition, so that the judging happens in the stream, in order with the key's events.
-    """
-
-    def __init__(self) -> None:
-        self._since: dict[tuple[int, bytes], float] = {}
-
-    def update(self, partition: int, key: bytes, state: State, now: float) -> None:
-        if state.get("pending"):
-            self._since.setdefault((partition, key), now)
-        else:
-            self._since.pop((partition, key), None)
-
-    def due(self, now: float, grace: float) -> list[tuple[int, bytes]]:
-        """Keys held for at least ``grace`` seconds; each is due again only after another grace."""
-        due = [held for held, since in self._since.items() if now - since >= grace]
-        for held in due:
-            self._since[held] = now
-        return due
-
-    def __len__(self) -> int:
-        return len(self._since)
 
 
 class EventClock(Protocol):
@@ -136,7 +98,7 @@ class Detector:
 
     @property
     def parse(self) -> Parser:
-        return _PARSERS[self.source]
+        return PARSERS[self.source]
 
     async def __call__(self, records: Sequence[ConsumerRecord]) -> list[Delivery]:
         return await detect_batch(records, self)
@@ -156,7 +118,7 @@ async def detect_batch(records: Sequence[ConsumerRecord], detector: Detector) ->
     """
     settings, store, held = detector.settings, detector.store, detector.held
     batches = detector.new_sink()
-    rejects = _Rejects(batches, settings.topic(detector.source), store.name, detector)
+    rejects = Rejects(batches, settings.topic(detector.source), store.name, detector)
     by_key: dict[tuple[int, bytes], list[ConsumerRecord]] = {}
     for record in records:
         problem = key_problem(record.key)
@@ -209,79 +171,13 @@ async def detect_batch(records: Sequence[ConsumerRecord], detector: Detector) ->
     return sent
 
 
-def key_problem(key: bytes | None) -> str | None:
-    """Why a by-entity record's key cannot be an entity id (a phrase for a reason), or None."""
-    if not key:
-        return "without a UTF-8 entity key"
-    try:
-        entity = key.decode()
-    except UnicodeDecodeError:
-        return "without a UTF-8 entity key"
-    if len(entity) > MAX_ID_CHARS:
-        return f"whose key is longer than {MAX_ID_CHARS} characters"
-    problem = id_problem(entity)  # e.g. faust's own keys: the state would overwrite them
-    return None if problem is None else f"whose key {problem}"
-
-
-def stored_state(raw: bytes | None, table: str, key: bytes, ceiling: float) -> State | None:
-    """The stored state decoded, or None when absent or unreadable (logged and counted: a fresh one).
-
-    Only the detector writes states, but a state restored from a changelog someone else wrote
-    to may be anything; it must not stop the key (or the loop) for good. A key's event clock
-    beyond ``ceiling`` (the wall clock plus the skew: written by a version that took events from
-    the future) would make every real event of the key late: such a state is replaced too.
-    """
-    if raw is None:
-        return None
-    try:
-        state = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        state = None
-    if not isinstance(state, dict):
-        reset_state(table, key, "it is not a JSON object")
-        return None
-    clock = state.get("clock")
-    if isinstance(clock, int | float) and clock > ceiling:
-        reset_state(
-            table, key, f"its event clock {clock!r} is more than STREAMAPP_MAX_CLOCK_SKEW_SECONDS ahead"
-        )
-        return None
-    return state
-
-
-def reset_state(table: str, key: bytes, why: str) -> None:
-    """Log and count a stored state that is replaced by a fresh one."""
-    STATE_RESETS_TOTAL.labels(table=table).inc()
-    logger.warning(
-        "the stored state of %r in table %s is replaced by a fresh one: %s",
-        key[:200].decode(errors="backslashreplace"), table, why,
-    )  # fmt: skip
-
-
-def envelope_problem(
-    record: ConsumerRecord, parse: Parser, source_topic: str
-) -> tuple[Envelope[Any] | None, str | None]:
-    """(envelope, None) for a by-entity record the app could have written, else (None, why).
-
-    Read back from the topic, its event must pass the source's parser again
-    (streamapp.models.decode_envelope), which bounds its time by the clock skew: a forged one must
-    not move the event clock. Handed over in process, it carries the envelope ingest built.
-    """
-    if isinstance(record, ForwardedRecord) and record.envelope is not None:
-        return record.envelope, None
-    try:
-        return decode_envelope(record.value, source_topic, parse), None
-    except InvalidEvent as exc:
-        return None, str(exc)
-
-
 def _apply_events(
     stored: State | None,
     key: bytes,
     records: list[ConsumerRecord],
     *,
     detector: Detector,
-    rejects: _Rejects,
+    rejects: Rejects,
     isolate: bool,
 ) -> tuple[State, list[Alert], list[Any], bool]:
     """Apply one key's records to its state: (state, alerts, applied events, state changed).
@@ -339,114 +235,10 @@ def _apply_events(
     return state, alerts, applied, changed
 
 
-class _Rejects:
-    """Late events and dead letters of one batch, queued with the batch's other records."""
-
-    def __init__(self, batches: RecordSink, source_topic: str, detection: str, detector: Detector) -> None:
-        self._batches = batches
-        self._source_topic = source_topic
-        self._detection = detection
-        self._late_events_topic = detector.late_events_topic
-        self._dead_letters_topic = detector.dead_letters_topic
-        self._late: list[tuple[ConsumerRecord, Envelope[Any], str, float]] = []
-        self._dead: list[tuple[ConsumerRecord, str, bool]] = []
-
-    def late(self, record: ConsumerRecord, event: Envelope[Any], reason: str, seconds: float) -> None:
-        self._late.append((record, event, reason, seconds))
-
-    def dead(self, record: ConsumerRecord, reason: str, as_read: bool = False) -> None:
-        """Queue a dead letter: the input record it was forwarded from, or (``as_read``) itself."""
-        self._dead.append((record, reason, as_read))
-
-    def clear_for(self, records: list[ConsumerRecord]) -> None:
-        """Forget what these records queued (they are applied again, one at a time)."""
-        ids = {id(record) for record in records}
-        self._late = [entry for entry in self._late if id(entry[0]) not in ids]
-        self._dead = [entry for entry in self._dead if id(entry[0]) not in ids]
-
-    async def queue(self) -> None:
-        if self._late:
-            await self._queue_late()
-        if self._dead:
-            await self._queue_dead()
-
-    async def _queue_late(self) -> None:
-        target = self._late_events_topic
-        await self._batches.prepare(target)
-        counter = LATE_EVENTS_TOTAL.labels(topic=self._source_topic)
-        for record, event, reason, seconds in self._late:
-            value = event.raw.encode() if event.raw is not None else orjson.dumps(event.event)
-            headers = _coordinates(self._source_topic, event.partition, event.offset)
-            headers += [
-                ("x-error", f"late event for {self._detection}: {reason}".encode()),
-                ("x-lateness-seconds", f"{seconds:.3f}".encode()),
-            ]
-            self._batches.add(target, record.key, value, None, headers)
-            counter.inc()
-            if reason.startswith("older than the retention"):
-                EXPIRED_EVENTS_TOTAL.labels(topic=self._source_topic).inc()
-
-    async def _queue_dead(self) -> None:
-        target = self._dead_letters_topic
-        await self._batches.prepare(target)
-        partitions = self._batches.partitions_of(target)
-        for record, reason, as_read in self._dead:
-            try:
-                if as_read:  # not something the app forwarded: the record itself, where it was read
-                    raise ValueError(reason)
-                value, headers = _source_of(orjson.loads(record.value), record, self._source_topic)
-            except Exception:  # not an envelope at all: the record itself, where it was read
-                value, headers = record.value, _coordinates(record.topic, record.partition, record.offset)
-            headers.append(("x-error", reason.encode()))
-            # a record without a key (someone else wrote it) needs a partition: by source position
-            partition = None if record.key is not None else max(record.offset, 0) % partitions
-            self._batches.add(target, record.key, value, partition, headers)
-            DEAD_LETTERS_TOTAL.labels(topic=record.topic).inc()
-            logger.warning(
-                "dead letter: %s[%d]@%d: %r", record.topic, record.partition, record.offset, reason
-            )
-
-
-def _source_of(
-    event: dict[str, Any], record: ConsumerRecord, source_topic: str
-) -> tuple[bytes | None, list[tuple[str, bytes]]]:
-    """The input record's value, byte for byte, and its coordinates, from a forwarded event."""
-    raw = event.get("raw")
-    value = raw.encode() if isinstance(raw, str) else orjson.dumps(event.get("e"))
-    src = event.get("src") or [record.partition, record.offset]
-    return value, _coordinates(source_topic, int(src[0]), int(src[1]))
-
-
-def _coordinates(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    return [
-        ("x-source-topic", topic.encode()),
-        ("x-source-partition", str(partition).encode()),
-        ("x-source-offset", str(offset).encode()),
-    ]
-
-
 async def detect(stream: faust.StreamT[bytes], agent: str) -> None:
     """A detector agent's body: what reaches its stream goes to the app's router (none does while
     the batch consumer runs: see streamapp.runtime.consumer)."""
     await drain_to_router(stream, agent)
-
-
-async def send_ticks(topic: str, held: HeldKeys, grace: float, new_sink: Callable[[], RecordSink]) -> None:
-    """Every second, a tick record to each key that has held events for the grace (wall time)."""
-    while True:
-        await asyncio.sleep(1.0)
-        due = held.due(time.time(), grace)
-        if not due:
-            continue
-        try:
-            batches = new_sink()
-            await batches.prepare(topic)
-            for partition, key in due:
-                batches.add(topic, key, TICK, partition)
-            for delivery in await batches.send():
-                await delivery.future
-        except Exception:  # the key stays held: the next round sends its tick again
-            logger.exception("sending ticks to %s failed", topic)
 
 
 def detector_for(

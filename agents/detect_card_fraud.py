@@ -6,7 +6,8 @@ from functools import partial
 
 import faust
 
-from agents.base import Detector, HeldKeys, detect, detector_for, send_ticks
+from agents.base import Detector, detect, detector_for
+from agents.held_keys import HeldKeys, send_ticks
 from streamapp.app import app, settings
 from streamapp.models import Alert, Transaction
 from streamapp.rules.base import State

@@ -7,7 +7,8 @@ from functools import partial
 import faust
 import orjson
 
-from agents.base import Detector, HeldKeys, detect, detector_for, send_ticks
+from agents.base import Detector, detect, detector_for
+from agents.held_keys import HeldKeys, send_ticks
 from streamapp.app import app, settings
 from streamapp.models import Alert, SensorReading
 from streamapp.rules.base import State

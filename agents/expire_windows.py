@@ -11,9 +11,9 @@ from typing import Any
 
 from faust.types import TableT
 
-from agents.base import HeldKeys
 from agents.detect_card_fraud import held_cards
 from agents.detect_temperature import held_sensors
+from agents.held_keys import HeldKeys
 from streamapp.app import app, settings
 from streamapp.rules import sliding_count, temperature
 from streamapp.rules.windows import next_sweep_in

@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from agents.base import envelope_problem, key_problem, reset_state
+from agents.record_checks import envelope_problem, key_problem, reset_state
 from streamapp.app import app, settings
 from streamapp.models import InvalidEvent, User, parse_user
 from streamapp.pipeline.ingest import send_dead_letter

@@ -13,13 +13,15 @@ from aiokafka.structs import ConsumerRecord
 
 import tables.base as tables_base
 from agents import detect_brute_force
-from agents.base import _apply_events, _Rejects, envelope_problem, key_problem, stored_state
+from agents.base import _apply_events
+from agents.record_checks import envelope_problem, key_problem, stored_state
+from agents.rejects import Rejects
 from agents.store_users import forwarded_user
 from streamapp.app import app, settings
 from streamapp.models import InvalidEvent, parse_login
 from streamapp.observability.metrics import STATE_RESETS_TOTAL
 from streamapp.runtime.clock import worker_clock
-from streamapp.runtime.consumer import batch_consumer
+from streamapp.runtime.consumer.changelog_restore import restore_changelogs
 from tables.base import EVENT_CLOCK_KEY, expire_keys, restore_event_clock
 from tests.unit.fakes import FakeSink, faked
 
@@ -101,9 +103,9 @@ def test_a_stored_state_with_a_clock_from_the_future_is_fresh() -> None:
     assert stored_state(orjson.dumps(good), "t-unit", b"k", NOW + 300) == good
 
 
-def _apply_all(stored: Any, records: list[ConsumerRecord], isolate: bool) -> tuple[Any, _Rejects]:
+def _apply_all(stored: Any, records: list[ConsumerRecord], isolate: bool) -> tuple[Any, Rejects]:
     detector = faked(detect_brute_force.detector(app, settings)).detector
-    rejects = _Rejects(FakeSink(), "logins", "t-unit", detector)
+    rejects = Rejects(FakeSink(), "logins", "t-unit", detector)
     state, _, applied, _ = _apply_events(stored, b"10.0.0.1", records, detector=detector, rejects=rejects,
                                          isolate=isolate)  # fmt: skip
     return (state, applied), rejects
@@ -248,7 +250,7 @@ async def test_the_restore_skips_changelog_records_without_a_key_or_with_faust_o
         _record(b"999999", key=b"__faust\x00offset__", offset=2),
         _record(b'{"buckets": []}', key=b"10.0.0.9", offset=3),
     ]
-    await batch_consumer.BatchConsumer._restore(consumer, recovery, {tp: records})  # type: ignore[arg-type]
+    await restore_changelogs(consumer, recovery, {tp: records})  # type: ignore[arg-type]
     assert db.get(b"10.0.0.9") == b'{"buckets": []}'
     assert db.get(b"__faust\x00offset__") is None  # faust's offset: the restore's own bookkeeping
     assert persisted == {tp: 3} and recovery.active_offsets == {tp: 3}

@@ -9,14 +9,14 @@ from functools import partial
 from time import monotonic
 from typing import Any, cast
 
-import faust
-import rocksdict
 from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 from streamapp.observability.faust_sensors import count_received
+from streamapp.runtime.consumer.changelog_restore import restorable, restore_changelogs
+from streamapp.runtime.consumer.consumer_thread import ConsumerThread
 from streamapp.runtime.consumer.errors import NotProcessed
 from streamapp.runtime.consumer.fence import (
     GroupMember,
@@ -25,27 +25,16 @@ from streamapp.runtime.consumer.fence import (
     done_handling,
     handling_batch,
 )
-from streamapp.runtime.faust_compat import (
-    consumer_thread,
-    default_kafka_producer,
-    end_recovery,
-    events_received_at,
-    rocksdb,
-    set_fetch_max_wait,
-)
+from streamapp.runtime.faust_compat import consumer_thread, default_kafka_producer
 from streamapp.runtime.producer import keep_metadata_of
 from streamapp.runtime.router import Router
-from streamapp.settings import BATCH_MAX, BATCH_WITHIN_SECONDS
 from streamapp.types import BatchHandler
 
 __all__ = [
-    "FETCH_MAX_WAIT_MS",
     "BatchConsumer",
     "BatchHandler",
     "NotProcessed",
     "abandon_before_waiting",
-    "drain_to_router",
-    "records_of_events",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,9 +43,6 @@ logger = logging.getLogger(__name__)
 SLOW_BATCH_SECONDS = 0.5
 #: how long a rebalance or a stop waits for the batches being delivered
 PENDING_WAIT_SECONDS = 30.0
-
-#: how long the broker may hold a fetch request that finds no data (faust sets 1,500 ms)
-FETCH_MAX_WAIT_MS = 50
 
 
 #: called (synchronously) when a rebalance or a stop waits for the batches being handled: a
@@ -99,7 +85,7 @@ class BatchConsumer(Consumer):
         await super().on_partitions_assigned(assigned, generation_id)
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     @property
     def batch_router(self) -> Router:
@@ -122,66 +108,15 @@ class BatchConsumer(Consumer):
         fetched = cast(dict[TP, Any], records)  # aiokafka's fetch result: a plain dict
         recovery: Any = cast(Any, self.app.tables).recovery
         changelogs = [
-            tp for tp in fetched if tp in recovery.tp_to_table and _restorable(recovery.tp_to_table[tp])
+            tp for tp in fetched if tp in recovery.tp_to_table and restorable(recovery.tp_to_table[tp])
         ]
         if changelogs:
-            await self._restore(recovery, {tp: fetched.pop(tp) for tp in changelogs})
+            await restore_changelogs(self, recovery, {tp: fetched.pop(tp) for tp in changelogs})
         router = self.batch_router
         taken = {tp: fetched.pop(tp) for tp in [tp for tp in fetched if tp.topic in router]}
         if taken:
             await self._handle(taken, active_partitions, generation)
         return records, active_partitions
-
-    async def _restore(self, recovery: Any, fetched: dict[TP, list[ConsumerRecord]]) -> None:
-        """Write fetched changelog records to the tables' RocksDB, one write batch per partition.
-
-        What faust's recovery does record by record through a queue (with a progress check of
-        every partition per record, some 8,000 records/s): the same offsets bookkeeping, so its
-        recovery service sees the progress, declares recovery complete and keeps standbys current.
-        (Not the store's ``apply_changelog_batch``: it wants a faust Event per record.)
-        """
-        now = monotonic()
-        for tp, records in fetched.items():
-            if tp in recovery.active_tps:
-                offsets = recovery.active_offsets
-                events_received_at(recovery, standby=False)[tp] = now
-            elif tp in recovery.standby_tps:
-                offsets = recovery.standby_offsets
-                events_received_at(recovery, standby=True)[tp] = now
-            else:
-                continue  # revoked since the fetch
-            seen = offsets.get(tp)
-            if seen is not None and records[0].offset <= seen:
-                records = [record for record in records if record.offset > seen]
-                if not records:
-                    continue
-            batch = rocksdict.WriteBatch(raw_mode=True)
-            for record in records:
-                if record.key is None or record.key == _FAUST_OFFSET_KEY:
-                    _skip_changelog_record(record)
-                elif record.value is None:
-                    batch.delete(record.key)
-                else:
-                    batch.put(record.key, record.value)
-            store: Any = recovery.tp_to_table[tp].data
-            rocksdb(store, tp.partition).write(batch)
-            last = records[-1].offset
-            store.set_persisted_offset(tp, last)
-            offsets[tp] = last
-            count_received(self.app, tp, len(records), last)
-        if recovery.in_recovery and self.app.in_transaction and recovery.need_recovery():
-            # transaction markers after the last record: the position has passed the highwater
-            for tp, remaining in recovery.active_remaining().items():
-                if remaining > 0 and tp in fetched:
-                    highwater = recovery.active_highwaters[tp]
-                    if (await self.position(tp) or 0) > highwater:
-                        recovery.active_offsets[tp] = highwater
-        if recovery.in_recovery and not recovery.need_recovery():
-            recovery.flush_buffers()
-            end_recovery(recovery)
-            recovery.signal_recovery_end.set()
-        if not recovery.tables.standbys_ready and not recovery.standby_remaining_total():
-            recovery.tables.on_standbys_ready()
 
     async def _handle(
         self, fetched: dict[TP, list[ConsumerRecord]], active: set[TP] | None, generation: int | None = None
@@ -398,97 +333,3 @@ class BatchConsumer(Consumer):
                     PENDING_WAIT_SECONDS,
                 )
         await super().wait_empty()
-
-
-class _ConsumerThread(AIOKafkaConsumerThread):
-    """faust's consumer thread with fetches that wait at most ``FETCH_MAX_WAIT_MS`` for data.
-
-    aiokafka keeps one fetch request per broker in flight, for the partitions that have no
-    fetched records waiting. When those are all idle (a worker reads a dozen topics, some
-    quiet) the broker holds the request up to its max wait, and the busy partitions, drained
-    meanwhile, wait behind it: with faust's 1,500 ms, alerts came 1-2 s late under load.
-    """
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        set_fetch_max_wait(consumer, FETCH_MAX_WAIT_MS)
-        return consumer
-
-    async def _highwaters(self, partitions: list[TP]) -> Any:
-        """The end of each partition; under exactly-once its last stable offset, asked of the
-        broker for partitions not fetched yet.
-
-        faust takes the LSO of the consumer's last fetch, which is None for a partition newly
-        assigned by a rebalance; its recovery reads None as "empty changelog" and restores
-        nothing (a worker taking over partitions under load answered 404 for their keys), and
-        the ahead-of-changelog check read it as end 0. ListOffsets of a read_committed consumer
-        gives the LSO.
-        """
-        consumer = self._ensure_consumer()
-        if not self.consumer.in_transaction:
-            return await consumer.end_offsets(partitions)
-        found = {tp: consumer.last_stable_offset(tp) for tp in partitions}
-        unknown = [tp for tp, offset in found.items() if offset is None or offset < 0]
-        if unknown:
-            found.update(await consumer.end_offsets(unknown))
-        return found
-
-
-#: where faust's rocksdb store keeps a partition's persisted changelog offset, in the same DB
-_FAUST_OFFSET_KEY = b"__faust\0offset__"
-
-
-def _skip_changelog_record(record: ConsumerRecord) -> None:
-    """A changelog record the app never writes (no key: RocksDB has no null key; faust's own
-    offset key, which the restore sets itself): skipped with a warning, recovery goes on."""
-    key = record.key[:200].decode(errors="backslashreplace") if record.key is not None else None
-    logger.warning(
-        "changelog record %s[%d]@%d with key %r skipped: the app never writes it",
-        record.topic, record.partition, record.offset, key,
-    )  # fmt: skip
-
-
-def _restorable(table: Any) -> bool:
-    """Tables on faust's rocksdict store (all of streamapp's): their changelogs are restored here."""
-    return bool(getattr(table.data, "use_rocksdict", False))
-
-
-async def drain_to_router(stream: faust.StreamT[bytes], agent: str) -> None:
-    """An agent's body for a routed topic: what reaches its stream goes to the app's router.
-
-    While the batch consumer runs, no record does (it hands every fetch of a routed topic to
-    the router itself); otherwise ``agent``'s own handler takes them, a batch of events at a
-    time, acknowledged once delivered.
-    """
-    router: Router = stream.app.batch_router  # type: ignore[attr-defined]
-    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
-        records = records_of_events(events)
-        by_topic: dict[str, list[ConsumerRecord]] = {}
-        for record in records:
-            by_topic.setdefault(record.topic, []).append(record)
-        for topic, topic_records in by_topic.items():
-            for delivery in await router.handle_for_agent(agent, topic, topic_records):
-                await delivery.future
-
-
-def records_of_events(events: Iterable[faust.EventT]) -> list[ConsumerRecord]:
-    """Events of an agent's stream as the consumer records a batch handler takes."""
-    records = []
-    for event in events:
-        message = event.message
-        records.append(
-            ConsumerRecord(
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                timestamp=int(message.timestamp * 1000),
-                timestamp_type=message.timestamp_type,
-                key=message.key,
-                value=message.value,
-                checksum=None,
-                serialized_key_size=message.serialized_key_size,
-                serialized_value_size=message.serialized_value_size,
-                headers=tuple(message.headers or ()),
-            )
-        )
-    return records

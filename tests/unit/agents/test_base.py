@@ -8,13 +8,14 @@ import orjson
 import pytest
 
 from agents import detect_brute_force, detect_temperature
-from agents.base import HeldKeys, detect_batch, envelope_problem
+from agents.base import detect_batch
+from agents.held_keys import HeldKeys
 from streamapp.app import app
-from streamapp.models import Login, SensorReading, encode_envelope, parse_login
+from streamapp.models import Login, SensorReading, encode_envelope
 from streamapp.runtime.clock import worker_clock
 from streamapp.runtime.topics import sensor_windows_topic
 from streamapp.settings import Settings
-from streamapp.types import Envelope, ForwardedRecord
+from streamapp.types import Envelope
 from tests.unit.fakes import NOW, Faked, faked, record
 
 SETTINGS = Settings()
@@ -110,24 +111,3 @@ async def test_a_temperature_batch_sends_the_windows_it_touched_and_holds_readin
     assert windows and all(window["sensor_id"] == "s1" for window in windows)
     assert {alert.kind for alert in temperature.alerts.alerts} == {"high_temperature"}
     assert len(held) == 1  # the anomaly rule holds readings until the grace passes
-
-
-def test_a_record_handed_over_in_process_carries_its_envelope_and_one_read_back_is_parsed_again() -> None:
-    login = Login(ts=NOW, user="alice", ip="10.0.0.1", success=False)
-    envelope = Envelope("logins", 0, 7, login, None)
-    forwarded = ForwardedRecord(
-        "x-failed-logins-by-ip", 0, -1, 0, 0, b"10.0.0.1", encode_envelope(envelope), None, 8, 1, (),
-        envelope=envelope,
-    )  # fmt: skip
-    carried, problem = envelope_problem(forwarded, parse_login, "logins")
-    assert carried is envelope and problem is None  # the same object: not decoded again
-    # the same bytes read back from the topic: decoded and parsed, an equal envelope
-    read_back = record("x-failed-logins-by-ip", encode_envelope(envelope), key=b"10.0.0.1")
-    decoded, problem = envelope_problem(read_back, parse_login, "logins")
-    assert problem is None and decoded is not None and decoded.event == login
-    # a forged one on the topic (a time far in the future) is refused by the parser
-    forged = Envelope("logins", 0, 8, Login(ts=NOW + 10**9, user="a", ip="10.0.0.1", success=False))
-    _, problem = envelope_problem(
-        record("x", encode_envelope(forged), key=b"10.0.0.1"), parse_login, "logins"
-    )
-    assert problem is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.base import HeldKeys
+from agents.held_keys import HeldKeys
 
 
 def test_a_key_is_due_after_the_grace_and_again_only_after_another():

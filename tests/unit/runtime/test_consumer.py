@@ -69,28 +69,6 @@ def test_a_range_that_is_all_committed_already_is_ignored() -> None:
     assert _commit_offset(consumer) is None
 
 
-async def test_exactly_once_highwaters_of_partitions_not_fetched_yet_are_asked_of_the_broker() -> None:
-    """faust's LSO comes from the last fetch: None right after a rebalance, which its recovery
-    read as an empty changelog (nothing restored)."""
-    from streamapp.runtime.consumer.batch_consumer import _ConsumerThread
-
-    fetched, fresh = TP("c", 0), TP("c", 1)
-    asked: list[list[TP]] = []
-
-    async def end_offsets(partitions: list[TP]) -> dict[TP, int]:
-        asked.append(list(partitions))
-        return {tp: 40 for tp in partitions}
-
-    aiokafka_consumer = SimpleNamespace(
-        last_stable_offset=lambda tp: 17 if tp == fetched else None, end_offsets=end_offsets
-    )
-    thread: Any = SimpleNamespace(
-        _ensure_consumer=lambda: aiokafka_consumer, consumer=SimpleNamespace(in_transaction=True)
-    )
-    assert await _ConsumerThread._highwaters(thread, [fetched, fresh]) == {fetched: 17, fresh: 40}
-    assert asked == [[fresh]]
-
-
 def _record(offset: int, tp: TP = TOPIC_PARTITION) -> ConsumerRecord:
     return ConsumerRecord(
         topic=tp.topic, partition=tp.partition, offset=offset, timestamp=0, timestamp_type=0,

@@ -1,4 +1,4 @@
-"""Realistic traffic for the input topics, with known incidents injected at known times.
+"""The traffic scenarios: background events clear of every rule, incidents injected at known times.
 
 Every scenario makes one second of traffic per call ("tick"): background events that stay clear
 of every detection rule by construction, plus incidents whose decisive event is recorded as an
@@ -20,36 +20,14 @@ must report:
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 import random
-import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaProducer
+from streamapp.ops.generate.generator import Incident, Maker, Record, SensorsState, TrafficGenerator
 
-from streamapp.runtime.kafka_clients import client_kwargs
-from streamapp.settings import Settings
-
-__all__ = [
-    "SCENARIOS",
-    "Incident",
-    "Record",
-    "TrafficGenerator",
-    "login_traffic",
-    "produce_traffic",
-    "sensor_traffic",
-    "stock_traffic",
-    "transaction_traffic",
-]
-
-logger = logging.getLogger(__name__)
+__all__ = ["SCENARIOS", "login_traffic", "sensor_traffic", "stock_traffic", "transaction_traffic"]
 
 # Fresh keys for incidents come from counters in ranges background traffic never uses; the
 # counters start at a random offset so that runs against the same state do not reuse keys.
@@ -57,130 +35,8 @@ _ATTACKER_NETS = ("203.0.113", "198.51.100", "192.0.2")  # documentation ranges
 _USERS = 100_000  # background users user00000..user99999; victims have seven digits
 _SENSOR_FRESH = 100_000  # background sensors sensor-0000..; fresh ones from sensor-100000
 _CARDS_MAX = 4_000_000  # background cards card-0000000..; fresh ones from card-5000000
-_SYMBOLS = {
-    "AAPL": 190.0, "MSFT": 410.0, "GOOG": 150.0, "AMZN": 180.0, "NVDA": 120.0,
-    "META": 480.0, "TSLA": 240.0, "NFLX": 620.0, "ORCL": 125.0, "INTC": 31.0,
-}  # fmt: skip
 _MERCHANTS = ("grocer", "fuel", "cafe", "pharmacy", "books", "transit", "hardware", "cinema", "bakery")
 _COUNTRIES = ("US", "GB", "DE", "FR", "NL", "ES", "IT", "CA")
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    key: str
-    value: dict[str, Any]
-
-
-@dataclass
-class Incident:
-    """An injected incident the detector should report."""
-
-    kind: str
-    key: str
-    at: float
-
-
-class _Cooldown:
-    """Keys used within the last ``span`` seconds of event time (oldest first)."""
-
-    def __init__(self, span: float) -> None:
-        self.span = span
-        self._last: OrderedDict[str, float] = OrderedDict()
-
-    def ready(self, key: str, ts: float) -> bool:
-        while self._last:
-            oldest, at = next(iter(self._last.items()))
-            if at > ts - self.span:
-                break
-            del self._last[oldest]
-        return key not in self._last
-
-    def use(self, key: str, ts: float) -> None:
-        self._last[key] = ts
-        self._last.move_to_end(key)
-
-
-@dataclass
-class _Logins:
-    # an IP fails at most once per 70 s (brute_force needs 6 in 60 s), a user at most once per
-    # 310 s (account_takeover needs 3 in 300 s)
-    failed_ips: _Cooldown = field(default_factory=lambda: _Cooldown(70.0))
-    failed_users: _Cooldown = field(default_factory=lambda: _Cooldown(310.0))
-    attackers: int = -1  # counters of fresh keys; -1: not yet offset
-    victims: int = -1
-    stuffing_ips: int = -1
-
-
-@dataclass
-class _Sensors:
-    bases: list[float] = field(default_factory=list)  # each background sensor's own level
-    readings: list[int] = field(default_factory=list)
-    last_anomaly: dict[int, int] = field(default_factory=dict)  # sensor -> second
-    next_anomaly: int = 0
-    fresh: int = -1
-
-
-@dataclass
-class _Cards:
-    bases: dict[str, float] = field(default_factory=dict)  # each card's typical amount
-    # a card is used at most once per 30 s: at most 2 in any 60 s (card_velocity needs 6)
-    recent: _Cooldown = field(default_factory=lambda: _Cooldown(30.0))
-    fresh: int = -1
-
-
-@dataclass
-class _Stocks:
-    prices: dict[str, float] = field(default_factory=lambda: dict(_SYMBOLS))
-    turn: int = 0
-
-
-@dataclass
-class TrafficGenerator:
-    """Interleaves background traffic with incidents; one ``tick`` is one second of event time."""
-
-    rng: random.Random = field(default_factory=random.Random)
-    incidents: list[Incident] = field(default_factory=list)
-    logins: _Logins = field(default_factory=_Logins)
-    sensors: _Sensors = field(default_factory=_Sensors)
-    cards: _Cards = field(default_factory=_Cards)
-    stocks: _Stocks = field(default_factory=_Stocks)
-    # records of incidents that unfold over several seconds: (topic, second) -> [(record, incident)]
-    pending: dict[tuple[str, int], list[tuple[Record, Incident | None]]] = field(default_factory=dict)
-
-    def later(
-        self,
-        second: int,
-        now: float,
-        delay: float,
-        record: Record,
-        incident: tuple[str, str] | None = None,
-    ) -> None:
-        """Emit ``record`` with event time ``now + delay`` in the tick ``delay`` seconds on.
-
-        A negative ``delay`` is an event from the past that arrives now (late). ``incident`` is the
-        (kind, key) this record makes fire: it is recorded when the record is emitted, so a run that
-        stops before then does not claim it.
-        """
-        ts = round(now + delay, 3)
-        value = {"ts": ts, **record.value}
-        made = Incident(incident[0], incident[1], ts) if incident else None
-        due = (record.topic, second + max(0, int(delay)))
-        self.pending.setdefault(due, []).append((Record(record.topic, record.key, value), made))
-
-    def due(self, topic: str, second: int) -> Iterator[Record]:
-        """The scheduled records of ``topic`` for this tick; their incidents count from now."""
-        for record, incident in self.pending.pop((topic, second), []):
-            if incident is not None:
-                self.incidents.append(incident)
-            yield record
-
-    def fresh(self, counter: int, size: int) -> int:
-        """The next value of a fresh-key counter (-1 starts it at a random offset)."""
-        return (counter + 1) % size if counter >= 0 else self.rng.randrange(size)
-
-
-Maker = Callable[[TrafficGenerator, float, int, int], Iterator[Record]]
 
 
 def login_traffic(gen: TrafficGenerator, now: float, per_second: int, second: int) -> Iterator[Record]:
@@ -271,7 +127,7 @@ def sensor_traffic(gen: TrafficGenerator, now: float, per_second: int, second: i
     yield from gen.due("sensor-readings", second)
 
 
-def _next_anomalous(state: _Sensors, second: int) -> int:
+def _next_anomalous(state: SensorsState, second: int) -> int:
     """A background sensor with history enough for an anomaly and none in the last 2 min, or -1."""
     count = len(state.bases)
     for k in range(count):
@@ -364,73 +220,3 @@ SCENARIOS: dict[str, list[Maker]] = {
     "transactions": [transaction_traffic],
     "stocks": [stock_traffic],
 }
-
-
-async def produce_traffic(
-    settings: Settings,
-    scenario: str = "all",
-    rate: int = 200,
-    duration: float | None = None,
-    keyed: bool = True,
-    seed: int | None = None,
-    incidents_path: Path | None = None,
-) -> int:
-    """Produce ``rate`` background events per second until ``duration`` ends; return the count.
-
-    ``seed`` makes the traffic reproducible (default: a random one, logged). Every injected
-    incident is appended to ``incidents_path`` as a JSON line ``{"kind", "key", "at"}`` once its
-    records are on the broker.
-    """
-    makers = SCENARIOS[scenario]
-    if seed is None:
-        seed = random.randrange(2**32)
-    gen = TrafficGenerator(rng=random.Random(seed))
-    logger.info("generating %r traffic at %d events/s with seed %d", scenario, rate, seed)
-    incidents_file = incidents_path.open("ab") if incidents_path is not None else None
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all", **client_kwargs(settings)
-    )
-    await producer.start()
-    sent = 0
-    written = 0
-    started = time.monotonic()
-    second = 0
-    try:
-        while duration is None or time.monotonic() - started < duration:
-            tick_started = time.monotonic()
-            now = time.time()
-            per_maker = max(1, rate // len(makers))
-            pending = []
-            for make in makers:
-                for record in make(gen, now, per_maker, second):
-                    pending.append(
-                        await producer.send(
-                            settings.topic(record.topic),
-                            key=record.key.encode() if keyed else None,
-                            value=orjson.dumps(record.value),
-                        )
-                    )
-            await asyncio.gather(*pending)
-            sent += len(pending)
-            if incidents_file is not None and written < len(gen.incidents):
-                for incident in gen.incidents[written:]:
-                    incidents_file.write(
-                        orjson.dumps({"kind": incident.kind, "key": incident.key, "at": incident.at}) + b"\n"
-                    )
-                incidents_file.flush()
-                written = len(gen.incidents)
-            second += 1
-            if second % 10 == 0:
-                kinds = Counter(incident.kind for incident in gen.incidents)
-                logger.info(
-                    "generated %d events in %.0f s, %d incidents injected (%s)",
-                    sent, time.monotonic() - started, len(gen.incidents),
-                    ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) or "none",
-                )  # fmt: skip
-            # hold the rate: one tick of traffic per wall-clock second
-            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick_started)))
-    finally:
-        await producer.stop()
-        if incidents_file is not None:
-            incidents_file.close()
-    return sent

@@ -1,4 +1,4 @@
-"""Avro wire format, decoding by schema id with a cache, user validation, incompatibility reasons."""
+"""Decoding by schema id: writer schemas cached, unusable ids and corrupt or hostile bodies as reasons."""
 
 from __future__ import annotations
 
@@ -6,19 +6,10 @@ import struct
 
 import pytest
 
-from streamapp.models import InvalidEvent, User, parse_user
-from streamapp.schema.avro import (
-    AvroDecoder,
-    RegisteredSchema,
-    bundled_schema,
-    decode_body,
-    encode_record,
-    explain_incompatibility,
-    jsonable,
-    parse_schema,
-    schema_text,
-    split_wire,
-)
+from streamapp.models import InvalidEvent
+from streamapp.schema.avro.codec import encode_record
+from streamapp.schema.avro.decoder import AvroDecoder
+from streamapp.schema.avro.schemas import RegisteredSchema, bundled_schema, parse_schema, schema_text
 
 V1 = bundled_schema("user-v1")
 V2 = bundled_schema("user-v2")
@@ -46,38 +37,6 @@ def _registry() -> FakeRegistry:
             5: RegisteredSchema(5, '"string"'),
         }
     )
-
-
-def test_wire_format_is_magic_byte_id_and_avro_body():
-    value = encode_record(7, parse_schema(V1), {"name": "ann", "age": 31})
-    assert value[0] == 0
-    assert struct.unpack(">I", value[1:5]) == (7,)
-    # Avro binary: zig-zag varint length 3 -> 0x06, "ann", zig-zag 31 -> 62
-    assert value[5:] == b"\x06ann\x3e"
-    schema_id, body = split_wire(value)
-    assert (schema_id, decode_body(body, parse_schema(V1), schema_id)) == (7, {"name": "ann", "age": 31})
-
-
-def test_encode_refuses_a_record_that_does_not_fit_the_schema():
-    with pytest.raises(ValueError, match="age"):
-        encode_record(1, parse_schema(V1), {"name": "ann", "age": "old"})
-    with pytest.raises(ValueError, match="does not match"):
-        encode_record(1, parse_schema(V1), {"name": "ann", "age": 3, "extra": 1})
-
-
-@pytest.mark.parametrize(
-    ("value", "reason"),
-    [
-        (None, "null"),
-        (b"", "shorter than the 5-byte header"),
-        (b"\x00\x00\x01", "shorter than the 5-byte header"),
-        (b'{"name": "ann", "age": 3}', "magic byte is 0x7b.*looks like JSON"),
-        (b"\x01\x00\x00\x00\x01\x06ann\x3e", "magic byte is 0x01"),
-    ],
-)
-def test_split_wire_refuses_unframed_values(value, reason):
-    with pytest.raises(InvalidEvent, match=reason):
-        split_wire(value)
 
 
 async def test_decoder_reads_each_version_with_its_writer_schema_and_caches_it():
@@ -135,71 +94,6 @@ async def test_a_bad_union_branch_is_a_reason():
     decoder = AvroDecoder(_registry())
     with pytest.raises(InvalidEvent, match="corrupt Avro body for schema id 2"):
         await decoder.decode(b"\x00\x00\x00\x00\x02\x06ann\x3e\x08")  # union index 4 of 2
-
-
-def test_parse_user_keeps_every_field_of_the_version_and_the_schema_id():
-    user = parse_user({"schema_id": 2, "value": {"name": "ann", "age": 31, "email": None}}, 1700000000.0)
-    assert user == User(1700000000.0, "ann", 31, 2, {"name": "ann", "age": 31, "email": None})
-
-
-@pytest.mark.parametrize(
-    ("obj", "reason"),
-    [
-        ({"schema_id": 5, "value": "ann"}, "must be an Avro record, got string"),
-        ({"schema_id": 1, "value": {"name": "ann"}}, "'age' is missing"),
-        ({"schema_id": 1, "value": {"age": 3}}, "'name' is missing"),
-        ({"schema_id": 1, "value": {"name": "", "age": 3}}, "'name' must not be empty"),
-        ({"schema_id": 1, "value": {"name": "ann", "age": "3"}}, "'age' must be an integer"),
-        ({"schema_id": 1, "value": {"name": "ann", "age": -1}}, "outside 0..150"),
-        ({"schema_id": 1, "value": {"name": "ann", "age": 2**31 - 1}}, "outside 0..150"),
-        ({"value": {"name": "ann", "age": 3}}, "no schema id"),
-    ],
-)
-def test_parse_user_refuses_wrong_fields(obj, reason):
-    with pytest.raises(InvalidEvent, match=reason):
-        parse_user(obj, 1700000000.0)
-
-
-def test_jsonable_makes_avro_values_json_safe():
-    import datetime as dt
-    import decimal
-    import uuid
-
-    out = jsonable(
-        {
-            "b": b"\x00\xff",
-            "d": decimal.Decimal("1.50"),
-            "t": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-            "u": uuid.UUID(int=1),
-            "n": float("nan"),
-            "l": [1, (2, 3)],
-        }
-    )
-    assert out == {
-        "b": "AP8=",
-        "d": "1.50",
-        "t": "2026-01-01T00:00:00+00:00",
-        "u": "00000000-0000-0000-0000-000000000001",
-        "n": "nan",
-        "l": [1, [2, 3]],
-    }
-
-
-def test_incompatibility_reasons_in_plain_words():
-    age_string = bundled_schema("user-incompatible-age-string")
-    no_default = bundled_schema("user-incompatible-no-default")
-    assert explain_incompatibility(V2, V1, "BACKWARD") == []
-    assert explain_incompatibility(age_string, V1, "BACKWARD") == [
-        "field 'age' is int in the older schema and string in the newer one: not convertible"
-    ]
-    assert explain_incompatibility(no_default, V1, "BACKWARD") == [
-        "field 'country' has no default, and records written with the older schema lack it"
-    ]
-    # FORWARD: the old schema reads new data; a removed field without default breaks it
-    assert explain_incompatibility(V1, no_default, "FORWARD") == [
-        "field 'country' has no default, and records written with the newer schema lack it"
-    ]
-    assert explain_incompatibility('"string"', V1, "BACKWARD") == []
 
 
 # -- hostile bodies, ids of other subjects, bounded caches ---------------------------------------

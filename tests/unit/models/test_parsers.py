@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
-from streamapp.models import (
-    InvalidEvent,
-    Login,
-    alert_id_for,
+from streamapp.models.events import InvalidEvent, Login, User
+from streamapp.models.parsers import (
     decode_json_object,
-    event_time,
     parse_login,
     parse_sensor_reading,
     parse_stock_price,
     parse_transaction,
+    parse_user,
 )
 
 
 def test_login_with_epoch_seconds():
     obj = decode_json_object(b'{"ts": 1700000000.5, "ip": "1.2.3.4", "user": "ann", "success": false}')
     assert parse_login(obj, None) == Login(1700000000.5, "1.2.3.4", "ann", False)
-
-
-def test_iso_time_with_offset_and_record_timestamp_fallback():
-    assert event_time({"ts": "2023-11-14T22:13:20+00:00"}, None) == 1700000000.0
-    assert event_time({"ts": "2023-11-14T23:13:20+01:00"}, None) == 1700000000.0
-    assert event_time({}, 1700000001.25) == 1700000001.25
 
 
 @pytest.mark.parametrize(
@@ -68,9 +59,24 @@ def test_other_topics_validate_types_and_ranges():
         parse_stock_price({"ts": 1, "symbol": "ACME", "price": 0}, None)
 
 
-def test_alert_ids_are_deterministic():
-    a = alert_id_for("brute_force", "1.2.3.4", 0.0, 60.0)
-    assert a == alert_id_for("brute_force", "1.2.3.4", 0.0, 60.0)
-    assert a != alert_id_for("brute_force", "1.2.3.4", 10.0, 70.0)
-    assert a != alert_id_for("card_velocity", "1.2.3.4", 0.0, 60.0)
-    assert orjson.dumps(a)
+def test_parse_user_keeps_every_field_of_the_version_and_the_schema_id():
+    user = parse_user({"schema_id": 2, "value": {"name": "ann", "age": 31, "email": None}}, 1700000000.0)
+    assert user == User(1700000000.0, "ann", 31, 2, {"name": "ann", "age": 31, "email": None})
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        ({"schema_id": 5, "value": "ann"}, "must be an Avro record, got string"),
+        ({"schema_id": 1, "value": {"name": "ann"}}, "'age' is missing"),
+        ({"schema_id": 1, "value": {"age": 3}}, "'name' is missing"),
+        ({"schema_id": 1, "value": {"name": "", "age": 3}}, "'name' must not be empty"),
+        ({"schema_id": 1, "value": {"name": "ann", "age": "3"}}, "'age' must be an integer"),
+        ({"schema_id": 1, "value": {"name": "ann", "age": -1}}, "outside 0..150"),
+        ({"schema_id": 1, "value": {"name": "ann", "age": 2**31 - 1}}, "outside 0..150"),
+        ({"value": {"name": "ann", "age": 3}}, "no schema id"),
+    ],
+)
+def test_parse_user_refuses_wrong_fields(obj, reason):
+    with pytest.raises(InvalidEvent, match=reason):
+        parse_user(obj, 1700000000.0)
