@@ -9,8 +9,9 @@ Two branches of one dataframe, as Quix's docs write them:
 - by user: ``group_by("user")`` (a real repartition topic: every login produced and fetched again),
   then a stateful ``apply`` keeping each user's recent failures and successes in Quix's RocksDB
   state with its changelog: a successful login after at least 3 failed logins within 5 minutes is an
-  account takeover, judged on event time as streamapp's rule is (streamapp/rules/account_takeover.py):
-  a failure that arrives after a success it precedes still completes the run, one alert per success.
+  account takeover, judged on event time by streamapp's own rule function
+  (streamapp/rules/account_takeover.py): a failure that arrives after a success it precedes still
+  completes the run, one alert per success.
 
 A login counts as done once both branches have handled it (:class:`PairedProgress`).
 """
@@ -19,26 +20,22 @@ from __future__ import annotations
 
 import logging
 import os
-from bisect import bisect_left, bisect_right, insort
 from typing import TYPE_CHECKING, Any
 
 from bench.progress import ProgressFile
+from streamapp.rules.account_takeover import LOOKBACK_SECONDS, new_state, record_login
 
 if TYPE_CHECKING:  # the logic is unit-tested without the bench extra; the app needs it
     from quixstreams import Application, State
 
-__all__ = ["LOOKBACK_SECONDS", "THRESHOLD", "PairedProgress", "build", "main", "takeover"]
+__all__ = ["THRESHOLD", "PairedProgress", "build", "main", "takeover"]
 
 logger = logging.getLogger("bench.quix_full")
 
 #: streamapp's account_takeover: at least 3 failed logins (ACCOUNT_TAKEOVER_THRESHOLD) within 5 minutes
 THRESHOLD = 3
-LOOKBACK_SECONDS = 300.0
 #: how far behind a user's newest login an event may arrive and still count (streamapp's grace)
 GRACE_SECONDS = 60.0
-# only the newest events can decide: caps bound the state of a user under attack (as streamapp's rule)
-MAX_FAILURES = 256
-MAX_SUCCESSES = 64
 
 
 def event_time_ms(value: Any, headers: Any, timestamp: int, timestamp_type: Any) -> int:
@@ -49,47 +46,19 @@ def event_time_ms(value: Any, headers: Any, timestamp: int, timestamp_type: Any)
 def takeover(login: dict[str, Any], state: State) -> list[dict[str, Any]]:
     """One login of the user whose state this is: the account-takeover alerts it completes.
 
-    State: ``f`` the failure times (sorted), ``s`` the successes as [time, alerted] (sorted),
-    ``last`` the newest login time. A success alerts when at least THRESHOLD failures fall in the
-    5 minutes before it, whether they arrived before or after it.
+    The rule is streamapp's own (streamapp.rules.account_takeover.record_login, a pure function of
+    a JSON state): both sides pay the same rule; what differs is the framework around it. Each
+    user's state lives in Quix's state store under one key; logins older than the user's newest
+    minus the lookback and the grace no longer count (streamapp's horizon, per user here).
     """
     ts = float(login["ts"])
-    failures: list[float] = state.get("f") or []
-    successes: list[list[float]] = state.get("s") or []
-    last = max(float(state.get("last") or ts), ts)
-    alerts: list[dict[str, Any]] = []
-    if login["success"]:
-        failed = _failures_before(failures, ts)
-        alerted = failed >= THRESHOLD
-        insort(successes, [ts, 1 if alerted else 0])
-        if alerted:
-            alerts.append(_alert(login["user"], ts, failed))
-    else:
-        insort(failures, ts)
-        # a late failure may complete the run before successes already seen
-        for entry in successes[bisect_left(successes, [ts, 2]) :]:
-            if entry[0] > ts + LOOKBACK_SECONDS:
-                break
-            if not entry[1]:
-                failed = _failures_before(failures, entry[0])
-                if failed >= THRESHOLD:
-                    entry[1] = 1
-                    alerts.append(_alert(login["user"], entry[0], failed))
-    horizon = last - LOOKBACK_SECONDS - GRACE_SECONDS
-    del failures[: max(bisect_right(failures, horizon), len(failures) - MAX_FAILURES)]
-    del successes[: max(bisect_left(successes, [last - GRACE_SECONDS, 2]), len(successes) - MAX_SUCCESSES)]
-    state.set("f", failures)
-    state.set("s", successes)
-    state.set("last", last)
-    return alerts
-
-
-def _failures_before(failures: list[float], ts: float) -> int:
-    return bisect_left(failures, ts) - bisect_left(failures, ts - LOOKBACK_SECONDS)
-
-
-def _alert(user: str, ts: float, failed: int) -> dict[str, Any]:
-    return {"kind": "account_takeover", "key": user, "ts": ts, "value": failed, "threshold": THRESHOLD}
+    rule_state = state.get("takeover") or new_state()
+    horizon = max(rule_state["last"], ts) - LOOKBACK_SECONDS - GRACE_SECONDS
+    _counted, alerts = record_login(rule_state, login["user"], ts, login["success"], THRESHOLD, horizon)
+    state.set("takeover", rule_state)
+    return [
+        {"kind": a.kind, "key": a.key, "ts": a.ts, "value": a.value, "threshold": a.threshold} for a in alerts
+    ]
 
 
 class PairedProgress:
