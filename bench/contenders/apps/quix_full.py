@@ -48,11 +48,14 @@ def takeover(login: dict[str, Any], state: State) -> list[dict[str, Any]]:
 
     The rule is streamapp's own (streamapp.rules.account_takeover.record_login, a pure function of
     a JSON state): both sides pay the same rule; what differs is the framework around it. Each
-    user's state lives in Quix's state store under one key; logins older than the user's newest
-    minus the lookback and the grace no longer count (streamapp's horizon, per user here).
+    user's state lives in Quix's state store under one key. streamapp's lateness model too: a login
+    more than the grace behind the user's newest does not count (streamapp sends it to
+    late-events), and failures older than the lookback and the grace are dropped.
     """
     ts = float(login["ts"])
     rule_state = state.get("takeover") or new_state()
+    if rule_state["last"] and ts < rule_state["last"] - GRACE_SECONDS:
+        return []
     horizon = max(rule_state["last"], ts) - LOOKBACK_SECONDS - GRACE_SECONDS
     _counted, alerts = record_login(rule_state, login["user"], ts, login["success"], THRESHOLD, horizon)
     state.set("takeover", rule_state)

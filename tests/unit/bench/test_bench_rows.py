@@ -48,6 +48,16 @@ def test_quix_takeover_alerts_on_a_success_after_three_failures_within_five_minu
     assert takeover({"ts": 315.0, "user": "eve", "success": True}, state) == []  # type: ignore[arg-type]
 
 
+def test_quix_takeover_ignores_a_login_more_than_the_grace_behind_the_users_newest() -> None:
+    state = FakeState()
+    for ts, success in ((100.0, False), (110.0, False), (200.0, True)):
+        assert takeover({"ts": ts, "user": "eve", "success": success}, state) == []  # type: ignore[arg-type]
+    # 61 s behind the newest login: late, as streamapp's rule has it (grace 60 s)
+    assert takeover({"ts": 139.0, "user": "eve", "success": False}, state) == []  # type: ignore[arg-type]
+    found = takeover({"ts": 141.0, "user": "eve", "success": False}, state)  # type: ignore[arg-type]
+    assert [(a["ts"], a["value"]) for a in found] == [(200.0, 3)]
+
+
 def test_a_login_is_done_once_both_branches_handled_it(tmp_path: Path) -> None:
     path = tmp_path / "progress.json"
     paired = PairedProgress(ProgressFile(path, expect=2), source="logins")
