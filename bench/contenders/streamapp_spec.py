@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ from bench.data import Dataset
 from bench.harness import Bench, Metrics, Outcome, fmt, sample, spec_progress
 from bench.procs import REPO
 
-__all__ = ["SPEC_ENGINE_NAME", "SPEC_FILE", "SPEC_RULES", "streamapp_spec"]
+__all__ = ["SPEC_ENGINE_NAME", "SPEC_FILE", "SPEC_RULES", "apply_spec", "streamapp_spec"]
+
+logger = logging.getLogger("bench")
 
 SPEC_ENGINE_NAME = "streamapp worker, spec engine (brute force per IP as a detection spec)"
 #: the spec: failed logins per IP in a sliding 60-s window, more than BRUTE_FORCE_THRESHOLD
@@ -30,7 +33,8 @@ def streamapp_spec(bench: Bench, data: Dataset, prefix: str) -> Outcome:
     app_id = bench.name(tag)
     env = {"STREAMAPP_DETECTION_TOPICS": "logins"}
     worker = bench.worker(tag, app_id, prefix, bench.work / "data" / tag, rules=SPEC_RULES, extra_env=env)
-    applied = apply_spec(worker.env, SPEC_FILE, bench.work / "logs" / f"{tag}-apply.log")
+    log = bench.work / "logs" / f"{tag}-apply.log"
+    applied = _detections(worker.env, log, "apply", str(SPEC_FILE))
     if applied:
         return out.fail(applied)
     out.detail["spec"] = str(SPEC_FILE.relative_to(REPO))
@@ -42,17 +46,29 @@ def streamapp_spec(bench: Bench, data: Dataset, prefix: str) -> Outcome:
         raised = sample(metrics, "streamapp_detection_alerts_total", detection="brute_force")
         return f"{fmt(raised)} brute_force by then (the last grace's come later)"
 
-    return measure_worker(bench, data, out, worker, app_id, progress, alerts)
+    try:
+        return measure_worker(bench, data, out, worker, app_id, progress, alerts)
+    finally:
+        # the control topic is the run's (its topic prefix): every later worker of the run would
+        # load the spec, subscribe to logins and run it beside what it measures
+        disabled = _detections(worker.env, log, "disable", "brute_force")
+        if disabled:
+            logger.warning("the spec row's detection stays applied: %s", disabled)
 
 
 def apply_spec(env: dict[str, str], spec: Path, log: Path) -> str | None:
     """``streamapp detections apply`` as a user runs it, with the worker's settings; why it failed or None."""
+    return _detections(env, log, "apply", str(spec))
+
+
+def _detections(env: dict[str, str], log: Path, *args: str) -> str | None:
     proc = subprocess.run(
-        [sys.executable, "-m", "streamapp.cli", "detections", "apply", str(spec)],
+        [sys.executable, "-m", "streamapp.cli", "detections", *args],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(proc.stdout + proc.stderr)
+    with log.open("a") as out:
+        out.write(f"$ streamapp detections {' '.join(args)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
-        return f"detections apply exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-300:]}"
+        return f"detections {args[0]} exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-300:]}"
     return None
