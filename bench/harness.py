@@ -140,7 +140,9 @@ def pipeline_progress(metrics: Metrics) -> tuple[float, float]:
     Both 0 once every agent downstream of ``logins`` has handled everything, whatever the topology.
     """
     ingested = sample(metrics, EVENTS_METRIC, topic="logins")
-    sent = by_topic(metrics, "faust_topic_messages_sent_total")
+    # faust labels what it sent "topic.<name>" and what it received "<name>"
+    sent_labels = by_topic(metrics, "faust_topic_messages_sent_total")
+    sent = {topic.removeprefix("topic."): n for topic, n in sent_labels.items()}
     received = by_topic(metrics, "faust_messages_received_per_topic_total")
     in_flight = sum(max(0.0, n - received[topic]) for topic, n in sent.items() if topic in received)
     return ingested, in_flight + max(0.0, sample(metrics, "faust_active_messages"))
