@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.contenders.apps.quix_full import PairedProgress, takeover
 from bench.contenders.streamapp_spec import SPEC_FILE
-from bench.harness import Metrics, Outcome, spec_progress
+from bench.harness import Metrics, Outcome, pipeline_progress, spec_progress
 from bench.progress import ProgressFile, read_progress
 from bench.scenarios.throughput import head_to_head
 from streamapp.detections.spec import load_file
@@ -112,3 +112,13 @@ def test_the_bench_spec_is_brute_force_with_the_contract_threshold() -> None:
     assert run(spec, [*burst, ok]).alerts == []  # a success is not counted
     alerts = run(spec, [*burst, {"ts": 1059.0, "ip": "203.0.113.9", "success": False}]).alerts
     assert [(a.kind, a.key, a.value) for a in alerts] == [("brute_force", "203.0.113.9", 6.0)]
+
+
+def test_records_a_worker_sent_to_its_own_topic_and_has_not_handled_are_still_in_its_pipeline() -> None:
+    metrics: Metrics = {
+        ("streamapp_events_total", frozenset({("topic", "logins")})): 100.0,
+        # faust's labels: "topic.<name>" for what it sent, "<name>" for what it received
+        ("faust_topic_messages_sent_total", frozenset({("topic", "topic.app-logins-by-user")})): 100.0,
+        ("faust_messages_received_per_topic_total", frozenset({("topic", "app-logins-by-user")})): 60.0,
+    }
+    assert pipeline_progress(metrics) == (100.0, 40.0)
