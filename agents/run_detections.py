@@ -6,7 +6,8 @@ reads all of it). ``route_detections`` takes every batch of the source topics th
 worker runs, see streamapp.runtime.subscriptions), checks each record against each spec of its
 topic (a spec-only topic's bad records go to dead-letters with the reason) and forwards the
 events that pass ``where`` to ``<app id>-detection-events``, keyed ``name NUL entity``.
-``run_detections`` applies the engine to each key's state in ``detection-state``; a timer moves
+``run_detections`` applies the engine to each key's state in ``detection-state``, a batch at a
+time (each key's state read and written once per batch: :func:`apply_batch`); a timer moves
 each detection's watermark (its newest event time on this worker minus the grace) to the keys
 that hold events or may have gone silent, through tick records on their own partition.
 """
@@ -32,15 +33,23 @@ from streamapp.detections.engine import Engine, Late, parse_event
 from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from streamapp.pipeline.ingest import send_dead_letter
-from streamapp.runtime.consumer import drain_to_router
+from streamapp.rules.base import State
+from streamapp.runtime.consumer import check_membership, drain_to_router
 from streamapp.runtime.faust_compat import rocksdb_partitions
 from streamapp.runtime.producer import Delivery, RecordBatches
 from streamapp.runtime.subscriptions import LiveTopics
 from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
-from tables.base import _active_partitions, _values  # the stores of the partitions this worker processes
+from tables.base import (  # _active_partitions, _values: the stores of the partitions this worker processes
+    _active_partitions,
+    _values,
+    load_state,
+    remember_changelog_offsets,
+    store_state,
+)
 from tables.detection_state import detection_state
 
 __all__ = [
+    "apply_batch",
     "detection_events_topic",
     "follow_control",
     "get_detections",
@@ -198,48 +207,101 @@ async def subscribe_detection_topics() -> None:
 
 @app.agent(detection_events_topic, name="run-detections")
 async def run_detections(stream: faust.StreamT[bytes]) -> None:
+    await drain_to_router(stream, run_detections.name)
+
+
+async def apply_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
+    """The batch handler of ``<app id>-detection-events`` (streamapp.app.declare_routes).
+
+    The records of one key are applied in arrival order to one loaded state, which is written
+    once (RocksDB now, its changelog record with the batch's other records): a burst of a hot key
+    costs one state read, one write and one changelog record per batch instead of one per event.
+    One record that raises is logged and skipped; the rest of its key and of the batch go on.
+    """
     if not registry.loaded.is_set():
         await _loaded()
-    async for event in stream.events():
-        key, value = event.key, event.value
+    by_key: dict[tuple[int, bytes], list[ConsumerRecord]] = {}
+    for record in records:
+        if record.key and record.value is not None:  # only the app writes this topic: nothing else counts
+            by_key.setdefault((record.partition, record.key), []).append(record)
+    batches = RecordBatches(app)
+    alerts: list[Alert] = []
+    lates: list[tuple[str, str, dict[str, Any], Late]] = []
+    changed: list[tuple[int, bytes, State]] = []
+    for (partition, key), key_records in by_key.items():
+        name, _, entity = key.decode(errors="replace").partition("\x00")
+        engine = registry.engines.get(name)
+        if engine is None:  # disabled (or not applied on this worker yet): nothing runs
+            continue
+        raw = load_state(detection_state, partition, key, raw=True)
         try:
-            await _apply(key, value)
-        except Exception:  # one record must not stop every detection: logged and skipped
-            logger.exception("a detection-events record could not be applied (key %r)", key)
-
-
-async def _apply(key: bytes, value: bytes) -> None:
-    name, _, entity = key.decode().partition("\x00")
-    engine = registry.engines.get(name)
-    if engine is None:  # disabled (or not applied on this worker yet): nothing runs
-        return
-    message = orjson.loads(value)
-    state = engine.adopt(detection_state.get(key))
-    if "tick" in message:
-        alerts = engine.tick(state, entity, float(message["tick"]), bool(message.get("flush")))
-    else:
-        ts = float(message["ts"])
-        outcome = engine.offer(state, entity, ts, message["f"], src=tuple(message["src"]))
-        if outcome is None:
-            return
-        if isinstance(outcome, Late):
-            await _late(name, entity, message, outcome)
-            return
-        alerts = outcome
-        DETECTION_EVENTS_TOTAL.labels(detection=name).inc()
-        newest = _newest.get(name)
-        if newest is None or ts > newest[0]:
-            _newest[name] = (ts, time.time())
-        else:
-            _newest[name] = (newest[0], time.time())
-    detection_state[key] = state
-    watched = _watch.setdefault(name, {})
-    watched[key] = _summary(state)
-    if _fresh is not None:
-        _fresh.add(key)
-    DETECTION_KEYS.labels(detection=name).set(len(watched))
+            applied = _apply_key(engine, entity, raw, key_records, isolate=False)
+        except Exception:  # again one record at a time, so that only the guilty ones are skipped
+            applied = _apply_key(engine, entity, raw, key_records, isolate=True)
+        state, found, late, events, newest = applied
+        alerts += found
+        lates += [(name, entity, message, why) for message, why in late]
+        if events:
+            DETECTION_EVENTS_TOTAL.labels(detection=name).inc(events)
+            seen = _newest.get(name)
+            _newest[name] = (max(newest, seen[0]) if seen is not None else newest, time.time())
+        if state is not None:
+            changed.append((partition, key, state))
+            watched = _watch.setdefault(name, {})
+            watched[key] = _summary(state)
+            if _fresh is not None:
+                _fresh.add(key)
+            DETECTION_KEYS.labels(detection=name).set(len(watched))
+    for name, entity, message, why in lates:
+        await _late(name, entity, message, why)
     for alert in alerts:
         await _publish(alert)
+    # the zombie fence: no await between this check and the writes (streamapp.runtime.consumer.fence)
+    await check_membership()
+    for partition, key, state in changed:
+        store_state(detection_state, partition, key, state, batches)
+    sent = await batches.send()
+    remember_changelog_offsets(detection_state, sent)
+    return sent
+
+
+def _apply_key(
+    engine: Engine, entity: str, raw: bytes | None, records: list[ConsumerRecord], isolate: bool
+) -> tuple[State | None, list[Alert], list[tuple[dict[str, Any], Late]], int, float]:
+    """One key's records applied to its stored state, in arrival order.
+
+    Returns (the state to store, or None if no record changed it; alerts; late events with why;
+    events applied; the newest event time applied). With ``isolate`` a record that raises is
+    logged and skipped, its key going on from the state before it; without, it raises.
+    """
+    state = engine.adopt(orjson.loads(raw) if raw is not None else None)
+    alerts: list[Alert] = []
+    late: list[tuple[dict[str, Any], Late]] = []
+    events, newest, dirty = 0, float("-inf"), False
+    for record in records:
+        before = orjson.dumps(state) if isolate else None
+        try:
+            message = orjson.loads(record.value)
+            if "tick" in message:
+                found = engine.tick(state, entity, float(message["tick"]), bool(message.get("flush")))
+            else:
+                ts = float(message["ts"])
+                outcome = engine.offer(state, entity, ts, message["f"], src=tuple(message["src"]))
+                if outcome is None:
+                    continue
+                if isinstance(outcome, Late):
+                    late.append((message, outcome))
+                    continue
+                found, events, newest = outcome, events + 1, max(newest, ts)
+        except Exception:  # one record must not stop every detection: logged and skipped
+            if not isolate:
+                raise
+            logger.exception("a detection-events record could not be applied (key %r)", record.key)
+            state = orjson.loads(before) if before is not None else engine.new_state()
+            continue
+        alerts += found
+        dirty = True
+    return (state if dirty else None), alerts, late, events, newest
 
 
 def _summary(state: dict[str, Any]) -> dict[str, Any]:

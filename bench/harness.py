@@ -57,11 +57,13 @@ class Bench:
         data_dir: Path,
         port: int | None = None,
         rules: str = "all",
+        extra_env: dict[str, str] | None = None,
     ) -> StreamappWorker:
         port = port or free_port()
         env = {
             "STREAMAPP_RULES": rules,
             **os.environ,
+            **(extra_env or {}),
             "STREAMAPP_BROKER": f"kafka://{self.bootstrap}",
             "STREAMAPP_APP_ID": app_id,
             "STREAMAPP_TOPIC_PREFIX": prefix,
@@ -138,10 +140,27 @@ def pipeline_progress(metrics: Metrics) -> tuple[float, float]:
     Both 0 once every agent downstream of ``logins`` has handled everything, whatever the topology.
     """
     ingested = sample(metrics, EVENTS_METRIC, topic="logins")
-    sent = by_topic(metrics, "faust_topic_messages_sent_total")
+    # faust labels what it sent "topic.<name>" and what it received "<name>"
+    sent_labels = by_topic(metrics, "faust_topic_messages_sent_total")
+    sent = {topic.removeprefix("topic."): n for topic, n in sent_labels.items()}
     received = by_topic(metrics, "faust_messages_received_per_topic_total")
     in_flight = sum(max(0.0, n - received[topic]) for topic, n in sent.items() if topic in received)
     return ingested, in_flight + max(0.0, sample(metrics, "faust_active_messages"))
+
+
+def spec_progress(metrics: Metrics, detection: str, source: str, events: int) -> tuple[float, float]:
+    """(logins ingested, events still to apply) for a worker running the detection spec ``detection``.
+
+    ``events``: how many records of ``source`` (the full topic name) pass the spec's ``where``. Each
+    is done once the engine has applied it to its key's state
+    (``streamapp_detection_events_total``) or sent it to late-events; plus what
+    :func:`pipeline_progress` still sees in the pipeline.
+    """
+    ingested, in_flight = pipeline_progress(metrics)
+    done = sample(metrics, "streamapp_detection_events_total", detection=detection) + sample(
+        metrics, "streamapp_late_events_total", topic=source
+    )
+    return ingested, in_flight + max(0.0, events - done)
 
 
 def group_topics(bench: Bench, app_id: str, source: str) -> list[str]:
@@ -154,10 +173,22 @@ def group_topics(bench: Bench, app_id: str, source: str) -> list[str]:
 
 
 def progress_contender(
-    bench: Bench, out: Outcome, cmd: list[str], env: dict[str, str], group: str, topic: str, expect: int
+    bench: Bench,
+    out: Outcome,
+    cmd: list[str],
+    env: dict[str, str],
+    group: str,
+    topic: str,
+    expect: int,
+    label: str | None = None,
+    internal: Callable[[], list[str]] | None = None,
 ) -> Outcome:
-    """Run a contender process that keeps a progress file; rate from its first to its last event."""
-    label = out.name.split()[0].lower()
+    """Run a contender process that keeps a progress file; rate from its first to its last event.
+
+    ``label`` names its log and progress files (default: the first word of its name); ``internal``
+    lists the topics of its own it reads besides ``topic`` (committed too before "to committed").
+    """
+    label = label or out.name.split()[0].lower()
     progress_path = bench.work / f"{label}{bench.r}-progress.json"
     env = {**env, "BENCH_PROGRESS": str(progress_path), "BENCH_EXPECT": str(expect)}
     proc = Proc(label, cmd, env, bench.work / "logs" / f"{label}{bench.r}.log")
@@ -208,7 +239,7 @@ def progress_contender(
         out.seconds = progress.last - progress.first
         out.rate = progress.rate()
         if out.status == "ok":
-            committed = wait_committed(bench, group, [topic], 60)
+            committed = wait_committed(bench, group, [topic, *(internal() if internal else [])], 60)
             if committed is not None:
                 out.committed_seconds = committed - progress.first
         return out

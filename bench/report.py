@@ -10,16 +10,20 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from bench.contenders import STREAMAPP_FULL_NAME, STREAMAPP_NAME
+from bench.contenders import SPEC_ENGINE_NAME, STREAMAPP_FULL_NAME, STREAMAPP_NAME
 from bench.harness import Outcome
 from bench.scenarios.archive import ArchiveOutcome
 from bench.scenarios.latency import LATENCY_WARMUP_SECONDS, LatencyOutcome
 from bench.scenarios.profile import ProfileOutcome
 from bench.scenarios.recovery import RecoveryOutcome
+from bench.scenarios.throughput import Versus
 from streamapp.archive.archiver import MAX_UPLOADS
 from streamapp.dev.kafka import KAFKA_VERSION
 
 __all__ = ["Machine", "Report", "machine_info"]
+
+#: issue 17: brute force per IP on the spec engine, events/s per worker (reported, never judged)
+SPEC_TARGET_RATE = 50_000.0
 
 _PACKAGES = ["faust-streaming", "aiokafka", "rocksdict", "orjson", "quixstreams", "confluent-kafka", "py-spy"]
 
@@ -137,6 +141,7 @@ class Report:
     topic: str
     machine: Machine
     throughput: list[Outcome] = field(default_factory=list)
+    versus: list[Versus] = field(default_factory=list)  # head-to-head ratios (HEAD_TO_HEAD)
     latency: LatencyOutcome | None = None
     latency_full: LatencyOutcome | None = None  # the same with both login rules, at half their rate
     recovery: RecoveryOutcome | None = None
@@ -160,6 +165,7 @@ class Report:
     def missing(self) -> list[str]:
         """What produced no number (CI fails on these; it never judges the speed)."""
         gaps = [f"throughput of {o.name}: {o.reason}" for o in self.throughput if o.rate is None]
+        gaps += [f"{v.name} ÷ {v.other}: no ratio" for v in self.versus if v.ratio is None]
         if self.latency is None or self.latency.p99_ms is None:
             gaps.append(f"latency: {self.latency.reason if self.latency else 'not run'}")
         full_ran = any(o.name == STREAMAPP_FULL_NAME and o.rate for o in self.throughput)
@@ -203,6 +209,23 @@ class Report:
                     _num(o.committed_seconds, 1, " s"), _num(o.cpu_pct, 0, "%"), _num(o.rss_mb), status,
                 ]
             )  # fmt: skip
+        return rows
+
+    def versus_rows(self) -> list[list[str]]:
+        """The issue's speed targets: each head-to-head ratio, and the spec engine's events/s."""
+        rows = [["target (issue 17)", "measured", "asked", "met"]]
+        spec = next((o for o in self.throughput if o.name == SPEC_ENGINE_NAME), None)
+        if spec is not None:
+            met = "—" if spec.rate is None else ("yes" if spec.rate >= SPEC_TARGET_RATE else "no")
+            asked = f"≥ {SPEC_TARGET_RATE:,.0f}"
+            rows.append([f"{spec.name}, events/s per worker", _num(spec.rate), asked, met])
+        for v in self.versus:
+            per_round = " / ".join(f"{r:.2f}" if r is not None else "—" for r in v.rounds)
+            measured = "—" if v.ratio is None else f"{v.ratio:.2f}×"
+            if v.ratio is not None and len(v.rounds) > 1:
+                measured += f" (rounds {per_round})"
+            met = "—" if v.met is None else ("yes" if v.met else "no")
+            rows.append([f"{v.name} ÷ {v.other}", measured, f"≥ {v.target:g}×", met])
         return rows
 
     def other_rows(self) -> list[list[str]]:
@@ -254,7 +277,8 @@ class Report:
         return rows
 
     def text(self) -> str:
-        return "\n".join(["", _table(self.throughput_rows()), "", _table(self.other_rows()), ""])
+        versus = ["", _table(self.versus_rows())] if len(self.versus_rows()) > 1 else []
+        return "\n".join(["", _table(self.throughput_rows()), *versus, "", _table(self.other_rows()), ""])
 
     # -- RESULTS.md ------------------------------------------------------------------------------
     def markdown(self) -> str:
@@ -294,6 +318,14 @@ class Report:
         for o in self.throughput:
             if o.detail:
                 lines.append(f"- {o.name}: " + "; ".join(f"{k}: {v}" for k, v in o.detail.items()))
+        if len(self.versus_rows()) > 1:
+            lines += [
+                "",
+                "Head to head, the speed the issue asks for (each ratio taken within a round, then the "
+                "median; the bench reports it and never fails on it):",
+                "",
+                _markdown_table(self.versus_rows()),
+            ]
         lines += ["", "## Latency, recovery, memory", "", _markdown_table(self.other_rows()), ""]
         for lat, which in ((self.latency, "brute force"), (self.latency_full, "both login rules")):
             if lat is None:

@@ -94,7 +94,7 @@ def run(
         broker.create_topic(topic, bench.partitions)
         data: Dataset = produce(bootstrap, topic, login_events(events), "data")
         report = Report(command, data.events, data.failures, data.ips, topic, machine, rounds=rounds)
-        report.throughput = throughput(bench, data, prefix, contenders, rounds)
+        report.throughput, report.versus = throughput(bench, data, prefix, contenders, rounds)
         base = report.streamapp()
         base_rate = base.rate if base is not None and base.rate else None
         if with_archive:  # right after the worker's run, on the same records

@@ -187,6 +187,11 @@ def declare_routes(router: Router, app: faust.App, settings: Settings) -> None:
     # the detections of the control topic read their source topics beside the ingest
     for name in settings.detection_topics:
         router.declare(settings.topic(name), run_detections.route_batch, run_detections.route_detections.name)
+    router.declare(
+        run_detections.detection_events_topic.get_topic_name(),
+        run_detections.apply_batch,
+        run_detections.run_detections.name,
+    )
 
 
 def import_app_modules() -> None:

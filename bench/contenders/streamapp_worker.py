@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from bench.data import Dataset
 from bench.harness import (
     POLL,
     REPORT_EVERY,
     Bench,
+    Metrics,
     Outcome,
     cpu_pct,
     fmt,
@@ -18,6 +20,7 @@ from bench.harness import (
     sample,
     wait_committed,
 )
+from bench.procs import StreamappWorker
 
 logger = logging.getLogger("bench")
 
@@ -39,10 +42,33 @@ def streamapp_pipeline(bench: Bench, data: Dataset, prefix: str, rules: str = PE
     also goes through ``logins-by-user`` to the account-takeover state per user.
     """
     full = rules == FULL_RULES
-    out = Outcome(STREAMAPP_FULL_NAME if full else STREAMAPP_NAME)
     tag = ("sf" if full else "sa") + bench.r
     app_id = bench.name(tag)
     worker = bench.worker(tag, app_id, prefix, bench.work / "data" / tag, rules=rules)
+    out = Outcome(STREAMAPP_FULL_NAME if full else STREAMAPP_NAME)
+    return measure_worker(bench, data, out, worker, app_id, pipeline_progress, _rule_alerts)
+
+
+def _rule_alerts(metrics: Metrics) -> str:
+    return (
+        fmt(sample(metrics, "streamapp_alerts_total", kind="brute_force"))
+        + " brute_force, "
+        + fmt(sample(metrics, "streamapp_alerts_total", kind="account_takeover"))
+        + " account_takeover"
+    )
+
+
+def measure_worker(
+    bench: Bench,
+    data: Dataset,
+    out: Outcome,
+    worker: StreamappWorker,
+    app_id: str,
+    progress: Callable[[Metrics], tuple[float, float]],
+    alerts: Callable[[Metrics], str],
+) -> Outcome:
+    """Start ``worker`` and time it from the first login ingested until ``progress`` (logins
+    ingested, work still pending) says every login is ingested and nothing is pending."""
     try:
         ready = worker.start_ready(120)
         out.detail["ready after start"] = f"{ready:.1f} s"
@@ -63,7 +89,7 @@ def streamapp_pipeline(bench: Bench, data: Dataset, prefix: str, rules: str = PE
                 time.sleep(POLL)
                 continue
             now = time.time()
-            ingested, pending = pipeline_progress(metrics)
+            ingested, pending = progress(metrics)
             if t0 is None and ingested > 0:
                 t0, c0, cpu0 = now, ingested, (now, worker.cpu_seconds())
             if ingest_done is None and ingested >= n:
@@ -93,12 +119,7 @@ def streamapp_pipeline(bench: Bench, data: Dataset, prefix: str, rules: str = PE
             out.detail["ingest only (route_logins)"] = (
                 f"{(n - c0) / max(ingest_done - t0, 1e-9):,.0f} events/s"
             )
-        out.detail["alerts"] = (
-            fmt(sample(metrics, "streamapp_alerts_total", kind="brute_force"))
-            + " brute_force, "
-            + fmt(sample(metrics, "streamapp_alerts_total", kind="account_takeover"))
-            + " account_takeover"
-        )
+        out.detail["alerts"] = alerts(metrics)
         if out.status == "ok":
             committed = wait_committed(bench, app_id, group_topics(bench, app_id, data.topic), 60)
             if committed is not None:
