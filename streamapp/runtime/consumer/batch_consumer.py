@@ -144,8 +144,13 @@ class BatchConsumer(Consumer):
             acks.setdefault(tp.topic, []).append((tp, start, last))
             self._read_offset[tp] = last + 1
             by_topic.setdefault(tp.topic, []).extend(records)
-            # what faust's per-record path tells its monitor (lag and throughput figures)
-            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            # what faust's per-record path tells its monitor (lag and throughput figures); a
+            # partition revoked since the fetch (a subscription changed while running) has no
+            # highwater: aiokafka asserts that the partition is assigned
+            try:
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            except AssertionError:
+                pass
             count_received(self.app, tp, len(records), last)
         # each topic's offsets are acknowledged when its own deliveries are done: a handler that
         # waits off the fetch path (the users topic while the registry is down) holds no other topic

@@ -112,3 +112,17 @@ async def test_a_batch_given_up_is_not_acknowledged_and_a_failed_delivery_crashe
     logins.futures[1].set_exception(OSError("broker gone"))
     await asyncio.sleep(0.01)
     assert consumer._n_acked == 0 and "broker gone" in str(consumer.crashed[0])
+
+
+async def test_a_partition_revoked_since_the_fetch_is_handled_without_its_highwater() -> None:
+    logins = _Handler()
+    router = Router()
+    router.declare("logins", logins, "route-logins")
+    consumer = _consumer(router)
+
+    def revoked(tp: TP) -> int:
+        raise AssertionError("Partition is not assigned")  # what aiokafka's highwater() does
+
+    consumer.highwater = revoked
+    await BatchConsumer._handle(consumer, {TP("logins", 0): _fetch("logins", 0, range(3))}, None)
+    assert [[r.offset for r in batch] for batch in logins.batches] == [[0, 1, 2]]
