@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import faust
 
-from agents.base import Detector, detect, detector_for
+from agents.base import Detector, detect
+from agents.worker_detector import detector_for
 from streamapp.app import app
 from streamapp.models import Alert, StockPrice
 from streamapp.rules.base import State

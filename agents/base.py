@@ -46,7 +46,6 @@ __all__ = [
     "Updates",
     "detect",
     "detect_batch",
-    "detector_for",
     "envelope_problem",
     "key_problem",
     "reset_state",
@@ -239,34 +238,3 @@ async def detect(stream: faust.StreamT[bytes], agent: str) -> None:
     """A detector agent's body: what reaches its stream goes to the app's router (none does while
     the batch consumer runs: see streamapp.runtime.consumer)."""
     await drain_to_router(stream, agent)
-
-
-def detector_for(
-    app: faust.App,
-    settings: Settings,
-    *,
-    source: str,
-    table: faust.types.TableT,
-    new_state: Callable[[], State],
-    apply: Apply,
-    updates: tuple[str, Updates] | None = None,
-    judge: Judge | None = None,
-    held: HeldKeys | None = None,
-) -> Detector:
-    """A detector on a worker: ``table``'s RocksDB, the app's producer, its alerts topic and clock."""
-    # the worker's collaborators: importing them builds the app, which a Detector with fakes does
-    # not need (tests/unit/agents)
-    from streamapp.pipeline.alerting import Alerting
-    from streamapp.runtime.clock import worker_clock
-    from streamapp.runtime.producer import RecordBatches
-    from streamapp.runtime.topics import alerts_topic, dead_letters_topic, late_events_topic
-    from tables.base import TableStore
-
-    alerting = Alerting(settings.rules, settings.publish_alerts, alerts_topic.send)
-    return Detector(
-        source=source, store=TableStore(table), new_state=new_state, apply=apply, settings=settings,
-        new_sink=partial(RecordBatches, app), publish_alert=alerting.publish, clock=worker_clock,
-        late_events_topic=late_events_topic.get_topic_name(),
-        dead_letters_topic=dead_letters_topic.get_topic_name(),
-        updates=updates, judge=judge, held=held,
-    )  # fmt: skip

@@ -7,8 +7,9 @@ from functools import partial
 import faust
 import orjson
 
-from agents.base import Detector, detect, detector_for
+from agents.base import Detector, detect
 from agents.held_keys import HeldKeys, send_ticks
+from agents.worker_detector import detector_for
 from streamapp.app import app, settings
 from streamapp.models import Alert, SensorReading
 from streamapp.rules.base import State
