@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from itertools import islice
 from typing import Any
 
 import faust
@@ -35,17 +34,10 @@ from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from streamapp.pipeline.ingest import send_dead_letter
 from streamapp.rules.base import State
 from streamapp.runtime.consumer import check_membership, drain_to_router
-from streamapp.runtime.faust_compat import rocksdb_partitions
 from streamapp.runtime.producer import Delivery, RecordBatches
 from streamapp.runtime.subscriptions import LiveTopics
 from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
-from tables.base import (  # _active_partitions, _values: the stores of the partitions this worker processes
-    _active_partitions,
-    _values,
-    load_state,
-    remember_changelog_offsets,
-    store_state,
-)
+from tables.base import load_state, remember_changelog_offsets, state_steps, store_state
 from tables.detection_state import detection_state
 
 __all__ = [
@@ -53,10 +45,10 @@ __all__ = [
     "detection_events_topic",
     "follow_control",
     "get_detections",
-    "registry",
-    "route_batch",
     "live_topics",
     "rebuild_index",
+    "registry",
+    "route_batch",
     "route_detections",
     "run_detections",
     "subscribe_detection_topics",
@@ -344,15 +336,10 @@ async def rebuild_index() -> None:
     watch: dict[str, dict[bytes, dict[str, Any]]] = {}
     newest: dict[str, float] = {}
     try:
-        for partition, db in list(_active_partitions(detection_state)):
-            cursor: bytes | None = None
-            while rocksdb_partitions(detection_state.data).get(partition) is db:  # not revoked meanwhile
-                step = list(islice(_values(db, cursor), REINDEX_STEP_KEYS + 1))
-                cursor = step.pop()[0] if len(step) > REINDEX_STEP_KEYS else None
-                for key, state in step:
-                    _index_state(watch, newest, key, state)
-                if cursor is None:
-                    break
+        for _, _, step, more in state_steps(detection_state, REINDEX_STEP_KEYS):
+            for key, state in step:
+                _index_state(watch, newest, key, state)
+            if more:
                 await asyncio.sleep(0)
         for name, keys in _watch.items():  # summaries written meanwhile are newer than what was read
             for key in _fresh & keys.keys():

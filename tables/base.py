@@ -26,13 +26,16 @@ __all__ = [
     "SWEEP_REST_FACTOR",
     "SWEEP_STEP_KEYS",
     "TableStore",
+    "active_partitions",
     "define_table",
     "expire_keys",
     "load_state",
     "remember_changelog_offsets",
     "restore_event_clock",
+    "state_steps",
     "store_event_clock",
     "store_state",
+    "stored_values",
 ]
 
 logger = logging.getLogger(__name__)
@@ -142,7 +145,7 @@ def _remember_changelog_offset(app: Any, store: Any, delivery: Delivery, future:
         store.set_persisted_offset(delivery.tp, delivery.last_offset)
 
 
-def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
+def active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
     """(partition, RocksDB) of the partitions this worker processes (not its standbys)."""
     dbs = rocksdb_partitions(table.data)  # rocksdict store: one DB per partition
     changelog = table.changelog_topic.get_topic_name()
@@ -152,7 +155,7 @@ def _active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
             yield partition, db
 
 
-def _values(db: Any, from_key: bytes | None = None) -> Iterator[tuple[bytes, Any]]:
+def stored_values(db: Any, from_key: bytes | None = None) -> Iterator[tuple[bytes, Any]]:
     """(key, decoded value) from ``from_key`` on, lazily (faust's bookkeeping keys skipped).
 
     A value that is not JSON (restored from a changelog record someone else wrote) reads as None.
@@ -164,6 +167,23 @@ def _values(db: Any, from_key: bytes | None = None) -> Iterator[tuple[bytes, Any
                 yield key, orjson.loads(value)
             except orjson.JSONDecodeError:
                 yield key, None
+
+
+def state_steps(
+    table: TableT, keys_per_step: int
+) -> Iterator[tuple[int, Any, list[tuple[bytes, Any]], bool]]:
+    """(partition, RocksDB, up to ``keys_per_step`` keys with their states, more to come) of the
+    partitions this worker processes, a step at a time, for sweeps that let the loop run between
+    steps: a partition revoked between two steps (its DB closed) ends there."""
+    for partition, db in list(active_partitions(table)):
+        cursor: bytes | None = None
+        while rocksdb_partitions(table.data).get(partition) is db:
+            step = list(islice(stored_values(db, cursor), keys_per_step + 1))
+            more = len(step) > keys_per_step
+            cursor = step.pop()[0] if more else None  # the next step starts at this key
+            yield partition, db, step, more
+            if not more:
+                break
 
 
 #: keys read per step of an expiry sweep; the event loop runs other work between steps
@@ -191,39 +211,30 @@ async def expire_keys(
     store: Any = table.data
     removed = 0
     busy = 0.0
-    for partition, db in list(_active_partitions(table)):
-        cursor: bytes | None = None
-        while True:
-            open_db: Any = rocksdb_partitions(store).get(partition)
-            if open_db is not db:
-                break  # the partition was revoked (its DB closed) while the sweep yielded
-            started = time.monotonic()
-            step = list(islice(_values(db, cursor), SWEEP_STEP_KEYS + 1))
-            more = len(step) > SWEEP_STEP_KEYS
-            if more:
-                cursor = step.pop()[0]  # the next step starts at this key
-            for key, value in step:
-                try:
-                    expired = is_expired(value)
-                except Exception:  # unreadable or of the wrong shape: as good as no state at all
-                    expired = True
-                    STATE_RESETS_TOTAL.labels(table=table.name).inc()
-                    logger.warning(
-                        "the stored state of %r in table %s cannot be read: removed",
-                        key[:200].decode(errors="backslashreplace"), table.name,
-                    )  # fmt: skip
-                if expired:
-                    db.delete(key)
-                    key_index(store).pop(key, None)
-                    table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
-                    removed += 1
-                elif visit is not None:
-                    visit(partition, key, value)
-            took = time.monotonic() - started
-            busy += took
-            if not more:
-                break
+    started = time.monotonic()
+    for partition, db, step, more in state_steps(table, SWEEP_STEP_KEYS):
+        for key, value in step:
+            try:
+                expired = is_expired(value)
+            except Exception:  # unreadable or of the wrong shape: as good as no state at all
+                expired = True
+                STATE_RESETS_TOTAL.labels(table=table.name).inc()
+                logger.warning(
+                    "the stored state of %r in table %s cannot be read: removed",
+                    key[:200].decode(errors="backslashreplace"), table.name,
+                )  # fmt: skip
+            if expired:
+                db.delete(key)
+                key_index(store).pop(key, None)
+                table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
+                removed += 1
+            elif visit is not None:
+                visit(partition, key, value)
+        took = time.monotonic() - started
+        busy += took
+        if more:
             await asyncio.sleep(took * SWEEP_REST_FACTOR)
+        started = time.monotonic()
     if removed:
         logger.info("expired %d keys from table %s", removed, table.name)
     return removed, busy
@@ -243,7 +254,7 @@ def restore_event_clock(table: TableT, newest: Callable[[Any], float], max_clock
     """
     ceiling = time.time() + max_clock_skew_seconds
     latest = 0.0
-    for partition, db in _active_partitions(table):
+    for partition, db in active_partitions(table):
         raw = db.get(EVENT_CLOCK_KEY)
         clock = _clock_value(raw)
         if clock is not None and clock <= ceiling:
@@ -251,7 +262,7 @@ def restore_event_clock(table: TableT, newest: Callable[[Any], float], max_clock
             continue
         # none (a partition written before the clock key existed), poisoned or unreadable: the states
         from_states = max(
-            (t for t in (_newest_of(newest, value) for _, value in _values(db)) if t <= ceiling),
+            (t for t in (_newest_of(newest, value) for _, value in stored_values(db)) if t <= ceiling),
             default=0.0,
         )
         latest = max(latest, from_states)

@@ -25,7 +25,7 @@ from streamapp.runtime.clock import worker_clock
 from streamapp.web.peers import HOPS_HEADER, PeerError, hops_of, peer_get
 from streamapp.web.recent_alerts import recent_alerts
 from streamapp.web.views import PEER_KEY
-from tables.base import _active_partitions  # the stores of the partitions this worker processes
+from tables.base import active_partitions
 from tables.prices_by_symbol import prices_by_symbol
 from tables.temperature_by_sensor import temperature_by_sensor
 
@@ -172,7 +172,7 @@ def local_sensors(after: bytes | None = None, limit: int = DEFAULT_SENSORS) -> S
     """Sensors of this worker's active partitions, in key order after ``after``."""
     stores = [
         db.items(from_key=after) if after is not None else db.items()
-        for _, db in _active_partitions(temperature_by_sensor)
+        for _, db in active_partitions(temperature_by_sensor)
     ]
     return scan_sensors(stores, after, limit, worker_clock.horizon, str(app.conf.canonical_url).rstrip("/"))
 
@@ -248,7 +248,7 @@ def local_stocks(limit: int = _MAX_STOCKS) -> list[dict[str, Any]]:
     keys): the web API's view plus the last 60 s of ticks."""
     horizon = worker_clock.horizon
     found: list[dict[str, Any]] = []
-    for _, db in _active_partitions(prices_by_symbol):
+    for _, db in active_partitions(prices_by_symbol):
         for key, raw in islice(db.items(), SCAN_BUDGET_KEYS):
             if len(found) >= limit:
                 return found

@@ -170,7 +170,7 @@ def _fake_table(monkeypatch: pytest.MonkeyPatch, db: _FakeDB) -> Any:
         send_changelog=lambda partition, key, value, **_: sent.append((partition, key, value)),
         sent=sent,
     )
-    monkeypatch.setattr(tables_base, "_active_partitions", lambda t: iter([(0, db)]))
+    monkeypatch.setattr(tables_base, "active_partitions", lambda t: iter([(0, db)]))
     return table
 
 
