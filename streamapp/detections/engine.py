@@ -1,12 +1,13 @@
 """The detection engine: a spec's operators over one key's JSON state, on event time with a grace.
 
 Every condition is judged over the key's events in event-time order (ties broken by the event's
-canonical JSON), so the answer does not depend on the arrival order within the grace. To get
-that for every kind (a late arrival can change a window's aggregate, a mean, a sequence or a
-silence), events are held in the key's state (``pending``) and judged once nothing earlier can
-still arrive: when the key's own clock has passed them by the grace, when the detection's
-watermark (its newest event time, of any key, minus the grace) has passed them, or after a quiet
-spell (a flush). An alert therefore comes up to the grace after the event that completes it.
+canonical JSON, computed only for a tie and for the id of an alert that names the event), so the
+answer does not depend on the arrival order within the grace. To get that for every kind (a late
+arrival can change a window's aggregate, a mean, a sequence or a silence), events are held in the
+key's state (``pending``) and judged once nothing earlier can still arrive: when the key's own
+clock has passed them by the grace, when the detection's watermark (its newest event time, of any
+key, minus the grace) has passed them, or after a quiet spell (a flush). An alert therefore comes
+up to the grace after the event that completes it.
 
 A source record becomes an event in streamapp.detections.events (typed fields, filters); the
 windows and aggregates of a threshold condition are in streamapp.detections.windows.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 import string
-from bisect import insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,6 +46,38 @@ __all__ = [
 MAX_HELD = 4096
 #: events kept per key for a window or a sequence at most (the oldest go first)
 MAX_KEPT = 10_000
+
+
+#: in a candidate's id parts: the canonical JSON of its event's fields (computed if it alerts)
+_CANON = object()
+
+
+def _first(entry: list[Any]) -> Any:
+    return entry[0]
+
+
+def _canonical(fields: Fields) -> str:
+    """An event's canonical JSON: what orders events of the same time, and names one in an alert id."""
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _hold(pending: list[list[Any]], ts: float, fields: Fields) -> None:
+    """Hold [ts, fields] in ``pending``, in order of (ts, canonical JSON), after its equals.
+
+    The canonical JSON is computed only when other held events have the same time.
+    """
+    at = bisect_right(pending, ts, key=_first)
+    if at and pending[at - 1][0] == ts:
+        canon = _canonical(fields)
+        at = bisect_left(pending, ts, key=_first)
+        while at < len(pending) and pending[at][0] == ts and _canonical(pending[at][1]) <= canon:
+            at += 1
+    pending.insert(at, [ts, fields])
+
+
+def _aggregate_all(fn: str, kept: list[list[Any]]) -> float:
+    """The aggregate of every kept [ts, value] (a count without building the list of values)."""
+    return float(len(kept)) if fn == "count" else aggregate(fn, [v for _, v in kept])
 
 
 @dataclass(frozen=True)
@@ -88,6 +121,9 @@ class Engine:
         """The state to go on with: ``state`` if it was built for this spec's shape, else a new one."""
         if state is None or state.get("shape") != self.shape:
             return self.new_state()
+        pending = state["pending"]
+        if pending and len(pending[0]) == 3:  # held as [ts, canonical JSON, fields] before
+            state["pending"] = [[held[0], held[2]] for held in pending]
         return state
 
     # -- events ------------------------------------------------------------------------------
@@ -112,8 +148,7 @@ class Engine:
         late = lateness(state, ts, self.grace, horizon)
         if late is not None:
             return Late(*late)
-        canon = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
-        insort(state["pending"], [ts, canon, fields])
+        _hold(state["pending"], ts, fields)
         settle_clock(state, ts)
         alerts = self._judge(state, entity, lambda t: t < state["clock"] - self.grace)
         overflow = len(state["pending"]) - MAX_HELD
@@ -168,19 +203,19 @@ class Engine:
         while count < len(pending) and ready(pending[count][0]):
             count += 1
         alerts: list[Alert] = []
-        for ts, canon, fields in pending[:count]:
-            alerts += self._emit(state, entity, self._one(state, ts, canon, fields))
+        for ts, fields in pending[:count]:
+            alerts += self._emit(state, entity, self._one(state, ts, fields))
         del pending[:count]
         return alerts
 
-    def _one(self, state: State, ts: float, canon: str, fields: Fields) -> list[_Candidate]:
+    def _one(self, state: State, ts: float, fields: Fields) -> list[_Candidate]:
         kind = self.kind
         if kind == "threshold":
-            return self._threshold(state, ts, canon, fields)
+            return self._threshold(state, ts, fields)
         if kind in ("zscore", "ratio"):
-            return self._baseline(state, ts, canon, fields)
+            return self._baseline(state, ts, fields)
         if kind == "sequence":
-            return self._sequence(state, ts, canon, fields)
+            return self._sequence(state, ts, fields)
         return self._absence(state, ts, fields)
 
     def _value(self, fields: Fields) -> Any:
@@ -190,7 +225,7 @@ class Engine:
     def _holds(self, value: float) -> bool:
         return bool(COMPARE[self.cond["op"]](value, float(self.cond["value"])))
 
-    def _threshold(self, state: State, ts: float, canon: str, fields: Fields) -> list[_Candidate]:
+    def _threshold(self, state: State, ts: float, fields: Fields) -> list[_Candidate]:
         window, fn = self.window, self.agg["fn"]
         kept: list[list[Any]] = state.setdefault("ev", [])
         wtype = window["type"]
@@ -202,7 +237,7 @@ class Engine:
             session[1] = ts
             kept.append([ts, self._value(fields)])
             del kept[: max(0, len(kept) - MAX_KEPT)]
-            value = aggregate(fn, [v for _, v in kept])
+            value = _aggregate_all(fn, kept)
             if session[2] or not self._holds(value):
                 return []
             found = _Candidate(ts, (session[0],), value, self.cond["value"], session[0], ts, fields)
@@ -217,10 +252,10 @@ class Engine:
             cut += 1
         del kept[: max(cut, len(kept) - MAX_KEPT)]
         if wtype == "sliding":
-            value = aggregate(fn, [v for _, v in kept])
+            value = _aggregate_all(fn, kept)
             if not self._holds(value):
                 return []
-            return [_Candidate(ts, (ts, canon), value, self.cond["value"], ts - size, ts, fields)]
+            return [_Candidate(ts, (ts, _CANON), value, self.cond["value"], ts - size, ts, fields)]
         starts = window_starts(wtype, ts, size, float(window.get("advance", size)))
         alerted: list[float] = state.setdefault("alerted", [])
         alerted[:] = [s for s in alerted if s > ts - size]
@@ -228,7 +263,10 @@ class Engine:
         for start in starts:
             if start in alerted:
                 continue
-            value = aggregate(fn, [v for t, v in kept if start <= t])
+            if fn == "count":  # kept is in event-time order: the events from start on, without a list
+                value = float(len(kept) - bisect_left(kept, start, key=_first))
+            else:
+                value = aggregate(fn, [v for t, v in kept if start <= t])
             if self._holds(value):
                 found = _Candidate(ts, (start,), value, self.cond["value"], start, start + size, fields)
                 emitted = self._emit_marker(state, found)
@@ -237,7 +275,7 @@ class Engine:
                     out += emitted
         return out
 
-    def _baseline(self, state: State, ts: float, canon: str, fields: Fields) -> list[_Candidate]:
+    def _baseline(self, state: State, ts: float, fields: Fields) -> list[_Candidate]:
         x = float(fields[self.cond["field"]])
         n, s, q = state.get("n", 0), state.get("s", 0.0), state.get("q", 0.0)
         out: list[_Candidate] = []
@@ -247,21 +285,21 @@ class Engine:
                 mean = s / n
                 std = math.sqrt(max(0.0, q / n - mean * mean))
                 if std > 0 and abs(x - mean) / std > limit:
-                    out.append(_Candidate(ts, (ts, canon), abs(x - mean) / std, limit, None, None, fields))
+                    out.append(_Candidate(ts, (ts, _CANON), abs(x - mean) / std, limit, None, None, fields))
         elif n >= self.cond.get("min_samples", 5):
             mean = s / n
             if x > limit * mean:
-                out.append(_Candidate(ts, (ts, canon), x, limit * mean, None, None, fields))
+                out.append(_Candidate(ts, (ts, _CANON), x, limit * mean, None, None, fields))
         state["n"], state["s"], state["q"] = n + 1, s + x, q + x * x
         return out
 
-    def _sequence(self, state: State, ts: float, canon: str, fields: Fields) -> list[_Candidate]:
+    def _sequence(self, state: State, ts: float, fields: Fields) -> list[_Candidate]:
         within, need = float(self.cond["within"]), int(self.cond["count"])
         firsts: list[float] = state.setdefault("firsts", [])
         firsts[:] = [t for t in firsts if t >= ts - within][-MAX_KEPT:]
         out: list[_Candidate] = []
         if self.then(fields) and len(firsts) >= need:
-            out.append(_Candidate(ts, (ts, canon), float(len(firsts)), float(need), firsts[0], ts, fields))
+            out.append(_Candidate(ts, (ts, _CANON), float(len(firsts)), float(need), firsts[0], ts, fields))
         if self.first(fields):
             firsts.append(ts)
         return out
@@ -294,9 +332,10 @@ class Engine:
             if not c.passed and self.throttle and last is not None and c.ts < last + self.throttle:
                 continue
             state["la"] = c.ts
+            parts = (_canonical(c.fields) if part is _CANON else part for part in c.parts)
             alerts.append(
                 Alert(
-                    alert_id=alert_id_for(self.name, entity, *c.parts),
+                    alert_id=alert_id_for(self.name, entity, *parts),
                     kind=self.name,
                     key=entity,
                     ts=c.ts,
