@@ -5,11 +5,43 @@ reads all of it). ``route_detections`` takes every batch of the source topics th
 (STREAMAPP_DETECTION_TOPICS from the start; another topic a spec names is subscribed while the
 worker runs, see streamapp.runtime.subscriptions), checks each record against each spec of its
 topic (a spec-only topic's bad records go to dead-letters with the reason) and forwards the
-events that pass ``where`` to ``<app id>-detection-events``, keyed ``name NUL entity``.
-``run_detections`` applies the engine to each key's state in ``detection-state``, a batch at a
-time (each key's state read and written once per batch: :func:`apply_batch`); a timer moves
-each detection's watermark (its newest event time on this worker minus the grace) to the keys
-that hold events or may have gone silent, through tick records on their own partition.
+events that pass ``where`` to ``<app id>-detection-events``, keyed ``name NUL entity``, on the
+partition of the entity alone (:func:`detection_partition`). ``run_detections`` applies the
+engine to each key's state in ``detection-state`` (same partition), a batch at a time (each
+key's state read and written once per batch: :func:`_apply`); a timer moves each detection's
+watermark (its newest event time on this worker minus the grace) to the keys that hold events or
+may have gone silent, through tick records on their own partition.
+
+In process, without the hop. A source topic keyed by the spec's key (logins by IP) has each
+event on the partition its entity hashes to, which is the event's partition of detection-events
+too: such an event is applied by ``route_detections`` at once, in the same batch, with no record
+of its own in detection-events (the app's ingest hands copartitioned events to its detectors
+the same way). Only when all of this holds, else it is forwarded:
+
+- the source topic is one of STREAMAPP_DETECTION_TOPICS with as many partitions as
+  detection-events. Every worker subscribes to those from its start, so faust assigns them
+  copartitioned with detection-events (same partition numbers to the same worker). A topic
+  subscribed while running is always forwarded: while workers subscribe one after another it is
+  not copartitioned, and a key of one source partition must not switch between the two paths
+  (its forwarded events, still in the topic, would then come after later ones applied here,
+  and be dropped as replays by ``seen_before``).
+- this worker owns that partition of detection-events now (a safety net: with the above it
+  does, and the batch's writes pass the zombie fence, streamapp.runtime.consumer.fence).
+
+So a key's events from one source partition always take one path, in offset order. Delivery
+stays what it was: the state's RocksDB write and changelog record go out with the batch's
+other records and the source offsets are acknowledged only once they are delivered (in the
+worker's transaction under exactly-once). A redelivered source record (after a crash or a
+rebalance) is recognised by its source position in the state (``seen_before``) whichever path it
+takes, and recovery restores ``detection-state`` from its changelog as before. The late-events
+copy of an event applied here is its source value, byte for byte, as for forwarded ones.
+
+Upgrading from the layout before (keyed records on the partition of the whole key): a record
+written that way is forwarded again to its entity's partition, but the states stored that way
+are not read again (their keys start afresh on their entity's partition, without the events they
+held or kept in a window), and a forwarded event may arrive after later ones of its source
+partition applied in process (then dropped as a replay). Stop every worker with
+detection-events drained and no event held to upgrade without losing any.
 """
 
 from __future__ import annotations
@@ -28,13 +60,13 @@ from prometheus_client import Counter, Gauge
 
 from streamapp.app import app, settings
 from streamapp.detections.control import Registry, follow
-from streamapp.detections.engine import Engine, Late, parse_event
+from streamapp.detections.engine import Engine, Late
 from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from streamapp.pipeline.ingest import send_dead_letter
 from streamapp.rules.base import State
 from streamapp.runtime.consumer import check_membership, drain_to_router
-from streamapp.runtime.producer import Delivery, RecordBatches
+from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.subscriptions import LiveTopics
 from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
 from tables.base import load_state, remember_changelog_offsets, state_steps, store_state
@@ -136,22 +168,38 @@ async def _loaded() -> None:
 
 async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
     """The batch handler of every source topic of the specs (streamapp.app.declare_routes for those
-    of STREAMAPP_DETECTION_TOPICS, :data:`live_topics` for those subscribed since)."""
+    of STREAMAPP_DETECTION_TOPICS, :data:`live_topics` for those subscribed since).
+
+    An event whose key's partition of ``<app id>-detection-events`` is the partition it was read
+    from, and owned by this worker, is applied here (see the module); the others are forwarded.
+    """
     if not registry.loaded.is_set():
         await _loaded()
     batches = RecordBatches(app)
     target = detection_events_topic.get_topic_name()
-    prepared = False
     prefix = len(settings.topic_prefix)
+    max_bytes = settings.max_record_bytes
+    #: source topic -> (its engines, its bad records dead-lettered here, the partitions applied here)
+    routes: dict[str, tuple[list[Engine], bool, frozenset[int]]] = {}
+    partitions = 0
+    direct: dict[tuple[int, bytes], list[Any]] = {}
     for record in records:
-        contract = record.topic[prefix:]
-        engines = registry.for_topic(contract)
+        route = routes.get(record.topic)
+        if route is None:
+            contract = record.topic[prefix:]
+            engines = registry.for_topic(contract)
+            here: frozenset[int] = frozenset()
+            if engines:
+                await batches.prepare(target, record.topic)
+                partitions = batches.partitions_of(target)
+                here = _applied_here(record.topic, partitions, batches.partitions_of(record.topic))
+            # the app's own input topics dead-letter their bad records already: only spec-only topics here
+            route = routes[record.topic] = (engines, contract not in SOURCE_TOPICS, here)
+        engines, owned, here = route
         if not engines:
             continue
-        # the app's own input topics dead-letter their bad records already: only spec-only topics here
-        owned = contract not in SOURCE_TOPICS
         try:
-            if record.value is not None and len(record.value) > settings.max_record_bytes:
+            if record.value is not None and len(record.value) > max_bytes:
                 raise InvalidEvent(f"record of {len(record.value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES")
             obj = decode_json_object(record.value)
         except InvalidEvent as exc:
@@ -160,7 +208,7 @@ async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
             continue
         for engine in engines:
             try:
-                ts, fields = parse_event(engine.spec, obj, record.timestamp / 1000.0)
+                ts, fields = engine.parse(obj, record.timestamp / 1000.0)
             except InvalidEvent as exc:
                 DETECTION_INVALID_TOTAL.labels(detection=engine.name).inc()
                 if owned:
@@ -168,15 +216,46 @@ async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
                 continue
             if not engine.where(fields):
                 continue
-            if not prepared:
-                await batches.prepare(target, record.topic)
-                prepared = True
+            entity: str = fields[engine.key]
+            key = f"{engine.name}\x00{entity}".encode()
+            partition = detection_partition(entity, partitions)
+            if partition == record.partition and partition in here:
+                # the value goes along for late-events, which keep it byte for byte
+                message = {
+                    "src": (record.partition, record.offset),
+                    "ts": ts,
+                    "f": fields,
+                    "raw": record.value,
+                }
+                direct.setdefault((partition, key), []).append(message)
+                continue
             envelope = {"n": engine.name, "src": [record.partition, record.offset], "ts": ts, "f": fields,
                         "raw": record.value.decode()}  # fmt: skip
-            batches.add(
-                target, f"{engine.name}\x00{fields[engine.spec.key]}".encode(), orjson.dumps(envelope)
-            )
-    return await batches.send()
+            batches.add(target, key, orjson.dumps(envelope), partition)
+    if direct:
+        await _apply(direct, batches)
+    sent = await batches.send()
+    if direct:
+        remember_changelog_offsets(detection_state, sent)
+    return sent
+
+
+def detection_partition(entity: str, partitions: int) -> int:
+    """The partition of ``<app id>-detection-events`` and ``detection-state`` of every detection's key
+    about ``entity``: the one Kafka's default partitioner gives the entity itself (not the whole
+    key ``name NUL entity``), as a source topic keyed by that entity has it (see the module)."""
+    return key_partition(entity.encode(), partitions)
+
+
+def _applied_here(topic: str, partitions: int, source_partitions: int) -> frozenset[int]:
+    """The partitions of ``topic`` whose events this worker applies in process (see the module):
+    none unless the topic is one of STREAMAPP_DETECTION_TOPICS with as many partitions as
+    ``<app id>-detection-events``; of those, the partitions of detection-events this worker owns."""
+    if topic not in _static_topics or partitions != source_partitions:
+        return frozenset()
+    consumer = app.consumer
+    target = detection_events_topic.get_topic_name()
+    return frozenset(tp.partition for tp in consumer.assignment() if tp.topic == target)
 
 
 @app.agent(source_topics, name="route-detections")
@@ -186,6 +265,9 @@ async def route_detections(stream: faust.StreamT[bytes]) -> None:
 
 #: the source topics this worker consumes: STREAMAPP_DETECTION_TOPICS from the start, and every
 #: other topic an applied spec names, subscribed while running (within a second or two)
+#: the topics of STREAMAPP_DETECTION_TOPICS: every worker subscribes to them from its start, so they
+#: are assigned copartitioned with detection-events (their events may be applied in process)
+_static_topics = frozenset(settings.topic(name) for name in settings.detection_topics)
 live_topics = LiveTopics(
     app, route_batch, route_detections.name, [settings.topic(name) for name in settings.detection_topics],
     partitions=settings.partitions,
@@ -203,23 +285,43 @@ async def run_detections(stream: faust.StreamT[bytes]) -> None:
 
 
 async def apply_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
-    """The batch handler of ``<app id>-detection-events`` (streamapp.app.declare_routes).
-
-    The records of one key are applied in arrival order to one loaded state, which is written
-    once (RocksDB now, its changelog record with the batch's other records): a burst of a hot key
-    costs one state read, one write and one changelog record per batch instead of one per event.
-    One record that raises is logged and skipped; the rest of its key and of the batch go on.
-    """
+    """The batch handler of ``<app id>-detection-events`` (streamapp.app.declare_routes)."""
     if not registry.loaded.is_set():
         await _loaded()
-    by_key: dict[tuple[int, bytes], list[ConsumerRecord]] = {}
-    for record in records:
-        if record.key and record.value is not None:  # only the app writes this topic: nothing else counts
-            by_key.setdefault((record.partition, record.key), []).append(record)
     batches = RecordBatches(app)
+    target = detection_events_topic.get_topic_name()
+    await batches.prepare(target)
+    partitions = batches.partitions_of(target)
+    by_key: dict[tuple[int, bytes], list[Any]] = {}
+    for record in records:
+        if not record.key or record.value is None:  # only the app writes this topic: nothing else counts
+            continue
+        partition = key_partition(record.key.partition(b"\x00")[2], partitions)
+        if partition != record.partition:  # written before the entity's partition: see the module
+            if not _is_tick(record.value):  # (a tick is sent again by the timer)
+                batches.add(target, record.key, record.value, partition)
+            continue
+        by_key.setdefault((record.partition, record.key), []).append(record)
+    await _apply(by_key, batches)
+    sent = await batches.send()
+    remember_changelog_offsets(detection_state, sent)
+    return sent
+
+
+async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatches) -> None:
+    """Each key's events (records of detection-events, or messages applied in process) applied to its
+    state in ``detection-state``, whose writes go to ``batches``.
+
+    The events of one key are applied in arrival order to one loaded state, which is written
+    once (RocksDB now, its changelog record with the batch's other records): a burst of a hot key
+    costs one state read, one write and one changelog record per batch instead of one per event.
+    One event that raises is logged and skipped; the rest of its key and of the batch go on.
+    """
     alerts: list[Alert] = []
     lates: list[tuple[str, str, dict[str, Any], Late]] = []
     changed: list[tuple[int, bytes, State]] = []
+    applied: dict[str, int] = {}
+    touched: set[str] = set()
     for (partition, key), key_records in by_key.items():
         name, _, entity = key.decode(errors="replace").partition("\x00")
         engine = registry.engines.get(name)
@@ -227,23 +329,26 @@ async def apply_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
             continue
         raw = load_state(detection_state, partition, key, raw=True)
         try:
-            applied = _apply_key(engine, entity, raw, key_records, isolate=False)
+            outcome = _apply_key(engine, entity, raw, key_records, isolate=False)
         except Exception:  # again one record at a time, so that only the guilty ones are skipped
-            applied = _apply_key(engine, entity, raw, key_records, isolate=True)
-        state, found, late, events, newest = applied
+            outcome = _apply_key(engine, entity, raw, key_records, isolate=True)
+        state, found, late, events, newest = outcome
         alerts += found
         lates += [(name, entity, message, why) for message, why in late]
         if events:
-            DETECTION_EVENTS_TOTAL.labels(detection=name).inc(events)
+            applied[name] = applied.get(name, 0) + events
             seen = _newest.get(name)
             _newest[name] = (max(newest, seen[0]) if seen is not None else newest, time.time())
         if state is not None:
             changed.append((partition, key, state))
-            watched = _watch.setdefault(name, {})
-            watched[key] = _summary(state)
+            touched.add(name)
+            _watch.setdefault(name, {})[key] = _summary(state)
             if _fresh is not None:
                 _fresh.add(key)
-            DETECTION_KEYS.labels(detection=name).set(len(watched))
+    for name, events in applied.items():
+        DETECTION_EVENTS_TOTAL.labels(detection=name).inc(events)
+    for name in touched:
+        DETECTION_KEYS.labels(detection=name).set(len(_watch.get(name, {})))
     for name, entity, message, why in lates:
         await _late(name, entity, message, why)
     for alert in alerts:
@@ -252,19 +357,26 @@ async def apply_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
     await check_membership()
     for partition, key, state in changed:
         store_state(detection_state, partition, key, state, batches)
-    sent = await batches.send()
-    remember_changelog_offsets(detection_state, sent)
-    return sent
+
+
+def _is_tick(value: bytes) -> bool:
+    try:
+        message = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False  # applied as a record that raises: logged and skipped
+    return isinstance(message, dict) and "tick" in message
 
 
 def _apply_key(
-    engine: Engine, entity: str, raw: bytes | None, records: list[ConsumerRecord], isolate: bool
+    engine: Engine, entity: str, raw: bytes | None, records: Sequence[Any], isolate: bool
 ) -> tuple[State | None, list[Alert], list[tuple[dict[str, Any], Late]], int, float]:
     """One key's records applied to its stored state, in arrival order.
 
-    Returns (the state to store, or None if no record changed it; alerts; late events with why;
-    events applied; the newest event time applied). With ``isolate`` a record that raises is
-    logged and skipped, its key going on from the state before it; without, it raises.
+    A record is a detection-events record (its value an envelope or a tick) or, applied in
+    process, the envelope itself (a dict). Returns (the state to store, or None if no record
+    changed it; alerts; late events with why; events applied; the newest event time applied).
+    With ``isolate`` a record that raises is logged and skipped, its key going on from the state
+    before it; without, it raises.
     """
     state = engine.adopt(orjson.loads(raw) if raw is not None else None)
     alerts: list[Alert] = []
@@ -273,7 +385,7 @@ def _apply_key(
     for record in records:
         before = orjson.dumps(state) if isolate else None
         try:
-            message = orjson.loads(record.value)
+            message = record if type(record) is dict else orjson.loads(record.value)
             if "tick" in message:
                 found = engine.tick(state, entity, float(message["tick"]), bool(message.get("flush")))
             else:
@@ -288,7 +400,9 @@ def _apply_key(
         except Exception:  # one record must not stop every detection: logged and skipped
             if not isolate:
                 raise
-            logger.exception("a detection-events record could not be applied (key %r)", record.key)
+            logger.exception(
+                "a detection event could not be applied (detection %s, key %r)", engine.name, entity
+            )
             state = orjson.loads(before) if before is not None else engine.new_state()
             continue
         alerts += found
@@ -379,7 +493,9 @@ async def _late(name: str, entity: str, message: dict[str, Any], late: Late) -> 
         ("x-source-partition", str(partition).encode()),
         ("x-source-offset", str(offset).encode()),
     ]
-    await late_events_topic.send(key=entity.encode(), value=message["raw"].encode(), headers=headers)
+    raw = message["raw"]  # the source record's value: bytes applied in process, text forwarded
+    value = raw if isinstance(raw, bytes) else raw.encode()
+    await late_events_topic.send(key=entity.encode(), value=value, headers=headers)
     LATE_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
 
 
@@ -397,19 +513,26 @@ async def tick_detections() -> None:
     batches = RecordBatches(app)
     target = detection_events_topic.get_topic_name()
     any_ticks = False
+    partitions = 0
     for name, engine in list(registry.engines.items()):
         newest = _newest.get(name)
         if newest is None:
             continue
         watermark = newest[0] - engine.grace
         quiet = now - newest[1] >= engine.grace
+        absence = engine.kind == "absence"  # the only kind a key holding no event may need a tick for
         for key, summary in list(_watch.get(name, {}).items()):
+            if not summary["pending"] and not absence:
+                continue
             flush = quiet and bool(summary["pending"])
             if flush or engine.needs_tick(summary, watermark):
                 if not any_ticks:
                     await batches.prepare(target)
+                    partitions = batches.partitions_of(target)
                     any_ticks = True
-                batches.add(target, key, orjson.dumps({"tick": watermark, "flush": flush}))
+                # on the partition of the key's state (detection_partition of its entity)
+                partition = key_partition(key.partition(b"\x00")[2], partitions)
+                batches.add(target, key, orjson.dumps({"tick": watermark, "flush": flush}), partition)
     if any_ticks:
         try:
             for delivery in await batches.send():

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from streamapp.detections.events import COMPARE, Fields, compile_filters, parse_event
+from streamapp.detections.events import COMPARE, Fields, compile_filters, compile_parser, parse_event
 from streamapp.detections.spec import Spec
 from streamapp.detections.windows import aggregate, window_starts
 from streamapp.models import Alert, alert_id_for
@@ -103,6 +103,10 @@ class Engine:
         self.grace = spec.grace
         self.shape = spec.shape
         self.where = compile_filters(data.get("where") or [])
+        #: a source record's (event time, fields): parse_event with the spec read once
+        self.parse = compile_parser(spec)
+        #: the field that names the key (the entity)
+        self.key = spec.key
         self.window: dict[str, Any] = data.get("window") or {}
         self.agg: dict[str, Any] = data.get("aggregate") or {}
         self.cond: dict[str, Any] = data["condition"]

@@ -10,52 +10,74 @@ from typing import Any
 from streamapp.detections.spec import Spec
 from streamapp.models import InvalidEvent, event_time, id_problem
 
-__all__ = ["COMPARE", "MATCH_CHARS", "Fields", "Filter", "compile_filters", "parse_event"]
+__all__ = [
+    "COMPARE",
+    "MATCH_CHARS",
+    "Fields",
+    "Filter",
+    "Parse",
+    "compile_filters",
+    "compile_parser",
+    "parse_event",
+]
 
 Fields = dict[str, Any]
 #: characters of a field a ``match`` regex looks at
 MATCH_CHARS = 4096
 
 
+Parse = Callable[[Any, float | None], tuple[float, Fields]]
+
+
 def parse_event(spec: Spec, obj: Any, record_ts: float | None) -> tuple[float, Fields]:
     """(event time, declared fields) of a source record; raises InvalidEvent with the reason."""
-    if not isinstance(obj, dict):
-        raise InvalidEvent(f"value must be a JSON object, got {type(obj).__name__}")
-    fields: Fields = {}
-    ts: float | None = None
-    for name, kind in spec.fields.items():
-        value = obj.get(name)
-        if kind == "timestamp":
-            ts = event_time({"ts": value}, record_ts)
-            fields[name] = ts
-            continue
-        if value is None:
-            raise InvalidEvent(f"field {name!r} is missing (detection {spec.name})")
-        if kind == "string":
-            if not isinstance(value, str):
+    return compile_parser(spec)(obj, record_ts)
+
+
+def compile_parser(spec: Spec) -> Parse:
+    """:func:`parse_event` of one spec, with what it reads of the spec looked up once."""
+    declared = tuple(spec.fields.items())
+    name, key = spec.name, spec.key
+
+    def parse(obj: Any, record_ts: float | None) -> tuple[float, Fields]:
+        if not isinstance(obj, dict):
+            raise InvalidEvent(f"value must be a JSON object, got {type(obj).__name__}")
+        fields: Fields = {}
+        ts: float | None = None
+        for field, kind in declared:
+            value = obj.get(field)
+            if kind == "timestamp":
+                ts = fields[field] = event_time({"ts": value}, record_ts)
+                continue
+            if value is None:
+                raise InvalidEvent(f"field {field!r} is missing (detection {name})")
+            if kind == "string":
+                if not isinstance(value, str):
+                    raise InvalidEvent(
+                        f"field {field!r} must be a string, got {_kind(value)} (detection {name})"
+                    )
+            elif kind == "number":
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                    raise InvalidEvent(
+                        f"field {field!r} must be a finite number, got {_kind(value)} (detection {name})"
+                    )
+                value = float(value)
+            elif kind == "bool" and value is not True and value is not False:
                 raise InvalidEvent(
-                    f"field {name!r} must be a string, got {_kind(value)} (detection {spec.name})"
+                    f"field {field!r} must be true or false, got {_kind(value)} (detection {name})"
                 )
-        elif kind == "number":
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise InvalidEvent(
-                    f"field {name!r} must be a finite number, got {_kind(value)} (detection {spec.name})"
-                )
-            value = float(value)
-        elif kind == "bool" and not isinstance(value, bool):
-            raise InvalidEvent(
-                f"field {name!r} must be true or false, got {_kind(value)} (detection {spec.name})"
-            )
-        fields[name] = value
-    if ts is None:
-        ts = event_time({}, record_ts)
-    key = fields[spec.key]
-    if not key:
-        raise InvalidEvent(f"field {spec.key!r} (the key) is empty (detection {spec.name})")
-    problem = id_problem(key)
-    if problem is not None:
-        raise InvalidEvent(f"field {spec.key!r} {problem}")
-    return ts, fields
+            fields[field] = value
+        if ts is None:
+            ts = event_time({}, record_ts)
+        entity = fields[key]
+        if not entity:
+            raise InvalidEvent(f"field {key!r} (the key) is empty (detection {name})")
+        problem = id_problem(entity)
+        if problem is not None:
+            raise InvalidEvent(f"field {key!r} {problem}")
+        return ts, fields
+
+    return parse
 
 
 def _kind(value: object) -> str:
