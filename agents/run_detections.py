@@ -253,9 +253,16 @@ def _applied_here(topic: str, partitions: int, source_partitions: int) -> frozen
     ``<app id>-detection-events``; of those, the partitions of detection-events this worker owns."""
     if topic not in _static_topics or partitions != source_partitions:
         return frozenset()
-    consumer = app.consumer
-    target = detection_events_topic.get_topic_name()
-    return frozenset(tp.partition for tp in consumer.assignment() if tp.topic == target)
+    generation = app.consumer_generation_id
+    if _owned[0] != generation:  # the assignment changes with the generation only (a rebalance)
+        target = detection_events_topic.get_topic_name()
+        owned = frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == target)
+        _owned[:] = [generation, owned]
+    return _owned[1]  # type: ignore[no-any-return]
+
+
+#: [consumer generation, the partitions of detection-events this worker owns in it]
+_owned: list[Any] = [None, frozenset()]
 
 
 @app.agent(source_topics, name="route-detections")
@@ -327,10 +334,13 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
         engine = registry.engines.get(name)
         if engine is None:  # disabled (or not applied on this worker yet): nothing runs
             continue
-        raw = load_state(detection_state, partition, key, raw=True)
+        stored = _states.take(partition, key)
+        if stored is None:
+            stored = load_state(detection_state, partition, key, raw=True)
         try:
-            outcome = _apply_key(engine, entity, raw, key_records, isolate=False)
+            outcome = _apply_key(engine, entity, stored, key_records, isolate=False)
         except Exception:  # again one record at a time, so that only the guilty ones are skipped
+            raw = load_state(detection_state, partition, key, raw=True)  # (not a half-applied state)
             outcome = _apply_key(engine, entity, raw, key_records, isolate=True)
         state, found, late, events, newest = outcome
         alerts += found
@@ -356,7 +366,7 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
     # the zombie fence: no await between this check and the writes (streamapp.runtime.consumer.fence)
     await check_membership()
     for partition, key, state in changed:
-        store_state(detection_state, partition, key, state, batches)
+        _states.keep(partition, key, state, store_state(detection_state, partition, key, state, batches))
 
 
 def _is_tick(value: bytes) -> bool:
@@ -368,9 +378,9 @@ def _is_tick(value: bytes) -> bool:
 
 
 def _apply_key(
-    engine: Engine, entity: str, raw: bytes | None, records: Sequence[Any], isolate: bool
+    engine: Engine, entity: str, raw: bytes | State | None, records: Sequence[Any], isolate: bool
 ) -> tuple[State | None, list[Alert], list[tuple[dict[str, Any], Late]], int, float]:
-    """One key's records applied to its stored state, in arrival order.
+    """One key's records applied to its stored state (as stored, or decoded), in arrival order.
 
     A record is a detection-events record (its value an envelope or a tick) or, applied in
     process, the envelope itself (a dict). Returns (the state to store, or None if no record
@@ -378,7 +388,7 @@ def _apply_key(
     With ``isolate`` a record that raises is logged and skipped, its key going on from the state
     before it; without, it raises.
     """
-    state = engine.adopt(orjson.loads(raw) if raw is not None else None)
+    state = engine.adopt(orjson.loads(raw) if isinstance(raw, bytes) else raw)
     alerts: list[Alert] = []
     late: list[tuple[dict[str, Any], Late]] = []
     events, newest, dirty = 0, float("-inf"), False
@@ -410,6 +420,61 @@ def _apply_key(
     return (state if dirty else None), alerts, late, events, newest
 
 
+class StateCache:
+    """The states this worker stored last, decoded, so that a hot key's next batch does not decode
+    its state again (a key holding a grace of events: most of the work of a batch).
+
+    Only a state just written to RocksDB is kept (and taken out while a batch applies it), so a
+    kept state is the stored one. It is valid while this worker's partitions stay its own: only
+    this worker writes them meanwhile. A rebalance (a new consumer generation) or a recovery
+    forgets everything. States smaller than ``min_bytes`` (cheap to decode) are not kept; the
+    oldest go first beyond ``max_bytes`` (of their JSON).
+    """
+
+    def __init__(self, max_bytes: int, min_bytes: int) -> None:
+        self.max_bytes, self.min_bytes = max_bytes, min_bytes
+        self._states: dict[tuple[int, bytes], tuple[State, int]] = {}
+        self._bytes = 0
+        self._generation: int | None = None
+
+    def _current(self) -> None:
+        generation = app.consumer_generation_id
+        if generation != self._generation:
+            self.clear()
+            self._generation = generation
+
+    def clear(self) -> None:
+        self._states.clear()
+        self._bytes = 0
+
+    def take(self, partition: int, key: bytes) -> State | None:
+        """The stored state of the key, decoded, if kept (it is no longer kept: see :meth:`keep`)."""
+        self._current()
+        kept = self._states.pop((partition, key), None)
+        if kept is None:
+            return None
+        self._bytes -= kept[1]
+        return kept[0]
+
+    def keep(self, partition: int, key: bytes, state: State, size: int) -> None:
+        """Keep ``state``, just stored for the key (``size``: its JSON's bytes)."""
+        self._current()
+        previous = self._states.pop((partition, key), None)
+        if previous is not None:
+            self._bytes -= previous[1]
+        if size < self.min_bytes or size > self.max_bytes:
+            return
+        self._states[(partition, key)] = (state, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            oldest = next(iter(self._states))
+            self._bytes -= self._states.pop(oldest)[1]
+
+
+#: decoded states of the hot keys (16 MiB of JSON at most; a state under 1 KiB decodes fast)
+_states = StateCache(max_bytes=16 * 1024 * 1024, min_bytes=1024)
+
+
 def _summary(state: dict[str, Any]) -> dict[str, Any]:
     """What the timer needs of a key's state: its oldest held event, last event and silence."""
     pending = state.get("pending") or []
@@ -421,6 +486,7 @@ def _summary(state: dict[str, Any]) -> dict[str, Any]:
 async def _recovered() -> None:
     """After recovery (a start, a rebalance): the timer's index is rebuilt from the states (by the timer,
     once the control topic is read: recovery does not wait for it)."""
+    _states.clear()
     _reindex.set()
 
 

@@ -90,20 +90,21 @@ def load_state(table: TableT, partition: int, key: bytes, raw: bool = False) -> 
     return orjson.loads(value)
 
 
-def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: RecordSink) -> None:
+def store_state(table: TableT, partition: int, key: bytes, state: Any, batches: RecordSink) -> int:
     """Write ``key`` to RocksDB now and queue its changelog record in ``batches``, both for ``partition``.
 
     faust's ``table[key] = value`` takes the partition from the event being iterated, which is
     wrong for a batch that spans partitions; a by-entity stream's partition is the key's own.
     The changelog record goes out with the batch's other records, so it belongs to the
     transaction (exactly-once) or the delivery (at-least-once) of the offsets it came from.
-    Encoding once serves both the store and the changelog record.
+    Encoding once serves both the store and the changelog record. Returns its size in bytes.
     """
     raw = orjson.dumps(state)
     store: Any = table.data
     rocksdb(store, partition).put(key, raw)
     key_index(store)[key] = partition  # lets views find the key without searching every DB
     batches.add(table.changelog_topic.get_topic_name(), key, raw, partition)
+    return len(raw)
 
 
 #: the worker's event clock, kept in each partition's RocksDB and changelog next to the states
