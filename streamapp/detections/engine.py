@@ -251,9 +251,7 @@ class Engine:
             return emitted
         size = float(window["size"])
         kept.append([ts, self._value(fields)])
-        cut = 0
-        while cut < len(kept) and kept[cut][0] <= ts - size:
-            cut += 1
+        cut = bisect_right(kept, ts - size, key=_first)  # in event-time order: those out of the window
         del kept[: max(cut, len(kept) - MAX_KEPT)]
         if wtype == "sliding":
             value = _aggregate_all(fn, kept)
