@@ -198,6 +198,9 @@ async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
         engines, owned, here = route
         if not engines:
             continue
+        if record.partition in here and record.partition in _local_ticks:  # first, as if they came first
+            for key, tick in _local_ticks.pop(record.partition).items():
+                direct.setdefault((record.partition, key), []).append(tick)
         try:
             if record.value is not None and len(record.value) > max_bytes:
                 raise InvalidEvent(f"record of {len(record.value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES")
@@ -571,6 +574,10 @@ async def tick_detections() -> None:
 
     After a quiet spell of the grace (no event of the detection, wall time), every held event
     is judged (a flush), so the last events before a pause alert without waiting for new ones.
+
+    A key on a partition whose events are applied in process (see the module) has its tick
+    applied the same way, by the next batch read from that partition (:data:`_local_ticks`); if
+    none came within the second, the tick goes through detection-events after all.
     """
     if _reindex.is_set() and registry.loaded.is_set():
         _reindex.clear()
@@ -578,33 +585,60 @@ async def tick_detections() -> None:
     now = time.time()
     batches = RecordBatches(app)
     target = detection_events_topic.get_topic_name()
+    leftover = dict(_local_ticks)  # not taken by a batch within the second: the partition is quiet
+    _local_ticks.clear()
+    running = [(name, engine, _newest.get(name)) for name, engine in list(registry.engines.items())]
+    if not leftover and all(newest is None for _, _, newest in running):
+        return
+    await batches.prepare(target)
+    partitions = batches.partitions_of(target)
     any_ticks = False
-    partitions = 0
-    for name, engine in list(registry.engines.items()):
-        newest = _newest.get(name)
+    for ticks in leftover.values():
+        for key, message in ticks.items():
+            batches.add(
+                target, key, orjson.dumps(message), key_partition(key.partition(b"\x00")[2], partitions)
+            )
+            any_ticks = True
+    for name, engine, newest in running:
         if newest is None:
             continue
         watermark = newest[0] - engine.grace
         quiet = now - newest[1] >= engine.grace
         absence = engine.kind == "absence"  # the only kind a key holding no event may need a tick for
+        here = _ticked_here(engine, batches, partitions) - leftover.keys()
         for key, summary in list(_watch.get(name, {}).items()):
             if not summary["pending"] and not absence:
                 continue
             flush = quiet and bool(summary["pending"])
             if flush or engine.needs_tick(summary, watermark):
-                if not any_ticks:
-                    await batches.prepare(target)
-                    partitions = batches.partitions_of(target)
-                    any_ticks = True
                 # on the partition of the key's state (detection_partition of its entity)
                 partition = key_partition(key.partition(b"\x00")[2], partitions)
-                batches.add(target, key, orjson.dumps({"tick": watermark, "flush": flush}), partition)
+                message = {"tick": watermark, "flush": flush}
+                if partition in here:
+                    _local_ticks.setdefault(partition, {})[key] = message
+                    continue
+                batches.add(target, key, orjson.dumps(message), partition)
+                any_ticks = True
     if any_ticks:
         try:
             for delivery in await batches.send():
                 await delivery.future
         except Exception:  # sent again next second
             logger.exception("sending detection ticks failed")
+
+
+#: per partition of detection-events: ticks for the next batch read from that partition to apply
+_local_ticks: dict[int, dict[bytes, dict[str, Any]]] = {}
+
+
+def _ticked_here(engine: Engine, batches: RecordBatches, partitions: int) -> frozenset[int]:
+    """The partitions whose ticks for ``engine`` are applied in process (those of its events)."""
+    source = settings.topic(engine.spec.topic)
+    try:
+        source_partitions = batches.partitions_of(source)
+    except LookupError:  # no metadata of the source topic yet: through detection-events
+        return frozenset()
+    return _applied_here(source, partitions, source_partitions)
 
 
 @app.page("/detections")
