@@ -607,18 +607,23 @@ async def tick_detections() -> None:
         absence = engine.kind == "absence"  # the only kind a key holding no event may need a tick for
         here = _ticked_here(engine, batches, partitions) - leftover.keys()
         for key, summary in list(_watch.get(name, {}).items()):
-            if not summary["pending"] and not absence:
-                continue
-            flush = quiet and bool(summary["pending"])
-            if flush or engine.needs_tick(summary, watermark):
-                # on the partition of the key's state (detection_partition of its entity)
-                partition = key_partition(key.partition(b"\x00")[2], partitions)
-                message = {"tick": watermark, "flush": flush}
-                if partition in here:
-                    _local_ticks.setdefault(partition, {})[key] = message
+            held = summary["pending"]
+            if held:  # (what needs_tick says for a key that holds events, without the call)
+                flush = quiet
+                if not flush and held[0][0] >= watermark:
                     continue
-                batches.add(target, key, orjson.dumps(message), partition)
-                any_ticks = True
+            elif not absence or not engine.needs_tick(summary, watermark):
+                continue
+            else:
+                flush = False
+            # on the partition of the key's state (detection_partition of its entity)
+            partition = key_partition(key.partition(b"\x00")[2], partitions)
+            message = {"tick": watermark, "flush": flush}
+            if partition in here:
+                _local_ticks.setdefault(partition, {})[key] = message
+                continue
+            batches.add(target, key, orjson.dumps(message), partition)
+            any_ticks = True
     if any_ticks:
         try:
             for delivery in await batches.send():
