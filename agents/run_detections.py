@@ -73,8 +73,10 @@ from tables.base import load_state, remember_changelog_offsets, state_steps, sto
 from tables.detection_state import detection_state
 
 __all__ = [
+    "StateCache",
     "apply_batch",
     "detection_events_topic",
+    "detection_partition",
     "follow_control",
     "get_detections",
     "live_topics",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from agents.run_detections import _apply_key
+from agents.run_detections import StateCache, _apply_key
 from streamapp.detections.engine import Engine
 from streamapp.detections.spec import load_text
 from tests.unit.fakes import record
@@ -70,3 +70,56 @@ def test_a_record_that_raises_is_skipped_alone_when_isolated() -> None:
     assert state is not None and events == 3 and late == []
     flushed = engine.tick(state, "203.0.113.9", 200.0, flush=True)
     assert [a.value for a in found + flushed] == [3.0]
+
+
+def test_events_applied_in_process_give_what_their_forwarded_records_give() -> None:
+    engine = Engine(load_text(SPEC))
+    values = _events()
+    forwarded = _apply_key(
+        engine, "203.0.113.9", None, [record(TOPIC, v, KEY) for v in values], isolate=False
+    )
+    messages = [orjson.loads(v) for v in values]
+    for message in messages:  # as route_batch hands them over: source value as bytes, position a tuple
+        if "src" in message:
+            message["src"], message["raw"] = tuple(message["src"]), message["raw"].encode()
+    in_process = _apply_key(engine, "203.0.113.9", None, messages, isolate=False)
+    assert forwarded[0] == in_process[0] and forwarded[0] is not None
+    assert [a.alert_id for a in forwarded[1]] == [a.alert_id for a in in_process[1]]
+    assert [why for _, why in forwarded[2]] == [why for _, why in in_process[2]]
+    assert forwarded[3:] == in_process[3:]
+
+
+def test_a_decoded_state_goes_on_as_its_stored_bytes() -> None:
+    engine = Engine(load_text(SPEC))
+    values = _events()
+    first = _apply_key(
+        engine, "203.0.113.9", None, [record(TOPIC, v, KEY) for v in values[:6]], isolate=False
+    )
+    state = first[0]
+    assert state is not None
+    rest = [record(TOPIC, v, KEY) for v in values[6:]]
+    from_bytes = _apply_key(engine, "203.0.113.9", orjson.dumps(state), rest, isolate=False)
+    from_memory = _apply_key(engine, "203.0.113.9", state, rest, isolate=False)
+    assert from_bytes[0] == from_memory[0]
+    assert [a.alert_id for a in from_bytes[1]] == [a.alert_id for a in from_memory[1]]
+
+
+def test_the_state_cache_keeps_stored_states_within_one_generation_and_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agents import run_detections
+
+    monkeypatch.setattr(run_detections.app, "consumer_generation_id", 7, raising=False)
+    cache = StateCache(max_bytes=3000, min_bytes=100)
+    cache.keep(0, b"a", {"n": 1}, 1000)
+    cache.keep(0, b"small", {"n": 2}, 99)  # cheap to decode: not kept
+    assert cache.take(0, b"small") is None
+    assert cache.take(0, b"a") == {"n": 1}
+    assert cache.take(0, b"a") is None  # taken out while its batch applies it
+    cache.keep(0, b"a", {"n": 1}, 1000)
+    cache.keep(1, b"b", {"n": 3}, 1000)
+    cache.keep(2, b"c", {"n": 4}, 1500)  # over the budget: the oldest goes
+    assert cache.take(0, b"a") is None and cache.take(1, b"b") == {"n": 3}
+    cache.keep(1, b"b", {"n": 3}, 1000)
+    monkeypatch.setattr(run_detections.app, "consumer_generation_id", 8, raising=False)  # a rebalance
+    assert cache.take(1, b"b") is None and cache.take(2, b"c") is None
