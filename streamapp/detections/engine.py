@@ -61,8 +61,11 @@ def _canonical(fields: Fields) -> str:
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _hold(pending: list[list[Any]], ts: float, fields: Fields) -> None:
-    """Hold [ts, fields] in ``pending``, in order of (ts, canonical JSON), after its equals.
+def _hold(
+    pending: list[list[Any]], ts: float, fields: Fields, held: Fields, full: Callable[[Fields, float], Fields]
+) -> None:
+    """Hold [ts, held] (``held``: ``fields`` as kept, see :meth:`Engine._held`) in ``pending``, in
+    order of (ts, canonical JSON of the fields), after its equals.
 
     The canonical JSON is computed only when other held events have the same time.
     """
@@ -70,9 +73,9 @@ def _hold(pending: list[list[Any]], ts: float, fields: Fields) -> None:
     if at and pending[at - 1][0] == ts:
         canon = _canonical(fields)
         at = bisect_left(pending, ts, key=_first)
-        while at < len(pending) and pending[at][0] == ts and _canonical(pending[at][1]) <= canon:
+        while at < len(pending) and pending[at][0] == ts and _canonical(full(pending[at][1], ts)) <= canon:
             at += 1
-    pending.insert(at, [ts, fields])
+    pending.insert(at, [ts, held])
 
 
 def _aggregate_all(fn: str, kept: list[list[Any]]) -> float:
@@ -105,8 +108,9 @@ class Engine:
         self.where = compile_filters(data.get("where") or [])
         #: a source record's (event time, fields): parse_event with the spec read once
         self.parse = compile_parser(spec)
-        #: the field that names the key (the entity)
+        #: the field that names the key (the entity), and the event time's (None: the record's time)
         self.key = spec.key
+        self.time_field = spec.time_field
         self.window: dict[str, Any] = data.get("window") or {}
         self.agg: dict[str, Any] = data.get("aggregate") or {}
         self.cond: dict[str, Any] = data["condition"]
@@ -152,7 +156,13 @@ class Engine:
         late = lateness(state, ts, self.grace, horizon)
         if late is not None:
             return Late(*late)
-        _hold(state["pending"], ts, fields)
+        _hold(
+            state["pending"],
+            ts,
+            fields,
+            self._held(fields, ts, entity),
+            lambda held, t: self._full(held, t, entity),
+        )
         settle_clock(state, ts)
         alerts = self._judge(state, entity, lambda t: t < state["clock"] - self.grace)
         overflow = len(state["pending"]) - MAX_HELD
@@ -201,14 +211,32 @@ class Engine:
         return False
 
     # -- judging -----------------------------------------------------------------------------
+    def _held(self, fields: Fields, ts: float, entity: str) -> Fields:
+        """An event's fields as held in the state: without its time and key when they are ``ts`` and
+        ``entity`` (the state is written with every batch: a third of it, less to encode)."""
+        time_field, key = self.time_field, self.key
+        return {
+            name: value
+            for name, value in fields.items()
+            if not (name == time_field and value == ts) and not (name == key and value == entity)
+        }
+
+    def _full(self, held: Fields, ts: float, entity: str) -> Fields:
+        """The fields of a held event (as :meth:`_held` kept them, or whole as held before)."""
+        fields = dict(held)
+        if self.time_field is not None:
+            fields.setdefault(self.time_field, ts)
+        fields.setdefault(self.key, entity)
+        return fields
+
     def _judge(self, state: State, entity: str, ready: Callable[[float], bool]) -> list[Alert]:
         pending: list[list[Any]] = state["pending"]
         count = 0
         while count < len(pending) and ready(pending[count][0]):
             count += 1
         alerts: list[Alert] = []
-        for ts, fields in pending[:count]:
-            alerts += self._emit(state, entity, self._one(state, ts, fields))
+        for ts, held in pending[:count]:
+            alerts += self._emit(state, entity, self._one(state, ts, self._full(held, ts, entity)))
         del pending[:count]
         return alerts
 

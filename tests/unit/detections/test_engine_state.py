@@ -56,18 +56,32 @@ def test_events_of_the_same_time_are_held_in_canonical_order_whatever_their_arri
     assert [fields["x"] for _, fields in held[0]] == [False, True]  # "false" < "true"
 
 
-def test_a_state_held_as_ts_canonical_json_fields_goes_on_as_the_same_state() -> None:
+def test_held_events_keep_their_fields_but_the_time_and_key_and_get_them_back() -> None:
+    engine = Engine(load_text(SPEC))
+    state = engine.new_state()
+    fields = {"ts": 100.0, "ip": IP, "success": False}
+    engine.offer(state, IP, 100.0, dict(fields), src=(0, 0))
+    assert state["pending"] == [[100.0, {"success": False}]]
+    odd = {"ts": 100.0, "ip": "elsewhere", "success": False}  # a key field that is not the entity stays
+    engine.offer(state, IP, 101.0, dict(odd), src=(0, 1))
+    assert state["pending"][1] == [101.0, {"ts": 100.0, "ip": "elsewhere", "success": False}]
+
+
+def test_a_state_held_in_an_earlier_layout_goes_on_as_the_same_state() -> None:
     engine = Engine(load_text(SPEC))
     state = engine.new_state()
     for offset, ts in enumerate([100.0, 101.0, 103.0]):
         engine.offer(state, IP, ts, _fields(ts), src=(0, offset))
     assert len(state["pending"]) == 3
-    earlier = copy.deepcopy(state)  # the layout before: [ts, canonical JSON, fields]
-    earlier["pending"] = [
-        [ts, orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode(), fields]
-        for ts, fields in state["pending"]
-    ]
+    earlier = copy.deepcopy(state)  # the layout before: [ts, canonical JSON, every field]
+    whole = [_fields(ts) for ts, _ in state["pending"]]
+    canon = [orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode() for fields in whole]
+    earlier["pending"] = [[f["ts"], text, f] for f, text in zip(whole, canon, strict=True)]
     adopted = engine.adopt(orjson.loads(orjson.dumps(earlier)))
-    assert adopted == state
+    assert [held[0] for held in adopted["pending"]] == [held[0] for held in state["pending"]]
+    for more, ts in enumerate([104.0, 104.5]):  # events held in both layouts, side by side
+        engine.offer(state, IP, ts, _fields(ts), src=(0, 10 + more))
+        engine.offer(adopted, IP, ts, _fields(ts), src=(0, 10 + more))
     now, before = engine.tick(state, IP, 200.0, flush=True), engine.tick(adopted, IP, 200.0, flush=True)
-    assert [a.alert_id for a in now] == [a.alert_id for a in before] and len(now) == 1
+    assert [a.alert_id for a in now] == [a.alert_id for a in before] and len(now) == 3
+    assert [a.detail for a in now] == [a.detail for a in before]
