@@ -214,12 +214,12 @@ class Engine:
     def _held(self, fields: Fields, ts: float, entity: str) -> Fields:
         """An event's fields as held in the state: without its time and key when they are ``ts`` and
         ``entity`` (the state is written with every batch: a third of it, less to encode)."""
-        time_field, key = self.time_field, self.key
-        return {
-            name: value
-            for name, value in fields.items()
-            if not (name == time_field and value == ts) and not (name == key and value == entity)
-        }
+        held = dict(fields)
+        if self.time_field is not None and held.get(self.time_field) == ts:
+            del held[self.time_field]
+        if held.get(self.key) == entity:
+            del held[self.key]
+        return held
 
     def _full(self, held: Fields, ts: float, entity: str) -> Fields:
         """The fields of a held event (as :meth:`_held` kept them, or whole as held before)."""
