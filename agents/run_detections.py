@@ -275,11 +275,11 @@ async def route_detections(stream: faust.StreamT[bytes]) -> None:
     await drain_to_router(stream, route_detections.name)
 
 
-#: the source topics this worker consumes: STREAMAPP_DETECTION_TOPICS from the start, and every
-#: other topic an applied spec names, subscribed while running (within a second or two)
 #: the topics of STREAMAPP_DETECTION_TOPICS: every worker subscribes to them from its start, so they
 #: are assigned copartitioned with detection-events (their events may be applied in process)
 _static_topics = frozenset(settings.topic(name) for name in settings.detection_topics)
+#: the source topics this worker consumes: STREAMAPP_DETECTION_TOPICS from the start, and every
+#: other topic an applied spec names, subscribed while running (within a second or two)
 live_topics = LiveTopics(
     app, route_batch, route_detections.name, [settings.topic(name) for name in settings.detection_topics],
     partitions=settings.partitions,
