@@ -16,11 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.run_detections import _apply_key
 from streamapp.cli import main
+from streamapp.detections.engine import Engine
+from streamapp.detections.events import parse_event
 from streamapp.detections.spec import load_file
 from streamapp.detections.testing import run
 from streamapp.models import Alert, parse_login, parse_sensor_reading, parse_transaction
@@ -30,6 +35,7 @@ from streamapp.rules.brute_force import BRUTE_FORCE
 from streamapp.rules.windows import EventClock
 from streamapp.settings import Settings
 from streamapp.types import Envelope
+from tests.unit.fakes import record
 
 ROOT = Path(__file__).resolve().parents[3]
 SETTINGS = Settings()
@@ -354,3 +360,29 @@ def test_cli_validates_every_shipped_spec() -> None:
     assert result.exit_code == 0, result.output
     for name in DETECTORS:
         assert f"{name} version 1: valid" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "events"),
+    [("brute_force", _burst()), ("account_takeover", _burst()), ("amount_spike", _cards()),
+     ("temperature_anomaly", _sensor())],
+)  # fmt: skip
+def test_run_detections_batches_alert_as_the_rule(name: str, events: list[dict[str, Any]]) -> None:
+    # what a worker's run-detections does with the spec (agents/run_detections.py): one key's
+    # forwarded events in one batch, then a quiet spell's flush tick
+    spec = load_file(ROOT / "detections" / f"{name}.yaml")
+    engine = Engine(spec)
+    by_key: dict[str, list[bytes]] = {}
+    for offset, obj in enumerate(events):
+        ts, fields = parse_event(spec, obj, None)
+        if engine.where(fields):
+            envelope = {"n": name, "src": [0, offset], "ts": ts, "f": fields, "raw": "{}"}
+            by_key.setdefault(fields[spec.key], []).append(orjson.dumps(envelope))
+    alerts: list[Alert] = []
+    for entity, values in by_key.items():
+        values.append(orjson.dumps({"tick": T + 10_000, "flush": True}))
+        key = f"{name}\x00{entity}".encode()
+        _, found, late, _, _ = _apply_key(engine, entity, None, [record("t", v, key) for v in values], False)
+        assert late == []
+        alerts += found
+    assert sorted(a.to_json() for a in alerts) == hand_written(name, events)[0] != []
