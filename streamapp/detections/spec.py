@@ -143,7 +143,7 @@ class Spec:
             "aggregate": self.data.get("aggregate"),
             "condition": cond,
         }
-        if "evaluate" in self.data:  # only when set: the shapes of other specs stay as they were
+        if self.data.get("evaluate", "held") != "held":  # so the shapes of other specs stay as they were
             parts["evaluate"] = self.data["evaluate"]
         if "id" in self.data["alert"]:
             parts["alert_id"] = self.data["alert"]["id"]

@@ -140,3 +140,8 @@ def test_held_operators_are_ticked_by_the_watermark_and_settle() -> None:
     )
     assert state["pending"] == [] and state["settled"] == T + 10
     assert engine.offer(state, "c", T + 10, {**big, "txn_id": "again"}) is not None  # settled: late
+
+
+def test_evaluate_held_written_out_keeps_the_shape() -> None:
+    port_scan = yaml.safe_load((ROOT / "detections" / "port_scan.yaml").read_text())
+    assert load_text(orjson.dumps({**port_scan, "evaluate": "held"})).shape == "66b88631f688e5e4"
