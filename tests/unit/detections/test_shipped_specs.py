@@ -153,6 +153,14 @@ DETECTORS = {
 
 def hand_written(name: str, events: list[dict[str, Any]]) -> tuple[list[bytes], list[int]]:
     """(the alerts of kind ``name`` as JSON, sorted; the indices of late events) of the hand-written path."""
+    alerts, late, _ = hand_written_run(name, events)
+    return alerts, late
+
+
+def hand_written_run(
+    name: str, events: list[dict[str, Any]]
+) -> tuple[list[bytes], list[int], dict[str, State]]:
+    """The same, and the states of every key at the end."""
     detector = DETECTORS[name]
     clock = EventClock(RETENTION)
     apply, judge = detector.apply(clock), detector.judge(clock) if detector.judge else None
@@ -174,7 +182,7 @@ def hand_written(name: str, events: list[dict[str, Any]]) -> tuple[list[bytes], 
         ticked = step(state, entity, None, apply, judge, GRACE, clock.horizon)
         assert not isinstance(ticked, Late)  # a tick is never late
         alerts += ticked or []
-    return sorted(a.to_json() for a in alerts if a.kind == name), late
+    return sorted(a.to_json() for a in alerts if a.kind == name), late, states
 
 
 def by_spec(name: str, events: list[dict[str, Any]]) -> tuple[list[bytes], list[int]]:
@@ -386,3 +394,36 @@ def test_run_detections_batches_alert_as_the_rule(name: str, events: list[dict[s
         assert late == []
         alerts += found
     assert sorted(a.to_json() for a in alerts) == hand_written(name, events)[0] != []
+
+
+def _spec_states(name: str, events: list[dict[str, Any]]) -> dict[str, State]:
+    spec = load_file(ROOT / "detections" / f"{name}.yaml")
+    engine, states = Engine(spec), dict[str, State]()
+    for obj in events:
+        ts, fields = parse_event(spec, obj, None)
+        entity = fields[spec.key]
+        engine.offer(states.setdefault(entity, engine.new_state()), entity, ts, fields)
+    for entity, state in states.items():
+        engine.tick(state, entity, T + 10_000, flush=True)
+    return states
+
+
+@PROPERTY
+@given(logins=within_grace(logins()), txns=within_grace(transactions()), temps=within_grace(readings()))
+def test_the_views_read_the_same_from_the_spec_states(
+    logins: list[dict[str, Any]], txns: list[dict[str, Any]], temps: list[dict[str, Any]]
+) -> None:
+    # what /ips, /cards and /sensors read (streamapp/web/views.py), from the states of the specs
+    hand = hand_written_run("brute_force", logins)[2]
+    spec = _spec_states("brute_force", [e for e in logins if not e["success"]])
+    assert {k: s["buckets"] for k, s in spec.items()} == {k: s["buckets"] for k, s in hand.items()}
+    cards = hand_written_run("card_velocity", txns)[2]
+    velocity, spikes = _spec_states("card_velocity", txns), _spec_states("amount_spike", txns)
+    for card, state in cards.items():
+        assert card_fraud.transactions_within(velocity[card], T) == card_fraud.transactions_within(state, T)
+        assert card_fraud.card_totals(spikes[card]) == card_fraud.card_totals(state)
+    sensors = hand_written_run("high_temperature", temps)[2]
+    for specs in (_spec_states("high_temperature", temps), _spec_states("temperature_anomaly", temps)):
+        assert {k: temperature.window_view(s, 0.0) for k, s in specs.items()} == {
+            k: temperature.window_view(s, 0.0) for k, s in sensors.items()
+        }
