@@ -414,14 +414,9 @@ def _operator_errors(operator: str, data: dict[str, Any], err: Callable[[list[An
             f"a zscore condition's window is tumbling, {TUMBLING_SIZE:g} s "
             "(the one implemented, streamapp.rules.temperature)",
         )
-    if operator in ("windowed_zscore", "keyed_ratio") and eager:
-        err(["evaluate"], f"a {_OPERATOR_TEXT[operator]} is held for the grace: it cannot be eager")
-    if operator == "keyed_ratio":
+    if operator == "keyed_ratio" and data["source"]["fields"].get(data["alert"]["id"]) != "string":
         name = data["alert"]["id"]
-        if data["source"]["fields"].get(name) != "string":
-            err(["alert", "id"], f"field {name!r} must be a string field declared in source.fields")
-        if window:
-            err(["window"], "a ratio condition takes no window")
+        err(["alert", "id"], f"field {name!r} must be a string field declared in source.fields")
 
 
 _OPERATOR_TEXT = {
