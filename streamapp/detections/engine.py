@@ -93,6 +93,8 @@ class Engine:
         """The state to go on with: ``state`` if it was built for this spec's shape, else a new one."""
         if state is None or state.get("shape") != self.shape:
             return self.new_state()
+        if self.operator is not None:  # a rule's own layout: none of the conversions of held events below
+            return state
         return state
 
     # -- events ------------------------------------------------------------------------------
