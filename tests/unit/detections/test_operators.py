@@ -145,3 +145,13 @@ def test_held_operators_are_ticked_by_the_watermark_and_settle() -> None:
 def test_evaluate_held_written_out_keeps_the_shape() -> None:
     port_scan = yaml.safe_load((ROOT / "detections" / "port_scan.yaml").read_text())
     assert load_text(orjson.dumps({**port_scan, "evaluate": "held"})).shape == "66b88631f688e5e4"
+
+
+def test_adopt_keeps_an_operator_state_as_it_is() -> None:
+    # a card's held [ts, txn_id, amount] is the rule's layout: nothing may convert it as held events
+    engine = Engine(load_file(ROOT / "detections" / "amount_spike.yaml"))
+    state = engine.new_state()
+    engine.offer(state, "c", T, {"ts": T, "txn_id": "t1", "card_id": "c", "amount": 10.0})
+    stored = orjson.loads(orjson.dumps(state))
+    assert stored["pending"] == [[T, "t1", 10.0]]
+    assert engine.adopt(orjson.loads(orjson.dumps(state))) == stored
