@@ -427,3 +427,19 @@ def test_the_views_read_the_same_from_the_spec_states(
         assert {k: temperature.window_view(s, 0.0) for k, s in specs.items()} == {
             k: temperature.window_view(s, 0.0) for k, s in sensors.items()
         }
+
+
+def test_where_the_paths_differ_an_anomaly_before_a_silence_longer_than_the_retention() -> None:
+    # (docs/detections.md, "Differences from the hand-written path"): the hand-written detector,
+    # ticked only after the silence (a backlog), lets the held anomaly's window expire unjudged;
+    # the spec's watermark judges it while other sensors report
+    sensor = [{"ts": T + 10 * i, "sensor_id": "s1", "temperature": 20.0 + i % 2} for i in range(40)]
+    anomaly = {"ts": T + 400.5, "sensor_id": "s1", "temperature": 40.0}
+    others = [{"ts": T + 700 + 300 * i, "sensor_id": "s2", "temperature": 20.0} for i in range(16)]
+    again = [{"ts": T + 5600 + 10 * i, "sensor_id": "s1", "temperature": 20.0} for i in range(3)]
+    events = [*sensor, anomaly, *others, *again]
+    assert hand_written("temperature_anomaly", events)[0] == []
+    (alert,) = by_spec("temperature_anomaly", events)[0]
+    assert json.loads(alert)["ts"] == T + 400.5
+    # ticked before the silence, the hand-written detector raises the same alert
+    assert hand_written("temperature_anomaly", [*sensor, anomaly])[0] == [alert]
