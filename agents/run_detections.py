@@ -606,18 +606,19 @@ async def tick_detections() -> None:
             continue
         watermark = newest[0] - engine.grace
         quiet = now - newest[1] >= engine.grace
-        absence = engine.kind == "absence"  # the only kind a key holding no event may need a tick for
+        # the engine's own held events, no absence: needs_tick is a comparison (made here, inline)
+        inline = engine.operator is None and engine.kind != "absence"
         here = _ticked_here(engine, batches, partitions) - leftover.keys()
         for key, summary in list(_watch.get(name, {}).items()):
             held = summary["pending"]
-            if held:  # (what needs_tick says for a key that holds events, without the call)
-                flush = quiet
-                if not flush and held[0][0] >= watermark:
+            if inline:
+                if not held or (not quiet and held[0][0] >= watermark):
                     continue
-            elif not absence or not engine.needs_tick(summary, watermark):
-                continue
+                flush = quiet
             else:
-                flush = False
+                flush = quiet and bool(held)
+                if not flush and not engine.needs_tick(summary, watermark):
+                    continue
             # on the partition of the key's state (detection_partition of its entity)
             partition = key_partition(key.partition(b"\x00")[2], partitions)
             message = {"tick": watermark, "flush": flush}

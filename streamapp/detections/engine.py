@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from streamapp.detections.events import COMPARE, Fields, compile_filters, compile_parser, parse_event
+from streamapp.detections.operators import operator_for
 from streamapp.detections.spec import Spec
 from streamapp.detections.windows import aggregate, window_starts
 from streamapp.models import Alert, alert_id_for
@@ -120,15 +121,21 @@ class Engine:
         if self.kind == "sequence":
             self.first = compile_filters(self.cond["first"])
             self.then = compile_filters(self.cond["then"])
+        #: a shipped rule's semantics (streamapp.detections.operators) take over offer, tick and state
+        self.operator = operator_for(spec)
 
     # -- state -------------------------------------------------------------------------------
     def new_state(self) -> State:
+        if self.operator is not None:
+            return self.operator.new_state()
         return {"shape": self.shape, "clock": None, "pending": []}
 
     def adopt(self, state: State | None) -> State:
         """The state to go on with: ``state`` if it was built for this spec's shape, else a new one."""
         if state is None or state.get("shape") != self.shape:
             return self.new_state()
+        if self.operator is not None:  # a rule's own layout: none of the conversions of held events below
+            return state
         pending = state["pending"]
         if pending and len(pending[0]) == 3:  # held as [ts, canonical JSON, fields] before
             state["pending"] = [[held[0], held[2]] for held in pending]
@@ -151,6 +158,8 @@ class Engine:
         """
         if not self.where(fields):
             return None
+        if self.operator is not None:
+            return self.operator.offer(state, entity, ts, fields, src, horizon)
         if src is not None and seen_before(state, *src):
             return None
         late = lateness(state, ts, self.grace, horizon)
@@ -179,6 +188,8 @@ class Engine:
         and an absence condition alerts for a key silent since before ``watermark - after``.
         Nothing at or before what was judged may count afterwards (``settled``).
         """
+        if self.operator is not None:
+            return self.operator.tick(state, entity, watermark, flush)
         pending = state["pending"]
         alerts: list[Alert] = []
         if pending and (flush or pending[0][0] < watermark):
@@ -199,6 +210,8 @@ class Engine:
 
     def needs_tick(self, state: State, watermark: float) -> bool:
         """Whether :meth:`tick` at ``watermark`` would do anything for this state."""
+        if self.operator is not None:
+            return self.operator.needs_tick(state, watermark)
         pending = state.get("pending")
         if pending and pending[0][0] < watermark:
             return True

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -16,6 +17,7 @@ import orjson
 import yaml
 
 __all__ = [
+    "OPERATOR_NAMES",
     "SCHEMA_PATH",
     "Spec",
     "SpecError",
@@ -23,7 +25,9 @@ __all__ = [
     "TEMPLATE_NAMES",
     "load_file",
     "load_text",
+    "operator_of",
     "schema",
+    "template_fields",
     "spec_from_json",
 ]
 
@@ -36,6 +40,32 @@ TEMPLATE_NAMES = frozenset(
 #: a spec file larger than this is refused before parsing (a control record too)
 MAX_SPEC_BYTES = 64 * 1024
 DEFAULT_GRACE = 60.0
+#: the shipped rules' semantics a spec can ask for (streamapp.detections.operators), with the
+#: names their alert texts may use besides TEMPLATE_NAMES and the fields
+OPERATOR_NAMES: dict[str, frozenset[str]] = {
+    "stepped_count": frozenset(),
+    "eager_sequence": frozenset(),
+    "eager_max": frozenset(),
+    "windowed_zscore": frozenset({"mean", "count", "sigmas"}),
+    "keyed_ratio": frozenset({"mean", "count", "ratio"}),
+}
+#: the windows and lookbacks the rule modules implement (streamapp.rules)
+STEPPED_SIZE, STEPPED_STEP, SEQUENCE_WITHIN, TUMBLING_SIZE = 60.0, 10.0, 300.0, 60.0
+
+
+def operator_of(data: dict[str, Any]) -> str | None:
+    """Which shipped rule's operator evaluates a (schema-valid) spec; None: the generic engine."""
+    window = data.get("window") or {}
+    kind = data["condition"]["type"]
+    if "step" in window:
+        return "stepped_count"
+    if data.get("evaluate") == "eager":
+        return "eager_sequence" if kind == "sequence" else "eager_max"
+    if kind == "zscore" and window:
+        return "windowed_zscore"
+    if kind == "ratio" and "id" in data["alert"]:
+        return "keyed_ratio"
+    return None
 
 
 @dataclass(frozen=True)
@@ -91,6 +121,11 @@ class Spec:
         return next((name for name, kind in self.fields.items() if kind == "timestamp"), None)
 
     @property
+    def operator(self) -> str | None:
+        """The shipped rule whose semantics this spec asks for (see :func:`operator_of`)."""
+        return operator_of(self.data)
+
+    @property
     def shape(self) -> str:
         """What a key's state depends on: a spec whose shape changes starts every key afresh.
 
@@ -108,6 +143,10 @@ class Spec:
             "aggregate": self.data.get("aggregate"),
             "condition": cond,
         }
+        if self.data.get("evaluate", "held") != "held":  # so the shapes of other specs stay as they were
+            parts["evaluate"] = self.data["evaluate"]
+        if "id" in self.data["alert"]:
+            parts["alert_id"] = self.data["alert"]["id"]
         return hashlib.sha1(
             orjson.dumps(parts, option=orjson.OPT_SORT_KEYS), usedforsecurity=False
         ).hexdigest()[:16]
@@ -261,7 +300,7 @@ def _meaning_errors(data: dict[str, Any], node: yaml.Node, file: str) -> list[Sp
             err(["condition"], "a threshold condition needs an aggregate")
     else:
         for extra in ("window", "aggregate"):
-            if extra in data:
+            if extra in data and not (extra == "window" and cond["type"] == "zscore"):
                 err([extra], f"a {cond['type']} condition takes no {extra}")
     if window is not None and window["type"] == "hopping" and window["advance"] > window["size"]:
         err(["window", "advance"], "a hopping window's advance must not exceed its size")
@@ -288,7 +327,12 @@ def _meaning_errors(data: dict[str, Any], node: yaml.Node, file: str) -> list[Sp
     if cond["type"] == "sequence":
         check_filters(cond["first"], ["condition", "first"])
         check_filters(cond["then"], ["condition", "then"])
-    allowed = TEMPLATE_NAMES | set(fields)
+    operator = operator_of(data)
+    if operator is not None:
+        _operator_errors(operator, data, err)
+    if "id" in data["alert"] and operator != "keyed_ratio":
+        err(["alert", "id"], "only a ratio condition takes an alert id")
+    allowed = TEMPLATE_NAMES | template_fields(data) | OPERATOR_NAMES.get(operator or "", frozenset())
     try:
         parsed = list(string.Formatter().parse(data["alert"]["text"]))
     except ValueError as exc:
@@ -307,3 +351,77 @@ def _meaning_errors(data: dict[str, Any], node: yaml.Node, file: str) -> list[Sp
             except ValueError:
                 err(["alert", "text"], f"{{{name}:{spec_}}}: not a number format")
     return errors
+
+
+def template_fields(data: dict[str, Any]) -> set[str]:
+    """The source fields an alert text may name.
+
+    Every field, but for the operators that alert about an event other than the one arriving (a
+    held event, a sequence's earlier success): the key, the event time and the fields they keep.
+    """
+    operator, fields = operator_of(data), set(data["source"]["fields"])
+    if operator not in ("eager_sequence", "windowed_zscore", "keyed_ratio"):
+        return fields
+    time = {name for name, kind in data["source"]["fields"].items() if kind == "timestamp"}
+    kept = {data["condition"].get("field"), data["alert"].get("id")} - {None}
+    return {data["key"], *time, *kept} & fields
+
+
+def _operator_errors(operator: str, data: dict[str, Any], err: Callable[[list[Any], str], None]) -> None:
+    """What a spec asking for a shipped rule's semantics must be: what that rule implements."""
+    window, cond = data.get("window") or {}, data["condition"]
+    aggregate, throttle = data.get("aggregate") or {}, data.get("throttle")
+    eager = data.get("evaluate") == "eager"
+    if operator == "stepped_count":
+        if window["type"] != "sliding":
+            err(["window", "step"], "only a sliding window has a step")
+        elif (window.get("size"), window["step"]) != (STEPPED_SIZE, STEPPED_STEP):
+            err(
+                ["window"],
+                f"a stepped sliding window is {STEPPED_SIZE:g} s in {STEPPED_STEP:g}-s steps "
+                "(the one implemented, streamapp.rules.sliding_count)",
+            )
+        if not eager:
+            err(["window", "step"], "a stepped sliding window is evaluated eagerly: add evaluate: eager")
+        if cond["type"] != "threshold" or cond["op"] != ">" or aggregate.get("fn") != "count":
+            err(["condition"], "a stepped sliding window counts: aggregate fn count, condition threshold >")
+        if throttle is not None and throttle != window.get("size"):
+            err(
+                ["throttle"],
+                "a stepped sliding window's alerting windows never overlap: throttle is its size or absent",
+            )
+        return
+    if throttle is not None:
+        err(["throttle"], f"a {_OPERATOR_TEXT[operator]} takes no throttle")
+    if operator == "eager_sequence" and cond["within"] != SEQUENCE_WITHIN:
+        err(
+            ["condition", "within"],
+            f"an eager sequence looks back {SEQUENCE_WITHIN:g} s "
+            "(the one implemented, streamapp.rules.account_takeover)",
+        )
+    if operator == "eager_max" and not (
+        window.get("type") == "tumbling" and window.get("size") == TUMBLING_SIZE
+        and aggregate.get("fn") == "max" and cond["type"] == "threshold" and cond["op"] == ">"
+    ):  # fmt: skip
+        err(
+            ["evaluate"],
+            "evaluate: eager needs a condition more events can only make true: a stepped "
+            f"sliding count, a sequence, or the max of a {TUMBLING_SIZE:g}-s tumbling window above a value",
+        )
+    if operator == "windowed_zscore" and (window["type"], window.get("size")) != ("tumbling", TUMBLING_SIZE):
+        err(
+            ["window"],
+            f"a zscore condition's window is tumbling, {TUMBLING_SIZE:g} s "
+            "(the one implemented, streamapp.rules.temperature)",
+        )
+    if operator == "keyed_ratio" and data["source"]["fields"].get(data["alert"]["id"]) != "string":
+        name = data["alert"]["id"]
+        err(["alert", "id"], f"field {name!r} must be a string field declared in source.fields")
+
+
+_OPERATOR_TEXT = {
+    "eager_sequence": "eager sequence",
+    "eager_max": "eager tumbling max",
+    "windowed_zscore": "zscore condition with a window",
+    "keyed_ratio": "ratio condition with an alert id",
+}

@@ -8,6 +8,7 @@ the card's event clock has passed them by the grace, when no earlier one can sti
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Callable
 from typing import Any
 
 from streamapp.models import Alert
@@ -19,10 +20,13 @@ __all__ = [
     "AMOUNT_SPIKE",
     "CARD_VELOCITY",
     "MAX_HELD",
+    "SpikeAlert",
     "card_totals",
     "hold_amount",
     "judge_amounts",
     "new_state",
+    "ratio_text",
+    "spike_alert",
     "transactions_within",
 ]
 
@@ -45,7 +49,36 @@ def hold_amount(state: State, txn_id: str, ts: float, amount: float) -> None:
     state["last"] = max(state["last"], ts)
 
 
-def judge_amounts(state: State, card_id: str, before: float, factor: float, min_earlier: int) -> list[Alert]:
+#: (card_id, txn_id, ts, amount, earlier count, their mean, factor) -> the alert of a spike
+SpikeAlert = Callable[[str, str, float, float, int, float, float], Alert]
+
+
+def spike_alert(
+    card_id: str, txn_id: str, ts: float, amount: float, count: int, mean: float, factor: float
+) -> Alert:
+    """The amount_spike alert of a transaction ``amount`` above ``factor`` x the ``mean`` of ``count``."""
+    # earlier amounts may all be 0: any positive amount is then a spike, with no ratio to tell
+    detail = (
+        f"transaction {txn_id} of {amount:.2f} on card {card_id} is {ratio_text(amount, mean)} "
+        f"{mean:.2f} over {count} transactions"
+    )
+    # one alert per transaction: its id names the transaction, there is no window
+    return rule_alert(AMOUNT_SPIKE, card_id, ts, None, amount, factor * mean, detail, txn_id)
+
+
+def ratio_text(amount: float, mean: float) -> str:
+    """How far above its mean an amount is, in words ("12.0 x its mean"; "above its mean" for 0)."""
+    return f"{amount / mean:.1f} x its mean" if mean else "above its mean"
+
+
+def judge_amounts(
+    state: State,
+    card_id: str,
+    before: float,
+    factor: float,
+    min_earlier: int,
+    alert: SpikeAlert = spike_alert,
+) -> list[Alert]:
     """Judge the held transactions earlier than ``before``, oldest first; return the spikes.
 
     Each is compared with the mean of the transactions strictly earlier in event time (those of
@@ -64,39 +97,13 @@ def judge_amounts(state: State, card_id: str, before: float, factor: float, min_
             j += 1
         count, total = state["count"], state["sum"]
         for ts, txn_id, amount in pending[i:j]:
-            alert = _spike(card_id, txn_id, ts, amount, count, total, factor, min_earlier)
-            if alert is not None:
-                alerts.append(alert)
+            if count >= min_earlier and amount > factor * (total / count):
+                alerts.append(alert(card_id, txn_id, ts, amount, count, total / count, factor))
         state["count"] = count + (j - i)
         state["sum"] = total + sum(entry[2] for entry in pending[i:j])
         i = j
     del pending[:ready]
     return alerts
-
-
-def _spike(
-    card_id: str,
-    txn_id: str,
-    ts: float,
-    amount: float,
-    count: int,
-    total: float,
-    factor: float,
-    min_earlier: int,
-) -> Alert | None:
-    if count < min_earlier:
-        return None
-    mean = total / count
-    if amount <= factor * mean:
-        return None
-    # earlier amounts may all be 0: any positive amount is then a spike, with no ratio to tell
-    ratio = f"{amount / mean:.1f} x its mean" if mean else "above its mean"
-    detail = (
-        f"transaction {txn_id} of {amount:.2f} on card {card_id} is {ratio} "
-        f"{mean:.2f} over {count} transactions"
-    )
-    # one alert per transaction: its id names the transaction, there is no window
-    return rule_alert(AMOUNT_SPIKE, card_id, ts, None, amount, factor * mean, detail, txn_id)
 
 
 def card_totals(state: State) -> tuple[int, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamapp.models import Alert
@@ -18,10 +19,12 @@ from streamapp.rules.windows import bucket_start
 
 __all__ = [
     "ANOMALY",
+    "AnomalyAlert",
     "HIGH",
     "MAX_HELD",
     "WINDOW_SECONDS",
     "TemperatureThresholds",
+    "anomaly_alert",
     "judge_readings",
     "new_state",
     "record_reading",
@@ -112,8 +115,37 @@ def _expire(state: State, horizon: float) -> None:
     del pending[: bisect_left(pending, [windows[0][_START]]) if windows else len(pending)]
 
 
+#: (sensor_id, ts, temperature, its window, readings before it, their mean, deviations, limits) -> alert
+AnomalyAlert = Callable[
+    [str, float, float, tuple[float, float], int, float, float, TemperatureThresholds], Alert
+]
+
+
+def anomaly_alert(
+    sensor_id: str,
+    ts: float,
+    temperature: float,
+    window: tuple[float, float],
+    n: int,
+    mean: float,
+    sigmas: float,
+    limits: TemperatureThresholds,
+) -> Alert:
+    """The temperature_anomaly alert of a reading ``sigmas`` standard deviations from ``mean``."""
+    detail = (
+        f"sensor {sensor_id} read {temperature:g}, {sigmas:.1f} standard deviations "
+        f"from its mean {mean:.2f} over {n} readings"
+    )
+    return rule_alert(ANOMALY, sensor_id, ts, window, temperature, limits.sigmas, detail)
+
+
 def judge_readings(
-    state: State, sensor_id: str, before: float, limits: TemperatureThresholds, horizon: float
+    state: State,
+    sensor_id: str,
+    before: float,
+    limits: TemperatureThresholds,
+    horizon: float,
+    alert: AnomalyAlert = anomaly_alert,
 ) -> list[Alert]:
     """Judge the held readings earlier than ``before`` for anomalies, oldest first.
 
@@ -134,9 +166,9 @@ def judge_readings(
             j += 1
         n, mean, std = _history(windows, pending[i:])
         for ts, temperature in pending[i:j]:
-            alert = _anomaly(windows, sensor_id, ts, temperature, n, mean, std, limits)
-            if alert is not None:
-                alerts.append(alert)
+            found = _anomaly(windows, sensor_id, ts, temperature, n, mean, std, limits, alert)
+            if found is not None:
+                alerts.append(found)
         i = j
     del pending[:ready]
     return alerts
@@ -151,6 +183,7 @@ def _anomaly(
     mean: float,
     std: float,
     limits: TemperatureThresholds,
+    alert: AnomalyAlert,
 ) -> Alert | None:
     start = bucket_start(ts, WINDOW_SECONDS)
     k = bisect_left(windows, start, key=lambda w: w[_START])
@@ -167,12 +200,7 @@ def _anomaly(
         return None
     window[_ALERTED] = int(window[_ALERTED]) | _ANOMALY_BIT
     sigmas = deviation / std if std else math.inf
-    detail = (
-        f"sensor {sensor_id} read {temperature:g}, {sigmas:.1f} standard deviations "
-        f"from its mean {mean:.2f} over {int(n)} readings"
-    )
-    window_span = (start, start + WINDOW_SECONDS)
-    return rule_alert(ANOMALY, sensor_id, ts, window_span, temperature, limits.sigmas, detail)
+    return alert(sensor_id, ts, temperature, (start, start + WINDOW_SECONDS), int(n), mean, sigmas, limits)
 
 
 def _window_summary(w: list[float]) -> dict[str, float]:
