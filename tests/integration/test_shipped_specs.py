@@ -3,10 +3,13 @@
 Two workers whose STREAMAPP_RULES leaves the login and card rules out (what a user does today to
 run a shipped spec in place of its hand-written rule) get detections/brute_force.yaml,
 account_takeover.yaml, card_velocity.yaml and amount_spike.yaml with `streamapp detections apply`.
-Logins and transactions are produced unkeyed over every partition, shuffled within the grace;
-the alerts read back from the alerts topic are those the hand-written rule modules give on the
-same events in event-time order (tests/unit/detections/test_shipped_specs.py's reference), each
-raised once.
+Logins and transactions with hostile-looking ids are produced unkeyed over every partition,
+shuffled within the grace. The alerts read back from the alerts topic are compared with those
+of the hand-written rule modules on the same events in event-time order (the reference of
+tests/unit/detections/test_shipped_specs.py): each alert once; account takeover's ids, keys,
+times and windows and amount spike's whole alerts equal; brute force's and card velocity's number
+per key equal, each of them a window that holds more than the threshold (which window alerts
+can depend on the arrival order, the rule's too: see _check_stepped).
 """
 
 from __future__ import annotations
