@@ -211,3 +211,23 @@ def test_temperature_anomaly_with_the_baseline_after_the_outlier() -> None:
     outlier = ("s", {"ts": T + 50, "temperature": 60.0})
     baseline = [("s", {"ts": T + i, "temperature": 20.0 + (i % 2)}) for i in range(10)]
     assert _run(rule, [outlier, *baseline])[0] == Counter({("temperature_anomaly", "s"): 1})
+
+
+def test_sliding_count_window_choice_can_depend_on_the_arrival_order() -> None:
+    # docs/detections.md: the number of alerts does not depend on it, but the window (and the id)
+    # can: a late failure (56 s behind, within the grace) makes an earlier window the first to
+    # alert after a later overlapping one alerted; that alert stays, none is added
+    rule = RULES["logins-by-ip"]
+
+    def windows(arrivals: list[float]) -> list[tuple[float | None, float | None]]:
+        state, raised = rule.new_state(), []
+        for offset, ts in enumerate(arrivals):
+            envelope = Envelope("source", 0, offset, rule.event(ts=T + ts))
+            outcome = step(state, "ip", envelope, rule.apply, rule.judge, GRACE, 0.0)
+            assert not isinstance(outcome, Late)
+            raised += [(a.window_start, a.window_end) for a in outcome or []]
+        return raised
+
+    burst = [75.0, 76.0, 77.0, 78.0, 79.0, 121.0]
+    assert windows(sorted([*burst, 65.0])) == [(T + 20, T + 80)]
+    assert windows([*burst, 65.0]) == [(T + 70, T + 130)]
