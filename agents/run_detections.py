@@ -252,6 +252,11 @@ def detection_partition(entity: str, partitions: int) -> int:
     return key_partition(entity.encode(), partitions)
 
 
+def _state_partition(key: bytes, partitions: int) -> int:
+    """The partition of a detection's key ``name NUL entity``: :func:`detection_partition` of its entity."""
+    return key_partition(key.partition(b"\x00")[2], partitions)
+
+
 def _applied_here(topic: str, partitions: int, source_partitions: int) -> frozenset[int]:
     """The partitions of ``topic`` whose events this worker applies in process (see the module):
     none unless the topic is one of STREAMAPP_DETECTION_TOPICS with as many partitions as
@@ -308,7 +313,7 @@ async def apply_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
     for record in records:
         if not record.key or record.value is None:  # only the app writes this topic: nothing else counts
             continue
-        partition = key_partition(record.key.partition(b"\x00")[2], partitions)
+        partition = _state_partition(record.key, partitions)
         if partition != record.partition:  # written before the entity's partition: see the module
             if not _is_tick(record.value):  # (a tick is sent again by the timer)
                 batches.add(target, record.key, record.value, partition)
@@ -597,30 +602,19 @@ async def tick_detections() -> None:
     any_ticks = False
     for ticks in leftover.values():
         for key, message in ticks.items():
-            batches.add(
-                target, key, orjson.dumps(message), key_partition(key.partition(b"\x00")[2], partitions)
-            )
+            batches.add(target, key, orjson.dumps(message), _state_partition(key, partitions))
             any_ticks = True
     for name, engine, newest in running:
         if newest is None:
             continue
         watermark = newest[0] - engine.grace
         quiet = now - newest[1] >= engine.grace
-        # the engine's own held events, no absence: needs_tick is a comparison (made here, inline)
-        inline = engine.operator is None and engine.kind != "absence"
         here = _ticked_here(engine, batches, partitions) - leftover.keys()
         for key, summary in list(_watch.get(name, {}).items()):
-            held = summary["pending"]
-            if inline:
-                if not held or (not quiet and held[0][0] >= watermark):
-                    continue
-                flush = quiet
-            else:
-                flush = quiet and bool(held)
-                if not flush and not engine.needs_tick(summary, watermark):
-                    continue
-            # on the partition of the key's state (detection_partition of its entity)
-            partition = key_partition(key.partition(b"\x00")[2], partitions)
+            flush = quiet and bool(summary["pending"])
+            if not flush and not engine.needs_tick(summary, watermark):
+                continue
+            partition = _state_partition(key, partitions)
             message = {"tick": watermark, "flush": flush}
             if partition in here:
                 _local_ticks.setdefault(partition, {})[key] = message

@@ -16,7 +16,6 @@ windows and aggregates of a threshold condition are in streamapp.detections.wind
 from __future__ import annotations
 
 import math
-import string
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,7 +24,7 @@ from typing import Any
 import orjson
 
 from streamapp.detections.events import COMPARE, Fields, compile_filters, compile_parser, parse_event
-from streamapp.detections.operators import operator_for
+from streamapp.detections.operators import operator_for, render
 from streamapp.detections.spec import Spec
 from streamapp.detections.windows import aggregate, window_starts
 from streamapp.models import Alert, alert_id_for
@@ -60,23 +59,6 @@ def _first(entry: list[Any]) -> Any:
 def _canonical(fields: Fields) -> str:
     """An event's canonical JSON: what orders events of the same time, and names one in an alert id."""
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _hold(
-    pending: list[list[Any]], ts: float, fields: Fields, held: Fields, full: Callable[[Fields, float], Fields]
-) -> None:
-    """Hold [ts, held] (``held``: ``fields`` as kept, see :meth:`Engine._held`) in ``pending``, in
-    order of (ts, canonical JSON of the fields), after its equals.
-
-    The canonical JSON is computed only when other held events have the same time.
-    """
-    at = bisect_right(pending, ts, key=_first)
-    if at and pending[at - 1][0] == ts:
-        canon = _canonical(fields)
-        at = bisect_left(pending, ts, key=_first)
-        while at < len(pending) and pending[at][0] == ts and _canonical(full(pending[at][1], ts)) <= canon:
-            at += 1
-    pending.insert(at, [ts, held])
 
 
 def _aggregate_all(fn: str, kept: list[list[Any]]) -> float:
@@ -165,13 +147,7 @@ class Engine:
         late = lateness(state, ts, self.grace, horizon)
         if late is not None:
             return Late(*late)
-        _hold(
-            state["pending"],
-            ts,
-            fields,
-            self._held(fields, ts, entity),
-            lambda held, t: self._full(held, t, entity),
-        )
+        self._hold(state["pending"], ts, fields, entity)
         settle_clock(state, ts)
         alerts = self._judge(state, entity, lambda t: t < state["clock"] - self.grace)
         overflow = len(state["pending"]) - MAX_HELD
@@ -224,6 +200,24 @@ class Engine:
         return False
 
     # -- judging -----------------------------------------------------------------------------
+    def _hold(self, pending: list[list[Any]], ts: float, fields: Fields, entity: str) -> None:
+        """Hold [ts, fields as :meth:`_held` keeps them] in ``pending``, in order of (ts, canonical
+        JSON of the fields), after its equals.
+
+        The canonical JSON is computed only when other held events have the same time.
+        """
+        at = bisect_right(pending, ts, key=_first)
+        if at and pending[at - 1][0] == ts:
+            canon = _canonical(fields)
+            at = bisect_left(pending, ts, key=_first)
+            while (
+                at < len(pending)
+                and pending[at][0] == ts
+                and _canonical(self._full(pending[at][1], ts, entity)) <= canon
+            ):
+                at += 1
+        pending.insert(at, [ts, self._held(fields, ts, entity)])
+
     def _held(self, fields: Fields, ts: float, entity: str) -> Fields:
         """An event's fields as held in the state: without its time and key when they are ``ts`` and
         ``entity`` (the state is written with every batch: a third of it, less to encode)."""
@@ -403,14 +397,4 @@ class Engine:
             "window_end": c.window_end,
             "severity": self.spec.data["severity"],
         }
-        out = []
-        for literal, name, spec_, _ in string.Formatter().parse(self.text):
-            out.append(literal)
-            if name is None:
-                continue
-            value = names.get(name, "")
-            try:
-                out.append(format(value, spec_ or ""))
-            except (ValueError, TypeError):  # a number format on a text field: the plain text
-                out.append(str(value))
-        return "".join(out)[:2000]
+        return render(self.text, names)

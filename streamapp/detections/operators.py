@@ -29,15 +29,15 @@ from typing import Any
 
 from streamapp.detections.events import Fields, compile_filters
 from streamapp.detections.spec import Spec
-from streamapp.models import Alert, alert_id_for
+from streamapp.models import Alert
 from streamapp.rules import account_takeover, card_fraud, sliding_count, temperature
-from streamapp.rules.base import Late, State, lateness, seen_before, settle_clock
+from streamapp.rules.base import Late, State, lateness, rule_alert, seen_before, settle_clock
 from streamapp.settings import Settings
 
 __all__ = ["RETENTION", "Operator", "operator_for", "render"]
 
 #: how far behind its key's newest event a rule keeps state (the workers' default retention)
-RETENTION = float(Settings().retention_seconds)
+RETENTION = float(Settings.retention_seconds)
 
 
 def operator_for(spec: Spec) -> Operator | None:
@@ -147,17 +147,8 @@ class Operator(ABC):
             "threshold": threshold, "ts": ts, "window_start": start, "window_end": end,
             "severity": self.spec.data["severity"],
         }  # fmt: skip
-        return Alert(
-            alert_id=alert_id_for(self.name, entity, *id_parts),
-            kind=self.name,
-            key=entity,
-            ts=ts,
-            window_start=start,
-            window_end=end,
-            value=value,
-            threshold=threshold,
-            detail=render(self.text, names),
-        )
+        detail = render(self.text, names)
+        return rule_alert(self.name, entity, ts, window, value, threshold, detail, *id_parts)
 
     def _restyle(self, alert: Alert, fields: Fields, id_parts: tuple[Any, ...] | None = None) -> Alert:
         """A rule's alert as this spec's (its window names it unless ``id_parts`` are given)."""

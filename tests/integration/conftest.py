@@ -91,6 +91,15 @@ class Worker:
         )  # fmt: skip
         return self
 
+    def detections(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``streamapp detections ARGS`` with this worker's settings, as a user runs it beside the worker."""
+        root = Path(__file__).resolve().parents[2]
+        env = {**self.env, "PYTHONPATH": os.environ.get("PYTHONPATH", str(root))}
+        return subprocess.run(
+            [sys.executable, "-m", "streamapp.cli", "detections", *args],
+            env=env, capture_output=True, text=True, timeout=120, cwd=root,
+        )  # fmt: skip
+
     def restart(self) -> Worker:
         """Start again with the same data dir, web port and settings (after stop or kill)."""
         self.stop()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,14 +22,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
-
-
-def _cli(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**worker.env, "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
-    return subprocess.run(
-        [sys.executable, "-m", "streamapp.cli", "detections", *args],
-        env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
 
 
 def _shuffled_within(events: list[dict[str, Any]], grace: float, seed: int) -> list[dict[str, Any]]:
@@ -74,7 +63,7 @@ def test_port_scan_and_silent_sensor_alert_end_to_end_from_spec_files(
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
 ) -> None:
     worker = worker_factory()
-    result = _cli(worker, "apply", "detections/port_scan.yaml", "detections/silent_sensor.yaml")
+    result = worker.detections("apply", "detections/port_scan.yaml", "detections/silent_sensor.yaml")
     assert result.returncode == 0, result.stderr
     _wait_running(worker, "port_scan", 1, within=10)
     _wait_running(worker, "silent_sensor", 1, within=10)
@@ -146,7 +135,7 @@ def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], tmp_path: Path
 ) -> None:
     worker = worker_factory()
-    assert _cli(worker, "apply", "detections/port_scan.yaml").returncode == 0
+    assert worker.detections("apply", "detections/port_scan.yaml").returncode == 0
     _wait_running(worker, "port_scan", 1, within=10)
     base = time.time() - 3000
     asyncio.run(
@@ -168,11 +157,11 @@ def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
     lower.write_text(text.replace("version: 1", "version: 2").replace("value: 20", "value: 10"))
     same_version = tmp_path / "same.yaml"
     same_version.write_text(text.replace("value: 20", "value: 10"))
-    refused = _cli(worker, "apply", str(same_version))
+    refused = worker.detections("apply", str(same_version))
     assert refused.returncode == 1 and "raise its version" in refused.stderr
-    diff = _cli(worker, "diff", str(lower))
+    diff = worker.detections("diff", str(lower))
     assert diff.returncode == 1 and "changed, state kept" in diff.stdout and '+  "version": 2' in diff.stdout
-    assert _cli(worker, "apply", str(lower)).returncode == 0
+    assert worker.detections("apply", str(lower)).returncode == 0
     assert _wait_running(worker, "port_scan", 2, within=5) <= 5
     asyncio.run(
         produce_spread(
@@ -185,9 +174,9 @@ def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
     scans = _alerts(kafka_bootstrap, names, "port_scan", lambda a: len(a) >= 1)
     assert [(a["key"], a["value"], a["threshold"]) for a in scans] == [("10.1.0.2", 11.0, 10.0)]
 
-    listed = _cli(worker, "list", "--json")
+    listed = worker.detections("list", "--json")
     assert [orjson.loads(line)["version"] for line in listed.stdout.splitlines()] == [2]
-    assert _cli(worker, "disable", "port_scan").returncode == 0
+    assert worker.detections("disable", "port_scan").returncode == 0
     _wait_running(worker, "port_scan", None, within=5)
     asyncio.run(
         produce_spread(
@@ -210,7 +199,7 @@ def test_bad_specs_are_refused_and_bad_control_records_survived(
     worker = worker_factory()
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "detections/port_scan.yaml").read_text().replace("key: src_ip", "key: source"))
-    refused = _cli(worker, "apply", str(bad))
+    refused = worker.detections("apply", str(bad))
     assert refused.returncode == 1
     assert f"{bad}:17: key: field 'source' is not declared in source.fields" in refused.stderr
 
@@ -233,7 +222,7 @@ def test_bad_specs_are_refused_and_bad_control_records_survived(
     worker.wait_for_metric("streamapp_detection_control_errors_total", lambda v: v >= 4)
     assert "detections control record" in worker.log_text() and "ignored" in worker.log_text()
     # the worker goes on: a good spec after them runs and alerts
-    assert _cli(worker, "apply", "detections/port_scan.yaml").returncode == 0
+    assert worker.detections("apply", "detections/port_scan.yaml").returncode == 0
     _wait_running(worker, "port_scan", 1, within=10)
     asyncio.run(
         produce_spread(
@@ -284,7 +273,7 @@ def test_apply_on_a_new_topic_subscribes_running_workers_and_the_other_detection
     # two workers: each subscribes (the group's partitions of the new topic are split between them)
     workers = [worker_factory(), worker_factory()]
     worker = workers[0]
-    assert _cli(worker, "apply", "detections/port_scan.yaml").returncode == 0
+    assert worker.detections("apply", "detections/port_scan.yaml").returncode == 0
     for each in workers:
         _wait_running(each, "port_scan", 1, within=10)
     base = time.time() - 3000
@@ -299,7 +288,7 @@ def test_apply_on_a_new_topic_subscribes_running_workers_and_the_other_detection
     assert asyncio.run(_partition_count(kafka_bootstrap, swipes)) == 0
     spec = tmp_path / "badge_burst.yaml"
     spec.write_text(BADGE_SPEC)
-    assert _cli(worker, "apply", str(spec)).returncode == 0
+    assert worker.detections("apply", str(spec)).returncode == 0
     applied = time.monotonic()  # the spec is on the control topic
     # the running detection's events go on arriving while the workers subscribe (a rebalance)
     asyncio.run(
@@ -361,7 +350,7 @@ def test_a_restarted_worker_ticks_the_keys_it_holds_again(
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
 ) -> None:
     worker = worker_factory()
-    assert _cli(worker, "apply", "detections/silent_sensor.yaml").returncode == 0
+    assert worker.detections("apply", "detections/silent_sensor.yaml").returncode == 0
     _wait_running(worker, "silent_sensor", 1, within=10)
     base = time.time() - 3000
     readings = [

@@ -15,10 +15,7 @@ can depend on the arrival order, the rule's too: see _check_stepped).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -67,14 +64,6 @@ HOSTILE = [
     "_not_faust",
     "é" * 256,
 ]
-
-
-def _cli(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**worker.env, "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
-    return subprocess.run(
-        [sys.executable, "-m", "streamapp.cli", "detections", *args],
-        env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
 
 
 def _ts(rnd: random.Random, base: float, start: float, spread: float) -> float:
@@ -283,7 +272,7 @@ def test_shipped_specs_in_two_workers_alert_as_the_hand_written_rules_once_each(
     workers = [worker_factory(ready=False, **env), worker_factory(ready=False, **env)]
     for worker in workers:
         worker.wait_ready()
-    applied = _cli(workers[0], "apply", *(f"detections/{name}.yaml" for name in SPECS))
+    applied = workers[0].detections("apply", *(f"detections/{name}.yaml" for name in SPECS))
     assert applied.returncode == 0, applied.stderr
     _wait_running(workers, SPECS)
     ready = time.monotonic() - started

@@ -6,23 +6,9 @@ import orjson
 import pytest
 
 from agents.run_detections import StateCache, _apply_key
-from streamapp.detections.engine import Engine
-from streamapp.detections.spec import load_text
+from tests.unit.detections.samples import bursts_engine
 from tests.unit.fakes import record
 
-SPEC = """
-name: bursts
-version: 1
-severity: high
-source: {topic: logins, fields: {ts: timestamp, ip: string, success: bool}}
-key: ip
-where: [{field: success, is: false}]
-window: {type: sliding, size: 60}
-aggregate: {fn: count}
-condition: {type: threshold, op: ">", value: 2}
-alert: {text: "{value:.0f} from {key}"}
-grace: 5
-"""
 TOPIC = "app-detection-events"
 KEY = b"bursts\x00203.0.113.9"
 
@@ -38,7 +24,7 @@ def _events() -> list[bytes]:
 
 
 def test_a_batch_gives_the_state_and_alerts_of_one_event_at_a_time() -> None:
-    engine = Engine(load_text(SPEC))
+    engine = bursts_engine()
     values = _events()
     batched = _apply_key(engine, "203.0.113.9", None, [record(TOPIC, v, KEY) for v in values], isolate=False)
     raw: bytes | None = None
@@ -61,7 +47,7 @@ def test_a_batch_gives_the_state_and_alerts_of_one_event_at_a_time() -> None:
 
 
 def test_a_record_that_raises_is_skipped_alone_when_isolated() -> None:
-    engine = Engine(load_text(SPEC))
+    engine = bursts_engine()
     values = [_event(0, 100.0), b'{"ts": "not a number"}', _event(1, 101.0), _event(2, 102.0)]
     records = [record(TOPIC, v, KEY) for v in values]
     with pytest.raises(ValueError):
@@ -73,7 +59,7 @@ def test_a_record_that_raises_is_skipped_alone_when_isolated() -> None:
 
 
 def test_events_applied_in_process_give_what_their_forwarded_records_give() -> None:
-    engine = Engine(load_text(SPEC))
+    engine = bursts_engine()
     values = _events()
     forwarded = _apply_key(
         engine, "203.0.113.9", None, [record(TOPIC, v, KEY) for v in values], isolate=False
@@ -90,7 +76,7 @@ def test_events_applied_in_process_give_what_their_forwarded_records_give() -> N
 
 
 def test_a_decoded_state_goes_on_as_its_stored_bytes() -> None:
-    engine = Engine(load_text(SPEC))
+    engine = bursts_engine()
     values = _events()
     first = _apply_key(
         engine, "203.0.113.9", None, [record(TOPIC, v, KEY) for v in values[:6]], isolate=False

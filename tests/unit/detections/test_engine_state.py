@@ -6,23 +6,9 @@ import copy
 
 import orjson
 
-from streamapp.detections.engine import Engine
-from streamapp.detections.spec import load_text
 from streamapp.models import alert_id_for
+from tests.unit.detections.samples import bursts_engine
 
-SPEC = """
-name: bursts
-version: 1
-severity: high
-source: {topic: logins, fields: {ts: timestamp, ip: string, success: bool}}
-key: ip
-where: [{field: success, is: false}]
-window: {type: sliding, size: 60}
-aggregate: {fn: count}
-condition: {type: threshold, op: ">", value: 2}
-alert: {text: "{value:.0f} from {key}"}
-grace: 5
-"""
 IP = "203.0.113.9"
 
 
@@ -31,7 +17,7 @@ def _fields(ts: float) -> dict[str, object]:
 
 
 def test_a_sliding_alert_is_named_by_its_event_time_and_canonical_json() -> None:
-    engine = Engine(load_text(SPEC))
+    engine = bursts_engine()
     state = engine.new_state()
     alerts = []
     for offset, ts in enumerate([100.0, 101.0, 102.0, 200.0]):
@@ -43,7 +29,7 @@ def test_a_sliding_alert_is_named_by_its_event_time_and_canonical_json() -> None
 
 
 def test_events_of_the_same_time_are_held_in_canonical_order_whatever_their_arrival() -> None:
-    engine = Engine(load_text(SPEC))
+    engine = bursts_engine()
     held = []
     for order in ([True, False], [False, True]):
         state = engine.new_state()
@@ -57,7 +43,7 @@ def test_events_of_the_same_time_are_held_in_canonical_order_whatever_their_arri
 
 
 def test_held_events_keep_their_fields_but_the_time_and_key_and_get_them_back() -> None:
-    engine = Engine(load_text(SPEC))
+    engine = bursts_engine()
     state = engine.new_state()
     fields = {"ts": 100.0, "ip": IP, "success": False}
     engine.offer(state, IP, 100.0, dict(fields), src=(0, 0))
@@ -68,7 +54,7 @@ def test_held_events_keep_their_fields_but_the_time_and_key_and_get_them_back() 
 
 
 def test_a_state_held_in_an_earlier_layout_goes_on_as_the_same_state() -> None:
-    engine = Engine(load_text(SPEC))
+    engine = bursts_engine()
     state = engine.new_state()
     for offset, ts in enumerate([100.0, 101.0, 103.0]):
         engine.offer(state, IP, ts, _fields(ts), src=(0, offset))
