@@ -12,7 +12,7 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from streamapp.models import configure_limits
 from streamapp.observability.logs import logging_config
-from streamapp.runtime import rocksdb_store
+from streamapp.runtime import heap, rocksdb_store
 from streamapp.runtime.consumer import BatchConsumer
 from streamapp.runtime.faust_compat import create_topic_of, replace_create_topic
 from streamapp.runtime.kafka_clients import broker_credentials
@@ -67,6 +67,11 @@ class StreamApp(faust.App):
         #: routed topic -> its batch handler (not faust's ``router``: that one routes web requests)
         self.batch_router = Router()
         self.batch_sender = BatchSender(self)
+
+    async def on_started(self) -> None:
+        await super().on_started()
+        # tables recovered, agents and web server up: what exists now lives as long as the worker
+        heap.settle()
 
     def _new_web(self) -> AiohttpWeb:
         return StreamAppWeb(self)
