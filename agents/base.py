@@ -161,8 +161,7 @@ async def detect_batch(records: Sequence[ConsumerRecord], detector: Detector) ->
     # gives the batch up here rather than write states computed from its stale ones; no await
     # between this check and the writes (streamapp.runtime.consumer.fence)
     await check_membership()
-    for partition, key, state in changed_states:
-        store.store(partition, key, state, batches)
+    store.store(changed_states, batches)
     for partition in {partition for partition, _, _ in changed_states}:
         store.store_clock(partition, batches)
     sent = await batches.send()

@@ -69,7 +69,7 @@ from streamapp.runtime.consumer import check_membership, drain_to_router
 from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.subscriptions import LiveTopics
 from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
-from tables.base import load_state, remember_changelog_offsets, state_steps, store_state
+from tables.base import load_state, remember_changelog_offsets, state_steps, store_states
 from tables.detection_state import detection_state
 
 __all__ = [
@@ -375,8 +375,9 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
         await _publish(alert)
     # the zombie fence: no await between this check and the writes (streamapp.runtime.consumer.fence)
     await check_membership()
-    for partition, key, state in changed:
-        _states.keep(partition, key, state, store_state(detection_state, partition, key, state, batches))
+    sizes = store_states(detection_state, changed, batches)
+    for (partition, key, state), size in zip(changed, sizes, strict=True):
+        _states.keep(partition, key, state, size)
 
 
 def _is_tick(value: bytes) -> bool:

@@ -104,8 +104,8 @@ class StateStore(Protocol):
     def load(self, partition: int, key: bytes) -> bytes | None:
         """The stored state of ``key`` as written (JSON), or None."""
 
-    def store(self, partition: int, key: bytes, state: Any, sink: RecordSink) -> None:
-        """Write ``state`` now; its changelog record goes out with ``sink``'s records."""
+    def store(self, states: Iterable[tuple[int, bytes, Any]], sink: RecordSink) -> None:
+        """Write each (partition, key, state) now; their changelog records go out with ``sink``'s records."""
 
     def store_clock(self, partition: int, sink: RecordSink) -> None:
         """Write the worker's event clock for ``partition`` (now, and its changelog with ``sink``)."""

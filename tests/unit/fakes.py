@@ -98,10 +98,11 @@ class FakeStore:
     def load(self, partition: int, key: bytes) -> bytes | None:
         return self.states.get((partition, key))
 
-    def store(self, partition: int, key: bytes, state: Any, sink: Any) -> None:
-        raw = orjson.dumps(state)
-        self.states[(partition, key)] = raw
-        sink.add(f"{self.name}-changelog", key, raw, partition)
+    def store(self, states: Any, sink: Any) -> None:
+        for partition, key, state in states:
+            raw = orjson.dumps(state)
+            self.states[(partition, key)] = raw
+            sink.add(f"{self.name}-changelog", key, raw, partition)
 
     def store_clock(self, partition: int, sink: Any) -> None:
         self.clock_writes.append(partition)

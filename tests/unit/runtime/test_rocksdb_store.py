@@ -3,31 +3,10 @@
 from __future__ import annotations
 
 import gc
-import uuid
-from pathlib import Path
 
-import faust
-import pytest
 from faust.types import TP
 
 from streamapp.runtime import rocksdb_store
-
-
-@pytest.fixture
-def make_table(tmp_path: Path):
-    def make() -> faust.Table:
-        rocksdb_store.register()
-        app = faust.App(
-            f"store-test-{uuid.uuid4().hex[:8]}",
-            store=rocksdb_store.STORE_URL,
-            datadir=str(tmp_path / "data"),
-            tabledir=str(tmp_path / "tables"),
-        )
-        table = app.Table("counts", default=int)
-        app.finalize()
-        return table
-
-    return make
 
 
 def test_the_app_store_url_selects_the_streamapp_store(make_table) -> None:
