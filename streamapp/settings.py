@@ -97,9 +97,11 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     publish_alerts: bool = True
-    #: flow control: records a worker takes per fetch, and events each agent may buffer
-    max_poll_records: int = 500
-    stream_buffer: int = 4096
+    #: flow control: records a worker takes per fetch, and events each agent may buffer. A fetch
+    #: is one call of a batch handler: per-batch costs (the consumer thread's hand-over, one
+    #: RocksDB write and one produce request per partition) are shared by up to this many records
+    max_poll_records: int = 2000
+    stream_buffer: int = 10000
     thresholds: Thresholds = Thresholds()
     #: the detection rules this worker runs (STREAMAPP_RULES; default every rule)
     rules: frozenset[str] = frozenset(ALERT_KINDS)
