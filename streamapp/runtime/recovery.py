@@ -12,6 +12,7 @@ from faust.tables.recovery import Recovery
 from faust.types import TP
 from faust.types.transports import ConsumerT
 
+from streamapp.runtime import heap
 from streamapp.runtime.faust_compat import key_index, rocksdb_partitions
 
 __all__ = ["HealingRecovery", "HealingTableManager", "discard_partition"]
@@ -25,7 +26,8 @@ def discard_partition(store: Any, partition: int) -> None:
     if db is not None and hasattr(db, "close"):
         db.close()
     del db
-    gc.collect()  # rocksdict releases its lock on the files when the object goes
+    with heap.thawed():
+        gc.collect()  # rocksdict releases its lock on the files when the object goes
     index = key_index(store)
     for key in [key for key, owner in index.items() if owner == partition]:
         index.pop(key, None)

@@ -6,6 +6,8 @@ from faust.stores import STORES
 from faust.stores.rocksdb import Store as FaustRocksDBStore
 from faust.types import TP, CollectionT
 
+from streamapp.runtime import heap
+
 __all__ = ["STORE_URL", "RocksDBStore", "register"]
 
 #: the ``store`` setting that selects :class:`RocksDBStore` (after :func:`register`)
@@ -24,7 +26,8 @@ class RocksDBStore(FaustRocksDBStore):
 
     def revoke_partitions(self, table: CollectionT, tps: set[TP]) -> None:
         if any(tp.topic in table.changelog_topic.topics for tp in tps):
-            super().revoke_partitions(table, tps)
+            with heap.thawed():  # its gc.collect() must reach databases opened before the heap froze
+                super().revoke_partitions(table, tps)
 
 
 def register() -> None:
