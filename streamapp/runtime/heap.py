@@ -9,7 +9,7 @@ from contextlib import contextmanager
 __all__ = ["YOUNG_THRESHOLD", "settle", "thawed"]
 
 #: allocations between two collections of the youngest generation (CPython's default: 700). A
-#: fetch of 500 records allocates tens of thousands of short-lived objects (records, events,
+#: fetch of 2000 records allocates tens of thousands of short-lived objects (records, events,
 #: envelopes): at 700 the collector ran dozens of times per batch, each young collection
 #: promoting live batch objects that older collections then scan again.
 YOUNG_THRESHOLD = 20_000
