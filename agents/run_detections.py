@@ -59,7 +59,7 @@ from faust.web import Request, Response, View
 from prometheus_client import Counter, Gauge
 
 from streamapp.app import app, settings
-from streamapp.detections.control import Registry, follow
+from streamapp.detections.control import follow
 from streamapp.detections.engine import Engine, Late
 from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
@@ -70,7 +70,7 @@ from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.subscriptions import LiveTopics
 from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
 from tables.base import load_state, remember_changelog_offsets, state_steps, store_state
-from tables.detection_state import detection_state
+from tables.detection_state import detection_state, registry
 
 __all__ = [
     "StateCache",
@@ -102,8 +102,6 @@ DETECTION_KEYS = Gauge(
     "streamapp_detection_keys", "Keys of a detection this worker has touched since it started", ["detection"]
 )
 
-#: what the control topic says runs
-registry = Registry()
 #: how long the detection agents wait for the control topic at start before going on without it
 LOAD_WAIT_SECONDS = 30.0
 

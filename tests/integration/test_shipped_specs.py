@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -30,7 +31,7 @@ from streamapp.models import Alert, alert_id_for
 from streamapp.runtime.producer.record_batches import key_partition
 from tests.integration.conftest import Names, Worker
 from tests.integration.kafka_io import produce_spread, read_all, read_until, shuffled
-from tests.unit.detections.test_shipped_specs import hand_written
+from tests.unit.detections.test_shipped_specs import hand_written, hand_written_run
 
 pytestmark = pytest.mark.integration
 
@@ -328,3 +329,24 @@ def test_shipped_specs_in_two_workers_alert_as_the_hand_written_rules_once_each(
     for worker in workers:  # both workers took part
         assert worker.metric("streamapp_detection_events_total", detection="account_takeover") > 0
         assert all(worker.metric("streamapp_detection_invalid_events_total", detection=n) == 0 for n in SPECS)
+    check_ip_views(workers, logins)
+
+
+def check_ip_views(workers: list[Worker], logins: list[dict[str, Any]]) -> None:
+    """/ips/{ip} answers from the brute_force spec's state (the hand-written rule is off, so no
+    failed login takes its by-IP hop): on either worker (the other's keys are relayed), the
+    windows of the rule's state on the same events; an IP never seen: 404."""
+    failures = sorted((e for e in logins if not e["success"]), key=lambda e: e["ts"])
+    states = hand_written_run("brute_force", failures)[2]
+    assert len(states) > len(workers)
+    for ip, state in states.items():
+        buckets = reversed(state["buckets"])
+        expected = [{"start": start, "end": start + 10, "failed": n} for start, n in buckets]
+        for worker in workers:
+            status, body = worker.get(f"/ips/{quote(ip, safe='')}")
+            assert status == 200, (ip, body)
+            # the events are 40-50 minutes old: none in the last 60 s
+            assert body == {"ip": ip, "failed_logins_60s": 0, "windows": expected}, ip
+    assert "203.0.113.250" not in {e["ip"] for e in logins}
+    for worker in workers:
+        assert worker.get("/ips/203.0.113.250")[0] == 404
