@@ -25,14 +25,13 @@ SPEC_RULES = "high_temperature"
 
 
 def streamapp_spec(bench: Bench, data: Dataset, prefix: str) -> Outcome:
-    """The spec applied through the control topic (``streamapp detections apply``), then a worker with
-    ``STREAMAPP_DETECTION_TOPICS=logins``, timed until every failed login is applied to its key's
-    state in ``detection-state`` (the engine's where keeps only failed logins)."""
+    """The spec applied through the control topic (``streamapp detections apply``), then a worker
+    (whose login ingest hands the logins to the spec), timed until every failed login is applied to
+    its key's state in ``detection-state`` (the engine's where keeps only failed logins)."""
     out = Outcome(SPEC_ENGINE_NAME)
     tag = "sd" + bench.r
     app_id = bench.name(tag)
-    env = {"STREAMAPP_DETECTION_TOPICS": "logins"}
-    worker = bench.worker(tag, app_id, prefix, bench.work / "data" / tag, rules=SPEC_RULES, extra_env=env)
+    worker = bench.worker(tag, app_id, prefix, bench.work / "data" / tag, rules=SPEC_RULES)
     log = bench.work / "logs" / f"{tag}-apply.log"
     applied = _detections(worker.env, log, "apply", str(SPEC_FILE))
     if applied:

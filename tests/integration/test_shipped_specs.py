@@ -130,6 +130,24 @@ def _transactions(base: float, rnd: random.Random) -> list[dict[str, Any]]:
     return _distinct_times(events)
 
 
+def _refused(base: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Logins and transactions the app's ingest refuses (dead letters), each key many times: a spec
+    that counted them would alert on them (brute force, card velocity, amount spike)."""
+    bad_ids = ["x" * 257, "nul\x00byte", "__faust-key", "esc\x1b[2J"]
+    logins = [
+        {"ts": base + 30 + i, "ip": ip, "user": "ann", "success": False} for ip in bad_ids for i in range(8)
+    ]
+    txns = [
+        {"ts": base + 30 + i, "txn_id": f"bad-{n}-{i}", "card_id": card, "amount": 5.0}
+        for n, card in enumerate(bad_ids)
+        for i in range(8)
+    ]
+    # a card of good id whose amounts are out of range (at most STREAMAPP_MAX_AMOUNT, not negative)
+    txns += [{"ts": base + 40 + i, "txn_id": f"big-{i}", "card_id": "4111-9999", "amount": a}
+             for i, a in enumerate([1e300, -5.0] * 4)]  # fmt: skip
+    return logins, txns
+
+
 def _applied(workers: list[Worker], name: str) -> float:
     return sum(worker.metric("streamapp_detection_events_total", detection=name) for worker in workers)
 
@@ -297,6 +315,15 @@ def test_shipped_specs_in_two_workers_alert_as_the_hand_written_rules_once_each(
     assert max(Counter(a["alert_id"] for alerts in expected.values() for a in alerts).values()) == 1
 
     producing = time.monotonic()
+    bad_logins, bad_txns = _refused(base)
+
+    async def produce_refused() -> None:
+        await asyncio.gather(
+            produce_spread(kafka_bootstrap, names.topic("logins"), bad_logins, PARTITIONS),
+            produce_spread(kafka_bootstrap, names.topic("transactions"), bad_txns, PARTITIONS),
+        )
+
+    asyncio.run(produce_refused())
     _produce_steps(kafka_bootstrap, names, workers, logins, txns, seed)
     asyncio.run(produce_spread(kafka_bootstrap, names.topic("transactions"), clock, PARTITIONS))
     total = sum(counts.values())
@@ -323,8 +350,13 @@ def test_shipped_specs_in_two_workers_alert_as_the_hand_written_rules_once_each(
     as_in_order = check_alerts(got, expected, logins, txns + clock)
     stepped = counts["brute_force"] + counts["card_velocity"]
     print(f"{as_in_order} of {stepped} stepped-count alerts name the windows chosen in event-time order")
-    # every event was well-formed (the app's own ingest still validates them) and none late
-    assert asyncio.run(read_all(kafka_bootstrap, names.topic("dead-letters"), settle=0)) == []
+    # what the app's ingest refuses is a dead letter once, with its reason, and no spec counted it
+    # (alerts above: none about them); every other event was valid, and none late
+    dead = asyncio.run(read_all(kafka_bootstrap, names.topic("dead-letters"), settle=0))
+    assert sorted(orjson.loads(r.value)["ts"] for r in dead) == sorted(
+        e["ts"] for e in bad_logins + bad_txns
+    ), "each refused record once"
+    assert all(dict(r.headers)["x-error"] for r in dead)
     assert _late_count(kafka_bootstrap, names) == 0
     for worker in workers:  # both workers took part
         assert worker.metric("streamapp_detection_events_total", detection="account_takeover") > 0
