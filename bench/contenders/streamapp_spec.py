@@ -12,7 +12,7 @@ from bench.data import Dataset
 from bench.harness import Bench, Metrics, Outcome, fmt, sample, spec_progress
 from bench.procs import REPO
 
-__all__ = ["SPEC_ENGINE_NAME", "SPEC_FILE", "SPEC_RULES", "apply_spec", "streamapp_spec"]
+__all__ = ["SPEC_ENGINE_NAME", "SPEC_FILE", "SPEC_RULES", "apply_spec", "disable_spec", "streamapp_spec"]
 
 logger = logging.getLogger("bench")
 
@@ -58,6 +58,11 @@ def streamapp_spec(bench: Bench, data: Dataset, prefix: str) -> Outcome:
 def apply_spec(env: dict[str, str], spec: Path, log: Path) -> str | None:
     """``streamapp detections apply`` as a user runs it, with the worker's settings; why it failed or None."""
     return _detections(env, log, "apply", str(spec))
+
+
+def disable_spec(env: dict[str, str], name: str, log: Path) -> str | None:
+    """``streamapp detections disable NAME``; why it failed or None."""
+    return _detections(env, log, "disable", name)
 
 
 def _detections(env: dict[str, str], log: Path, *args: str) -> str | None:
