@@ -1,9 +1,10 @@
-"""A spec on a new topic refuses hostile records as the ingest does: dead letters with reasons, no alert."""
+"""Specs refuse hostile records as the ingest does: dead letters with the reasons; good ones alone alert."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,13 +13,16 @@ from typing import Any
 import orjson
 import pytest
 
-from streamapp.detections.spec import load_text
+from streamapp.detections.events import compile_parser
+from streamapp.detections.spec import load_file, load_text
 from streamapp.detections.testing import run
+from streamapp.models import InvalidEvent
 from tests.integration.conftest import Names, Worker
 from tests.integration.kafka_io import produce_spread, read_all, read_until, shuffled
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
 #: card spend per 60-s window above 1000 (held for a grace of 10 s); fees and amounts bounded
 SPEC = """
@@ -83,6 +87,16 @@ def _by_key(alert: dict[str, Any]) -> str:
     return str(alert["key"])
 
 
+def _alerts(bootstrap: str, names: Names, kind: str, count: int) -> list[dict[str, Any]]:
+    """The alerts of ``kind`` by key, once ``count`` came and nothing more for 3 s."""
+
+    def mine(records: list[Any]) -> list[dict[str, Any]]:
+        return [a for a in (orjson.loads(r.value) for r in records) if a["kind"] == kind]
+
+    asyncio.run(read_until(bootstrap, names.topic("alerts"), lambda rs: len(mine(rs)) >= count, within=30))
+    return sorted(mine(asyncio.run(read_all(bootstrap, names.topic("alerts"), settle=3))), key=_by_key)
+
+
 def test_a_spec_on_a_new_topic_dead_letters_hostile_records_and_alerts_on_the_good_ones_alone(
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], tmp_path: Path
 ) -> None:
@@ -118,12 +132,83 @@ def test_a_spec_on_a_new_topic_dead_letters_hostile_records_and_alerts_on_the_go
     expected = sorted((orjson.loads(a.to_json()) for a in run(load_text(SPEC), good).alerts), key=_by_key)
     assert [a["key"] for a in expected] == ["Zoë 🧑‍💻 \u202egnp.exe", "c-big"]
 
-    def mine(records: list[Any]) -> list[dict[str, Any]]:
-        return [a for a in (orjson.loads(r.value) for r in records) if a["kind"] == "card_spend"]
-
-    asyncio.run(read_until(kafka_bootstrap, names.topic("alerts"), lambda rs: len(mine(rs)) >= 2, within=30))
     # nothing more comes: c-quiet's 990 stays under the limit without the hostile 999s
-    alerts = mine(asyncio.run(read_all(kafka_bootstrap, names.topic("alerts"), settle=3)))
-    assert sorted(alerts, key=_by_key) == expected
+    assert _alerts(kafka_bootstrap, names, "card_spend", len(expected)) == expected
     assert worker.metric("streamapp_detection_invalid_events_total", detection="card_spend") == len(hostile)
     assert worker.metric("streamapp_detection_events_total", detection="card_spend") == len(good)
+
+
+def _transactions(start: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(good, hostile) transactions within one 10-s step: two cards with more than 5 (one alert
+    each, whatever the arrival order), c-five with 5; each hostile one is on c-five (it would
+    alert if counted) with one field the ingest refuses."""
+    rnd = random.Random(7)
+    good = []
+    for card, n in (("c-six", 6), ("Zoë 🧑‍💻 \u202egnp.exe", 7), ("c-five", 5)):
+        for _ in range(n):
+            txn = {
+                "ts": start + rnd.uniform(0.5, 9),
+                "txn_id": f"t-{len(good)}",
+                "card_id": card,
+                "amount": 25.0,
+            }
+            good.append({**txn, "merchant": "m-1", "country": "NL"} if len(good) % 2 else txn)
+    five = {"ts": start + 5, "txn_id": "t-x", "card_id": "c-five", "amount": 10.0}
+    hostile = [
+        {**five, "txn_id": "x" * 10_000}, {**five, "txn_id": "\x00"}, {**five, "txn_id": "__faust"},
+        {**five, "txn_id": ""}, {**five, "card_id": "c-five\u2028"}, {**five, "merchant": "__faust\x00"},
+        {**five, "country": "N\x85L"}, {**five, "amount": 1e300}, {**five, "amount": -1},
+        {**five, "amount": "NaN"}, {**five, "amount": True}, {**five, "ts": time.time() + 1e6},
+        {**five, "ts": -1}, {**five, "ts": "2026-01-01T00:00:00"}, {**five, "ts": 1.7e12},
+    ]  # fmt: skip
+    return good, hostile
+
+
+#: how far ahead of the wall clock a refused time is: it moves between two parses
+_AHEAD = re.compile(r" is \d+ s ahead ")
+
+
+def test_a_spec_on_transactions_refuses_what_the_ingest_dead_letters_with_its_reason(
+    kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
+) -> None:
+    # card velocity as a spec in place of its rule (docs/detections.md, "Shipped detections")
+    worker = worker_factory(STREAMAPP_RULES="high_temperature", STREAMAPP_DETECTION_TOPICS="transactions")
+    applied = worker.detections("apply", "detections/card_velocity.yaml")
+    assert applied.returncode == 0, applied.stderr
+    worker.wait_for("/detections", lambda _, body: len(body.get("detections", [])) == 1, timeout=15)
+    spec = load_file(ROOT / "detections" / "card_velocity.yaml")
+    parse = compile_parser(spec)
+
+    start = (time.time() - 3000) // 60 * 60
+    good, hostile = _transactions(start)
+    reasons = {}  # what the spec refuses each with, offline
+    for txn in hostile:
+        with pytest.raises(InvalidEvent) as info:
+            parse(txn, None)
+        reasons[orjson.dumps(txn)] = _AHEAD.sub("", str(info.value))
+    values = shuffled([*map(orjson.dumps, good), *reasons], seed=4)
+    asyncio.run(
+        produce_spread(kafka_bootstrap, names.topic("transactions"), values=values, partitions=PARTITIONS)
+    )
+
+    # the ingest dead-letters each once (the spec path leaves the app's topics to it), with the
+    # spec's reason word for word; the spec counts them and applies the good ones only
+    worker.wait_for_metric(
+        "streamapp_detection_invalid_events_total", lambda v: v >= len(hostile), detection="card_velocity"
+    )
+    worker.wait_for_metric(
+        "streamapp_detection_events_total", lambda v: v >= len(good), detection="card_velocity"
+    )
+    letters = asyncio.run(read_all(kafka_bootstrap, names.topic("dead-letters"), settle=2))
+    assert {r.value: _AHEAD.sub("", dict(r.headers)["x-error"].decode()) for r in letters} == reasons
+    assert len(letters) == len(hostile)
+    assert worker.metric("streamapp_detection_invalid_events_total", detection="card_velocity") == len(
+        hostile
+    )
+    assert worker.metric("streamapp_detection_events_total", detection="card_velocity") == len(good)
+
+    expected = sorted((orjson.loads(a.to_json()) for a in run(spec, good).alerts), key=_by_key)
+    assert [a["key"] for a in expected] == ["Zoë 🧑‍💻 \u202egnp.exe", "c-six"]
+    # all of an alert but its time: the event that made the window alert, whichever arrived 6th
+    untimed = [{**a, "ts": None} for a in _alerts(kafka_bootstrap, names, "card_velocity", len(expected))]
+    assert untimed == [{**a, "ts": None} for a in expected]
