@@ -127,7 +127,8 @@ def _getter(names: tuple[str, ...]) -> Callable[[Any], Fields]:
     """``lambda e: {"ts": e.ts, ...}`` of an event's attributes ``names``: a dict display, a quarter of
     what ``dict(zip(names, attrgetter(*names)(e)))`` costs per event. The names are the contract's
     (streamapp.models.INPUTS), never a spec's text."""
-    assert all(name.isidentifier() for name in names)
+    if not all(name.isidentifier() for name in names):
+        raise ValueError(f"not attribute names: {names}")
     getter: Callable[[Any], Fields] = eval(  # noqa: S307
         "lambda e: {" + ", ".join(f"{name!r}: e.{name}" for name in names) + "}"
     )
