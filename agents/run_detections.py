@@ -200,7 +200,7 @@ async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
             await send_dead_letter(record, str(exc), batches, dead_letters_topic.get_topic_name())
             continue
         events.append((record, obj))
-    return await _route(events, batches, dead_letters=True)
+    return await _route(events, batches, dead_letters=True, ingested=False)
 
 
 class Handoff:
@@ -212,10 +212,10 @@ class Handoff:
             await _loaded()
         return bool(registry.for_topic(topic[len(settings.topic_prefix) :]))
 
-    async def __call__(self, events: Sequence[tuple[ConsumerRecord, dict[str, Any]]], /) -> list[Delivery]:
-        # a record the ingest accepted but a spec's field types refuse is counted, not dead-lettered
-        # (the app processes it)
-        return await _route(events, RecordBatches(app), dead_letters=False)
+    async def __call__(self, events: Sequence[tuple[ConsumerRecord, Any]], /) -> list[Delivery]:
+        # (record, the ingest's event): not parsed again. A record the ingest accepted but a spec
+        # refuses (a field the topic does not have) is counted, not dead-lettered (the app takes it)
+        return await _route(events, RecordBatches(app), dead_letters=False, ingested=True)
 
 
 #: what each ingest of a JSON input topic hands its valid events to
@@ -223,9 +223,10 @@ handoff = Handoff()
 
 
 async def _route(
-    events: Sequence[tuple[ConsumerRecord, dict[str, Any]]], batches: RecordBatches, dead_letters: bool
+    events: Sequence[tuple[ConsumerRecord, Any]], batches: RecordBatches, dead_letters: bool, ingested: bool
 ) -> list[Delivery]:
-    """Each (record, decoded value) checked against each spec of its topic (``dead_letters``: a refused
+    """Each (record, decoded value; ``ingested``: the app ingest's event of it) checked against each
+    spec of its topic (``dead_letters``: a refused
     record goes there with the reason); the events that pass ``where`` applied here if their key's
     partition of ``<app id>-detection-events`` is the one they were read from and owned by this
     worker (see the module), else forwarded there. Sends ``batches``; its deliveries."""
@@ -252,7 +253,12 @@ async def _route(
                 direct.setdefault((record.partition, key), []).append(tick)
         for engine in engines:
             try:
-                ts, fields = engine.parse(obj, record.timestamp / 1000.0)
+                if ingested and engine.parse_ingested is not None:
+                    ts, fields = engine.parse_ingested(obj, record.value, record.timestamp / 1000.0)
+                elif ingested:  # (every app input topic has its parser: not reached)
+                    ts, fields = engine.parse(decode_json_object(record.value), record.timestamp / 1000.0)
+                else:
+                    ts, fields = engine.parse(obj, record.timestamp / 1000.0)
             except InvalidEvent as exc:
                 DETECTION_INVALID_TOTAL.labels(detection=engine.name).inc()
                 if dead_letters:

@@ -92,8 +92,9 @@ class DetectionHandoff(Protocol):
         at the start."""
         ...
 
-    async def __call__(self, events: Sequence[tuple[ConsumerRecord, dict[str, Any]]], /) -> list[Delivery]:
-        """Each (record, its decoded JSON value) to the specs of its topic; the deliveries to wait for."""
+    async def __call__(self, events: Sequence[tuple[ConsumerRecord, Any]], /) -> list[Delivery]:
+        """Each (record, the event the ingest parsed of it) to the specs of its topic; the deliveries
+        to wait for."""
         ...
 
 

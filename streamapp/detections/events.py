@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from streamapp.detections.spec import Spec
-from streamapp.models import INPUTS, LIMITS, InvalidEvent, event_time
+from streamapp.models import INPUTS, LIMITS, InvalidEvent, decode_json_object, event_time
 from streamapp.models.fields import number_text, text_field
 
 __all__ = [
@@ -17,8 +17,10 @@ __all__ = [
     "Fields",
     "Filter",
     "Parse",
+    "ParseIngested",
     "compile_filters",
     "compile_parser",
+    "compile_parsers",
     "parse_event",
 ]
 
@@ -28,6 +30,8 @@ MATCH_CHARS = 4096
 
 
 Parse = Callable[[Any, float | None], tuple[float, Fields]]
+#: (the app ingest's event of a record, the record's value, its timestamp) -> (event time, fields)
+ParseIngested = Callable[[Any, bytes | None, float | None], tuple[float, Fields]]
 
 
 def parse_event(spec: Spec, obj: Any, record_ts: float | None) -> tuple[float, Fields]:
@@ -36,7 +40,14 @@ def parse_event(spec: Spec, obj: Any, record_ts: float | None) -> tuple[float, F
 
 
 def compile_parser(spec: Spec) -> Parse:
-    """:func:`parse_event` of one spec, with what it reads of the spec looked up once.
+    """:func:`parse_event` of one spec, with what it reads of the spec looked up once."""
+    return compile_parsers(spec)[0]
+
+
+def compile_parsers(spec: Spec) -> tuple[Parse, ParseIngested | None]:
+    """(:func:`compile_parser`; for a spec on an input topic of the app, the same from the event the
+    app's ingest parsed already (agents.run_detections.handoff), without parsing the record again,
+    its JSON decoded again only when the spec declares fields the topic does not have; else None).
 
     On a topic of the contract (streamapp.models.INPUTS) the record must first pass the app's
     ingest parser, which gives the reason of a refusal and the values of the contract's fields:
@@ -101,26 +112,31 @@ def compile_parser(spec: Spec) -> Parse:
             ts = check(obj, fields, record_ts)
             return (ts if ts is not None else _event_time(None, None, record_ts, suffix)), fields
 
-        return parse
+        return parse, None
 
     ingest, get, taken_time = source.parse, _getter(taken), time_field in taken
 
-    def parse_contract(obj: Any, record_ts: float | None) -> tuple[float, Fields]:
-        if not isinstance(obj, dict):
-            raise InvalidEvent(f"value must be a JSON object, got {type(obj).__name__}")
-        event = ingest(obj, record_ts)  # InvalidEvent: the ingest's own reason
+    def from_event(event: Any, obj: dict[str, Any] | None, record_ts: float | None) -> tuple[float, Fields]:
         fields = get(event)
         for field in optional:
             if fields[field] is None:
                 raise InvalidEvent(f"field {field!r} is missing{suffix}")
-        ts = check(obj, fields, record_ts) if own else None
+        ts = check(obj, fields, record_ts) if own and obj is not None else None
         if taken_time:
             return event.ts, fields
         if own_time and ts is not None:
             return ts, fields
         return _event_time(None, None, record_ts, suffix), fields
 
-    return parse_contract
+    def parse_contract(obj: Any, record_ts: float | None) -> tuple[float, Fields]:
+        if not isinstance(obj, dict):
+            raise InvalidEvent(f"value must be a JSON object, got {type(obj).__name__}")
+        return from_event(ingest(obj, record_ts), obj, record_ts)  # InvalidEvent: the ingest's reason
+
+    def parse_ingested(event: Any, value: bytes | None, record_ts: float | None) -> tuple[float, Fields]:
+        return from_event(event, decode_json_object(value) if own else None, record_ts)
+
+    return parse_contract, parse_ingested
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], Fields]:

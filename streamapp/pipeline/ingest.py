@@ -153,7 +153,7 @@ async def route_batch(records: Sequence[ConsumerRecord], ingest: Ingest) -> list
     json_values = decode is decode_json_object
     max_bytes = ingest.max_record_bytes
     handoff = ingest.detections
-    to_specs: list[tuple[ConsumerRecord, dict[str, Any]]] | None = (
+    to_specs: list[tuple[ConsumerRecord, Any]] | None = (
         []
         if handoff is not None and json_values and records and await handoff.wanted(records[0].topic)
         else None
@@ -171,8 +171,8 @@ async def route_batch(records: Sequence[ConsumerRecord], ingest: Ingest) -> list
             if parsed is None:
                 continue
         lags.append(now - parsed.ts)
-        if to_specs is not None:  # valid JSON: decoded again only when a spec reads the topic
-            to_specs.append((record, decode_json_object(record.value)))
+        if to_specs is not None:
+            to_specs.append((record, parsed))
         payload: bytes | None = None  # only for events that go somewhere
         for topic, key in rekey(parsed):
             if payload is None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamapp.detections.events import compile_parser
+from streamapp.detections.events import compile_parser, compile_parsers
 from streamapp.detections.spec import Spec, SpecInvalid, load_file, load_text
 from streamapp.models import INPUTS, InvalidEvent, configure_limits
 from streamapp.settings import Settings
@@ -130,6 +130,10 @@ def test_specs_on_the_app_topics_refuse_exactly_what_the_ingest_refuses(
         ts, fields = parsed
         assert ts == event.ts
         assert fields == {field: getattr(event, field) for field in spec.fields}
+        # what the ingest hands over (its event) gives the same, without parsing the record again
+        from_ingest = compile_parsers(spec)[1]
+        assert from_ingest is not None
+        assert from_ingest(event, orjson.dumps(record), record_ts) == parsed
 
 
 def test_the_hostile_values_of_the_brief_are_refused_by_both() -> None:
@@ -197,6 +201,13 @@ def test_a_field_beyond_the_contract_is_checked_by_its_kind_after_the_ingest() -
         "refused",
         "field 'channel' is missing (detection card_velocity)",
     )
+    # from the ingest's event, the record decoded again for the field the topic does not have
+    from_ingest = compile_parsers(spec)[1]
+    assert from_ingest is not None
+    event = INPUTS["transactions"].parse(good, None)
+    assert from_ingest(event, orjson.dumps(good), None) == parse(good, None)
+    with pytest.raises(InvalidEvent, match="field 'channel' is missing"):
+        from_ingest(event, orjson.dumps(GOOD["transactions"]), None)
 
 
 def test_an_optional_field_of_the_contract_is_required_once_declared() -> None:
