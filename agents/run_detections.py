@@ -658,7 +658,7 @@ async def tick_detections() -> None:
             batches.add(target, key, orjson.dumps(message), _state_partition(key, partitions))
             any_ticks = True
     for name, engine, newest in running:
-        if newest is None:
+        if newest is None or not engine.ticked:  # (an eager operator holds nothing to tick)
             continue
         watermark = newest[0] - engine.grace
         quiet = now - newest[1] >= engine.grace

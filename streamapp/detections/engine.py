@@ -106,6 +106,8 @@ class Engine:
             self.then = compile_filters(self.cond["then"])
         #: a shipped rule's semantics (streamapp.detections.operators) take over offer, tick and state
         self.operator = operator_for(spec)
+        #: whether a key's state may need the timer's ticks (held events, a silence to notice)
+        self.ticked = self.operator is None or self.operator.holds_events
 
     # -- state -------------------------------------------------------------------------------
     def new_state(self) -> State:
