@@ -14,15 +14,12 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 
 from streamapp.models import (
+    INPUTS,
     MAX_ID_CHARS,
     InvalidEvent,
     Parser,
     decode_envelope,
     id_problem,
-    parse_login,
-    parse_sensor_reading,
-    parse_stock_price,
-    parse_transaction,
 )
 from streamapp.observability.metrics import STATE_RESETS_TOTAL
 from streamapp.rules.base import State
@@ -34,12 +31,7 @@ logger = logging.getLogger(__name__)
 
 #: source topic -> its ingest parser: an event read back from a by-entity topic must pass it again
 #: (only the app writes those topics; whatever else is found there is refused like hostile input)
-PARSERS: dict[str, Parser] = {
-    "logins": parse_login,
-    "sensor-readings": parse_sensor_reading,
-    "transactions": parse_transaction,
-    "stock-prices": parse_stock_price,
-}
+PARSERS: dict[str, Parser] = {topic: source.parse for topic, source in INPUTS.items()}
 
 
 def key_problem(key: bytes | None) -> str | None:

@@ -25,6 +25,8 @@ def login_targets(rules: frozenset[str]) -> Rekey:
     """Where a login goes for these rules (STREAMAPP_RULES): by IP if failed, by user."""
     by_ip = "brute_force" in rules
     by_user = "account_takeover" in rules
+    if not by_ip and not by_user:  # (the logins go to the detection specs only, if any)
+        return lambda login: ()
 
     def targets(login: Login) -> Iterator[tuple[faust.TopicT, str]]:
         if by_ip and not login.success:

@@ -3,8 +3,10 @@
 Three parts. ``follow_control`` reads the compacted control topic into the registry (every worker
 reads all of it). ``route_detections`` takes every batch of the source topics the specs name
 (STREAMAPP_DETECTION_TOPICS from the start; another topic a spec names is subscribed while the
-worker runs, see streamapp.runtime.subscriptions), checks each record against each spec of its
-topic (a spec-only topic's bad records go to dead-letters with the reason) and forwards the
+worker runs, see streamapp.runtime.subscriptions), and the app's ingest hands over the valid
+events of its JSON input topics (:data:`handoff`: a spec reads what the app accepts, and the
+topic is read once); each event is checked against each spec of its topic (a spec-only topic's
+bad records go to dead-letters with the reason) and the
 events that pass ``where`` to ``<app id>-detection-events``, keyed ``name NUL entity``, on the
 partition of the entity alone (:func:`detection_partition`). ``run_detections`` applies the
 engine to each key's state in ``detection-state`` (same partition), a batch at a time (each
@@ -14,12 +16,13 @@ may have gone silent, through tick records on their own partition.
 
 In process, without the hop. A source topic keyed by the spec's key (logins by IP) has each
 event on the partition its entity hashes to, which is the event's partition of detection-events
-too: such an event is applied by ``route_detections`` at once, in the same batch, with no record
-of its own in detection-events (the app's ingest hands copartitioned events to its detectors
-the same way). Only when all of this holds, else it is forwarded:
+too: such an event is applied by the handler that read it (``route_detections`` or the topic's
+ingest) at once, in the same batch, with no record of its own in detection-events (the app's
+ingest hands copartitioned events to its detectors the same way). Only when all of this holds,
+else it is forwarded:
 
-- the source topic is one of STREAMAPP_DETECTION_TOPICS with as many partitions as
-  detection-events. Every worker subscribes to those from its start, so faust assigns them
+- the source topic is an app input topic or one of STREAMAPP_DETECTION_TOPICS, with as many
+  partitions as detection-events. Every worker subscribes to those from its start, so faust assigns them
   copartitioned with detection-events (same partition numbers to the same worker). A topic
   subscribed while running is always forwarded: while workers subscribe one after another it is
   not copartitioned, and a key of one source partition must not switch between the two paths
@@ -59,7 +62,7 @@ from faust.web import Request, Response, View
 from prometheus_client import Counter, Gauge
 
 from streamapp.app import app, settings
-from streamapp.detections.control import Registry, follow
+from streamapp.detections.control import follow
 from streamapp.detections.engine import Engine, Late
 from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
@@ -70,7 +73,7 @@ from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.subscriptions import LiveTopics
 from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
 from tables.base import load_state, remember_changelog_offsets, state_steps, store_states
-from tables.detection_state import detection_state
+from tables.detection_state import detection_state, registry
 
 __all__ = [
     "StateCache",
@@ -102,8 +105,6 @@ DETECTION_KEYS = Gauge(
     "streamapp_detection_keys", "Keys of a detection this worker has touched since it started", ["detection"]
 )
 
-#: what the control topic says runs
-registry = Registry()
 #: how long the detection agents wait for the control topic at start before going on without it
 LOAD_WAIT_SECONDS = 30.0
 
@@ -136,7 +137,8 @@ def _changed(name: str, engine: Engine | None) -> None:
         _watch.pop(name, None)
         _newest.pop(name, None)
         return
-    live_topics.want(settings.topic(engine.spec.topic))  # nothing if consumed already
+    if engine.spec.topic not in SOURCE_TOPICS:  # (those come from the app's ingest: :data:`handoff`)
+        live_topics.want(settings.topic(engine.spec.topic))  # nothing if consumed already
     for key, summary in list(_watch.get(name, {}).items()):
         if summary.get("shape") != engine.shape:
             _watch[name].pop(key, None)
@@ -169,54 +171,97 @@ async def _loaded() -> None:
 
 
 async def route_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
-    """The batch handler of every source topic of the specs (streamapp.app.declare_routes for those
-    of STREAMAPP_DETECTION_TOPICS, :data:`live_topics` for those subscribed since).
+    """The batch handler of the specs' own source topics (streamapp.app.declare_routes for those of
+    STREAMAPP_DETECTION_TOPICS, :data:`live_topics` for those subscribed since): each record decoded,
+    a bad one to dead-letters with the reason, then :func:`_route`.
 
-    An event whose key's partition of ``<app id>-detection-events`` is the partition it was read
-    from, and owned by this worker, is applied here (see the module); the others are forwarded.
+    The app's own input topics are left out: their ingest validates them and hands its valid events
+    over (:data:`handoff`), so a spec reads only what the app accepts, and reads it once.
     """
     if not registry.loaded.is_set():
         await _loaded()
     batches = RecordBatches(app)
-    target = detection_events_topic.get_topic_name()
     prefix = len(settings.topic_prefix)
     max_bytes = settings.max_record_bytes
-    #: source topic -> (its engines, its bad records dead-lettered here, the partitions applied here)
-    routes: dict[str, tuple[list[Engine], bool, frozenset[int]]] = {}
-    partitions = 0
-    direct: dict[tuple[int, bytes], list[Any]] = {}
+    events: list[tuple[ConsumerRecord, dict[str, Any]]] = []
+    read: dict[str, bool] = {}  # topic -> whether a spec reads it here
     for record in records:
-        route = routes.get(record.topic)
-        if route is None:
+        wanted = read.get(record.topic)
+        if wanted is None:
             contract = record.topic[prefix:]
-            engines = registry.for_topic(contract)
-            here: frozenset[int] = frozenset()
-            if engines:
-                await batches.prepare(target, record.topic)
-                partitions = batches.partitions_of(target)
-                here = _applied_here(record.topic, partitions, batches.partitions_of(record.topic))
-            # the app's own input topics dead-letter their bad records already: only spec-only topics here
-            route = routes[record.topic] = (engines, contract not in SOURCE_TOPICS, here)
-        engines, owned, here = route
-        if not engines:
+            wanted = read[record.topic] = contract not in SOURCE_TOPICS and bool(registry.for_topic(contract))
+        if not wanted:
             continue
-        if record.partition in here and record.partition in _local_ticks:  # first, as if they came first
-            for key, tick in _local_ticks.pop(record.partition).items():
-                direct.setdefault((record.partition, key), []).append(tick)
         try:
             if record.value is not None and len(record.value) > max_bytes:
                 raise InvalidEvent(f"record of {len(record.value)} bytes exceeds STREAMAPP_MAX_RECORD_BYTES")
             obj = decode_json_object(record.value)
         except InvalidEvent as exc:
-            if owned:
-                await send_dead_letter(record, str(exc), batches, dead_letters_topic.get_topic_name())
+            await send_dead_letter(record, str(exc), batches, dead_letters_topic.get_topic_name())
             continue
+        events.append((record, obj))
+    return await _route(events, batches, dead_letters=True, ingested=False)
+
+
+class Handoff:
+    """The app's ingest hands its valid events of a JSON input topic to the specs of that topic here
+    (streamapp.types.DetectionHandoff; streamapp.app.declare_routes gives it to each ingest)."""
+
+    async def wanted(self, topic: str) -> bool:
+        if not registry.loaded.is_set():
+            await _loaded()
+        return bool(registry.for_topic(topic[len(settings.topic_prefix) :]))
+
+    async def __call__(self, events: Sequence[tuple[ConsumerRecord, Any]], /) -> list[Delivery]:
+        # (record, the ingest's event): not parsed again. A record the ingest accepted but a spec
+        # refuses (a field the topic does not have) is counted, not dead-lettered (the app takes it)
+        return await _route(events, RecordBatches(app), dead_letters=False, ingested=True)
+
+
+#: what each ingest of a JSON input topic hands its valid events to
+handoff = Handoff()
+
+
+async def _route(
+    events: Sequence[tuple[ConsumerRecord, Any]], batches: RecordBatches, dead_letters: bool, ingested: bool
+) -> list[Delivery]:
+    """Each (record, decoded value; ``ingested``: the app ingest's event of it) checked against each
+    spec of its topic (``dead_letters``: a refused
+    record goes there with the reason); the events that pass ``where`` applied here if their key's
+    partition of ``<app id>-detection-events`` is the one they were read from and owned by this
+    worker (see the module), else forwarded there. Sends ``batches``; its deliveries."""
+    target = detection_events_topic.get_topic_name()
+    prefix = len(settings.topic_prefix)
+    #: source topic -> (its engines, the partitions applied here)
+    routes: dict[str, tuple[list[Engine], frozenset[int]]] = {}
+    partitions = 0
+    direct: dict[tuple[int, bytes], list[Any]] = {}
+    for record, obj in events:
+        route = routes.get(record.topic)
+        if route is None:
+            engines = registry.for_topic(record.topic[prefix:])
+            here: frozenset[int] = frozenset()
+            if engines:
+                await batches.prepare(target, record.topic)
+                partitions = batches.partitions_of(target)
+                here = _applied_here(record.topic, partitions, batches.partitions_of(record.topic))
+            route = routes[record.topic] = (engines, here)
+        engines, here = route
+        ticks = _local_ticks.get(record.topic)
+        if ticks and record.partition in here and record.partition in ticks:  # first, as if they came first
+            for key, tick in ticks.pop(record.partition).items():
+                direct.setdefault((record.partition, key), []).append(tick)
         for engine in engines:
             try:
-                ts, fields = engine.parse(obj, record.timestamp / 1000.0)
+                if ingested and engine.parse_ingested is not None:
+                    ts, fields = engine.parse_ingested(obj, record.value, record.timestamp / 1000.0)
+                elif ingested:  # (every app input topic has its parser: not reached)
+                    ts, fields = engine.parse(decode_json_object(record.value), record.timestamp / 1000.0)
+                else:
+                    ts, fields = engine.parse(obj, record.timestamp / 1000.0)
             except InvalidEvent as exc:
                 DETECTION_INVALID_TOTAL.labels(detection=engine.name).inc()
-                if owned:
+                if dead_letters:
                     await send_dead_letter(record, str(exc), batches, dead_letters_topic.get_topic_name())
                 continue
             if not engine.where(fields):
@@ -259,8 +304,9 @@ def _state_partition(key: bytes, partitions: int) -> int:
 
 def _applied_here(topic: str, partitions: int, source_partitions: int) -> frozenset[int]:
     """The partitions of ``topic`` whose events this worker applies in process (see the module):
-    none unless the topic is one of STREAMAPP_DETECTION_TOPICS with as many partitions as
-    ``<app id>-detection-events``; of those, the partitions of detection-events this worker owns."""
+    none unless the topic is consumed from the start (an app input topic or one of
+    STREAMAPP_DETECTION_TOPICS) with as many partitions as ``<app id>-detection-events``; of
+    those, the partitions of detection-events this worker owns."""
     if topic not in _static_topics or partitions != source_partitions:
         return frozenset()
     generation = app.consumer_generation_id
@@ -280,9 +326,10 @@ async def route_detections(stream: faust.StreamT[bytes]) -> None:
     await drain_to_router(stream, route_detections.name)
 
 
-#: the topics of STREAMAPP_DETECTION_TOPICS: every worker subscribes to them from its start, so they
-#: are assigned copartitioned with detection-events (their events may be applied in process)
-_static_topics = frozenset(settings.topic(name) for name in settings.detection_topics)
+#: the app's input topics and those of STREAMAPP_DETECTION_TOPICS: every worker subscribes to them
+#: from its start, so they are assigned copartitioned with detection-events (their events may be
+#: applied in process)
+_static_topics = frozenset(settings.topic(name) for name in (*SOURCE_TOPICS, *settings.detection_topics))
 #: the source topics this worker consumes: STREAMAPP_DETECTION_TOPICS from the start, and every
 #: other topic an applied spec names, subscribed while running (within a second or two)
 live_topics = LiveTopics(
@@ -584,8 +631,10 @@ async def tick_detections() -> None:
     is judged (a flush), so the last events before a pause alert without waiting for new ones.
 
     A key on a partition whose events are applied in process (see the module) has its tick
-    applied the same way, by the next batch read from that partition (:data:`_local_ticks`); if
-    none came within the second, the tick goes through detection-events after all.
+    applied the same way, by the next batch read from that partition of its detection's source
+    topic (:data:`_local_ticks`; so only the handler of that topic applies it, never beside
+    another that applies the key's events); if none came within the second, the tick goes
+    through detection-events after all.
     """
     if _reindex.is_set() and registry.loaded.is_set():
         _reindex.clear()
@@ -593,7 +642,11 @@ async def tick_detections() -> None:
     now = time.time()
     batches = RecordBatches(app)
     target = detection_events_topic.get_topic_name()
-    leftover = dict(_local_ticks)  # not taken by a batch within the second: the partition is quiet
+    # not taken by a batch within the second: the partition is quiet
+    leftover = [ticks for by_partition in _local_ticks.values() for ticks in by_partition.values()]
+    waiting = {
+        (topic, partition) for topic, by_partition in _local_ticks.items() for partition in by_partition
+    }
     _local_ticks.clear()
     running = [(name, engine, _newest.get(name)) for name, engine in list(registry.engines.items())]
     if not leftover and all(newest is None for _, _, newest in running):
@@ -601,16 +654,17 @@ async def tick_detections() -> None:
     await batches.prepare(target)
     partitions = batches.partitions_of(target)
     any_ticks = False
-    for ticks in leftover.values():
+    for ticks in leftover:
         for key, message in ticks.items():
             batches.add(target, key, orjson.dumps(message), _state_partition(key, partitions))
             any_ticks = True
     for name, engine, newest in running:
-        if newest is None:
+        if newest is None or not engine.ticked:  # (an eager operator holds nothing to tick)
             continue
         watermark = newest[0] - engine.grace
         quiet = now - newest[1] >= engine.grace
-        here = _ticked_here(engine, batches, partitions) - leftover.keys()
+        source = settings.topic(engine.spec.topic)
+        here = {p for p in _ticked_here(engine, batches, partitions) if (source, p) not in waiting}
         for key, summary in list(_watch.get(name, {}).items()):
             flush = quiet and bool(summary["pending"])
             if not flush and not engine.needs_tick(summary, watermark):
@@ -618,7 +672,7 @@ async def tick_detections() -> None:
             partition = _state_partition(key, partitions)
             message = {"tick": watermark, "flush": flush}
             if partition in here:
-                _local_ticks.setdefault(partition, {})[key] = message
+                _local_ticks.setdefault(source, {}).setdefault(partition, {})[key] = message
                 continue
             batches.add(target, key, orjson.dumps(message), partition)
             any_ticks = True
@@ -630,8 +684,9 @@ async def tick_detections() -> None:
             logger.exception("sending detection ticks failed")
 
 
-#: per partition of detection-events: ticks for the next batch read from that partition to apply
-_local_ticks: dict[int, dict[bytes, dict[str, Any]]] = {}
+#: per source topic and partition (that of detection-events too): ticks for the next batch read
+#: from that partition of that topic to apply
+_local_ticks: dict[str, dict[int, dict[bytes, dict[str, Any]]]] = {}
 
 
 def _ticked_here(engine: Engine, batches: RecordBatches, partitions: int) -> frozenset[int]:
@@ -649,13 +704,15 @@ async def get_detections(web: View, request: Request) -> Response:
     """The detections this worker runs, with their versions, and the topics it subscribes to."""
     rows = registry.describe()
     for row in rows:
-        row["subscribed"] = live_topics.subscribed(settings.topic(row["topic"]))
+        # an app input topic is read by its ingest, which hands the events over
+        topic = row["topic"]
+        row["subscribed"] = topic in SOURCE_TOPICS or live_topics.subscribed(settings.topic(topic))
         watched = _watch.get(row["name"], {})
         row["keys"] = len(watched)
         # keys holding events not judged yet (they alert up to the grace later)
         row["held_keys"] = sum(1 for summary in watched.values() if summary["pending"])
-    return web.json({"loaded": registry.loaded.is_set(), "detections": rows,
-                     "topics": _contract_names(live_topics.topics - live_topics.pending)})  # fmt: skip
+    topics = {*SOURCE_TOPICS, *_contract_names(live_topics.topics - live_topics.pending)}
+    return web.json({"loaded": registry.loaded.is_set(), "detections": rows, "topics": sorted(topics)})
 
 
 def _contract_names(topics: set[str]) -> list[str]:

@@ -167,6 +167,8 @@ def declare_routes(router: Router, app: faust.App, settings: Settings) -> None:
         route_users,
         run_detections,
     )
+    from streamapp.models import decode_json_object
+    from streamapp.pipeline.ingest import Ingest
     from streamapp.runtime import topics
 
     # (topic, the handler's factory, the agent that owns the handler): the factories get the settings
@@ -188,7 +190,11 @@ def declare_routes(router: Router, app: faust.App, settings: Settings) -> None:
         (topics.prices_by_symbol_topic, analyze_prices.detector, analyze_prices.analyze_prices),
     ]  # fmt: skip
     for topic, make_handler, agent in routes:
-        router.declare(topic.get_topic_name(), make_handler(app, settings), agent.name)
+        handler = make_handler(app, settings)
+        if isinstance(handler, Ingest) and handler.decode is decode_json_object:
+            # a JSON input topic's valid events go to the detection specs of that topic too
+            handler.detections = run_detections.handoff
+        router.declare(topic.get_topic_name(), handler, agent.name)
     # the detections of the control topic read their source topics beside the ingest
     for name in settings.detection_topics:
         router.declare(settings.topic(name), run_detections.route_batch, run_detections.route_detections.name)

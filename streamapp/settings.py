@@ -109,7 +109,7 @@ class Settings:
     stall_seconds: float = 120.0
     #: the source topics of detections subscribed at start (STREAMAPP_DETECTION_TOPICS; a spec on
     #: another topic subscribes the running workers to it, streamapp.runtime.subscriptions)
-    detection_topics: tuple[str, ...] = ("network-flows", "sensor-readings")
+    detection_topics: tuple[str, ...] = ("network-flows",)
     #: the archive (streamapp.archive): s3://bucket/prefix, an S3 endpoint (default AWS), credentials
     archive_url: str | None = None
     archive_endpoint: str | None = None

@@ -28,7 +28,16 @@ if TYPE_CHECKING:
     from streamapp.models import Login, SensorReading, StockPrice, Transaction, User
     from streamapp.runtime.producer import Delivery
 
-__all__ = ["BatchHandler", "Envelope", "Event", "ForwardedRecord", "RecordSink", "Rekey", "StateStore"]
+__all__ = [
+    "BatchHandler",
+    "DetectionHandoff",
+    "Envelope",
+    "Event",
+    "ForwardedRecord",
+    "RecordSink",
+    "Rekey",
+    "StateStore",
+]
 
 #: an input event, as the ingest parsers (streamapp.models.parse_*) make it
 Event: TypeAlias = "Login | SensorReading | Transaction | StockPrice | User"
@@ -72,6 +81,21 @@ class BatchHandler(Protocol):
     """
 
     async def __call__(self, records: Sequence[ConsumerRecord], /) -> list[Delivery]: ...
+
+
+class DetectionHandoff(Protocol):
+    """Where the app's ingest hands its valid events for the detection specs of their topic
+    (agents.run_detections): a spec on an app topic reads what the ingest accepted, once."""
+
+    async def wanted(self, topic: str) -> bool:
+        """Whether any running spec reads ``topic`` (a full topic name); waits for the control topic
+        at the start."""
+        ...
+
+    async def __call__(self, events: Sequence[tuple[ConsumerRecord, Any]], /) -> list[Delivery]:
+        """Each (record, the event the ingest parsed of it) to the specs of its topic; the deliveries
+        to wait for."""
+        ...
 
 
 class RecordSink(Protocol):

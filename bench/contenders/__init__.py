@@ -10,6 +10,7 @@ from bench.contenders.quix_streams import QUIX_FULL_NAME, QUIX_NAME, quix_full, 
 from bench.contenders.raw_aiokafka import raw_aiokafka
 from bench.contenders.streamapp_full import streamapp_full
 from bench.contenders.streamapp_spec import SPEC_ENGINE_NAME, streamapp_spec
+from bench.contenders.streamapp_spec_full import SPEC_FULL_NAME, streamapp_spec_full
 from bench.contenders.streamapp_worker import (
     FULL_RULES,
     PEERS_RULES,
@@ -27,6 +28,7 @@ __all__ = [
     "QUIX_FULL_NAME",
     "QUIX_NAME",
     "SPEC_ENGINE_NAME",
+    "SPEC_FULL_NAME",
     "STREAMAPP_FULL_NAME",
     "STREAMAPP_NAME",
     "Contender",
@@ -38,6 +40,7 @@ __all__ = [
     "streamapp_full",
     "streamapp_pipeline",
     "streamapp_spec",
+    "streamapp_spec_full",
 ]
 
 #: measures one contender: (the run, the data, the topic prefix of the data) -> its figure
@@ -50,6 +53,7 @@ CONTENDERS: dict[str, tuple[str, Contender]] = {
     "streamapp": ("streamapp worker", streamapp_pipeline),
     "streamapp-spec": ("streamapp worker, brute force as a detection spec", streamapp_spec),
     "streamapp-full": ("streamapp worker, both login rules", streamapp_full),
+    "streamapp-spec-full": ("streamapp worker, both login detections as specs", streamapp_spec_full),
     "faust": ("idiomatic Faust worker", lambda bench, data, _prefix: faust_idiomatic(bench, data)),
     "quix": ("Quix Streams", lambda bench, data, _prefix: quix_streams(bench, data)),
     "quix-full": ("Quix Streams, both login detections", lambda bench, data, _prefix: quix_full(bench, data)),
@@ -60,4 +64,5 @@ HEAD_TO_HEAD: list[tuple[str, str, float]] = [
     ("streamapp", "quix", 1.5),
     ("streamapp-spec", "quix", 1.5),
     ("streamapp-full", "quix-full", 1.5),
+    ("streamapp-spec-full", "quix-full", 1.5),
 ]

@@ -12,7 +12,7 @@ from bench.data import Dataset
 from bench.harness import Bench, Metrics, Outcome, fmt, sample, spec_progress
 from bench.procs import REPO
 
-__all__ = ["SPEC_ENGINE_NAME", "SPEC_FILE", "SPEC_RULES", "apply_spec", "streamapp_spec"]
+__all__ = ["SPEC_ENGINE_NAME", "SPEC_FILE", "SPEC_RULES", "apply_spec", "disable_spec", "streamapp_spec"]
 
 logger = logging.getLogger("bench")
 
@@ -25,14 +25,13 @@ SPEC_RULES = "high_temperature"
 
 
 def streamapp_spec(bench: Bench, data: Dataset, prefix: str) -> Outcome:
-    """The spec applied through the control topic (``streamapp detections apply``), then a worker with
-    ``STREAMAPP_DETECTION_TOPICS=logins``, timed until every failed login is applied to its key's
-    state in ``detection-state`` (the engine's where keeps only failed logins)."""
+    """The spec applied through the control topic (``streamapp detections apply``), then a worker
+    (whose login ingest hands the logins to the spec), timed until every failed login is applied to
+    its key's state in ``detection-state`` (the engine's where keeps only failed logins)."""
     out = Outcome(SPEC_ENGINE_NAME)
     tag = "sd" + bench.r
     app_id = bench.name(tag)
-    env = {"STREAMAPP_DETECTION_TOPICS": "logins"}
-    worker = bench.worker(tag, app_id, prefix, bench.work / "data" / tag, rules=SPEC_RULES, extra_env=env)
+    worker = bench.worker(tag, app_id, prefix, bench.work / "data" / tag, rules=SPEC_RULES)
     log = bench.work / "logs" / f"{tag}-apply.log"
     applied = _detections(worker.env, log, "apply", str(SPEC_FILE))
     if applied:
@@ -59,6 +58,11 @@ def streamapp_spec(bench: Bench, data: Dataset, prefix: str) -> Outcome:
 def apply_spec(env: dict[str, str], spec: Path, log: Path) -> str | None:
     """``streamapp detections apply`` as a user runs it, with the worker's settings; why it failed or None."""
     return _detections(env, log, "apply", str(spec))
+
+
+def disable_spec(env: dict[str, str], name: str, log: Path) -> str | None:
+    """``streamapp detections disable NAME``; why it failed or None."""
+    return _detections(env, log, "disable", name)
 
 
 def _detections(env: dict[str, str], log: Path, *args: str) -> str | None:

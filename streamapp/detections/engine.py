@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from streamapp.detections.events import COMPARE, Fields, compile_filters, compile_parser, parse_event
+from streamapp.detections.events import COMPARE, Fields, compile_filters, compile_parsers, parse_event
 from streamapp.detections.operators import operator_for, render
 from streamapp.detections.spec import Spec
 from streamapp.detections.windows import aggregate, window_starts
@@ -90,7 +90,8 @@ class Engine:
         self.shape = spec.shape
         self.where = compile_filters(data.get("where") or [])
         #: a source record's (event time, fields): parse_event with the spec read once
-        self.parse = compile_parser(spec)
+        #: and the same from the app ingest's event of the record (a spec on an app input topic)
+        self.parse, self.parse_ingested = compile_parsers(spec)
         #: the field that names the key (the entity), and the event time's (None: the record's time)
         self.key = spec.key
         self.time_field = spec.time_field
@@ -105,6 +106,8 @@ class Engine:
             self.then = compile_filters(self.cond["then"])
         #: a shipped rule's semantics (streamapp.detections.operators) take over offer, tick and state
         self.operator = operator_for(spec)
+        #: whether a key's state may need the timer's ticks (held events, a silence to notice)
+        self.ticked = self.operator is None or self.operator.holds_events
 
     # -- state -------------------------------------------------------------------------------
     def new_state(self) -> State:

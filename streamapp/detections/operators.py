@@ -64,6 +64,10 @@ def render(text: str, names: dict[str, Any]) -> str:
 class Operator(ABC):
     """A rule module behind a spec: the engine's offer, tick and needs_tick over the rule's state."""
 
+    #: whether its states can hold events to judge later (eager operators judge at the event: the
+    #: engine's timer has nothing to tick for them)
+    holds_events = True
+
     def __init__(self, spec: Spec) -> None:
         self.spec, self.name, self.grace, self.shape = spec, spec.name, spec.grace, spec.shape
         self.cond: dict[str, Any] = spec.data["condition"]
@@ -160,6 +164,8 @@ class Operator(ABC):
 class SteppedCount(Operator):
     """More than ``value`` events in 60-s windows ending at 10-s steps: streamapp.rules.sliding_count."""
 
+    holds_events = False
+
     def __init__(self, spec: Spec) -> None:
         super().__init__(spec)
         self.rule = sliding_count.SlidingCount(kind=spec.name, noun="")
@@ -182,6 +188,8 @@ class EagerSequence(Operator):
     An event matching ``then`` is a then-event; otherwise one matching ``first`` is a first-event;
     any other only moves the key's clock.
     """
+
+    holds_events = False
 
     def __init__(self, spec: Spec) -> None:
         super().__init__(spec)
@@ -208,6 +216,8 @@ class EagerSequence(Operator):
 
 class EagerMax(Operator):
     """A 60-s tumbling window's max above ``value``, once per window: streamapp.rules.temperature."""
+
+    holds_events = False
 
     def __init__(self, spec: Spec) -> None:
         super().__init__(spec)

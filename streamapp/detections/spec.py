@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import string
 from collections.abc import Callable
@@ -16,6 +17,8 @@ import jsonschema
 import orjson
 import yaml
 
+from streamapp.models import INPUTS
+
 __all__ = [
     "OPERATOR_NAMES",
     "SCHEMA_PATH",
@@ -23,6 +26,7 @@ __all__ = [
     "SpecError",
     "SpecInvalid",
     "TEMPLATE_NAMES",
+    "field_kinds",
     "load_file",
     "load_text",
     "operator_of",
@@ -110,7 +114,17 @@ class Spec:
 
     @property
     def fields(self) -> dict[str, str]:
-        return dict(self.data["source"]["fields"])
+        """Each declared source field's kind (string, number, bool, timestamp)."""
+        return field_kinds(self.data)
+
+    @property
+    def bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """(min, max) of the number fields declared with either (None: the default bound)."""
+        return {
+            name: (decl.get("min"), decl.get("max"))
+            for name, decl in self.data["source"]["fields"].items()
+            if isinstance(decl, dict) and ("min" in decl or "max" in decl)
+        }
 
     @property
     def key(self) -> str:
@@ -153,6 +167,14 @@ class Spec:
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.data, option=orjson.OPT_SORT_KEYS)
+
+
+def field_kinds(data: dict[str, Any]) -> dict[str, str]:
+    """The kind of each source field of a (schema-valid) spec: declared as it, or ``{type: kind, ...}``."""
+    return {
+        name: decl if isinstance(decl, str) else decl["type"]
+        for name, decl in data["source"]["fields"].items()
+    }
 
 
 @cache
@@ -248,9 +270,13 @@ def _branch_of(error: jsonschema.ValidationError, kind: Any) -> list[jsonschema.
     branches: dict[int, list[jsonschema.ValidationError]] = {}
     for sub in error.context or []:
         branches.setdefault(int(sub.schema_path[0]), []).append(sub)
-    for index, subschema in enumerate(error.schema.get("oneOf", [])):  # type: ignore[union-attr]
+    options = error.schema.get("oneOf", [])  # type: ignore[union-attr]
+    for index, subschema in enumerate(options):
         if subschema.get("properties", {}).get("type", {}).get("const") == kind:
             return branches.get(index, [])
+    objects = [index for index, subschema in enumerate(options) if subschema.get("type") == "object"]
+    if isinstance(error.instance, dict) and len(objects) == 1:  # a field's {type: ..., min, max}
+        return branches.get(objects[0], [])
     return []
 
 
@@ -261,9 +287,22 @@ def _meaning_errors(data: dict[str, Any], node: yaml.Node, file: str) -> list[Sp
     def err(path: list[Any], reason: str) -> None:
         errors.append(SpecError(file, _line(node, path), f"{_where(path)}: {reason}"))
 
-    fields: dict[str, str] = data["source"]["fields"]
+    fields = field_kinds(data)
     if sum(kind == "timestamp" for kind in fields.values()) > 1:
         err(["source", "fields"], "at most one field may be a timestamp (the event time)")
+    topic = data["source"]["topic"]
+    contract = INPUTS[topic].fields if topic in INPUTS else {}
+    for name, decl in data["source"]["fields"].items():
+        kind = fields[name]
+        if isinstance(decl, dict) and kind != "number" and ("min" in decl or "max" in decl):
+            err(["source", "fields", name], f"min and max bound number fields only; {name!r} is {kind}")
+        elif isinstance(decl, dict) and decl.get("min", -math.inf) > decl.get("max", math.inf):
+            err(["source", "fields", name, "min"], f"min {decl['min']:g} is above max {decl['max']:g}")
+        if name in contract and kind != contract[name]:
+            err(
+                ["source", "fields", name],
+                f"{name!r} of {topic} is a {contract[name]} field (docs/contract.md), not {kind}",
+            )
     if data["key"] not in fields:
         err(["key"], f"field {data['key']!r} is not declared in source.fields")
     elif fields[data["key"]] != "string":
@@ -362,7 +401,7 @@ def template_fields(data: dict[str, Any]) -> set[str]:
     operator, fields = operator_of(data), set(data["source"]["fields"])
     if operator not in ("eager_sequence", "windowed_zscore", "keyed_ratio"):
         return fields
-    time = {name for name, kind in data["source"]["fields"].items() if kind == "timestamp"}
+    time = {name for name, kind in field_kinds(data).items() if kind == "timestamp"}
     kept = {data["condition"].get("field"), data["alert"].get("id")} - {None}
     return {data["key"], *time, *kept} & fields
 
@@ -414,7 +453,7 @@ def _operator_errors(operator: str, data: dict[str, Any], err: Callable[[list[An
             f"a zscore condition's window is tumbling, {TUMBLING_SIZE:g} s "
             "(the one implemented, streamapp.rules.temperature)",
         )
-    if operator == "keyed_ratio" and data["source"]["fields"].get(data["alert"]["id"]) != "string":
+    if operator == "keyed_ratio" and field_kinds(data).get(data["alert"]["id"]) != "string":
         name = data["alert"]["id"]
         err(["alert", "id"], f"field {name!r} must be a string field declared in source.fields")
 

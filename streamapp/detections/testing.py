@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamapp.detections.engine import Engine, Late, parse_event
+from streamapp.detections.engine import Engine, Late
 from streamapp.detections.spec import Spec
 from streamapp.models import Alert, InvalidEvent
 from streamapp.rules.base import State
@@ -36,7 +36,7 @@ def run(spec: Spec, events: Iterable[Any], flush: bool = True) -> Outcome:
     newest: float | None = None
     for index, obj in enumerate(events):
         try:
-            ts, fields = parse_event(spec, obj, None)
+            ts, fields = engine.parse(obj, None)
         except InvalidEvent as exc:
             outcome.invalid.append((index, str(exc)))
             continue

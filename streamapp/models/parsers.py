@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,6 +19,8 @@ from streamapp.models.events import (
 from streamapp.models.fields import LIMITS, event_time, kind_of, number_field, number_text, text_field
 
 __all__ = [
+    "INPUTS",
+    "Input",
     "decode_json_object",
     "parse_login",
     "parse_sensor_reading",
@@ -140,3 +143,38 @@ def parse_user(obj: dict[str, Any], record_ts: float | None) -> User:
         schema_id=schema_id,
         fields=value,
     )
+
+
+@dataclass(frozen=True)
+class Input:
+    """A JSON input topic of the contract (docs/contract.md, "Input topics") as the app ingests it."""
+
+    #: the ingest parser: the typed event, or InvalidEvent with the dead-letter reason
+    parse: Parser
+    #: every field, with its kind as a detection spec declares it (the event's attribute of that name)
+    fields: dict[str, str]
+    #: the fields a record may leave out (the event's attribute is None then)
+    optional: frozenset[str] = field(default_factory=frozenset)
+
+
+#: contract topic name -> the topic as the app ingests it; a detection spec on one of them refuses
+#: what the ingest refuses (streamapp.detections.events.compile_parser)
+INPUTS: dict[str, Input] = {
+    "logins": Input(parse_login, {"ts": "timestamp", "ip": "string", "user": "string", "success": "bool"}),
+    "sensor-readings": Input(
+        parse_sensor_reading, {"ts": "timestamp", "sensor_id": "string", "temperature": "number"}
+    ),
+    "transactions": Input(
+        parse_transaction,
+        {
+            "ts": "timestamp",
+            "txn_id": "string",
+            "card_id": "string",
+            "amount": "number",
+            "merchant": "string",
+            "country": "string",
+        },
+        frozenset({"merchant", "country"}),
+    ),
+    "stock-prices": Input(parse_stock_price, {"ts": "timestamp", "symbol": "string", "price": "number"}),
+}

@@ -19,7 +19,7 @@ from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.router import Router
 from streamapp.runtime.topics import dead_letters_topic
 from streamapp.settings import Settings
-from streamapp.types import Envelope, ForwardedRecord, RecordSink, Rekey
+from streamapp.types import DetectionHandoff, Envelope, ForwardedRecord, RecordSink, Rekey
 
 __all__ = [
     "ENVELOPE_OVERHEAD_BYTES",
@@ -122,6 +122,8 @@ class Ingest:
     dead_letters_topic: str
     max_record_bytes: int
     decode: Decoder = decode_json_object
+    #: the detection specs of the topic get its valid events (JSON topics; None: no spec reads it)
+    detections: DetectionHandoff | None = None
 
     async def __call__(self, records: Sequence[ConsumerRecord]) -> list[Delivery]:
         return await route_batch(records, self)
@@ -150,6 +152,12 @@ async def route_batch(records: Sequence[ConsumerRecord], ingest: Ingest) -> list
     now = time.time()
     json_values = decode is decode_json_object
     max_bytes = ingest.max_record_bytes
+    handoff = ingest.detections
+    to_specs: list[tuple[ConsumerRecord, Any]] | None = (
+        []
+        if handoff is not None and json_values and records and await handoff.wanted(records[0].topic)
+        else None
+    )
     for record in records:
         parsed = (
             parse_valid_json(record.value, record.timestamp / 1000.0, parse, max_bytes)
@@ -163,6 +171,8 @@ async def route_batch(records: Sequence[ConsumerRecord], ingest: Ingest) -> list
             if parsed is None:
                 continue
         lags.append(now - parsed.ts)
+        if to_specs is not None:
+            to_specs.append((record, parsed))
         payload: bytes | None = None  # only for events that go somewhere
         for topic, key in rekey(parsed):
             if payload is None:
@@ -194,6 +204,8 @@ async def route_batch(records: Sequence[ConsumerRecord], ingest: Ingest) -> list
     deliveries = await batches.send()
     for name, forwarded in direct.items():
         deliveries.extend(await router.handle(name, forwarded))
+    if to_specs:
+        deliveries.extend(await cast(DetectionHandoff, handoff)(to_specs))
     return deliveries
 
 
@@ -225,10 +237,12 @@ def ingest_for(
     parse: Parser,
     rekey: Rekey,
     decode: Decoder = decode_json_object,
+    detections: DetectionHandoff | None = None,
 ) -> Ingest:
-    """The ingest step of ``source`` on a worker: the app's producer and router, its dead-letters topic."""
+    """The ingest step of ``source`` on a worker: the app's producer and router, its dead-letters topic
+    and, for a JSON topic, the detection specs."""
     return Ingest(
         source=source, parse=parse, rekey=rekey, router=app.batch_router,  # type: ignore[attr-defined]
         new_sink=partial(RecordBatches, app), dead_letters_topic=dead_letters_topic.get_topic_name(),
-        max_record_bytes=settings.max_record_bytes, decode=decode,
+        max_record_bytes=settings.max_record_bytes, decode=decode, detections=detections,
     )  # fmt: skip

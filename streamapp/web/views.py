@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from streamapp.app import app, settings
+from streamapp.detections.operators import RETENTION
 from streamapp.models import MAX_ID_CHARS, id_problem
 from streamapp.observability.liveness import StallWatchdog
 from streamapp.rules import card_fraud, price_analytics, sliding_count, temperature
@@ -22,6 +23,7 @@ from streamapp.runtime.clock import worker_clock
 from streamapp.runtime.dependencies import degraded
 from streamapp.web.peers import HOPS_HEADER, MAX_HOPS, PeerError, hops_of, peer_get, peer_key
 from streamapp.web.recent_alerts import recent_alerts
+from tables.detection_state import detection_state, registry
 from tables.failed_logins_by_ip import failed_logins_by_ip
 from tables.prices_by_symbol import prices_by_symbol
 from tables.temperature_by_sensor import temperature_by_sensor
@@ -70,15 +72,19 @@ def owner_of(table: CollectionT, key: str) -> URL | None:
     return owner if owner.scheme else URL(f"http://{owner.path}")
 
 
-def routed(table: CollectionT, match_info: str) -> Callable[[ViewHandler], ViewHandler]:
-    """Answer here when this worker holds the key, else relay the owner's answer (faust's
-    ``table_route``, with the peer key, a timeout, one hop at most and JSON only)."""
+def routed(
+    table: CollectionT | Callable[[], CollectionT], match_info: str
+) -> Callable[[ViewHandler], ViewHandler]:
+    """Answer here when this worker holds the key of ``table`` (or of the table a callable gives
+    now), else relay the owner's answer (faust's ``table_route``, with the peer key, a timeout,
+    one hop at most and JSON only)."""
 
     def decorate(fun: ViewHandler) -> ViewHandler:
         @wraps(fun)
         async def get(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
             try:
-                owner = owner_of(table, request.match_info[match_info])
+                source = table() if callable(table) else table
+                owner = owner_of(source, request.match_info[match_info])
             except KeyError:  # no assignment yet (faust answers ServiceUnavailable too)
                 return view.json({"error": "no worker holds this key yet; retry"}, status=503)
             if owner is None:
@@ -140,6 +146,24 @@ def _state(table: Any, key: str) -> dict[str, Any] | None:
     return state
 
 
+def _ips_table() -> CollectionT:
+    """Where /ips reads: the hand-written brute force's table while that rule runs (STREAMAPP_RULES),
+    else the engine's, where a running ``brute_force`` spec keeps the same buckets per IP."""
+    if "brute_force" in settings.rules or "brute_force" not in registry.engines:
+        return failed_logins_by_ip
+    return detection_state
+
+
+def _spec_state(name: str, entity: str) -> dict[str, Any] | None:
+    """The state of the running detection ``name`` about ``entity``, if it has one of its version's
+    shape (a new window or key starts states afresh: an older one is not what runs)."""
+    engine = registry.engines.get(name)
+    state = _state(detection_state, f"{name}\x00{entity}")
+    if engine is None or not isinstance(state, dict) or state.get("shape") != engine.shape:
+        return None
+    return state
+
+
 def is_ready() -> bool:
     """Recovery of the assigned table partitions is done and no rebalance is under way."""
     recovery = app.tables.recovery  # type: ignore[attr-defined]  # concrete TableManager has it
@@ -170,13 +194,18 @@ async def get_metrics(web: View, request: Request) -> Response:
     return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
-@app.page("/ips/{ip}")
+@app.page("/ips/{ip:[^/]+}")
 @_checked_id("ip")
-@routed(failed_logins_by_ip, "ip")
+@routed(_ips_table, "ip")
 async def get_ip(web: View, request: Request, ip: str) -> Response:
-    state = _state(failed_logins_by_ip, ip)
-    size = sliding_count.BUCKET_SECONDS
     horizon = worker_clock.horizon
+    if _ips_table() is failed_logins_by_ip:
+        state = _state(failed_logins_by_ip, ip)
+    else:  # the spec's state keeps the retention of the IP's own clock (streamapp.detections.operators)
+        state = _spec_state("brute_force", ip)
+        if state is not None and state.get("clock") is not None:
+            horizon = max(horizon, state["clock"] - RETENTION)
+    size = sliding_count.BUCKET_SECONDS
     buckets = [b for b in (state or {}).get("buckets", []) if b[0] + size > horizon]
     if not buckets:
         return _not_found(web, f"ip {ip!r}")
@@ -192,7 +221,7 @@ async def get_ip(web: View, request: Request, ip: str) -> Response:
     )
 
 
-@app.page("/sensors/{sensor_id}")
+@app.page("/sensors/{sensor_id:[^/]+}")
 @_checked_id("sensor_id")
 @routed(temperature_by_sensor, "sensor_id")
 async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
@@ -204,7 +233,7 @@ async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
     return web.json({"sensor_id": sensor_id, "last": {"ts": ts, "temperature": reading}, "windows": windows})
 
 
-@app.page("/cards/{card_id}")
+@app.page("/cards/{card_id:[^/]+}")
 @_checked_id("card_id")
 @routed(transactions_by_card, "card_id")
 async def get_card(web: View, request: Request, card_id: str) -> Response:
@@ -224,7 +253,7 @@ async def get_card(web: View, request: Request, card_id: str) -> Response:
     )
 
 
-@app.page("/stocks/{symbol}")
+@app.page("/stocks/{symbol:[^/]+}")
 @_checked_id("symbol")
 @routed(prices_by_symbol, "symbol")
 async def get_stock(web: View, request: Request, symbol: str) -> Response:
@@ -234,7 +263,7 @@ async def get_stock(web: View, request: Request, symbol: str) -> Response:
     return web.json(price_analytics.view(symbol, state))
 
 
-@app.page("/users/{name}")
+@app.page("/users/{name:[^/]+}")
 @_checked_id("name")
 @routed(users_by_name, "name")
 async def get_user(web: View, request: Request, name: str) -> Response:

@@ -35,6 +35,8 @@ FAUST_OFFSET_KEY = b"__faust\x00offset__"
 RESERVED = ["__faust\x00streamapp-event-clock__", "__faust_offset__", "__faust\x00offset__", "__faust"]
 CONTROL_CHARS = ["\x00", "\n", "\r", "\x1b", "\x7f", "\x85", "\u2028"]
 ODD_UNICODE = ["Zoë 🧑‍💻", "\u202eevil", "e\u0301\u0301\u0301", "Ⅻ ﷽", "a\u200bb", " spaced ", 'q"uo\\te']
+#: ids that are characters of a URL's path syntax: each view still finds them (percent-encoded)
+ODD_PATHS = ["{key}{0}%s%n", "../../etc/passwd", "a/b?c=d#e", "100%"]
 
 
 @dataclass
@@ -156,7 +158,7 @@ def _input_records(now: float, rng: random.Random, names: Any) -> list[Sent]:
         out.append(Sent(logins, None, raw, "dead"))
     out.append(Sent(logins, b"k", None, "dead"))  # a tombstone on an input topic
     # extreme but allowed: processed, and a view shows each
-    for odd in ODD_UNICODE + ["x" * 256]:
+    for odd in ODD_UNICODE + ODD_PATHS + ["x" * 256]:
         out.append(
             Sent(
                 logins,
@@ -395,7 +397,7 @@ async def test_hostile_producer_on_every_topic_never_stops_detection(
             hostile.append(
                 Sent(users, None, await avro.serialize(users, {"name": f"ha{age}", "age": age}, v1), "dead")
             )
-        for odd in ODD_UNICODE:
+        for odd in ODD_UNICODE + ODD_PATHS:
             value = await avro.serialize(users, {"name": odd, "age": 7}, v1)
             hostile.append(Sent(users, None, value, "view", f"/users/{quote(odd, safe='')}"))
         good = await avro.serialize(users, {"name": "hz", "age": 1}, v1)

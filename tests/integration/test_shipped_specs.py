@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -30,7 +31,7 @@ from streamapp.models import Alert, alert_id_for
 from streamapp.runtime.producer.record_batches import key_partition
 from tests.integration.conftest import Names, Worker
 from tests.integration.kafka_io import produce_spread, read_all, read_until, shuffled
-from tests.unit.detections.test_shipped_specs import hand_written
+from tests.unit.detections.test_shipped_specs import hand_written, hand_written_run
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +128,24 @@ def _transactions(base: float, rnd: random.Random) -> list[dict[str, Any]]:
     for _ in range(80):
         txn(_ts(rnd, base, 0, SPAN), rnd.choice(cards), rnd.choice(amounts))
     return _distinct_times(events)
+
+
+def _refused(base: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Logins and transactions the app's ingest refuses (dead letters), each key many times: a spec
+    that counted them would alert on them (brute force, card velocity, amount spike)."""
+    bad_ids = ["x" * 257, "nul\x00byte", "__faust-key", "esc\x1b[2J"]
+    logins = [
+        {"ts": base + 30 + i, "ip": ip, "user": "ann", "success": False} for ip in bad_ids for i in range(8)
+    ]
+    txns = [
+        {"ts": base + 30 + i, "txn_id": f"bad-{n}-{i}", "card_id": card, "amount": 5.0}
+        for n, card in enumerate(bad_ids)
+        for i in range(8)
+    ]
+    # a card of good id whose amounts are out of range (at most STREAMAPP_MAX_AMOUNT, not negative)
+    txns += [{"ts": base + 40 + i, "txn_id": f"big-{i}", "card_id": "4111-9999", "amount": a}
+             for i, a in enumerate([1e300, -5.0] * 4)]  # fmt: skip
+    return logins, txns
 
 
 def _applied(workers: list[Worker], name: str) -> float:
@@ -296,6 +315,15 @@ def test_shipped_specs_in_two_workers_alert_as_the_hand_written_rules_once_each(
     assert max(Counter(a["alert_id"] for alerts in expected.values() for a in alerts).values()) == 1
 
     producing = time.monotonic()
+    bad_logins, bad_txns = _refused(base)
+
+    async def produce_refused() -> None:
+        await asyncio.gather(
+            produce_spread(kafka_bootstrap, names.topic("logins"), bad_logins, PARTITIONS),
+            produce_spread(kafka_bootstrap, names.topic("transactions"), bad_txns, PARTITIONS),
+        )
+
+    asyncio.run(produce_refused())
     _produce_steps(kafka_bootstrap, names, workers, logins, txns, seed)
     asyncio.run(produce_spread(kafka_bootstrap, names.topic("transactions"), clock, PARTITIONS))
     total = sum(counts.values())
@@ -322,9 +350,35 @@ def test_shipped_specs_in_two_workers_alert_as_the_hand_written_rules_once_each(
     as_in_order = check_alerts(got, expected, logins, txns + clock)
     stepped = counts["brute_force"] + counts["card_velocity"]
     print(f"{as_in_order} of {stepped} stepped-count alerts name the windows chosen in event-time order")
-    # every event was well-formed (the app's own ingest still validates them) and none late
-    assert asyncio.run(read_all(kafka_bootstrap, names.topic("dead-letters"), settle=0)) == []
+    # what the app's ingest refuses is a dead letter once, with its reason, and no spec counted it
+    # (alerts above: none about them); every other event was valid, and none late
+    dead = asyncio.run(read_all(kafka_bootstrap, names.topic("dead-letters"), settle=0))
+    assert sorted(orjson.loads(r.value)["ts"] for r in dead) == sorted(
+        e["ts"] for e in bad_logins + bad_txns
+    ), "each refused record once"
+    assert all(dict(r.headers)["x-error"] for r in dead)
     assert _late_count(kafka_bootstrap, names) == 0
     for worker in workers:  # both workers took part
         assert worker.metric("streamapp_detection_events_total", detection="account_takeover") > 0
         assert all(worker.metric("streamapp_detection_invalid_events_total", detection=n) == 0 for n in SPECS)
+    check_ip_views(workers, logins)
+
+
+def check_ip_views(workers: list[Worker], logins: list[dict[str, Any]]) -> None:
+    """/ips/{ip} answers from the brute_force spec's state (the hand-written rule is off, so no
+    failed login takes its by-IP hop): on either worker (the other's keys are relayed), the
+    windows of the rule's state on the same events; an IP never seen: 404."""
+    failures = sorted((e for e in logins if not e["success"]), key=lambda e: e["ts"])
+    states = hand_written_run("brute_force", failures)[2]
+    assert len(states) > len(workers)
+    for ip, state in states.items():
+        buckets = reversed(state["buckets"])
+        expected = [{"start": start, "end": start + 10, "failed": n} for start, n in buckets]
+        for worker in workers:
+            status, body = worker.get(f"/ips/{quote(ip, safe='')}")
+            assert status == 200, (ip, body)
+            # the events are 40-50 minutes old: none in the last 60 s
+            assert body == {"ip": ip, "failed_logins_60s": 0, "windows": expected}, ip
+    assert "203.0.113.250" not in {e["ip"] for e in logins}
+    for worker in workers:
+        assert worker.get("/ips/203.0.113.250")[0] == 404

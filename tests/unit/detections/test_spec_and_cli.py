@@ -116,7 +116,8 @@ def test_invalid_events_name_the_field() -> None:
     assert [reason for _, reason in run(spec, bad).invalid] == [
         "field 'dst_port' must be a finite number, got string (detection port_scan)",
         "field 'dst_port' is missing (detection port_scan)",
-        "field 'src_ip' starts with '__faust', the prefix of the stream library's own keys",
+        "field 'src_ip' starts with '__faust', the prefix of the stream library's own keys"
+        " (detection port_scan)",
     ]
 
 
