@@ -253,10 +253,8 @@ async def _route(
                 direct.setdefault((record.partition, key), []).append(tick)
         for engine in engines:
             try:
-                if ingested and engine.parse_ingested is not None:
+                if ingested:
                     ts, fields = engine.parse_ingested(obj, record.value, record.timestamp / 1000.0)
-                elif ingested:  # (every app input topic has its parser: not reached)
-                    ts, fields = engine.parse(decode_json_object(record.value), record.timestamp / 1000.0)
                 else:
                     ts, fields = engine.parse(obj, record.timestamp / 1000.0)
             except InvalidEvent as exc:
