@@ -108,11 +108,17 @@ async def read_until(
     topic: str,
     done: Callable[[list[Any]], bool],
     within: float = 60.0,
+    read_committed: bool = False,
 ) -> list[Any]:
-    """Read ``topic`` from the beginning until ``done(records)``; fail on timeout."""
+    """Read ``topic`` from the beginning until ``done(records)``; fail on timeout.
+
+    ``read_committed`` waits for records of transactions that committed, which an exactly-once
+    worker's output only becomes once its transaction ends.
+    """
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
         group_id=None, metadata_max_age_ms=1000,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
     )  # fmt: skip
     await consumer.start()
     records: list[Any] = []

@@ -53,7 +53,8 @@ async def test_worker_on_three_brokers_replicates_every_topic_and_alerts_exactly
     failed = [{"ts": base + i, "ip": "203.0.113.9", "user": "root", "success": False} for i in range(6)]
     await produce(bootstrap, names.topic("logins"), failed)
     worker.wait_for("/ips/203.0.113.9", lambda s, b: s == 200 and b["windows"][0]["failed"] == 6)
-    await read_until(bootstrap, names.topic("alerts"), lambda recs: len(recs) >= 1)
+    # the alert is visible to a read_committed reader once the worker's transaction commits
+    await read_until(bootstrap, names.topic("alerts"), lambda recs: len(recs) >= 1, read_committed=True)
     records = await read_all(bootstrap, names.topic("alerts"), read_committed=True)
     alerts = [orjson.loads(r.value) for r in records]
     assert [(a["kind"], a["key"], a["value"]) for a in alerts] == [("brute_force", "203.0.113.9", 6)]
