@@ -23,18 +23,11 @@ from typing import Any
 
 import orjson
 
-from streamapp.detections.events import (
-    COMPARE,
-    Fields,
-    ParseIngested,
-    compile_filters,
-    compile_parsers,
-    parse_event,
-)
+from streamapp.detections.events import COMPARE, Fields, compile_filters, compile_parsers, parse_event
 from streamapp.detections.operators import operator_for, render
 from streamapp.detections.spec import Spec
 from streamapp.detections.windows import aggregate, window_starts
-from streamapp.models import Alert, alert_id_for, decode_json_object
+from streamapp.models import Alert, alert_id_for
 from streamapp.rules.base import Late, State, lateness, seen_before, settle_clock
 
 __all__ = [
@@ -98,11 +91,7 @@ class Engine:
         self.where = compile_filters(data.get("where") or [])
         #: a source record's (event time, fields): parse_event with the spec read once
         #: and the same from the app ingest's event of the record (a spec on an app input topic)
-        self.parse, from_ingest = compile_parsers(spec)
-        # (a topic the ingest hands over but without a parser of its own: its record parsed again)
-        self.parse_ingested: ParseIngested = from_ingest or (
-            lambda event, value, record_ts: self.parse(decode_json_object(value), record_ts)
-        )
+        self.parse, self.parse_ingested = compile_parsers(spec)
         #: the field that names the key (the entity), and the event time's (None: the record's time)
         self.key = spec.key
         self.time_field = spec.time_field

@@ -44,10 +44,11 @@ def compile_parser(spec: Spec) -> Parse:
     return compile_parsers(spec)[0]
 
 
-def compile_parsers(spec: Spec) -> tuple[Parse, ParseIngested | None]:
+def compile_parsers(spec: Spec) -> tuple[Parse, ParseIngested]:
     """(:func:`compile_parser`; for a spec on an input topic of the app, the same from the event the
     app's ingest parsed already (agents.run_detections.handoff), without parsing the record again,
-    its JSON decoded again only when the spec declares fields the topic does not have; else None).
+    its JSON decoded again only when the spec declares fields the topic does not have; on another
+    topic, the record's JSON decoded and parsed as by the first).
 
     On a topic of the contract (streamapp.models.INPUTS) the record must first pass the app's
     ingest parser, which gives the reason of a refusal and the values of the contract's fields:
@@ -112,7 +113,10 @@ def compile_parsers(spec: Spec) -> tuple[Parse, ParseIngested | None]:
             ts = check(obj, fields, record_ts)
             return (ts if ts is not None else _event_time(None, None, record_ts, suffix)), fields
 
-        return parse, None
+        def parse_record(event: Any, value: bytes | None, record_ts: float | None) -> tuple[float, Fields]:
+            return parse(decode_json_object(value), record_ts)
+
+        return parse, parse_record
 
     ingest, get, taken_time = source.parse, _getter(taken), time_field in taken
 
