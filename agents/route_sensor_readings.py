@@ -1,26 +1,41 @@
-"""route_sensor_readings: validate `sensor-readings` and re-key them by sensor."""
+"""route_sensor_readings: validate `sensor-readings` and re-key them by sensor.
+
+Only while a temperature rule runs (``high_temperature`` or ``temperature_anomaly`` in
+``STREAMAPP_RULES``): without them the temperature detector gets nothing, and specs of those
+names keep `/sensors` and the sinks' sensor windows instead.
+"""
 
 from __future__ import annotations
 
 import faust
 
 from streamapp.app import app
+from streamapp.detections.operators import SENSOR_DETECTIONS
 from streamapp.models import SensorReading, parse_sensor_reading
 from streamapp.pipeline.ingest import Ingest, ingest_for
 from streamapp.runtime.consumer import drain_to_router
 from streamapp.runtime.topics import readings_by_sensor_topic, sensor_readings_topic
 from streamapp.settings import Settings
+from streamapp.types import Rekey
 
-__all__ = ["ingest", "route_sensor_readings"]
+__all__ = ["ingest", "reading_targets", "route_sensor_readings"]
 
 
-def _targets(reading: SensorReading) -> list[tuple[faust.TopicT, str]]:
-    return [(readings_by_sensor_topic, reading.sensor_id)]
+def reading_targets(rules: frozenset[str]) -> Rekey:
+    """Where a reading goes for these rules (STREAMAPP_RULES): by sensor if a temperature rule runs."""
+    if rules.isdisjoint(SENSOR_DETECTIONS):  # (to the detection specs only, if any)
+        return lambda reading: ()
+
+    def targets(reading: SensorReading) -> list[tuple[faust.TopicT, str]]:
+        return [(readings_by_sensor_topic, reading.sensor_id)]
+
+    return targets
 
 
 def ingest(app: faust.App, settings: Settings) -> Ingest:
     """The batch handler of `sensor-readings` (streamapp.app.declare_routes)."""
-    return ingest_for(app, settings, source="sensor-readings", parse=parse_sensor_reading, rekey=_targets)
+    rekey = reading_targets(settings.rules)
+    return ingest_for(app, settings, source="sensor-readings", parse=parse_sensor_reading, rekey=rekey)
 
 
 @app.agent(sensor_readings_topic, name="route-sensor-readings")

@@ -1,26 +1,40 @@
-"""route_transactions: validate `transactions` and re-key them by card."""
+"""route_transactions: validate `transactions` and re-key them by card.
+
+Only while a card rule runs (``card_velocity`` or ``amount_spike`` in ``STREAMAPP_RULES``):
+without them the card detector gets nothing, and specs of those names keep `/cards` instead.
+"""
 
 from __future__ import annotations
 
 import faust
 
 from streamapp.app import app
+from streamapp.detections.operators import CARD_DETECTIONS
 from streamapp.models import Transaction, parse_transaction
 from streamapp.pipeline.ingest import Ingest, ingest_for
 from streamapp.runtime.consumer import drain_to_router
 from streamapp.runtime.topics import transactions_by_card_topic, transactions_topic
 from streamapp.settings import Settings
+from streamapp.types import Rekey
 
-__all__ = ["ingest", "route_transactions"]
+__all__ = ["ingest", "route_transactions", "transaction_targets"]
 
 
-def _targets(txn: Transaction) -> list[tuple[faust.TopicT, str]]:
-    return [(transactions_by_card_topic, txn.card_id)]
+def transaction_targets(rules: frozenset[str]) -> Rekey:
+    """Where a transaction goes for these rules (STREAMAPP_RULES): by card if a card rule runs."""
+    if rules.isdisjoint(CARD_DETECTIONS):  # (to the detection specs only, if any)
+        return lambda txn: ()
+
+    def targets(txn: Transaction) -> list[tuple[faust.TopicT, str]]:
+        return [(transactions_by_card_topic, txn.card_id)]
+
+    return targets
 
 
 def ingest(app: faust.App, settings: Settings) -> Ingest:
     """The batch handler of `transactions` (streamapp.app.declare_routes)."""
-    return ingest_for(app, settings, source="transactions", parse=parse_transaction, rekey=_targets)
+    rekey = transaction_targets(settings.rules)
+    return ingest_for(app, settings, source="transactions", parse=parse_transaction, rekey=rekey)
 
 
 @app.agent(transactions_topic, name="route-transactions")

@@ -64,14 +64,23 @@ from prometheus_client import Counter, Gauge
 from streamapp.app import app, settings
 from streamapp.detections.control import follow
 from streamapp.detections.engine import Engine, Late
+from streamapp.detections.operators import SENSOR_DETECTIONS, spec_kept
 from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from streamapp.pipeline.ingest import send_dead_letter
+from streamapp.rules import temperature
 from streamapp.rules.base import State
+from streamapp.rules.windows import bucket_start
 from streamapp.runtime.consumer import check_membership, drain_to_router
 from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.subscriptions import LiveTopics
-from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
+from streamapp.runtime.topics import (
+    SOURCE_TOPICS,
+    alerts_topic,
+    dead_letters_topic,
+    late_events_topic,
+    sensor_windows_topic,
+)
 from tables.base import load_state, remember_changelog_offsets, state_steps, store_states
 from tables.detection_state import detection_state, registry
 
@@ -384,6 +393,9 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
     changed: list[tuple[int, bytes, State]] = []
     applied: dict[str, int] = {}
     touched: set[str] = set()
+    # the sinks' sensor windows, from a temperature spec's states when no hand-written rule keeps them
+    windows_from = spec_kept(SENSOR_DETECTIONS, settings.rules, registry.engines)
+    windows: list[tuple[str, State, Sequence[Any]]] = []
     for (partition, key), key_records in by_key.items():
         name, _, entity = key.decode(errors="replace").partition("\x00")
         engine = registry.engines.get(name)
@@ -406,6 +418,8 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
             _newest[name] = (max(newest, seen[0]) if seen is not None else newest, time.time())
         if state is not None:
             changed.append((partition, key, state))
+            if name == windows_from:
+                windows.append((entity, state, key_records))
             touched.add(name)
             _watch.setdefault(name, {})[key] = _summary(state)
             if _fresh is not None:
@@ -418,11 +432,37 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
         await _late(name, entity, message, why)
     for alert in alerts:
         await _publish(alert)
+    if windows:
+        await _send_windows(windows, batches)
     # the zombie fence: no await between this check and the writes (streamapp.runtime.consumer.fence)
     await check_membership()
     sizes = store_states(detection_state, changed, batches)
     for (partition, key, state), size in zip(changed, sizes, strict=True):
         _states.keep(partition, key, state, size)
+
+
+async def _send_windows(windows: list[tuple[str, State, Sequence[Any]]], batches: RecordBatches) -> None:
+    """Every sensor window a batch touched, as it is now, to ``<app id>-sensor-windows`` (one record
+    per window per batch), as the hand-written temperature detector sends them for the sinks."""
+    topic = sensor_windows_topic.get_topic_name()
+    await batches.prepare(topic)
+    for sensor_id, state, records in windows:
+        starts = {bucket_start(ts, temperature.WINDOW_SECONDS) for ts in _event_times(records)}
+        for record in temperature.window_records(state, sensor_id, starts):
+            batches.add(topic, sensor_id.encode(), orjson.dumps(record))
+
+
+def _event_times(records: Sequence[Any]) -> list[float]:
+    """The event times of a key's records (envelopes or detection-events records; ticks have none)."""
+    times = []
+    for record in records:
+        try:
+            message = record if type(record) is dict else orjson.loads(record.value)
+            if "ts" in message:
+                times.append(float(message["ts"]))
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            continue  # skipped when applied too (logged there)
+    return times
 
 
 def _is_tick(value: bytes) -> bool:

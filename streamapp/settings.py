@@ -219,11 +219,15 @@ def _topic_list(raw: str) -> tuple[str, ...]:
 def _rules(raw: str) -> frozenset[str]:
     if raw.lower() == "all":
         return frozenset(ALERT_KINDS)
+    if raw.lower() == "none":  # every detection from specs (docs/detections.md)
+        return frozenset()
     kinds = [kind.strip() for kind in raw.split(",") if kind.strip()]
     unknown = [kind for kind in kinds if kind not in ALERT_KINDS]
     if unknown or not kinds:
         prefix = f"unknown rule {', '.join(map(repr, unknown))}; " if unknown else ""
-        raise ValueError(f"{prefix}must be 'all' or a comma-separated list of {', '.join(ALERT_KINDS)}")
+        raise ValueError(
+            f"{prefix}must be 'all', 'none' or a comma-separated list of {', '.join(ALERT_KINDS)}"
+        )
     return frozenset(kinds)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import string
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from typing import Any
 
 from streamapp.detections.events import Fields, compile_filters
@@ -34,10 +35,44 @@ from streamapp.rules import account_takeover, card_fraud, sliding_count, tempera
 from streamapp.rules.base import Late, State, lateness, rule_alert, seen_before, settle_clock
 from streamapp.settings import Settings
 
-__all__ = ["RETENTION", "Operator", "operator_for", "render"]
+__all__ = [
+    "CARD_DETECTIONS",
+    "IP_DETECTIONS",
+    "RETENTION",
+    "SENSOR_DETECTIONS",
+    "Operator",
+    "operator_for",
+    "render",
+    "retention_horizon",
+    "spec_kept",
+]
 
 #: how far behind its key's newest event a rule keeps state (the workers' default retention)
 RETENTION = float(Settings.retention_seconds)
+
+
+#: the shipped detections behind each entity view of the web API (and, for sensors, the sinks'
+#: sensor windows): a hand-written detector's table keeps it while one of them runs as a rule,
+#: else the states of the running specs of those names (:func:`spec_kept`)
+IP_DETECTIONS = ("brute_force",)
+SENSOR_DETECTIONS = ("high_temperature", "temperature_anomaly")
+CARD_DETECTIONS = ("card_velocity", "amount_spike")
+
+
+def spec_kept(detections: tuple[str, ...], rules: Collection[str], running: Collection[str]) -> str | None:
+    """The running spec whose states keep the view of ``detections``: the first of them that runs
+    (in ``running``), when none runs as a hand-written rule (``rules``: STREAMAPP_RULES, the same on
+    every worker of an app); else None (the hand-written detector's table keeps it)."""
+    if any(name in rules for name in detections):
+        return None
+    return next((name for name in detections if name in running), None)
+
+
+def retention_horizon(state: State, horizon: float) -> float:
+    """How far back a rule's state under the engine keeps: the given horizon (a worker's), at
+    least the key's own clock minus the retention."""
+    clock = state.get("clock")
+    return horizon if clock is None else max(horizon, clock - RETENTION)
 
 
 def operator_for(spec: Spec) -> Operator | None:
@@ -105,7 +140,7 @@ class Operator(ABC):
         late = lateness(state, ts, self.grace, horizon)
         if late is not None:
             return Late(*late)
-        horizon = self._horizon(state, horizon)
+        horizon = retention_horizon(state, horizon)
         counted, alerts = self.apply(state, entity, ts, fields, horizon)
         if not counted:
             return Late(f"older than the retention (its horizon is {horizon:.3f})", horizon - ts)
@@ -119,19 +154,13 @@ class Operator(ABC):
             return []
         newest = pending[-1][0] if flush else max(p[0] for p in pending if p[0] < watermark)
         before = math.inf if flush else watermark
-        alerts = self.judge(state, entity, before, self._horizon(state, float("-inf")))
+        alerts = self.judge(state, entity, before, retention_horizon(state, float("-inf")))
         state["settled"] = max(newest, state.get("settled") or newest)
         return alerts
 
     def needs_tick(self, state: State, watermark: float) -> bool:
         pending = state.get("pending")
         return bool(pending and pending[0][0] < watermark)
-
-    @staticmethod
-    def _horizon(state: State, horizon: float) -> float:
-        """The retention horizon: the given one (a worker's), at least the key's clock minus the retention."""
-        clock = state.get("clock")
-        return horizon if clock is None else max(horizon, clock - RETENTION)
 
     def _alert(
         self,

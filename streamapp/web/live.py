@@ -9,7 +9,7 @@ import heapq
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import islice
@@ -19,13 +19,15 @@ import orjson
 from faust.web import Request, Response, View
 from yarl import URL
 
-from streamapp.app import app
+from streamapp.app import app, settings
+from streamapp.detections.operators import SENSOR_DETECTIONS, retention_horizon, spec_kept
 from streamapp.rules import price_analytics, temperature
 from streamapp.runtime.clock import worker_clock
 from streamapp.web.peers import HOPS_HEADER, PeerError, hops_of, peer_get
 from streamapp.web.recent_alerts import recent_alerts
 from streamapp.web.views import PEER_KEY
 from tables.base import active_partitions
+from tables.detection_state import detection_state, registry
 from tables.prices_by_symbol import prices_by_symbol
 from tables.temperature_by_sensor import temperature_by_sensor
 
@@ -111,12 +113,15 @@ def scan_sensors(
     horizon: float,
     worker: str,
     budget: int = SCAN_BUDGET_KEYS,
+    shape: Any = None,
 ) -> SensorPage:
     """Up to ``limit`` sensors with keys after ``after``, reading at most ``budget`` keys.
 
     ``partitions``: (key, raw value) pairs of each partition's store in key order. They are
     merged lazily, so a request reads only what it lists plus what it skips on the way (faust's
-    bookkeeping keys, expired sensors, unreadable values: skipped, the last logged).
+    bookkeeping keys, expired sensors, unreadable values, and with ``shape`` a detection's states
+    of another shape: skipped, the unreadable logged). A detection's state keeps the retention of
+    its sensor's own clock (streamapp.detections.operators.retention_horizon).
     """
     page = SensorPage()
     merged = heapq.merge(*partitions, key=lambda item: item[0])
@@ -130,7 +135,11 @@ def scan_sensors(
         else:
             try:
                 state = orjson.loads(raw)
-                windows = temperature.window_view(state, horizon) if isinstance(state, dict) else []
+                windows = (
+                    temperature.window_view(state, retention_horizon(state, horizon))
+                    if isinstance(state, dict) and (shape is None or state.get("shape") == shape)
+                    else []
+                )
                 if windows:
                     ts, reading = state["last"]
                     page.sensors.append(
@@ -169,12 +178,28 @@ def _key(sensor: dict[str, Any]) -> bytes:
 
 
 def local_sensors(after: bytes | None = None, limit: int = DEFAULT_SENSORS) -> SensorPage:
-    """Sensors of this worker's active partitions, in key order after ``after``."""
-    stores = [
-        db.items(from_key=after) if after is not None else db.items()
-        for _, db in active_partitions(temperature_by_sensor)
-    ]
-    return scan_sensors(stores, after, limit, worker_clock.horizon, str(app.conf.canonical_url).rstrip("/"))
+    """Sensors of this worker's active partitions, in key order after ``after``: the hand-written
+    temperature detector's, or a running temperature spec's (streamapp.detections.operators.spec_kept)."""
+    worker = str(app.conf.canonical_url).rstrip("/")
+    name = spec_kept(SENSOR_DETECTIONS, settings.rules, registry.engines)
+    if name is None:
+        stores = [
+            db.items(from_key=after) if after is not None else db.items()
+            for _, db in active_partitions(temperature_by_sensor)
+        ]
+        return scan_sensors(stores, after, limit, worker_clock.horizon, worker)
+    prefix = f"{name}\x00".encode()
+    specs = [_entities(db, prefix, after) for _, db in active_partitions(detection_state)]
+    return scan_sensors(specs, after, limit, worker_clock.horizon, worker, shape=registry.engines[name].shape)
+
+
+def _entities(db: Any, prefix: bytes, after: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+    """(entity, raw state) of one detection's keys ``prefix + entity`` in a partition's store, in
+    key order from the entity ``after`` (the store holds every detection's keys, sorted by name)."""
+    for key, raw in db.items(from_key=prefix + (after or b"")):
+        if not key.startswith(prefix):
+            return
+        yield key[len(prefix) :], raw
 
 
 def other_workers() -> list[str]:

@@ -15,7 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from streamapp.app import app, settings
-from streamapp.detections.operators import RETENTION
+from streamapp.detections.operators import (
+    CARD_DETECTIONS,
+    IP_DETECTIONS,
+    SENSOR_DETECTIONS,
+    retention_horizon,
+    spec_kept,
+)
 from streamapp.models import MAX_ID_CHARS, id_problem
 from streamapp.observability.liveness import StallWatchdog
 from streamapp.rules import card_fraud, price_analytics, sliding_count, temperature
@@ -31,6 +37,7 @@ from tables.transactions_by_card import transactions_by_card
 from tables.users_by_name import users_by_name
 
 __all__ = [
+    "from_specs",
     "get_alerts",
     "get_card",
     "get_health",
@@ -44,6 +51,8 @@ __all__ = [
     "is_ready",
     "owner_of",
     "routed",
+    "spec_state",
+    "view_table",
     "watchdog",
 ]
 
@@ -146,15 +155,20 @@ def _state(table: Any, key: str) -> dict[str, Any] | None:
     return state
 
 
-def _ips_table() -> CollectionT:
-    """Where /ips reads: the hand-written brute force's table while that rule runs (STREAMAPP_RULES),
-    else the engine's, where a running ``brute_force`` spec keeps the same buckets per IP."""
-    if "brute_force" in settings.rules or "brute_force" not in registry.engines:
-        return failed_logins_by_ip
-    return detection_state
+def from_specs(detections: tuple[str, ...]) -> bool:
+    """Whether the view of ``detections`` reads a running spec's states in ``detection-state``
+    (streamapp.detections.operators.spec_kept); otherwise the hand-written table answers (404
+    for a key it does not hold)."""
+    return spec_kept(detections, settings.rules, registry.engines) is not None
 
 
-def _spec_state(name: str, entity: str) -> dict[str, Any] | None:
+def view_table(detections: tuple[str, ...], table: CollectionT) -> Callable[[], CollectionT]:
+    """The table a view of ``detections`` reads now (see :func:`from_specs`); the engine's is
+    partitioned by the entity alone, as the hand-written tables are, so requests route alike."""
+    return lambda: detection_state if from_specs(detections) else table
+
+
+def spec_state(name: str, entity: str) -> dict[str, Any] | None:
     """The state of the running detection ``name`` about ``entity``, if it has one of its version's
     shape (a new window or key starts states afresh: an older one is not what runs)."""
     engine = registry.engines.get(name)
@@ -196,15 +210,15 @@ async def get_metrics(web: View, request: Request) -> Response:
 
 @app.page("/ips/{ip:[^/]+}")
 @_checked_id("ip")
-@routed(_ips_table, "ip")
+@routed(view_table(IP_DETECTIONS, failed_logins_by_ip), "ip")
 async def get_ip(web: View, request: Request, ip: str) -> Response:
     horizon = worker_clock.horizon
-    if _ips_table() is failed_logins_by_ip:
+    if not from_specs(IP_DETECTIONS):
         state = _state(failed_logins_by_ip, ip)
     else:  # the spec's state keeps the retention of the IP's own clock (streamapp.detections.operators)
-        state = _spec_state("brute_force", ip)
-        if state is not None and state.get("clock") is not None:
-            horizon = max(horizon, state["clock"] - RETENTION)
+        state = spec_state("brute_force", ip)
+        if state is not None:
+            horizon = retention_horizon(state, horizon)
     size = sliding_count.BUCKET_SECONDS
     buckets = [b for b in (state or {}).get("buckets", []) if b[0] + size > horizon]
     if not buckets:
@@ -223,10 +237,17 @@ async def get_ip(web: View, request: Request, ip: str) -> Response:
 
 @app.page("/sensors/{sensor_id:[^/]+}")
 @_checked_id("sensor_id")
-@routed(temperature_by_sensor, "sensor_id")
+@routed(view_table(SENSOR_DETECTIONS, temperature_by_sensor), "sensor_id")
 async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
-    state = _state(temperature_by_sensor, sensor_id)
-    windows = temperature.window_view(state, worker_clock.horizon) if state else []
+    horizon = worker_clock.horizon
+    name = spec_kept(SENSOR_DETECTIONS, settings.rules, registry.engines)
+    if name is None:
+        state = _state(temperature_by_sensor, sensor_id)
+    else:  # either temperature spec keeps the sensor's windows and last reading (the rule's state)
+        state = spec_state(name, sensor_id)
+        if state is not None:
+            horizon = retention_horizon(state, horizon)
+    windows = temperature.window_view(state, horizon) if state else []
     if not state or not windows:
         return _not_found(web, f"sensor {sensor_id!r}")
     ts, reading = state["last"]
@@ -235,22 +256,45 @@ async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
 
 @app.page("/cards/{card_id:[^/]+}")
 @_checked_id("card_id")
-@routed(transactions_by_card, "card_id")
+@routed(view_table(CARD_DETECTIONS, transactions_by_card), "card_id")
 async def get_card(web: View, request: Request, card_id: str) -> Response:
-    state = _state(transactions_by_card, card_id)
-    count, total = card_fraud.card_totals(state) if state else (0, 0.0)
-    if state is None or not count or state["last"] <= worker_clock.horizon:
-        return _not_found(web, f"card {card_id!r}")
-    return web.json(
-        {
-            "card_id": card_id,
-            "transactions_60s": card_fraud.transactions_within(
-                state, time.time() - sliding_count.WINDOW_SECONDS
-            ),
-            "count": count,
-            "mean_amount": total / count,
-        }
-    )
+    since = time.time() - sliding_count.WINDOW_SECONDS
+    total: float | None
+    if not from_specs(CARD_DETECTIONS):
+        state = _state(transactions_by_card, card_id)
+        count, total = card_fraud.card_totals(state) if state else (0, 0.0)
+        if state is None or not count or state["last"] <= worker_clock.horizon:
+            return _not_found(web, f"card {card_id!r}")
+        recent: int = card_fraud.transactions_within(state, since)
+    else:
+        answer = _card_from_specs(card_id, since)
+        if answer is None:
+            return _not_found(web, f"card {card_id!r}")
+        recent, count, total = answer
+    mean = total / count if total is not None else None
+    return web.json({"card_id": card_id, "transactions_60s": recent, "count": count, "mean_amount": mean})
+
+
+def _card_from_specs(card_id: str, since: float) -> tuple[int, int, float | None] | None:
+    """(transactions in the last 60 s, count, sum of amounts) of a card from the running card specs'
+    states: the recent count from ``card_velocity``'s buckets, the count and sum from
+    ``amount_spike``'s totals (judged and held). Without ``amount_spike``: the transactions
+    ``card_velocity`` keeps (its retention) and no sum. None: neither knows the card."""
+    velocity, spike = spec_state("card_velocity", card_id), spec_state("amount_spike", card_id)
+    horizon = worker_clock.horizon
+    recent = 0
+    if velocity is not None:
+        recent = card_fraud.transactions_within(velocity, since)
+    if spike is not None and spike["last"] > retention_horizon(spike, horizon):
+        count, total = card_fraud.card_totals(spike)
+        if count:
+            return recent, count, total
+    if velocity is not None:
+        size, kept = sliding_count.BUCKET_SECONDS, retention_horizon(velocity, horizon)
+        count = int(sum(n for start, n in velocity["buckets"] if start + size > kept))
+        if count:
+            return recent, count, None
+    return None
 
 
 @app.page("/stocks/{symbol:[^/]+}")

@@ -57,6 +57,8 @@ def test_rules_default_to_every_rule_of_the_contract():
         "brute_force",
         "card_velocity",
     }
+    # none: every detection from specs
+    assert load_settings({"STREAMAPP_RULES": "None"}).rules == frozenset()
 
 
 def test_unknown_rule_is_named_with_the_valid_ones():

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import orjson
+import pytest
 from aiokafka.structs import ConsumerRecord
 
 from agents.route_logins import login_targets
+from agents.route_sensor_readings import reading_targets
+from agents.route_transactions import transaction_targets
 from streamapp.models import Login, decode_envelope, parse_login
 from streamapp.pipeline.ingest import ENVELOPE_OVERHEAD_BYTES, Ingest
 from streamapp.runtime.producer import Delivery, key_partition
@@ -56,6 +60,23 @@ async def test_rules_left_out_take_no_hop() -> None:
     ingest, out = _ingest(rules=frozenset({"brute_force"}))
     await ingest([record("logins", _login(success=True)), record("logins", _login(success=False), offset=1)])
     assert [sent.topic for sent in out.sent] == [BY_IP]
+
+
+@pytest.mark.parametrize(
+    ("targets", "rules", "hops"),
+    [
+        (transaction_targets, {"card_velocity"}, 1),
+        (transaction_targets, {"amount_spike", "brute_force"}, 1),
+        (transaction_targets, {"brute_force", "high_temperature", "temperature_anomaly"}, 0),
+        (reading_targets, {"temperature_anomaly"}, 1),
+        (reading_targets, {"card_velocity", "amount_spike", "account_takeover"}, 0),
+        (reading_targets, set(), 0),
+    ],
+)
+def test_transactions_and_readings_take_their_hop_only_for_their_rules(targets, rules, hops) -> None:
+    # (the specs of those names keep the views then: streamapp.detections.operators.spec_kept)
+    event = SimpleNamespace(card_id="c1", sensor_id="s1")
+    assert len(list(targets(frozenset(rules))(event))) == hops
 
 
 async def test_bad_records_go_to_dead_letters_with_the_reason_and_their_origin() -> None:

@@ -72,6 +72,22 @@ def test_unreadable_states_are_skipped_not_fatal() -> None:
     assert _ids(scan_sensors([partition], None, 10, NOW - 3600, "w1")) == ["d"]
 
 
+def test_a_spec_s_states_are_listed_by_their_own_clock_and_shape_only() -> None:
+    # a running temperature spec's states (the rule's, with the engine's shape and the sensor's
+    # clock): shown for the retention behind the sensor's own clock too, not only the worker's
+    def spec_state(temperature: float, shape: str, clock: float) -> bytes:
+        return orjson.dumps({**orjson.loads(_state(temperature)), "shape": shape, "clock": clock})
+
+    partition = [
+        (b"a", spec_state(20.0, "v1", NOW)),
+        (b"b", spec_state(21.0, "v0", NOW)),  # an older version's shape: not what runs
+        (b"c", spec_state(22.0, "v1", NOW + 7200)),  # its own clock is 2 h on: the window is gone
+    ]
+    page = scan_sensors([partition], None, 10, NOW - 3600, "w1", shape="v1")
+    assert _ids(page) == ["a"]
+    assert page.sensors[0]["last"] == {"ts": NOW, "temperature": 20.0}
+
+
 def test_pages_of_several_workers_merge_without_losing_or_repeating_a_sensor() -> None:
     def sensor(i: str) -> dict:
         return {"sensor_id": i}
