@@ -39,7 +39,8 @@ def login_targets(rules: frozenset[str]) -> Rekey:
 
 def ingest(app: faust.App, settings: Settings) -> Ingest:
     """The batch handler of `logins` (streamapp.app.declare_routes)."""
-    return ingest_for(app, settings, source="logins", parse=parse_login, rekey=login_targets(settings.rules))
+    rekey = login_targets(settings.hand_written_rules)
+    return ingest_for(app, settings, source="logins", parse=parse_login, rekey=rekey)
 
 
 @app.agent(logins_topic, name="route-logins")

@@ -34,7 +34,7 @@ def reading_targets(rules: frozenset[str]) -> Rekey:
 
 def ingest(app: faust.App, settings: Settings) -> Ingest:
     """The batch handler of `sensor-readings` (streamapp.app.declare_routes)."""
-    rekey = reading_targets(settings.rules)
+    rekey = reading_targets(settings.hand_written_rules)
     return ingest_for(app, settings, source="sensor-readings", parse=parse_sensor_reading, rekey=rekey)
 
 

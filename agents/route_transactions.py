@@ -33,7 +33,7 @@ def transaction_targets(rules: frozenset[str]) -> Rekey:
 
 def ingest(app: faust.App, settings: Settings) -> Ingest:
     """The batch handler of `transactions` (streamapp.app.declare_routes)."""
-    rekey = transaction_targets(settings.rules)
+    rekey = transaction_targets(settings.hand_written_rules)
     return ingest_for(app, settings, source="transactions", parse=parse_transaction, rekey=rekey)
 
 

@@ -65,6 +65,7 @@ from streamapp.app import app, settings
 from streamapp.detections.control import follow
 from streamapp.detections.engine import Engine, Late
 from streamapp.detections.operators import SENSOR_DETECTIONS, spec_kept
+from streamapp.detections.shipped import shipped_specs
 from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from streamapp.pipeline.ingest import send_dead_letter
@@ -158,7 +159,9 @@ registry.listeners.append(_changed)
 
 @app.task
 async def follow_control() -> None:
-    """Follow the control topic for as long as the worker runs (a failure is logged and retried)."""
+    """Run the shipped detections of STREAMAPP_RULE_ENGINE=specs, then follow the control topic for
+    as long as the worker runs (a failure is logged and retried)."""
+    registry.install(shipped_specs(settings))
     while True:
         try:
             await follow(settings, registry)
@@ -394,7 +397,7 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
     applied: dict[str, int] = {}
     touched: set[str] = set()
     # the sinks' sensor windows, from a temperature spec's states when no hand-written rule keeps them
-    windows_from = spec_kept(SENSOR_DETECTIONS, settings.rules, registry.engines)
+    windows_from = spec_kept(SENSOR_DETECTIONS, settings.hand_written_rules, registry.engines)
     windows: list[tuple[str, State, Sequence[Any]]] = []
     for (partition, key), key_records in by_key.items():
         name, _, entity = key.decode(errors="replace").partition("\x00")

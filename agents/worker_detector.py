@@ -36,7 +36,7 @@ def detector_for(
     held: HeldKeys | None = None,
 ) -> Detector:
     """A detector on a worker: ``table``'s RocksDB, the app's producer, its alerts topic and clock."""
-    alerting = Alerting(settings.rules, settings.publish_alerts, alerts_topic.send)
+    alerting = Alerting(settings.hand_written_rules, settings.publish_alerts, alerts_topic.send)
     return Detector(
         source=source, store=TableStore(table), new_state=new_state, apply=apply, settings=settings,
         new_sink=partial(RecordBatches, app), publish_alert=alerting.publish, clock=worker_clock,

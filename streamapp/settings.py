@@ -105,6 +105,10 @@ class Settings:
     thresholds: Thresholds = Thresholds()
     #: the detection rules this worker runs (STREAMAPP_RULES; default every rule)
     rules: frozenset[str] = frozenset(ALERT_KINDS)
+    #: how they run (STREAMAPP_RULE_ENGINE): ``hand-written`` (the rule agents, topics and tables)
+    #: or ``specs`` (the shipped specs of detections/ on the detection engine, see
+    #: streamapp.detections.shipped)
+    rule_engine: str = "hand-written"
     #: an owned partition with lag and no progress this long makes GET /live fail (liveness watchdog)
     stall_seconds: float = 120.0
     #: the source topics of detections subscribed at start (STREAMAPP_DETECTION_TOPICS; a spec on
@@ -129,6 +133,16 @@ class Settings:
         """Broker URL in the form aiokafka takes (``host:port`` list)."""
         hosts = self.broker.split("://", 1)[-1]
         return [h.strip() for h in hosts.replace(",", ";").split(";") if h.strip()]
+
+    @property
+    def hand_written_rules(self) -> frozenset[str]:
+        """The rules this worker runs with their hand-written agents, topics and tables."""
+        return self.rules if self.rule_engine == "hand-written" else frozenset()
+
+    @property
+    def spec_rules(self) -> frozenset[str]:
+        """The rules this worker runs as their shipped specs (streamapp.detections.shipped)."""
+        return self.rules if self.rule_engine == "specs" else frozenset()
 
     def topic(self, name: str) -> str:
         """The full name of a contract topic (``STREAMAPP_TOPIC_PREFIX`` isolates test runs)."""
@@ -389,6 +403,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         stream_buffer=get("STREAM_BUFFER", _positive_int, defaults.stream_buffer),
         thresholds=thresholds,
         rules=get("RULES", _rules, defaults.rules),
+        rule_engine=get("RULE_ENGINE", _choice("hand-written", "specs"), defaults.rule_engine),
         stall_seconds=get("STALL_SECONDS", _stall_seconds, defaults.stall_seconds),
         detection_topics=get("DETECTION_TOPICS", _topic_list, defaults.detection_topics),
         archive_url=get("ARCHIVE_URL", _archive_url, None),

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import click
 
-from streamapp.cli.common import check_kafka_access, check_replication, load_or_exit, say
+from streamapp.cli.common import check_kafka_access, check_replication, fail, load_or_exit, say
+from streamapp.detections.shipped import shipped_specs
 from streamapp.runtime.transactions import discard_state_after_unclean_stop, mark_clean_stop
+from streamapp.settings import SettingsError
 
 __all__ = ["worker"]
 
@@ -30,6 +32,10 @@ def _export_options(web_port: int | None, data_dir: Path | None) -> None:
 def worker(web_port: int | None, data_dir: Path | None, loglevel: str | None) -> None:
     """Run a Faust worker (same app as `faust -A streamapp.app worker`)."""
     _export_options(web_port, data_dir)
+    try:  # a setting the shipped specs refuse stops the worker before it starts
+        shipped_specs(load_or_exit())
+    except SettingsError as exc:
+        fail(str(exc))
     check_kafka_access(load_or_exit())
     check_replication(load_or_exit())
     # streamapp.app builds the app from the environment when imported: only once the options are in it

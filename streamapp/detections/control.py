@@ -24,6 +24,7 @@ from streamapp.settings import Settings
 __all__ = [
     "CONTROL_ERRORS_TOTAL",
     "CONTROL_TOPIC",
+    "TOMBSTONE_RETENTION_MS",
     "Registry",
     "ensure_control_topic",
     "follow",
@@ -34,6 +35,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "detections"
+#: how long the control topic keeps a null record after compaction (100 years: for good)
+TOMBSTONE_RETENTION_MS = 100 * 365 * 24 * 3600 * 1000
 CONTROL_ERRORS_TOTAL = Counter(
     "streamapp_detection_control_errors",
     "Records of the detections control topic that were ignored (with a logged reason)",
@@ -48,6 +51,14 @@ class Registry:
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     #: called with (name, engine or None) after every change
     listeners: list[Callable[[str, Engine | None], None]] = field(default_factory=list)
+
+    def install(self, specs: list[Spec]) -> None:
+        """Run ``specs`` as this worker's defaults (the shipped detections, before the control topic
+        is read: a record of the same name there replaces or disables one)."""
+        for spec in specs:
+            engine = self.engines[spec.name] = Engine(spec)
+            logger.info("detection %s version %d running (shipped)", spec.name, spec.version)
+            self._tell(spec.name, engine)
 
     def apply_record(self, key: bytes | None, value: bytes | None, where: str) -> str | None:
         """Apply one control record; return why it was ignored (logged and counted), or None."""
@@ -116,7 +127,13 @@ async def ensure_control_topic(settings: Settings) -> str:
             # replicated like every topic of the app (STREAMAPP_REPLICATION_FACTOR)
             described = await admin.describe_cluster()
             factor = resolve_replication_factor(settings.replication_factor, len(described["brokers"]))
-            configs = {"cleanup.policy": "compact", **topic_replication_config(factor)}
+            configs = {
+                "cleanup.policy": "compact",
+                # a null record (disabled) stays: once compacted away, a shipped detection a worker
+                # runs by default (streamapp.detections.shipped) would run again at its next start
+                "delete.retention.ms": str(TOMBSTONE_RETENTION_MS),
+                **topic_replication_config(factor),
+            }
             try:
                 await admin.create_topics([NewTopic(name, 1, factor, topic_configs=configs)])
             except TopicAlreadyExistsError:

@@ -181,7 +181,7 @@ def local_sensors(after: bytes | None = None, limit: int = DEFAULT_SENSORS) -> S
     """Sensors of this worker's active partitions, in key order after ``after``: the hand-written
     temperature detector's, or a running temperature spec's (streamapp.detections.operators.spec_kept)."""
     worker = str(app.conf.canonical_url).rstrip("/")
-    name = spec_kept(SENSOR_DETECTIONS, settings.rules, registry.engines)
+    name = spec_kept(SENSOR_DETECTIONS, settings.hand_written_rules, registry.engines)
     if name is None:
         stores = [
             db.items(from_key=after) if after is not None else db.items()

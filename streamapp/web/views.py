@@ -159,7 +159,7 @@ def from_specs(detections: tuple[str, ...]) -> bool:
     """Whether the view of ``detections`` reads a running spec's states in ``detection-state``
     (streamapp.detections.operators.spec_kept); otherwise the hand-written table answers (404
     for a key it does not hold)."""
-    return spec_kept(detections, settings.rules, registry.engines) is not None
+    return spec_kept(detections, settings.hand_written_rules, registry.engines) is not None
 
 
 def view_table(detections: tuple[str, ...], table: CollectionT) -> Callable[[], CollectionT]:
@@ -240,7 +240,7 @@ async def get_ip(web: View, request: Request, ip: str) -> Response:
 @routed(view_table(SENSOR_DETECTIONS, temperature_by_sensor), "sensor_id")
 async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
     horizon = worker_clock.horizon
-    name = spec_kept(SENSOR_DETECTIONS, settings.rules, registry.engines)
+    name = spec_kept(SENSOR_DETECTIONS, settings.hand_written_rules, registry.engines)
     if name is None:
         state = _state(temperature_by_sensor, sensor_id)
     else:  # either temperature spec keeps the sensor's windows and last reading (the rule's state)
