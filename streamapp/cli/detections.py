@@ -14,7 +14,7 @@ import orjson
 from streamapp.detections.control import publish, read_applied, spec_json
 from streamapp.detections.spec import SpecInvalid, load_file
 from streamapp.detections.testing import run
-from streamapp.settings import SettingsError, load_settings
+from streamapp.settings import ALERT_KINDS, SettingsError, load_settings
 
 __all__ = ["detections"]
 
@@ -157,8 +157,9 @@ def list_(as_json: bool) -> None:
 def disable(name: str) -> None:
     """Stop a detection on every worker (a null record for its name)."""
     settings = _settings()
-    if name not in asyncio.run(read_applied(settings)):
-        click.echo(f"no detection {name!r} is applied", err=True)
+    # a shipped detection runs without being applied on workers with STREAMAPP_RULE_ENGINE=specs
+    if name not in ALERT_KINDS and name not in asyncio.run(read_applied(settings)):
+        click.echo(f"no detection {name!r} is applied (nor shipped)", err=True)
         raise SystemExit(1)
     asyncio.run(publish(settings, [(name, None)]))
     click.echo(f"{name}: disabled")
