@@ -149,6 +149,7 @@ PRIVATE: tuple[Private, ...] = (
         _active_events_received_at="tell recovery a batch of changelog records arrived",
         _standby_events_received_at="tell recovery a batch of standby records arrived",
         _set_recovery_ended="end recovery after restoring changelogs in batches",
+        _set_recovery_started="clear the end signal of the recovery before (override)",
         _build_offsets="discard local state ahead of its changelog (override)",
     ),
     *_of(

@@ -35,12 +35,25 @@ def discard_partition(store: Any, partition: int) -> None:
 
 
 class HealingRecovery(Recovery):
-    """faust's recovery, with one check before it reads the changelogs.
+    """faust's recovery, with one check before it reads the changelogs, and each recovery
+    waiting for its own end.
 
     faust raises ``ConsistencyError`` and the worker dies when a partition's persisted offset is
     beyond the changelog's end. Here that partition's local state is discarded first, so recovery
     reads the changelog from its beginning, as for a partition never seen before.
     """
+
+    def _set_recovery_started(self) -> None:
+        """A recovery that starts has not ended: the end signal of the one before is cleared.
+
+        The batched restore (streamapp.runtime.consumer.changelog_restore) sets the signal when
+        a recovery ends, and only faust's changelog loop clears it, when it next wakes (every
+        5 s while the batch consumer leaves its queue empty). Left set, it would end the next
+        rebalance's recovery at once, before any record of its new active partitions is read:
+        they stay paused and their keys are missing from the state.
+        """
+        super()._set_recovery_started()
+        self.signal_recovery_end.clear()
 
     async def _build_offsets(self, consumer: ConsumerT, tps: set[TP], destination: Any, title: str) -> None:
         persisted = {tp: destination[tp] for tp in tps if destination.get(tp) is not None}

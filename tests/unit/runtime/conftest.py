@@ -15,15 +15,17 @@ from streamapp.runtime import rocksdb_store
 
 @pytest.fixture
 def make_table(tmp_path: Path) -> Callable[..., faust.Table]:
-    """Makes a table "counts" of a fresh app (``options``: faust's Table options; default: int values)."""
+    """Makes a table "counts" of a fresh app (``options``: faust's Table options; default: int values;
+    ``app_options``: more of faust's App options)."""
 
-    def make(**options: Any) -> faust.Table:
+    def make(app_options: dict[str, Any] | None = None, **options: Any) -> faust.Table:
         rocksdb_store.register()
         app = faust.App(
             f"store-test-{uuid.uuid4().hex[:8]}",
             store=rocksdb_store.STORE_URL,
             datadir=str(tmp_path / "data"),
             tabledir=str(tmp_path / "tables"),
+            **(app_options or {}),
         )
         table = app.Table("counts", **(options or {"default": int}))
         app.finalize()
