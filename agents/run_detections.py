@@ -414,8 +414,11 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
         DETECTION_EVENTS_TOTAL.labels(detection=name).inc(events)
     for name in touched:
         DETECTION_KEYS.labels(detection=name).set(len(_watch.get(name, {})))
-    for name, entity, message, why in lates:
-        await _late(name, entity, message, why)
+    if lates:
+        late_target = late_events_topic.get_topic_name()
+        await batches.prepare(late_target)
+        for name, entity, message, why in lates:
+            _late(name, entity, message, why, batches, late_target)
     for alert in alerts:
         await _publish(alert)
     # the zombie fence: no await between this check and the writes (streamapp.runtime.consumer.fence)
@@ -605,7 +608,12 @@ async def _publish(alert: Alert) -> None:
     logger.info("alert %s %s key=%s: %s", alert.kind, alert.alert_id, alert.key, alert.detail)
 
 
-async def _late(name: str, entity: str, message: dict[str, Any], late: Late) -> None:
+def _late(
+    name: str, entity: str, message: dict[str, Any], late: Late, batches: RecordBatches, target: str
+) -> None:
+    """Queue a late event for ``target`` (late-events) with the batch's other records, keyed by its
+    entity, as the hand-written detectors queue theirs (agents.rejects): delivered before the
+    batch's source offsets are acknowledged, in its transaction under exactly-once."""
     source = registry.engines[name].spec.topic
     partition, offset = message["src"]
     headers = [
@@ -617,7 +625,7 @@ async def _late(name: str, entity: str, message: dict[str, Any], late: Late) -> 
     ]
     raw = message["raw"]  # the source record's value: bytes applied in process, text forwarded
     value = raw if isinstance(raw, bytes) else raw.encode()
-    await late_events_topic.send(key=entity.encode(), value=value, headers=headers)
+    batches.add(target, entity.encode(), value, None, headers)
     LATE_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
 
 
