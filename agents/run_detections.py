@@ -72,6 +72,7 @@ from streamapp.runtime.consumer import check_membership, drain_to_router
 from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.subscriptions import LiveTopics
 from streamapp.runtime.topics import SOURCE_TOPICS, alerts_topic, dead_letters_topic, late_events_topic
+from streamapp.types import RecordSink
 from tables.base import load_state, remember_changelog_offsets, state_steps, store_states
 from tables.detection_state import detection_state, registry
 
@@ -609,7 +610,7 @@ async def _publish(alert: Alert) -> None:
 
 
 def _late(
-    name: str, entity: str, message: dict[str, Any], late: Late, batches: RecordBatches, target: str
+    name: str, entity: str, message: dict[str, Any], late: Late, batches: RecordSink, target: str
 ) -> None:
     """Queue a late event for ``target`` (late-events) with the batch's other records, keyed by its
     entity, as the hand-written detectors queue theirs (agents.rejects): delivered before the
