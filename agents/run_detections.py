@@ -233,8 +233,8 @@ async def _route(
     worker (see the module), else forwarded there. Sends ``batches``; its deliveries."""
     target = detection_events_topic.get_topic_name()
     prefix = len(settings.topic_prefix)
-    #: source topic -> (its engines, the partitions applied here)
-    routes: dict[str, tuple[list[Engine], frozenset[int]]] = {}
+    #: source topic -> (its engines with their key prefix ``name NUL``, the partitions applied here)
+    routes: dict[str, tuple[list[tuple[Engine, bytes]], frozenset[int]]] = {}
     partitions = 0
     direct: dict[tuple[int, bytes], list[Any]] = {}
     for record, obj in events:
@@ -246,18 +246,20 @@ async def _route(
                 await batches.prepare(target, record.topic)
                 partitions = batches.partitions_of(target)
                 here = _applied_here(record.topic, partitions, batches.partitions_of(record.topic))
-            route = routes[record.topic] = (engines, here)
-        engines, here = route
+            route = routes[record.topic] = ([(e, e.name.encode() + b"\x00") for e in engines], here)
+        named, here = route
         ticks = _local_ticks.get(record.topic)
         if ticks and record.partition in here and record.partition in ticks:  # first, as if they came first
             for key, tick in ticks.pop(record.partition).items():
                 direct.setdefault((record.partition, key), []).append(tick)
-        for engine in engines:
+        record_ts = record.timestamp / 1000.0
+        text: str | None = None  # the value as text, for the envelopes forwarded (decoded once)
+        for engine, key_prefix in named:
             try:
                 if ingested:
-                    ts, fields = engine.parse_ingested(obj, record.value, record.timestamp / 1000.0)
+                    ts, fields = engine.parse_ingested(obj, record.value, record_ts)
                 else:
-                    ts, fields = engine.parse(obj, record.timestamp / 1000.0)
+                    ts, fields = engine.parse(obj, record_ts)
             except InvalidEvent as exc:
                 DETECTION_INVALID_TOTAL.labels(detection=engine.name).inc()
                 if dead_letters:
@@ -265,9 +267,9 @@ async def _route(
                 continue
             if not engine.where(fields):
                 continue
-            entity: str = fields[engine.key]
-            key = f"{engine.name}\x00{entity}".encode()
-            partition = detection_partition(entity, partitions)
+            entity = fields[engine.key].encode()
+            key = key_prefix + entity
+            partition = key_partition(entity, partitions)  # detection_partition, with the bytes at hand
             if partition == record.partition and partition in here:
                 # the value goes along for late-events, which keep it byte for byte
                 message = {
@@ -278,8 +280,10 @@ async def _route(
                 }
                 direct.setdefault((partition, key), []).append(message)
                 continue
+            if text is None:
+                text = record.value.decode()
             envelope = {"n": engine.name, "src": [record.partition, record.offset], "ts": ts, "f": fields,
-                        "raw": record.value.decode()}  # fmt: skip
+                        "raw": text}  # fmt: skip
             batches.add(target, key, orjson.dumps(envelope), partition)
     if direct:
         await _apply(direct, batches)
