@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
-from agents.run_detections import StateCache, _apply_key, _late, registry, settings
-from streamapp.detections.engine import Late
+from agents.run_detections import StateCache, _apply_key, _late, _summary, registry, settings
+from streamapp.detections.engine import Engine, Late
+from streamapp.detections.spec import load_file
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from tests.unit.detections.samples import bursts_engine
 from tests.unit.fakes import FakeSink, record
@@ -141,3 +144,18 @@ def test_a_late_event_is_queued_with_the_batch_as_its_source_value_and_coordinat
     ]
     assert second.header("x-source-offset") == b"7"
     assert counted._value.get() == before + 2
+
+
+def test_the_keys_of_an_engine_the_timer_never_ticks_share_one_summary() -> None:
+    eager = Engine(load_file(Path(__file__).resolve().parents[3] / "detections" / "account_takeover.yaml"))
+    held = bursts_engine()
+    assert not eager.ticked and held.ticked
+    first, second = eager.new_state(), eager.new_state()
+    # nothing of the key in it (the timer skips the engine), and not one object per key
+    assert _summary(eager, first) is _summary(eager, second)
+    assert _summary(eager, first) == {"pending": [], "last": None, "silent": None, "shape": eager.shape}
+    state = held.new_state()
+    assert held.offer(state, "203.0.113.9", 100.0, {"ts": 100.0, "ip": "203.0.113.9", "success": False}) == []
+    summary = _summary(held, state)
+    assert summary is not _summary(held, held.new_state())
+    assert summary["pending"] == state["pending"][:1] and summary["shape"] == held.shape
