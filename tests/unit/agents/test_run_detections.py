@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
-from agents.run_detections import StateCache, _apply_key
+from agents.run_detections import StateCache, _apply_key, _late, _summary, registry, settings
+from streamapp.detections.engine import Engine, Late
+from streamapp.detections.spec import load_file
+from streamapp.observability.metrics import LATE_EVENTS_TOTAL
 from tests.unit.detections.samples import bursts_engine
-from tests.unit.fakes import record
+from tests.unit.fakes import FakeSink, record
 
 TOPIC = "app-detection-events"
 KEY = b"bursts\x00203.0.113.9"
@@ -109,3 +114,48 @@ def test_the_state_cache_keeps_stored_states_within_one_generation_and_its_budge
     cache.keep(1, b"b", {"n": 3}, 1000)
     monkeypatch.setattr(run_detections.app, "consumer_generation_id", 8, raising=False)  # a rebalance
     assert cache.take(1, b"b") is None and cache.take(2, b"c") is None
+
+
+def test_a_late_event_is_queued_with_the_batch_as_its_source_value_and_coordinates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = bursts_engine()
+    monkeypatch.setitem(registry.engines, engine.name, engine)
+    sink = FakeSink()
+    source = settings.topic("logins")
+    counted = LATE_EVENTS_TOTAL.labels(topic=source)
+    before = counted._value.get()
+    why = Late("61.000 s behind the newest event of its key (grace 60 s)", 1.0)
+    applied_here = {"src": (2, 41), "ts": 100.0, "f": {}, "raw": b'{"ts": 100}'}
+    forwarded = {"n": engine.name, "src": [3, 7], "ts": 100.0, "f": {}, "raw": '{"ts": 100.5}'}
+    _late(engine.name, "203.0.113.9", applied_here, why, sink, "app-late-events")
+    _late(engine.name, "203.0.113.9", forwarded, why, sink, "app-late-events")
+    first, second = sink.queued
+    # no partition given: the sink takes the key's, as for the hand-written detectors' late events
+    assert (first.topic, first.key, first.partition) == ("app-late-events", b"203.0.113.9", None)
+    assert first.value == b'{"ts": 100}'
+    assert second.value == b'{"ts": 100.5}'  # byte for byte, forwarded as text
+    assert first.headers == [
+        ("x-error", f"late event for detection {engine.name}: {why.reason}".encode()),
+        ("x-lateness-seconds", b"1.000"),
+        ("x-source-topic", source.encode()),
+        ("x-source-partition", b"2"),
+        ("x-source-offset", b"41"),
+    ]
+    assert second.header("x-source-offset") == b"7"
+    assert counted._value.get() == before + 2
+
+
+def test_the_keys_of_an_engine_the_timer_never_ticks_share_one_summary() -> None:
+    eager = Engine(load_file(Path(__file__).resolve().parents[3] / "detections" / "account_takeover.yaml"))
+    held = bursts_engine()
+    assert not eager.ticked and held.ticked
+    first, second = eager.new_state(), eager.new_state()
+    # nothing of the key in it (the timer skips the engine), and not one object per key
+    assert _summary(eager, first) is _summary(eager, second)
+    assert _summary(eager, first) == {"pending": [], "last": None, "silent": None, "shape": eager.shape}
+    state = held.new_state()
+    assert held.offer(state, "203.0.113.9", 100.0, {"ts": 100.0, "ip": "203.0.113.9", "success": False}) == []
+    summary = _summary(held, state)
+    assert summary is not _summary(held, held.new_state())
+    assert summary["pending"] == state["pending"][:1] and summary["shape"] == held.shape
