@@ -69,6 +69,7 @@ from streamapp.detections.operators import SENSOR_DETECTIONS, spec_kept
 from streamapp.detections.shipped import shipped_specs
 from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
+from streamapp.pipeline.alerting import Alerting
 from streamapp.pipeline.ingest import send_dead_letter
 from streamapp.rules import temperature
 from streamapp.rules.base import State
@@ -667,12 +668,13 @@ async def rebuild_index() -> None:
     )
 
 
+#: a detection's alerts are published and counted (streamapp_alerts_total) as the rules' are
+_alerting = Alerting(None, settings.publish_alerts, alerts_topic.send)
+
+
 async def _publish(alert: Alert) -> None:
     DETECTION_ALERTS_TOTAL.labels(detection=alert.kind).inc()
-    if not settings.publish_alerts:
-        return
-    await alerts_topic.send(key=alert.key.encode(), value=alert.to_json())
-    logger.info("alert %s %s key=%s: %s", alert.kind, alert.alert_id, alert.key, alert.detail)
+    await _alerting.publish(alert)
 
 
 def _late(

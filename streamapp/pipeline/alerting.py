@@ -23,8 +23,9 @@ class Alerting:
     the detector waits for the delivery it returns before writing the states that remember it.
     """
 
-    #: STREAMAPP_RULES: an alert of another rule is neither published nor counted
-    rules: frozenset[str]
+    #: STREAMAPP_RULES: an alert of another rule is neither published nor counted (None: every
+    #: alert, as for the detection specs, which run because they were applied)
+    rules: frozenset[str] | None
     #: STREAMAPP_PUBLISH_ALERTS (false for `streamapp replay` unless ``--alerts``)
     publish_alerts: bool
     #: (key, value) -> the delivery future
@@ -36,7 +37,7 @@ class Alerting:
         With ``publish_alerts`` false the alert is only counted and logged at debug level: a
         replay must not alert on old events again.
         """
-        if alert.kind not in self.rules:
+        if self.rules is not None and alert.kind not in self.rules:
             return None
         if not self.publish_alerts:
             ALERTS_TOTAL.labels(kind=alert.kind).inc()

@@ -51,6 +51,8 @@ def test_shipped_specs_run_by_default_with_the_worker_s_thresholds_and_stay_disa
     assert [(a["kind"], a["key"], a["value"], a["threshold"]) for a in alerts] == [
         ("brute_force", attacker, 4, 3)
     ], f"seed {seed}"
+    # counted as a hand-written rule's alerts are (dashboards read streamapp_alerts_total)
+    assert worker.metric("streamapp_alerts_total", kind="brute_force") == 1
     # /ips answers from the spec's state; no failed login took the hand-written by-IP hop
     for ip, failed in ((attacker, 4), (quiet, 3)):
         body = worker.wait_for(f"/ips/{quote(ip, safe='')}", lambda s, b: s == 200)
