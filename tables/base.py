@@ -143,7 +143,10 @@ def remember_changelog_offsets(table: TableT, deliveries: list[Delivery]) -> Non
     """Once delivered, keep each changelog partition's last offset in RocksDB (what faust's writes do).
 
     A restart then reads the changelog from there on; under exactly-once only once the
-    transaction commits.
+    transaction commits. Under at-least-once a batch that does not follow the offset kept before
+    (another worker wrote the partition in between: this one was paused past its session while
+    the batch was in flight) is not kept: the local state lacks those records, and the next
+    recovery must read them.
     """
     changelog = table.changelog_topic.get_topic_name()
     store: Any = table.data
@@ -152,13 +155,29 @@ def remember_changelog_offsets(table: TableT, deliveries: list[Delivery]) -> Non
             delivery.future.add_done_callback(partial(_remember_changelog_offset, table.app, store, delivery))
 
 
+#: (store, changelog partition) whose gap was logged (once until an offset is kept again)
+_gaps_logged: set[tuple[int, TP]] = set()
+
+
 def _remember_changelog_offset(app: Any, store: Any, delivery: Delivery, future: Any) -> None:
     if future.cancelled() or future.exception() is not None:
         return
-    if app.in_transaction:
+    if app.in_transaction:  # (transaction markers take offsets; a zombie's transaction is aborted)
         app.tables.persist_offset_on_commit(store, delivery.tp, delivery.last_offset)  # type: ignore[attr-defined]
-    else:
-        store.set_persisted_offset(delivery.tp, delivery.last_offset)
+        return
+    kept = store.persisted_offset(delivery.tp)
+    first = delivery.last_offset - delivery.records + 1
+    if kept is not None and first > kept + 1:
+        if (id(store), delivery.tp) not in _gaps_logged:
+            _gaps_logged.add((id(store), delivery.tp))
+            logger.warning(
+                "%s[%d]: offsets %d-%d were written by another worker since this one's last write "
+                "(it was paused past its session?): its local state lacks them, the next recovery "
+                "reads them", delivery.tp.topic, delivery.tp.partition, kept + 1, first - 1,
+            )  # fmt: skip
+        return
+    _gaps_logged.discard((id(store), delivery.tp))
+    store.set_persisted_offset(delivery.tp, delivery.last_offset)
 
 
 def active_partitions(table: TableT) -> Iterator[tuple[int, Any]]:
