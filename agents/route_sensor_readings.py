@@ -11,8 +11,8 @@ import faust
 
 from streamapp.app import app
 from streamapp.detections.operators import SENSOR_DETECTIONS
-from streamapp.models import SensorReading, parse_sensor_reading
-from streamapp.pipeline.ingest import Ingest, ingest_for
+from streamapp.models import parse_sensor_reading
+from streamapp.pipeline.ingest import Ingest, ingest_for, rekey_by
 from streamapp.runtime.consumer import drain_to_router
 from streamapp.runtime.topics import readings_by_sensor_topic, sensor_readings_topic
 from streamapp.settings import Settings
@@ -23,13 +23,7 @@ __all__ = ["ingest", "reading_targets", "route_sensor_readings"]
 
 def reading_targets(rules: frozenset[str]) -> Rekey:
     """Where a reading goes for these rules (STREAMAPP_RULES): by sensor if a temperature rule runs."""
-    if rules.isdisjoint(SENSOR_DETECTIONS):  # (to the detection specs only, if any)
-        return lambda reading: ()
-
-    def targets(reading: SensorReading) -> list[tuple[faust.TopicT, str]]:
-        return [(readings_by_sensor_topic, reading.sensor_id)]
-
-    return targets
+    return rekey_by(readings_by_sensor_topic, "sensor_id", not rules.isdisjoint(SENSOR_DETECTIONS))
 
 
 def ingest(app: faust.App, settings: Settings) -> Ingest:

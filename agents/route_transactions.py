@@ -10,8 +10,8 @@ import faust
 
 from streamapp.app import app
 from streamapp.detections.operators import CARD_DETECTIONS
-from streamapp.models import Transaction, parse_transaction
-from streamapp.pipeline.ingest import Ingest, ingest_for
+from streamapp.models import parse_transaction
+from streamapp.pipeline.ingest import Ingest, ingest_for, rekey_by
 from streamapp.runtime.consumer import drain_to_router
 from streamapp.runtime.topics import transactions_by_card_topic, transactions_topic
 from streamapp.settings import Settings
@@ -22,13 +22,7 @@ __all__ = ["ingest", "route_transactions", "transaction_targets"]
 
 def transaction_targets(rules: frozenset[str]) -> Rekey:
     """Where a transaction goes for these rules (STREAMAPP_RULES): by card if a card rule runs."""
-    if rules.isdisjoint(CARD_DETECTIONS):  # (to the detection specs only, if any)
-        return lambda txn: ()
-
-    def targets(txn: Transaction) -> list[tuple[faust.TopicT, str]]:
-        return [(transactions_by_card_topic, txn.card_id)]
-
-    return targets
+    return rekey_by(transactions_by_card_topic, "card_id", not rules.isdisjoint(CARD_DETECTIONS))
 
 
 def ingest(app: faust.App, settings: Settings) -> Ingest:

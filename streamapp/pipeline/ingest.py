@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from operator import attrgetter
 from typing import Any, TypeVar, cast
 
 import faust
@@ -27,6 +28,7 @@ __all__ = [
     "Ingest",
     "decode_or_dead_letter",
     "ingest_for",
+    "rekey_by",
     "route_batch",
     "send_dead_letter",
 ]
@@ -227,6 +229,15 @@ def _forwarded(
         headers=(),
         envelope=envelope,
     )
+
+
+def rekey_by(topic: faust.TopicT, entity: str, wanted: bool) -> Rekey:
+    """Each event to ``topic`` keyed by its attribute ``entity`` when ``wanted`` (a rule of that
+    by-entity topic runs hand-written), else nowhere (the detection specs alone take it)."""
+    if not wanted:
+        return lambda event: ()
+    of = attrgetter(entity)
+    return lambda event: ((topic, of(event)),)
 
 
 def ingest_for(
