@@ -66,9 +66,9 @@ from streamapp.app import app, settings
 from streamapp.detections.control import follow
 from streamapp.detections.engine import Engine, Late
 from streamapp.detections.operators import SENSOR_DETECTIONS, spec_kept
-from streamapp.detections.shipped import shipped_specs
+from streamapp.detections.shipped import late_events_label, shipped_specs
 from streamapp.models import Alert, InvalidEvent, decode_json_object
-from streamapp.observability.metrics import LATE_EVENTS_TOTAL
+from streamapp.observability.metrics import EXPIRED_EVENTS_TOTAL, LATE_EVENTS_TOTAL
 from streamapp.pipeline.alerting import Alerting
 from streamapp.pipeline.ingest import send_dead_letter
 from streamapp.rules import temperature
@@ -445,7 +445,14 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
     if lates:
         late_target = late_events_topic.get_topic_name()
         await batches.prepare(late_target)
+        queued: set[tuple[str, str, int, int]] = set()
         for name, entity, message, why in lates:
+            # one record per source record and table: both temperature detections refuse a late reading
+            partition, offset = message["src"]
+            once = (late_events_label(name), registry.engines[name].spec.topic, partition, offset)
+            if once in queued:
+                continue
+            queued.add(once)
             _late(name, entity, message, why, batches, late_target)
     for alert in alerts:
         await _publish(alert)
@@ -686,7 +693,7 @@ def _late(
     source = registry.engines[name].spec.topic
     partition, offset = message["src"]
     headers = [
-        ("x-error", f"late event for detection {name}: {late.reason}".encode()),
+        ("x-error", f"late event for {late_events_label(name)}: {late.reason}".encode()),
         ("x-lateness-seconds", f"{late.seconds:.3f}".encode()),
         ("x-source-topic", settings.topic(source).encode()),
         ("x-source-partition", str(partition).encode()),
@@ -696,6 +703,8 @@ def _late(
     value = raw if isinstance(raw, bytes) else raw.encode()
     batches.add(target, entity.encode(), value, None, headers)
     LATE_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
+    if late.reason.startswith("older than the retention"):
+        EXPIRED_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
 
 
 @app.timer(interval=1.0)

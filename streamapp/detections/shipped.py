@@ -16,7 +16,7 @@ import yaml
 from streamapp.detections.spec import Spec, SpecInvalid, load_file, load_text
 from streamapp.settings import PREFIX, Settings, SettingsError
 
-__all__ = ["SHIPPED_DIR", "THRESHOLD_SETTINGS", "shipped_specs"]
+__all__ = ["LATE_EVENTS_TABLE", "SHIPPED_DIR", "THRESHOLD_SETTINGS", "late_events_label", "shipped_specs"]
 
 #: the folder of the shipped spec files (in the source tree, beside the packages)
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "detections"
@@ -36,6 +36,24 @@ THRESHOLD_SETTINGS: dict[str, list[tuple[str, str, str]]] = {
         ("min_samples", "amount_spike_min_transactions", "AMOUNT_SPIKE_MIN_TRANSACTIONS"),
     ],
 }
+
+#: the table a shipped detection's late events name (docs/contract.md, `late-events`: `late event
+#: for <detection table>`), the same whichever engine runs it; detections of one table share
+#: their late events (a late reading is one record, not one per temperature detection)
+LATE_EVENTS_TABLE: dict[str, str] = {
+    "brute_force": "failed-logins-by-ip",
+    "account_takeover": "logins-by-user",
+    "high_temperature": "temperature-by-sensor",
+    "temperature_anomaly": "temperature-by-sensor",
+    "card_velocity": "transactions-by-card",
+    "amount_spike": "transactions-by-card",
+}
+
+
+def late_events_label(name: str) -> str:
+    """What the `x-error` of a late event of detection ``name`` says it was late for: a shipped
+    detection's table, else ``detection <name>``."""
+    return LATE_EVENTS_TABLE.get(name) or f"detection {name}"
 
 
 def shipped_specs(settings: Settings, folder: Path = SHIPPED_DIR) -> list[Spec]:

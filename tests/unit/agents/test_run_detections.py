@@ -136,7 +136,7 @@ def test_a_late_event_is_queued_with_the_batch_as_its_source_value_and_coordinat
     assert first.value == b'{"ts": 100}'
     assert second.value == b'{"ts": 100.5}'  # byte for byte, forwarded as text
     assert first.headers == [
-        ("x-error", f"late event for detection {engine.name}: {why.reason}".encode()),
+        ("x-error", f"late event for detection {engine.name}: {why.reason}".encode()),  # not shipped
         ("x-lateness-seconds", b"1.000"),
         ("x-source-topic", source.encode()),
         ("x-source-partition", b"2"),

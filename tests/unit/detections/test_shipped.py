@@ -8,7 +8,13 @@ import orjson
 import pytest
 
 from streamapp.detections.control import Registry
-from streamapp.detections.shipped import SHIPPED_DIR, shipped_specs
+from streamapp.detections.shipped import (
+    LATE_EVENTS_TABLE,
+    SHIPPED_DIR,
+    THRESHOLD_SETTINGS,
+    late_events_label,
+    shipped_specs,
+)
 from streamapp.detections.spec import load_file
 from streamapp.detections.testing import run
 from streamapp.settings import SettingsError, load_settings
@@ -76,3 +82,10 @@ def test_the_control_topic_replaces_or_disables_a_shipped_detection() -> None:
     assert registry.engines[specs[0].name].spec.version == 2
     assert registry.apply_record(specs[1].name.encode(), None, "test") is None
     assert specs[1].name not in registry.engines and len(registry.engines) == 5
+
+
+def test_a_shipped_detections_late_events_name_its_table_as_the_contract_says() -> None:
+    assert late_events_label("brute_force") == "failed-logins-by-ip"
+    assert late_events_label("high_temperature") == late_events_label("temperature_anomaly")
+    assert late_events_label("port_scan") == "detection port_scan"
+    assert set(LATE_EVENTS_TABLE) == set(THRESHOLD_SETTINGS)  # every shipped rule
