@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
+#: the workers run only what the control topic gives them, not the shipped detections
+ONLY_APPLIED = {"STREAMAPP_RULES": "none"}
 
 
 def _shuffled_within(events: list[dict[str, Any]], grace: float, seed: int) -> list[dict[str, Any]]:
@@ -62,7 +64,7 @@ def _flows(base: float, src: str, ports: int) -> list[dict[str, Any]]:
 def test_port_scan_and_silent_sensor_alert_end_to_end_from_spec_files(
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
 ) -> None:
-    worker = worker_factory()
+    worker = worker_factory(**ONLY_APPLIED)
     result = worker.detections("apply", "detections/port_scan.yaml", "detections/silent_sensor.yaml")
     assert result.returncode == 0, result.stderr
     _wait_running(worker, "port_scan", 1, within=10)
@@ -134,7 +136,7 @@ def test_port_scan_and_silent_sensor_alert_end_to_end_from_spec_files(
 def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], tmp_path: Path
 ) -> None:
-    worker = worker_factory()
+    worker = worker_factory(**ONLY_APPLIED)
     assert worker.detections("apply", "detections/port_scan.yaml").returncode == 0
     _wait_running(worker, "port_scan", 1, within=10)
     base = time.time() - 3000
@@ -196,7 +198,7 @@ def test_apply_changes_a_running_worker_within_5_s_and_disable_stops_it(
 def test_bad_specs_are_refused_and_bad_control_records_survived(
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], tmp_path: Path
 ) -> None:
-    worker = worker_factory()
+    worker = worker_factory(**ONLY_APPLIED)
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "detections/port_scan.yaml").read_text().replace("key: src_ip", "key: source"))
     refused = worker.detections("apply", str(bad))
@@ -271,7 +273,7 @@ def test_apply_on_a_new_topic_subscribes_running_workers_and_the_other_detection
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker], tmp_path: Path
 ) -> None:
     # two workers: each subscribes (the group's partitions of the new topic are split between them)
-    workers = [worker_factory(), worker_factory()]
+    workers = [worker_factory(**ONLY_APPLIED), worker_factory(**ONLY_APPLIED)]
     worker = workers[0]
     assert worker.detections("apply", "detections/port_scan.yaml").returncode == 0
     for each in workers:
@@ -351,7 +353,7 @@ def test_apply_on_a_new_topic_subscribes_running_workers_and_the_other_detection
 def test_a_restarted_worker_ticks_the_keys_it_holds_again(
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
 ) -> None:
-    worker = worker_factory()
+    worker = worker_factory(**ONLY_APPLIED)
     assert worker.detections("apply", "detections/silent_sensor.yaml").returncode == 0
     _wait_running(worker, "silent_sensor", 1, within=10)
     base = time.time() - 3000

@@ -172,7 +172,7 @@ def test_a_spec_on_transactions_refuses_what_the_ingest_dead_letters_with_its_re
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
 ) -> None:
     # card velocity as a spec in place of its rule (docs/detections.md, "Shipped detections")
-    worker = worker_factory(STREAMAPP_RULES="high_temperature")
+    worker = worker_factory(STREAMAPP_RULES="none")
     applied = worker.detections("apply", "detections/card_velocity.yaml")
     assert applied.returncode == 0, applied.stderr
     worker.wait_for("/detections", lambda _, body: len(body.get("detections", [])) == 1, timeout=15)
