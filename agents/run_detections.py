@@ -62,15 +62,16 @@ from aiokafka.structs import ConsumerRecord
 from faust.web import Request, Response, View
 from prometheus_client import Counter, Gauge
 
+from agents.record_checks import detection_record, reset_state, stored_state
 from streamapp.app import app, settings
 from streamapp.detections.control import follow
 from streamapp.detections.engine import Engine, Late
 from streamapp.detections.operators import SENSOR_DETECTIONS, spec_kept
 from streamapp.detections.shipped import late_events_label, shipped_specs
 from streamapp.models import Alert, InvalidEvent, decode_json_object
-from streamapp.observability.metrics import EXPIRED_EVENTS_TOTAL, LATE_EVENTS_TOTAL
+from streamapp.observability.metrics import DEAD_LETTERS_TOTAL, EXPIRED_EVENTS_TOTAL, LATE_EVENTS_TOTAL
 from streamapp.pipeline.alerting import Alerting
-from streamapp.pipeline.ingest import send_dead_letter
+from streamapp.pipeline.ingest import ENVELOPE_OVERHEAD_BYTES, send_dead_letter
 from streamapp.rules import temperature
 from streamapp.rules.base import State
 from streamapp.rules.windows import bucket_start
@@ -93,6 +94,7 @@ __all__ = [
     "apply_batch",
     "detection_events_topic",
     "detection_partition",
+    "forwarded_envelope",
     "follow_control",
     "get_detections",
     "live_topics",
@@ -300,15 +302,33 @@ async def _route(
                 continue
             if text is None:
                 text = record.value.decode()
-            envelope = {"n": engine.name, "src": [record.partition, record.offset], "ts": ts, "f": fields,
-                        "raw": text}  # fmt: skip
-            batches.add(target, key, orjson.dumps(envelope), partition)
+            batches.add(target, key, forwarded_envelope(engine.name, record, ts, fields, text), partition)
     if direct:
         await _apply(direct, batches)
     sent = await batches.send()
     if direct:
         remember_changelog_offsets(detection_state, sent)
     return sent
+
+
+def forwarded_envelope(
+    name: str, record: ConsumerRecord, ts: float, fields: dict[str, Any], text: str
+) -> bytes:
+    """The value of an event forwarded to ``<app id>-detection-events``: the detection, the source
+    position, the event time and fields, and the source value as text (``text``) for late-events.
+
+    Without that copy when it would outgrow the source record by more than
+    ENVELOPE_OVERHEAD_BYTES, as the ingest's envelopes (streamapp.pipeline.ingest): escapes nearly
+    double a value of quotes or backslashes, more than the broker takes, and the failed delivery
+    stopped the worker (a 1 MiB login of escaped quotes, on specs only). A late event of it then
+    carries its fields (:func:`_source_value`).
+    """
+    envelope = {"n": name, "src": [record.partition, record.offset], "ts": ts, "f": fields, "raw": text}
+    payload = orjson.dumps(envelope)
+    if len(payload) > len(record.value or b"") + ENVELOPE_OVERHEAD_BYTES:
+        del envelope["raw"]
+        payload = orjson.dumps(envelope)
+    return payload
 
 
 def detection_partition(entity: str, partitions: int) -> int:
@@ -378,15 +398,21 @@ async def apply_batch(records: Sequence[ConsumerRecord]) -> list[Delivery]:
     await batches.prepare(target)
     partitions = batches.partitions_of(target)
     by_key: dict[tuple[int, bytes], list[Any]] = {}
+    ceiling = time.time() + settings.max_clock_skew_seconds
     for record in records:
-        if not record.key or record.value is None:  # only the app writes this topic: nothing else counts
+        # only the app writes this topic: what else is found there is a dead letter, as read
+        message = detection_record(record.key, record.value, registry.engines, ceiling)
+        if message is None:  # a tick of a detection that no longer runs
+            continue
+        if isinstance(message, str):
+            await send_dead_letter(record, message, batches, dead_letters_topic.get_topic_name())
             continue
         partition = _state_partition(record.key, partitions)
         if partition != record.partition:  # written before the entity's partition: see the module
-            if not _is_tick(record.value):  # (a tick is sent again by the timer)
+            if "tick" not in message:  # (a tick is sent again by the timer)
                 batches.add(target, record.key, record.value, partition)
             continue
-        by_key.setdefault((record.partition, record.key), []).append(record)
+        by_key.setdefault((record.partition, record.key), []).append(message)
     await _apply(by_key, batches)
     sent = await batches.send()
     remember_changelog_offsets(detection_state, sent)
@@ -410,6 +436,8 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
     # the sinks' sensor windows, from a temperature spec's states when no hand-written rule keeps them
     windows_from = spec_kept(SENSOR_DETECTIONS, settings.hand_written_rules, registry.engines)
     windows: list[tuple[str, State, Sequence[Any]]] = []
+    failed: list[tuple[str, dict[str, Any], str]] = []
+    ceiling = time.time() + settings.max_clock_skew_seconds
     for (partition, key), key_records in by_key.items():
         name, _, entity = key.decode(errors="replace").partition("\x00")
         engine = registry.engines.get(name)
@@ -417,12 +445,19 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
             continue
         stored = _states.take(partition, key)
         if stored is None:
-            stored = load_state(detection_state, partition, key, raw=True)
+            # a state restored from a forged changelog record may be anything: a fresh one then
+            stored = stored_state(load_state(detection_state, partition, key, raw=True), detection_state.name,
+                                  key, ceiling)  # fmt: skip
         try:
             outcome = _apply_key(engine, entity, stored, key_records, isolate=False)
-        except Exception:  # again one record at a time, so that only the guilty ones are skipped
-            raw = load_state(detection_state, partition, key, raw=True)  # (not a half-applied state)
-            outcome = _apply_key(engine, entity, raw, key_records, isolate=True)
+        except Exception:  # again one record at a time, so that only the guilty ones are dead letters
+            raw = load_state(detection_state, partition, key, raw=True) if stored is not None else None
+            guilty: list[tuple[dict[str, Any], str]] = []
+            resets: list[str] = []
+            outcome = _apply_key(engine, entity, raw, key_records, isolate=True, failed=guilty, resets=resets)
+            failed += [(name, message, why) for message, why in guilty]
+            for reset in resets[:1]:
+                reset_state(detection_state.name, key, reset)
         state, found, late, events, newest = outcome
         alerts += found
         lates += [(name, entity, message, why) for message, why in late]
@@ -442,6 +477,8 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
         DETECTION_EVENTS_TOTAL.labels(detection=name).inc(events)
     for name in touched:
         DETECTION_KEYS.labels(detection=name).set(len(_watch.get(name, {})))
+    for name, message, reason in failed:
+        await _dead_letter(name, message, reason, batches)
     if lates:
         late_target = late_events_topic.get_topic_name()
         await batches.prepare(late_target)
@@ -489,53 +526,68 @@ def _event_times(records: Sequence[Any]) -> list[float]:
     return times
 
 
-def _is_tick(value: bytes) -> bool:
-    try:
-        message = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return False  # applied as a record that raises: logged and skipped
-    return isinstance(message, dict) and "tick" in message
-
-
 def _apply_key(
-    engine: Engine, entity: str, raw: bytes | State | None, records: Sequence[Any], isolate: bool
+    engine: Engine,
+    entity: str,
+    raw: bytes | State | None,
+    records: Sequence[Any],
+    isolate: bool,
+    failed: list[tuple[dict[str, Any], str]] | None = None,
+    resets: list[str] | None = None,
 ) -> tuple[State | None, list[Alert], list[tuple[dict[str, Any], Late]], int, float]:
     """One key's records applied to its stored state (as stored, or decoded), in arrival order.
 
-    A record is a detection-events record (its value an envelope or a tick) or, applied in
-    process, the envelope itself (a dict). Returns (the state to store, or None if no record
-    changed it; alerts; late events with why; events applied; the newest event time applied).
-    With ``isolate`` a record that raises is logged and skipped, its key going on from the state
-    before it; without, it raises.
+    A record is a detection-events record (its value an envelope or a tick) or a message: applied
+    in process, or read back and checked (agents.record_checks.detection_record). Returns (the state
+    to store, or None if no record changed it; alerts; late events with why; events applied; the
+    newest event time applied). Without ``isolate`` a record that raises raises. With it, the
+    record is tried on a fresh state: if it applies there, the stored state was what failed (a
+    changelog record someone else wrote) and the key goes on from the fresh one (why, in
+    ``resets``); else the record is logged and skipped, the key going on from the state before
+    it, and (message, why) go to ``failed`` (dead letters of its source record).
     """
     state = engine.adopt(orjson.loads(raw) if isinstance(raw, bytes) else raw)
     alerts: list[Alert] = []
     late: list[tuple[dict[str, Any], Late]] = []
     events, newest, dirty = 0, float("-inf"), False
+
+    def step(state: State, message: dict[str, Any]) -> list[Alert] | Late | None:
+        if "tick" in message:
+            return engine.tick(state, entity, float(message["tick"]), bool(message.get("flush")))
+        return engine.offer(state, entity, float(message["ts"]), message["f"], src=tuple(message["src"]))
+
     for record in records:
         before = orjson.dumps(state) if isolate else None
+        message: dict[str, Any] = {}
         try:
             message = record if type(record) is dict else orjson.loads(record.value)
-            if "tick" in message:
-                found = engine.tick(state, entity, float(message["tick"]), bool(message.get("flush")))
-            else:
-                ts = float(message["ts"])
-                outcome = engine.offer(state, entity, ts, message["f"], src=tuple(message["src"]))
-                if outcome is None:
-                    continue
-                if isinstance(outcome, Late):
-                    late.append((message, outcome))
-                    continue
-                found, events, newest = outcome, events + 1, max(newest, ts)
-        except Exception:  # one record must not stop every detection: logged and skipped
+            outcome = step(state, message)
+        except Exception as exc:  # one record must not stop every detection
             if not isolate:
                 raise
-            logger.exception(
-                "a detection event could not be applied (detection %s, key %r)", engine.name, entity
-            )
-            state = orjson.loads(before) if before is not None else engine.new_state()
+            fresh = engine.new_state()
+            try:
+                outcome = step(fresh, message)
+            except Exception:
+                logger.exception(
+                    "a detection event could not be applied (detection %s, key %r)", engine.name, entity
+                )
+                if failed is not None and "src" in message:
+                    why = f"internal error while detecting: {type(exc).__name__}: {exc}"
+                    failed.append((message, why[:500]))
+                state = orjson.loads(before) if before is not None else engine.new_state()
+                continue
+            if resets is not None:
+                resets.append(f"an event raised {type(exc).__name__} on it ({exc})"[:300])
+            state, dirty = fresh, True
+        if outcome is None:
             continue
-        alerts += found
+        if isinstance(outcome, Late):
+            late.append((message, outcome))
+            continue
+        if "tick" not in message:
+            events, newest = events + 1, max(newest, float(message["ts"]))
+        alerts += outcome
         dirty = True
     return (state if dirty else None), alerts, late, events, newest
 
@@ -631,10 +683,19 @@ def _index_state(
     engine = registry.engines.get(name)
     if engine is None or not isinstance(state, dict) or state.get("shape") != engine.shape:
         return  # disabled, or a state a new version starts afresh
-    watch.setdefault(name, {})[key] = _summary(engine, state)
     clock = state.get("clock")
-    if isinstance(clock, int | float):
-        newest[name] = max(newest.get(name, clock), float(clock))
+    if clock is not None and not (
+        type(clock) in (int, float) and clock <= time.time() + settings.max_clock_skew_seconds
+    ):
+        return  # a clock beyond the skew (a forged changelog record) would move every key's watermark
+    summary = _summary(engine, state)
+    try:
+        engine.needs_tick(summary, 0.0)
+    except Exception:  # a state of the right shape but not the engine's: the timer would raise on it
+        return  # (replaced by a fresh one when the key's next event comes)
+    watch.setdefault(name, {})[key] = summary
+    if clock is not None:
+        newest[name] = max(newest.get(name, float(clock)), float(clock))
 
 
 async def rebuild_index() -> None:
@@ -699,12 +760,38 @@ def _late(
         ("x-source-partition", str(partition).encode()),
         ("x-source-offset", str(offset).encode()),
     ]
-    raw = message["raw"]  # the source record's value: bytes applied in process, text forwarded
-    value = raw if isinstance(raw, bytes) else raw.encode()
-    batches.add(target, entity.encode(), value, None, headers)
+    batches.add(target, entity.encode(), _source_value(message), None, headers)
     LATE_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
     if late.reason.startswith("older than the retention"):
         EXPIRED_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
+
+
+def _source_value(message: dict[str, Any]) -> bytes:
+    """The source record's value of an event: bytes applied in process, text forwarded, or (forwarded
+    without its copy: too large with its escapes) its fields."""
+    raw = message.get("raw")
+    if raw is None:
+        fields = message.get("f")
+        return orjson.dumps({"ts": message.get("ts"), **(fields if isinstance(fields, dict) else {})})
+    return raw if isinstance(raw, bytes) else raw.encode()
+
+
+async def _dead_letter(name: str, message: dict[str, Any], why: str, batches: RecordBatches) -> None:
+    """The source record of an event that makes its detection raise, to dead-letters with the reason."""
+    source = settings.topic(registry.engines[name].spec.topic) if name in registry.engines else ""
+    partition, offset = message["src"]
+    headers = [
+        ("x-error", why.encode()),
+        ("x-source-topic", source.encode()),
+        ("x-source-partition", str(partition).encode()),
+        ("x-source-offset", str(offset).encode()),
+    ]
+    target = dead_letters_topic.get_topic_name()
+    await batches.prepare(target)
+    # by source position, as the ingest spreads unkeyed records
+    batches.add(target, None, _source_value(message), int(offset) % batches.partitions_of(target), headers)
+    DEAD_LETTERS_TOTAL.labels(topic=source).inc()
+    logger.warning("dead letter: %s[%s]@%s: %s", source, partition, offset, why)
 
 
 @app.timer(interval=1.0)

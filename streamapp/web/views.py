@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
 
+from faust.exceptions import ValueDecodeError
 from faust.types import CollectionT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -151,7 +152,14 @@ def _checked_id(param: str) -> Callable[[Handler], Handler]:
 
 
 def _state(table: Any, key: str) -> dict[str, Any] | None:
-    state: dict[str, Any] | None = table.get(key.encode())
+    """The stored state of ``key``; None when absent or not JSON (restored from a changelog record
+    someone else wrote: the key's next event replaces it; until then the key is unknown, rather
+    than a 500 with a traceback logged at every request)."""
+    try:
+        state: dict[str, Any] | None = table.get(key.encode())
+    except ValueDecodeError:
+        logger.warning("the stored state of %r in table %s is not JSON: not shown", key[:200], table.name)
+        return None
     return state
 
 
@@ -175,6 +183,9 @@ def spec_state(name: str, entity: str) -> dict[str, Any] | None:
     state = _state(detection_state, f"{name}\x00{entity}")
     if engine is None or not isinstance(state, dict) or state.get("shape") != engine.shape:
         return None
+    clock = state.get("clock")
+    if isinstance(clock, int | float) and clock > time.time() + settings.max_clock_skew_seconds:
+        return None  # forged (its key's next event replaces it): it would hide the key's real events
     return state
 
 

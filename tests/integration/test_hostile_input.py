@@ -3,16 +3,19 @@
 A seeded generator sends hundreds of well-formed but hostile records of every class (faust's own
 keys as ids, control characters, times decades ahead given every way, huge and extreme numbers,
 long ids, deep nesting, huge arrays, duplicate keys, wrong types, odd Unicode) to the input topics,
-and forged records to the by-entity and changelog topics, interleaved with a control stream whose
-alerts and views are known. Afterwards the worker is the same live process, the controls are
-exact, and every hostile record is accounted for: a view shows it, or it is a dead letter (by its
-source coordinates) with a reason. Restarts, with the same and with a fresh data dir, recover.
+and forged records to the internal topics of the rule engine that runs (the by-entity topics, and
+``<app id>-detection-events`` with the detection specs) and to the changelogs, interleaved with a
+control stream whose alerts and views are known. Afterwards the worker is the same live process,
+the controls are exact, and every hostile record is accounted for: a view shows it, or it is a dead
+letter (by its source coordinates) with a reason. Restarts, with the same and with a fresh data
+dir, recover. It runs on the rule engine the workers run (STREAMAPP_RULE_ENGINE, else the default).
 """
 
 # ruff: noqa: E501  (tables of hostile records read best one per line)
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -23,8 +26,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streamapp.detections.shipped import SHIPPED_DIR
+from streamapp.detections.spec import load_file
+from streamapp.runtime.producer import key_partition
 from streamapp.schema.avro import bundled_schema
 from streamapp.schema.avro_producer import AvroProducer
+from streamapp.settings import Settings
 from tests.integration.kafka_io import read_all, read_until
 
 pytestmark = pytest.mark.integration
@@ -37,6 +44,10 @@ CONTROL_CHARS = ["\x00", "\n", "\r", "\x1b", "\x7f", "\x85", "\u2028"]
 ODD_UNICODE = ["Zoë 🧑‍💻", "\u202eevil", "e\u0301\u0301\u0301", "Ⅻ ﷽", "a\u200bb", " spaced ", 'q"uo\\te']
 #: ids that are characters of a URL's path syntax: each view still finds them (percent-encoded)
 ODD_PATHS = ["{key}{0}%s%n", "../../etc/passwd", "a/b?c=d#e", "100%"]
+#: the workers run the detection specs (STREAMAPP_RULE_ENGINE, which they inherit; else the default)
+SPECS = os.environ.get("STREAMAPP_RULE_ENGINE", Settings.rule_engine) == "specs"
+#: the table of the per-IP failed logins: the brute_force spec's states, or the hand-written rule's
+IP_TABLE = "detection-state" if SPECS else "failed-logins-by-ip"
 
 
 @dataclass
@@ -50,6 +61,8 @@ class Sent:
     view: str | None = None
     timestamp_ms: int | None = None
     coords: tuple[str, int, int] | None = None
+    #: the partition to produce to (None: the producer's, by the key)
+    partition: int | None = None
 
 
 def _json(obj: dict[str, Any]) -> bytes:
@@ -288,7 +301,70 @@ def _internal_records(now: float, app_id: str) -> list[Sent]:
         if short == "users-by-name":
             out.append(Sent(topic, b"fk9", env("fk9", age="33"), "dead"))
         if view is not None:  # a well-formed forwarded event nobody can tell from the app's own
-            out.append(Sent(topic, b"forged-ok", env("forged-ok", src=(98, 5)), "view", f"/{view}/forged-ok"))
+            # (with the specs its hand-written table takes it, which no view reads)
+            fate, path = ("taken", None) if SPECS and view in SPEC_EVENTS else ("view", f"/{view}/forged-ok")
+            out.append(Sent(topic, b"forged-ok", env("forged-ok", src=(98, 5)), fate, path))
+    return out + (_detection_event_records(now, app_id) if SPECS else [])
+
+
+#: the views the specs serve when they run -> (the detection, a valid event of an id: its spec's fields)
+SPEC_EVENTS = {
+    "ips": ("brute_force", lambda i, ts: {"ts": ts, "ip": i, "user": "u", "success": False}),
+    "sensors": ("high_temperature", lambda i, ts: {"ts": ts, "sensor_id": i, "temperature": 21.5}),
+    "cards": ("card_velocity", lambda i, ts: {"ts": ts, "txn_id": "t", "card_id": i, "amount": 3.0}),
+}
+
+
+def _detection_event_records(now: float, app_id: str) -> list[Sent]:
+    """Forged records on the spec engine's internal topic: dead letters, except well-formed events."""
+    topic = f"{app_id}-detection-events"
+    out: list[Sent] = []
+    for view, (name, fields) in SPEC_EVENTS.items():
+        prefix = name.encode() + b"\x00"
+
+        def env(
+            entity: str, src: Any = (97, 1), fields: Any = fields, name: str = name, **changes: Any
+        ) -> bytes:
+            f = {**fields(entity, now - 5), **changes}
+            return _json({"n": name, "src": list(src) if isinstance(src, tuple) else src, "ts": f["ts"], "f": f,
+                          "raw": "{}"})  # fmt: skip
+
+        for key, value in (
+            (prefix + b"fk1", b"not json at all"),
+            (prefix + b"fk2", None),
+            (prefix + b"fk3", b"[1, 2, 3]"),
+            (prefix + b"fk4", _json({"e": fields("fk4", now - 5)})),
+            (prefix + b"fk5", env("fk5", src=[0, -1])),
+            (prefix + b"fk6", env("fk6", src=[0, "7"])),
+            (prefix + b"fk7", _json({**orjson.loads(env("fk7")), "ts": now + 86400 * 365 * 60})),  # the clock
+            (prefix + b"fk8", env("fk8", ts="soon")),
+            (prefix + b"fk9", env("fk9", ts=now + 86400 * 365 * 60)),
+            (prefix + b"fk10", env("other")),  # its key is not its event's
+            (prefix + b"fk11", _json({"tick": now + 86400 * 365 * 60, "flush": True})),  # would judge all
+            (prefix + b"fk12", _json({"tick": "soon"})),
+            (None, env("none")),
+            (b"", env("")),
+            (prefix, env("")),
+            (b"no-separator", env("no-separator")),
+            (b"\xff\xfe\x00\xfd", env("bin")),
+            (prefix + b"\xff\xfe\xfd", env("bin")),
+            (EVENT_CLOCK_KEY, env(EVENT_CLOCK_KEY.decode())),
+            (FAUST_OFFSET_KEY, env(FAUST_OFFSET_KEY.decode())),
+            (prefix + b"nul\x00key", env("nul\x00key")),
+            (prefix + b"x" * 300, env("x" * 300)),
+            (b"no_such_detection\x00fk13", env("fk13")),
+        ):
+            out.append(Sent(topic, key, value, "dead"))
+        if name == "brute_force":
+            out.append(Sent(topic, prefix + b"fk14", env("fk14", success="no"), "dead"))
+        if name == "high_temperature":
+            out.append(Sent(topic, prefix + b"fk14", env("fk14", temperature="hot"), "dead"))
+        if name == "card_velocity":
+            out.append(Sent(topic, prefix + b"fk14", env("fk14", amount=1e300), "dead"))
+        # a well-formed forwarded event nobody can tell from the app's own
+        out.append(
+            Sent(topic, prefix + b"forged-ok", env("forged-ok", src=(98, 5)), "view", f"/{view}/forged-ok")
+        )
     return out
 
 
@@ -304,7 +380,42 @@ def _changelog_records(app_id: str) -> list[Sent]:
             (FAUST_OFFSET_KEY, b"not an offset"), (EVENT_CLOCK_KEY, b"not a clock"),
         ):  # fmt: skip
             out.append(Sent(topic, key, value, "changelog"))
+    if SPECS:  # the specs' states: keys of the running detections, and of none
+        topic = f"{app_id}-detection-state-changelog"
+        for name in ("brute_force", "card_velocity", "no_such_detection"):
+            prefix = name.encode() + b"\x00"
+            for key, value in (
+                (prefix + b"cl-junk", b"\x00not json"), (prefix + b"cl-list", b"[1, 2]"),
+                (prefix + b"cl-shape", _json({"shape": 5, "clock": "late", "pending": "x", "src": 3})),
+                (prefix + b"\xff\xfe", b"junk"),
+            ):  # fmt: skip
+                out.append(Sent(topic, key, value, "changelog", partition=_state_partition(key)))
+        for key, value in (
+            (b"\xff\xfe", None),
+            (FAUST_OFFSET_KEY, b"not an offset"),
+            (EVENT_CLOCK_KEY, b"x"),
+        ):
+            out.append(Sent(topic, key, value, "changelog"))
     return out
+
+
+def _state_partition(key: bytes) -> int:
+    """The partition of a detection-state key (``name NUL entity``, or an entity): its entity's, of
+    the conftest's STREAMAPP_PARTITIONS (4), as the spec engine keeps it."""
+    return key_partition(key.rpartition(b"\x00")[2], 4)
+
+
+def _poisoned_spec_states(app_id: str, shapes: dict[str, str]) -> list[Sent]:
+    """Forged states of the running specs' own shape, their clocks decades ahead and their held
+    events junk: such a clock must neither move the detection's watermark nor poison the key."""
+    topic = f"{app_id}-detection-state-changelog"
+    ahead = time.time() + 86400 * 365 * 60
+    return [
+        Sent(topic, f"{name}\x00cl-clock".encode(),
+             _json({"shape": shapes[name], "clock": ahead, "pending": [["x"]], "src": {}, "n": "x"}), "changelog",
+             partition=_state_partition(b"cl-clock"))
+        for name in ("brute_force", "card_velocity")
+    ]  # fmt: skip
 
 
 def _controls(now: float, names: Any) -> tuple[list[Sent], dict[tuple[str, str], int]]:
@@ -346,7 +457,9 @@ async def _produce(bootstrap: str, records: list[Sent]) -> None:
     await producer.start()
     try:
         futures = [
-            await producer.send(r.topic, value=r.value, key=r.key, timestamp_ms=r.timestamp_ms)
+            await producer.send(
+                r.topic, value=r.value, key=r.key, timestamp_ms=r.timestamp_ms, partition=r.partition
+            )
             for r in records
         ]
         for record, meta in zip(records, await asyncio.gather(*futures), strict=True):
@@ -474,6 +587,9 @@ async def test_hostile_producer_on_every_topic_never_stops_detection(
     views = {r.coords: r for r in hostile if r.fate == "view"}
     assert not views.keys() & reasons.keys(), [reasons[c] for c in views.keys() & reasons.keys()]
 
+    taken = {r.coords for r in hostile if r.fate == "taken"}
+    assert not taken & reasons.keys(), [reasons[c] for c in taken & reasons.keys()]
+
     # every hostile record that is valid is processed: a view shows it
     for record in views.values():
         assert record.view is not None
@@ -506,26 +622,31 @@ async def test_hostile_producer_on_every_topic_never_stops_detection(
     worker.restart().wait_ready()
     worker.wait_for("/ips/198.51.100.77", lambda status, body: status == 200, timeout=30)
     assert _views(worker) == before
+    if SPECS:  # forged states of the running specs' shapes, recovered by the fresh worker below
+        shapes = {row["name"]: row["state_shape"] for row in worker.get("/detections")[1]["detections"]}
+        await _produce(kafka_bootstrap, _poisoned_spec_states(names.app_id, shapes))
     worker.stop()
     fresh = worker_factory(**env)
     fresh.wait_for("/ips/198.51.100.77", lambda status, body: status == 200, timeout=30)
     assert _views(fresh) == before
     # the forged states are replaced by fresh ones as soon as their keys get an event
+    forged = ("cl-junk", "cl-list", "cl-shape") + (("cl-clock",) if SPECS else ())
     ts = time.time() - 1
     await _produce(kafka_bootstrap, [
         Sent(names.topic("logins"), None, _json({"ts": ts, "ip": key, "user": key, "success": False}), "control")
-        for key in ("cl-junk", "cl-list", "cl-shape")
+        for key in forged
     ] + [
         Sent(names.topic("transactions"), None, _json({"ts": ts, "txn_id": "t", "card_id": key, "amount": 5.0}), "control")
-        for key in ("cl-junk", "cl-list", "cl-shape")
+        for key in forged
     ])  # fmt: skip
-    for key in ("cl-junk", "cl-list", "cl-shape"):
+    for key in forged:
         fresh.wait_for(
             f"/ips/{key}",
             lambda status, body: status == 200 and sum(w["failed"] for w in body["windows"]) == 1,
         )
         fresh.wait_for(f"/cards/{key}", lambda status, body: status == 200 and body["count"] == 1)
-    assert fresh.metric("streamapp_state_resets_total", table="failed-logins-by-ip") >= 1
+    assert fresh.metric("streamapp_state_resets_total", table=IP_TABLE) >= 1
+    assert _views(fresh) == before, "the forged states moved no other key's clock"
     assert fresh.get("/live")[0] == 200
     for log in (worker.log_text(), fresh.log_text()):
         assert "Traceback" not in log, log[-5000:]
@@ -535,38 +656,57 @@ async def test_hostile_producer_on_every_topic_never_stops_detection(
 async def test_an_event_clock_poisoned_by_an_older_version_is_repaired_at_start(
     kafka_bootstrap, names, worker_factory
 ):
+    """Hand-written: each partition's event clock of the per-IP table, repaired at start. Specs: the
+    brute_force states keep their clock per key; a poisoned one is left out of the detection's
+    watermark at start and replaced by a fresh state at its key's next event."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    changelog = f"{names.app_id}-failed-logins-by-ip-changelog"
+    changelog = f"{names.app_id}-{IP_TABLE}-changelog"
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(changelog, 4, 1, topic_configs={"cleanup.policy": "compact"})])
     finally:
         await admin.close()
-    poisoned = repr(time.time() + 86400 * 365 * 60).encode()  # what an older version wrote: 60 years ahead
+    ahead = time.time() + 86400 * 365 * 60  # what an older version wrote: 60 years ahead
+    if SPECS:  # the key's own state, of the running spec's shape, on the key's partition
+        shape = load_file(SHIPPED_DIR / "brute_force.yaml").shape
+        poisoned = [
+            (
+                b"brute_force\x00203.0.113.5",
+                _json({"shape": shape, "clock": ahead, "pending": []}),
+                _state_partition(b"203.0.113.5"),
+            )
+        ]
+    else:
+        poisoned = [(EVENT_CLOCK_KEY, repr(ahead).encode(), partition) for partition in range(4)]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
-        for partition in range(4):
-            await producer.send_and_wait(changelog, poisoned, key=EVENT_CLOCK_KEY, partition=partition)
+        for key, value, partition in poisoned:
+            await producer.send_and_wait(changelog, value, key=key, partition=partition)
     finally:
         await producer.stop()
 
     worker = worker_factory()
-    repairs = [
-        line for line in worker.log_text().splitlines() if "event clock of table failed-logins-by-ip" in line
-    ]
-    assert len(repairs) == 4 and all(f"partition {p}" in " ".join(repairs) for p in range(4)), repairs
+    repairs = [line for line in worker.log_text().splitlines() if f"event clock of table {IP_TABLE}" in line]
+    if not SPECS:
+        assert len(repairs) == 4 and all(f"partition {p}" in " ".join(repairs) for p in range(4)), repairs
     now = time.time()
     logins = [{"ts": now - 5 + i / 10, "ip": "203.0.113.5", "user": "u", "success": False} for i in range(3)]
     await _produce(kafka_bootstrap, [Sent(names.topic("logins"), None, _json(v), "control") for v in logins])
     # real events count (with the poisoned clock they were older than the retention: late-events)
     worker.wait_for("/ips/203.0.113.5", lambda status, body: status == 200 and body["failed_logins_60s"] == 3)
     assert not await read_all(kafka_bootstrap, names.topic("late-events"), settle=1.0)
-    assert worker.metric("streamapp_state_resets_total", table="failed-logins-by-ip") == 4
+    assert worker.metric("streamapp_state_resets_total", table=IP_TABLE) == len(poisoned)
+    if SPECS:
+        resets = [
+            line for line in worker.log_text().splitlines() if f"in table {IP_TABLE} is replaced" in line
+        ]
+        assert len(resets) == 1 and "event clock" in resets[0], resets
     # the repair reached the changelog: a restart from a fresh data dir repairs nothing
     worker.stop()
     fresh = worker_factory()
     assert "event clock of table" not in fresh.log_text()
     fresh.wait_for("/ips/203.0.113.5", lambda status, body: status == 200 and body["failed_logins_60s"] == 3)
+    assert f"in table {IP_TABLE} is replaced" not in fresh.log_text()

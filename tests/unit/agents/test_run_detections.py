@@ -1,4 +1,5 @@
-"""run-detections a batch at a time: the states and alerts of one event at a time; bad records skipped."""
+"""run-detections a batch at a time: the states and alerts of one event at a time; bad records
+skipped or reported, bad stored states replaced; forwarded envelopes within what the broker takes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.run_detections import StateCache, _apply_key, _late, _summary, registry, settings
+from agents.run_detections import (
+    StateCache,
+    _apply_key,
+    _late,
+    _summary,
+    forwarded_envelope,
+    registry,
+    settings,
+)
 from streamapp.detections.engine import Engine, Late
 from streamapp.detections.spec import load_file
 from streamapp.observability.metrics import LATE_EVENTS_TOTAL
@@ -159,3 +168,49 @@ def test_the_keys_of_an_engine_the_timer_never_ticks_share_one_summary() -> None
     summary = _summary(held, state)
     assert summary is not _summary(held, held.new_state())
     assert summary["pending"] == state["pending"][:1] and summary["shape"] == held.shape
+
+
+def test_a_stored_state_that_makes_a_valid_event_raise_is_replaced_and_a_guilty_event_reported() -> None:
+    engine = bursts_engine()
+    forged = {**engine.new_state(), "pending": "junk"}  # of the engine's shape, but not its state
+    messages = [orjson.loads(_event(0, 100.0)), orjson.loads(_event(1, 101.0))]
+    with pytest.raises(TypeError):
+        _apply_key(engine, "203.0.113.9", forged, messages, isolate=False)
+    failed: list[tuple[dict[str, object], str]] = []
+    resets: list[str] = []
+    forged = {**engine.new_state(), "pending": "junk"}
+    state, _, _, events, _ = _apply_key(
+        engine, "203.0.113.9", forged, messages, isolate=True, failed=failed, resets=resets
+    )
+    # the first event applies to a fresh state: the stored one is replaced, the key goes on
+    assert len(resets) == 1 and failed == [] and events == 2 and state is not None
+    assert state["pending"] != "junk"
+    # an event that raises on a fresh state too is reported with why (its source record: a dead letter)
+    guilty = {"n": "bursts", "src": [0, 9], "ts": 102.0, "f": None, "raw": "{}"}
+    state, _, _, events, _ = _apply_key(
+        engine, "203.0.113.9", None, [guilty, messages[0]], isolate=True, failed=failed, resets=resets
+    )
+    assert events == 1 and [m for m, _ in failed] == [guilty]
+    assert failed[0][1].startswith("internal error while detecting: ")
+
+
+def test_a_late_event_forwarded_without_its_copy_carries_its_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = bursts_engine()
+    monkeypatch.setitem(registry.engines, engine.name, engine)
+    sink = FakeSink()
+    fields = {"ts": 100.0, "ip": "203.0.113.9", "success": False}
+    message = {"n": engine.name, "src": [3, 7], "ts": 100.0, "f": fields}
+    _late(engine.name, "203.0.113.9", message, Late("late", 1.0), sink, "app-late-events")
+    assert orjson.loads(sink.queued[0].value) == fields
+
+
+def test_an_event_whose_copy_would_outgrow_its_record_is_forwarded_without_it() -> None:
+    fields = {"ts": 100.0, "ip": "203.0.113.9", "success": False}
+    plain = b'{"ts": 100.0, "ip": "203.0.113.9", "success": false, "pad": "' + b"7" * 100_000 + b'"}'
+    quoted = b'{"ts": 100.0, "ip": "203.0.113.9", "success": false, "pad": "' + b'\\"' * 50_000 + b'"}'
+    for value, kept in ((plain, True), (quoted, False)):
+        source = record("app-logins", value, partition=2, offset=5)
+        envelope = orjson.loads(forwarded_envelope("bursts", source, 100.0, fields, value.decode()))
+        assert envelope["src"] == [2, 5] and envelope["f"] == fields
+        # escapes double the copy of a value of quotes: the broker would refuse the record
+        assert ("raw" in envelope) is kept and len(orjson.dumps(envelope)) < len(value) + 4096
