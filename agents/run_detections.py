@@ -68,12 +68,13 @@ from streamapp.detections.engine import Engine, Late
 from streamapp.detections.operators import SENSOR_DETECTIONS, spec_kept
 from streamapp.detections.shipped import shipped_specs
 from streamapp.models import Alert, InvalidEvent, decode_json_object
-from streamapp.observability.metrics import LATE_EVENTS_TOTAL
+from streamapp.observability.metrics import EXPIRED_EVENTS_TOTAL, LATE_EVENTS_TOTAL
 from streamapp.pipeline.alerting import Alerting
 from streamapp.pipeline.ingest import send_dead_letter
 from streamapp.rules import temperature
 from streamapp.rules.base import State
 from streamapp.rules.windows import bucket_start
+from streamapp.runtime.clock import worker_clock
 from streamapp.runtime.consumer import check_membership, drain_to_router
 from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.subscriptions import LiveTopics
@@ -85,8 +86,8 @@ from streamapp.runtime.topics import (
     sensor_windows_topic,
 )
 from streamapp.types import RecordSink
-from tables.base import load_state, remember_changelog_offsets, state_steps, store_states
-from tables.detection_state import detection_state, registry
+from tables.base import load_state, remember_changelog_offsets, state_steps, store_event_clock, store_states
+from tables.detection_state import detection_name, detection_state, registry
 
 __all__ = [
     "StateCache",
@@ -94,6 +95,7 @@ __all__ = [
     "detection_events_topic",
     "detection_partition",
     "follow_control",
+    "forget_swept",
     "get_detections",
     "live_topics",
     "rebuild_index",
@@ -418,15 +420,17 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
         stored = _states.take(partition, key)
         if stored is None:
             stored = load_state(detection_state, partition, key, raw=True)
+        horizon = worker_clock.horizon
         try:
-            outcome = _apply_key(engine, entity, stored, key_records, isolate=False)
+            outcome = _apply_key(engine, entity, stored, key_records, isolate=False, horizon=horizon)
         except Exception:  # again one record at a time, so that only the guilty ones are skipped
             raw = load_state(detection_state, partition, key, raw=True)  # (not a half-applied state)
-            outcome = _apply_key(engine, entity, raw, key_records, isolate=True)
+            outcome = _apply_key(engine, entity, raw, key_records, isolate=True, horizon=horizon)
         state, found, late, events, newest = outcome
         alerts += found
         lates += [(name, entity, message, why) for message, why in late]
         if events:
+            worker_clock.observe(newest)
             applied[name] = applied.get(name, 0) + events
             seen = _newest.get(name)
             _newest[name] = (max(newest, seen[0]) if seen is not None else newest, time.time())
@@ -456,6 +460,9 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
     sizes = store_states(detection_state, changed, batches)
     for (partition, key, state), size in zip(changed, sizes, strict=True):
         _states.keep(partition, key, state, size)
+    # after the batch moved the clock, as the hand-written detectors store theirs (agents.base)
+    for partition in {partition for partition, _, _ in changed}:
+        store_event_clock(detection_state, partition, batches)
 
 
 async def _send_windows(windows: list[tuple[str, State, Sequence[Any]]], batches: RecordBatches) -> None:
@@ -491,9 +498,15 @@ def _is_tick(value: bytes) -> bool:
 
 
 def _apply_key(
-    engine: Engine, entity: str, raw: bytes | State | None, records: Sequence[Any], isolate: bool
+    engine: Engine,
+    entity: str,
+    raw: bytes | State | None,
+    records: Sequence[Any],
+    isolate: bool,
+    horizon: float = float("-inf"),
 ) -> tuple[State | None, list[Alert], list[tuple[dict[str, Any], Late]], int, float]:
-    """One key's records applied to its stored state (as stored, or decoded), in arrival order.
+    """One key's records applied to its stored state (as stored, or decoded), in arrival order;
+    an event at or before ``horizon`` (the worker's retention horizon) is late.
 
     A record is a detection-events record (its value an envelope or a tick) or, applied in
     process, the envelope itself (a dict). Returns (the state to store, or None if no record
@@ -513,7 +526,7 @@ def _apply_key(
                 found = engine.tick(state, entity, float(message["tick"]), bool(message.get("flush")))
             else:
                 ts = float(message["ts"])
-                outcome = engine.offer(state, entity, ts, message["f"], src=tuple(message["src"]))
+                outcome = engine.offer(state, entity, ts, message["f"], tuple(message["src"]), horizon)
                 if outcome is None:
                     continue
                 if isinstance(outcome, Late):
@@ -609,6 +622,13 @@ def _shared_summary(shape: str) -> dict[str, Any]:
     return {"pending": [], "last": None, "silent": None, "shape": shape}
 
 
+def forget_swept(partition: int, key: bytes) -> None:
+    """A key the expiry sweep removed from ``detection-state`` (agents.expire_windows): its kept
+    state (else the key's next batch would start from it) and the timer's summary go too."""
+    _states.take(partition, key)
+    _watch.get(detection_name(key), {}).pop(key, None)
+
+
 @detection_state.on_recover
 async def _recovered() -> None:
     """After recovery (a start, a rebalance): the timer's index is rebuilt from the states (by the timer,
@@ -620,7 +640,7 @@ async def _recovered() -> None:
 def _index_state(
     watch: dict[str, dict[bytes, dict[str, Any]]], newest: dict[str, float], key: bytes, state: Any
 ) -> None:
-    name = key.partition(b"\x00")[0].decode(errors="replace")
+    name = detection_name(key)
     engine = registry.engines.get(name)
     if engine is None or not isinstance(state, dict) or state.get("shape") != engine.shape:
         return  # disabled, or a state a new version starts afresh
@@ -696,6 +716,8 @@ def _late(
     value = raw if isinstance(raw, bytes) else raw.encode()
     batches.add(target, entity.encode(), value, None, headers)
     LATE_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
+    if late.reason.startswith("older than the retention"):  # as agents.rejects counts the rules'
+        EXPIRED_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
 
 
 @app.timer(interval=1.0)
