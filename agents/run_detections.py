@@ -75,6 +75,7 @@ from streamapp.pipeline.ingest import ENVELOPE_OVERHEAD_BYTES, send_dead_letter
 from streamapp.rules import temperature
 from streamapp.rules.base import State
 from streamapp.rules.windows import bucket_start
+from streamapp.runtime.clock import worker_clock
 from streamapp.runtime.consumer import check_membership, drain_to_router
 from streamapp.runtime.producer import Delivery, RecordBatches, key_partition
 from streamapp.runtime.subscriptions import LiveTopics
@@ -86,8 +87,8 @@ from streamapp.runtime.topics import (
     sensor_windows_topic,
 )
 from streamapp.types import RecordSink
-from tables.base import load_state, remember_changelog_offsets, state_steps, store_states
-from tables.detection_state import detection_state, registry
+from tables.base import load_state, remember_changelog_offsets, state_steps, store_event_clock, store_states
+from tables.detection_state import detection_name, detection_state, registry
 
 __all__ = [
     "StateCache",
@@ -96,6 +97,7 @@ __all__ = [
     "detection_partition",
     "forwarded_envelope",
     "follow_control",
+    "forget_swept",
     "get_detections",
     "live_topics",
     "rebuild_index",
@@ -448,13 +450,15 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
             # a state restored from a forged changelog record may be anything: a fresh one then
             stored = stored_state(load_state(detection_state, partition, key, raw=True), detection_state.name,
                                   key, ceiling)  # fmt: skip
+        horizon = worker_clock.horizon
         try:
-            outcome = _apply_key(engine, entity, stored, key_records, isolate=False)
+            outcome = _apply_key(engine, entity, stored, key_records, isolate=False, horizon=horizon)
         except Exception:  # again one record at a time, so that only the guilty ones are dead letters
             raw = load_state(detection_state, partition, key, raw=True) if stored is not None else None
             guilty: list[tuple[dict[str, Any], str]] = []
             resets: list[str] = []
-            outcome = _apply_key(engine, entity, raw, key_records, isolate=True, failed=guilty, resets=resets)
+            outcome = _apply_key(engine, entity, raw, key_records, isolate=True, horizon=horizon,
+                                  failed=guilty, resets=resets)  # fmt: skip
             failed += [(name, message, why) for message, why in guilty]
             for reset in resets[:1]:
                 reset_state(detection_state.name, key, reset)
@@ -462,6 +466,7 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
         alerts += found
         lates += [(name, entity, message, why) for message, why in late]
         if events:
+            worker_clock.observe(newest)
             applied[name] = applied.get(name, 0) + events
             seen = _newest.get(name)
             _newest[name] = (max(newest, seen[0]) if seen is not None else newest, time.time())
@@ -500,6 +505,9 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
     sizes = store_states(detection_state, changed, batches)
     for (partition, key, state), size in zip(changed, sizes, strict=True):
         _states.keep(partition, key, state, size)
+    # after the batch moved the clock, as the hand-written detectors store theirs (agents.base)
+    for partition in {partition for partition, _, _ in changed}:
+        store_event_clock(detection_state, partition, batches)
 
 
 async def _send_windows(windows: list[tuple[str, State, Sequence[Any]]], batches: RecordBatches) -> None:
@@ -532,10 +540,12 @@ def _apply_key(
     raw: bytes | State | None,
     records: Sequence[Any],
     isolate: bool,
+    horizon: float = float("-inf"),
     failed: list[tuple[dict[str, Any], str]] | None = None,
     resets: list[str] | None = None,
 ) -> tuple[State | None, list[Alert], list[tuple[dict[str, Any], Late]], int, float]:
-    """One key's records applied to its stored state (as stored, or decoded), in arrival order.
+    """One key's records applied to its stored state (as stored, or decoded), in arrival order;
+    an event at or before ``horizon`` (the worker's retention horizon) is late.
 
     A record is a detection-events record (its value an envelope or a tick) or a message: applied
     in process, or read back and checked (agents.record_checks.detection_record). Returns (the state
@@ -554,7 +564,8 @@ def _apply_key(
     def step(state: State, message: dict[str, Any]) -> list[Alert] | Late | None:
         if "tick" in message:
             return engine.tick(state, entity, float(message["tick"]), bool(message.get("flush")))
-        return engine.offer(state, entity, float(message["ts"]), message["f"], src=tuple(message["src"]))
+        ts = float(message["ts"])
+        return engine.offer(state, entity, ts, message["f"], tuple(message["src"]), horizon)
 
     for record in records:
         before = orjson.dumps(state) if isolate else None
@@ -668,6 +679,13 @@ def _shared_summary(shape: str) -> dict[str, Any]:
     return {"pending": [], "last": None, "silent": None, "shape": shape}
 
 
+def forget_swept(partition: int, key: bytes) -> None:
+    """A key the expiry sweep removed from ``detection-state`` (agents.expire_windows): its kept
+    state (else the key's next batch would start from it) and the timer's summary go too."""
+    _states.take(partition, key)
+    _watch.get(detection_name(key), {}).pop(key, None)
+
+
 @detection_state.on_recover
 async def _recovered() -> None:
     """After recovery (a start, a rebalance): the timer's index is rebuilt from the states (by the timer,
@@ -679,7 +697,7 @@ async def _recovered() -> None:
 def _index_state(
     watch: dict[str, dict[bytes, dict[str, Any]]], newest: dict[str, float], key: bytes, state: Any
 ) -> None:
-    name = key.partition(b"\x00")[0].decode(errors="replace")
+    name = detection_name(key)
     engine = registry.engines.get(name)
     if engine is None or not isinstance(state, dict) or state.get("shape") != engine.shape:
         return  # disabled, or a state a new version starts afresh
@@ -762,7 +780,7 @@ def _late(
     ]
     batches.add(target, entity.encode(), _source_value(message), None, headers)
     LATE_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
-    if late.reason.startswith("older than the retention"):
+    if late.reason.startswith("older than the retention"):  # as agents.rejects counts the rules'
         EXPIRED_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
 
 

@@ -229,8 +229,9 @@ SWEEP_REST_FACTOR = 9.0
 
 async def expire_keys(
     table: TableT,
-    is_expired: Callable[[Any], bool],
+    is_expired: Callable[[bytes, Any], bool],
     visit: Callable[[int, bytes, Any], None] | None = None,
+    removed: Callable[[int, bytes], None] | None = None,
 ) -> tuple[int, float]:
     """Delete keys whose state has fully expired, from RocksDB and (as tombstones) the changelog.
 
@@ -240,17 +241,18 @@ async def expire_keys(
     The sweep reads a thousand keys at a time and rests nine times as long as the step took,
     so a table of a million keys neither stops the agents for seconds nor takes more than a
     tenth of the worker's CPU while it runs; each step checks and deletes without yielding, so
-    no write of an agent falls between a key's check and its deletion. ``visit(partition, key,
-    state)`` sees every key that stays. Returns (keys removed, seconds of work, rests not counted).
+    no write of an agent falls between a key's check and its deletion. ``is_expired(key, state)``
+    says which go; ``visit(partition, key, state)`` sees every key that stays, ``removed(partition,
+    key)`` every key that goes. Returns (keys removed, seconds of work, rests not counted).
     """
     store: Any = table.data
-    removed = 0
+    count = 0
     busy = 0.0
     started = time.monotonic()
     for partition, db, step, more in state_steps(table, SWEEP_STEP_KEYS):
         for key, value in step:
             try:
-                expired = is_expired(value)
+                expired = is_expired(key, value)
             except Exception:  # unreadable or of the wrong shape: as good as no state at all
                 expired = True
                 STATE_RESETS_TOTAL.labels(table=table.name).inc()
@@ -262,7 +264,9 @@ async def expire_keys(
                 db.delete(key)
                 key_index(store).pop(key, None)
                 table.send_changelog(partition, key, None, value_serializer="raw")  # a real tombstone
-                removed += 1
+                count += 1
+                if removed is not None:
+                    removed(partition, key)
             elif visit is not None:
                 visit(partition, key, value)
         took = time.monotonic() - started
@@ -270,9 +274,9 @@ async def expire_keys(
         if more:
             await asyncio.sleep(took * SWEEP_REST_FACTOR)
         started = time.monotonic()
-    if removed:
-        logger.info("expired %d keys from table %s", removed, table.name)
-    return removed, busy
+    if count:
+        logger.info("expired %d keys from table %s", count, table.name)
+    return count, busy
 
 
 def restore_event_clock(table: TableT, newest: Callable[[Any], float], max_clock_skew_seconds: float) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from streamapp.app import settings
 from streamapp.detections.control import Registry
 from tables.base import define_table
 
-__all__ = ["detection_state", "registry"]
+__all__ = ["detection_name", "detection_state", "registry"]
 
 detection_state = define_table(
     "detection-state",
@@ -13,4 +14,9 @@ detection_state = define_table(
 )
 #: the detections this worker runs, as the control topic says (agents.run_detections follows it;
 #: the views read the states of those that run)
-registry = Registry()
+registry = Registry(retention=settings.retention_seconds)
+
+
+def detection_name(key: bytes) -> str:
+    """The detection a key of ``detection-state`` (``name NUL entity``) belongs to."""
+    return key.partition(b"\x00")[0].decode(errors="replace")

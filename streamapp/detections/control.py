@@ -47,6 +47,8 @@ CONTROL_ERRORS_TOTAL = Counter(
 class Registry:
     """The detections this worker runs, by name, as the control topic says (latest record wins)."""
 
+    #: the worker's STREAMAPP_RETENTION_SECONDS, which every engine keeps
+    retention: float = Settings.retention_seconds
     engines: dict[str, Engine] = field(default_factory=dict)
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     #: called with (name, engine or None) after every change
@@ -56,7 +58,7 @@ class Registry:
         """Run ``specs`` as this worker's defaults (the shipped detections, before the control topic
         is read: a record of the same name there replaces or disables one)."""
         for spec in specs:
-            engine = self.engines[spec.name] = Engine(spec)
+            engine = self.engines[spec.name] = Engine(spec, self.retention)
             logger.info("detection %s version %d running (shipped)", spec.name, spec.version)
             self._tell(spec.name, engine)
 
@@ -90,7 +92,7 @@ class Registry:
         current = self.engines.get(name)
         if current is not None and current.spec.to_json() == spec.to_json():
             return None
-        engine = Engine(spec)
+        engine = Engine(spec, self.retention)
         self.engines[name] = engine
         kept = current is not None and current.shape == engine.shape
         logger.info(

@@ -29,6 +29,7 @@ from streamapp.detections.spec import Spec
 from streamapp.detections.windows import aggregate, window_starts
 from streamapp.models import Alert, alert_id_for
 from streamapp.rules.base import Late, State, lateness, seen_before, settle_clock
+from streamapp.settings import Settings
 
 __all__ = [
     "MAX_HELD",
@@ -80,9 +81,13 @@ class _Candidate:
 
 
 class Engine:
-    """A spec's operators. States are plain JSON-able dicts; the engine itself keeps nothing."""
+    """A spec's operators. States are plain JSON-able dicts; the engine itself keeps nothing.
 
-    def __init__(self, spec: Spec) -> None:
+    ``retention``: how far behind a key's newest event a shipped rule's state keeps (a worker's
+    STREAMAPP_RETENTION_SECONDS; its default offline).
+    """
+
+    def __init__(self, spec: Spec, retention: float = Settings.retention_seconds) -> None:
         self.spec = spec
         data = spec.data
         self.name = spec.name
@@ -105,9 +110,15 @@ class Engine:
             self.first = compile_filters(self.cond["first"])
             self.then = compile_filters(self.cond["then"])
         #: a shipped rule's semantics (streamapp.detections.operators) take over offer, tick and state
-        self.operator = operator_for(spec)
+        self.operator = operator_for(spec, retention)
         #: whether a key's state may need the timer's ticks (held events, a silence to notice)
         self.ticked = self.operator is None or self.operator.holds_events
+        #: how long after a key's newest event its state still counts for a later event
+        self.reach = self.operator.reach if self.operator is not None else self._reach()
+
+    def _reach(self) -> float:
+        window = self.window.get("gap" if self.window.get("type") == "session" else "size", 0.0)
+        return max(float(window), float(self.cond.get("within", 0.0)), self.throttle)
 
     # -- state -------------------------------------------------------------------------------
     def new_state(self) -> State:
@@ -125,6 +136,20 @@ class Engine:
         if pending and len(pending[0]) == 3:  # held as [ts, canonical JSON, fields] before
             state["pending"] = [[held[0], held[2]] for held in pending]
         return state
+
+    def expires_at(self, state: State) -> float | None:
+        """The worker horizon at which the key's state may be dropped (agents.expire_windows): its
+        newest event plus the spec's :attr:`reach`. None while the state still waits for something:
+        held events to judge, or an absence whose alert has not fired (a silent key must stay)."""
+        clock = state.get("clock") or 0.0
+        if state.get("shape") != self.shape:  # another version's: the next event starts afresh anyway
+            return float(clock)
+        if state.get("pending"):
+            return None
+        last = state.get("last")
+        if self.kind == "absence" and last is not None and state.get("silent") != last:
+            return None
+        return float(clock) + self.reach
 
     # -- events ------------------------------------------------------------------------------
     def offer(

@@ -33,12 +33,10 @@ from streamapp.detections.spec import Spec
 from streamapp.models import Alert
 from streamapp.rules import account_takeover, card_fraud, sliding_count, temperature
 from streamapp.rules.base import Late, State, lateness, rule_alert, seen_before, settle_clock
-from streamapp.settings import Settings
 
 __all__ = [
     "CARD_DETECTIONS",
     "IP_DETECTIONS",
-    "RETENTION",
     "SENSOR_DETECTIONS",
     "Operator",
     "operator_for",
@@ -46,10 +44,6 @@ __all__ = [
     "retention_horizon",
     "spec_kept",
 ]
-
-#: how far behind its key's newest event a rule keeps state (the workers' default retention)
-RETENTION = float(Settings.retention_seconds)
-
 
 #: the shipped detections behind each entity view of the web API (and, for sensors, the sinks'
 #: sensor windows): a hand-written detector's table keeps it while one of them runs as a rule,
@@ -68,17 +62,18 @@ def spec_kept(detections: tuple[str, ...], rules: Collection[str], running: Coll
     return next((name for name in detections if name in running), None)
 
 
-def retention_horizon(state: State, horizon: float) -> float:
+def retention_horizon(state: State, horizon: float, retention: float) -> float:
     """How far back a rule's state under the engine keeps: the given horizon (a worker's), at
-    least the key's own clock minus the retention."""
+    least the key's own clock minus the ``retention`` (STREAMAPP_RETENTION_SECONDS)."""
     clock = state.get("clock")
-    return horizon if clock is None else max(horizon, clock - RETENTION)
+    return horizon if clock is None else max(horizon, clock - retention)
 
 
-def operator_for(spec: Spec) -> Operator | None:
-    """The operator that evaluates ``spec``, or None for the generic engine."""
+def operator_for(spec: Spec, retention: float) -> Operator | None:
+    """The operator that evaluates ``spec`` keeping ``retention`` seconds behind each key's newest
+    event (a worker's STREAMAPP_RETENTION_SECONDS), or None for the generic engine."""
     kind = spec.operator
-    return None if kind is None else _OPERATORS[kind](spec)
+    return None if kind is None else _OPERATORS[kind](spec, retention)
 
 
 def render(text: str, names: dict[str, Any]) -> str:
@@ -102,9 +97,13 @@ class Operator(ABC):
     #: whether its states can hold events to judge later (eager operators judge at the event: the
     #: engine's timer has nothing to tick for them)
     holds_events = True
+    #: how long after a key's newest event its state still counts for a later event or shows in a
+    #: view (the rule's window): the expiry sweep keeps the key that long past the worker's horizon
+    reach = 0.0
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, retention: float) -> None:
         self.spec, self.name, self.grace, self.shape = spec, spec.name, spec.grace, spec.shape
+        self.retention = retention
         self.cond: dict[str, Any] = spec.data["condition"]
         self.text: str = spec.data["alert"]["text"]
 
@@ -140,7 +139,7 @@ class Operator(ABC):
         late = lateness(state, ts, self.grace, horizon)
         if late is not None:
             return Late(*late)
-        horizon = retention_horizon(state, horizon)
+        horizon = retention_horizon(state, horizon, self.retention)
         counted, alerts = self.apply(state, entity, ts, fields, horizon)
         if not counted:
             return Late(f"older than the retention (its horizon is {horizon:.3f})", horizon - ts)
@@ -154,7 +153,7 @@ class Operator(ABC):
             return []
         newest = pending[-1][0] if flush else max(p[0] for p in pending if p[0] < watermark)
         before = math.inf if flush else watermark
-        alerts = self.judge(state, entity, before, retention_horizon(state, float("-inf")))
+        alerts = self.judge(state, entity, before, retention_horizon(state, float("-inf"), self.retention))
         state["settled"] = max(newest, state.get("settled") or newest)
         return alerts
 
@@ -194,9 +193,11 @@ class SteppedCount(Operator):
     """More than ``value`` events in 60-s windows ending at 10-s steps: streamapp.rules.sliding_count."""
 
     holds_events = False
+    # the 60-s windows ending at a later event's bucket count the buckets before it
+    reach = sliding_count.BUCKET_SECONDS + sliding_count.WINDOW_SECONDS
 
-    def __init__(self, spec: Spec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: Spec, retention: float) -> None:
+        super().__init__(spec, retention)
         self.rule = sliding_count.SlidingCount(kind=spec.name, noun="")
         self.threshold = self.cond["value"]
 
@@ -207,7 +208,7 @@ class SteppedCount(Operator):
         self, state: State, entity: str, ts: float, fields: Fields, horizon: float
     ) -> tuple[bool, list[Alert]]:
         # keep: the buckets of the retention, as the hand-written detectors keep for their views
-        counted, alerts = self.rule.record(state, entity, ts, self.threshold, horizon, keep=RETENTION)
+        counted, alerts = self.rule.record(state, entity, ts, self.threshold, horizon, keep=self.retention)
         return counted, [self._restyle(alert, fields) for alert in alerts]
 
 
@@ -220,8 +221,8 @@ class EagerSequence(Operator):
 
     holds_events = False
 
-    def __init__(self, spec: Spec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: Spec, retention: float) -> None:
+        super().__init__(spec, retention)
         self.first, self.then = compile_filters(self.cond["first"]), compile_filters(self.cond["then"])
         self.count = int(self.cond["count"])
         self.key, self.time = spec.key, spec.time_field
@@ -247,9 +248,10 @@ class EagerMax(Operator):
     """A 60-s tumbling window's max above ``value``, once per window: streamapp.rules.temperature."""
 
     holds_events = False
+    reach = temperature.WINDOW_SECONDS  # its windows show in the sensor views until they end
 
-    def __init__(self, spec: Spec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: Spec, retention: float) -> None:
+        super().__init__(spec, retention)
         self.limits = temperature.TemperatureThresholds(high=float(self.cond["value"]))
         self.field: str = spec.data["aggregate"]["field"]
 
@@ -269,8 +271,10 @@ class EagerMax(Operator):
 class WindowedZscore(Operator):
     """A value ``value`` deviations from the key's mean before it, once per 60-s window: rules.temperature."""
 
-    def __init__(self, spec: Spec) -> None:
-        super().__init__(spec)
+    reach = temperature.WINDOW_SECONDS  # as EagerMax: the same windows
+
+    def __init__(self, spec: Spec, retention: float) -> None:
+        super().__init__(spec, retention)
         self.field: str = self.cond["field"]
         self.limits = temperature.TemperatureThresholds(
             high=math.inf,
@@ -309,8 +313,8 @@ class WindowedZscore(Operator):
 class KeyedRatio(Operator):
     """A value above ``value`` x the key's mean of earlier events, one alert per id: rules.card_fraud."""
 
-    def __init__(self, spec: Spec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: Spec, retention: float) -> None:
+        super().__init__(spec, retention)
         self.field: str = self.cond["field"]
         self.id: str = spec.data["alert"]["id"]
         self.factor, self.min_earlier = float(self.cond["value"]), int(self.cond.get("min_samples", 5))

@@ -136,7 +136,9 @@ def scan_sensors(
             try:
                 state = orjson.loads(raw)
                 windows = (
-                    temperature.window_view(state, retention_horizon(state, horizon))
+                    temperature.window_view(
+                        state, retention_horizon(state, horizon, settings.retention_seconds)
+                    )
                     if isinstance(state, dict) and (shape is None or state.get("shape") == shape)
                     else []
                 )

@@ -229,7 +229,7 @@ async def get_ip(web: View, request: Request, ip: str) -> Response:
     else:  # the spec's state keeps the retention of the IP's own clock (streamapp.detections.operators)
         state = spec_state("brute_force", ip)
         if state is not None:
-            horizon = retention_horizon(state, horizon)
+            horizon = retention_horizon(state, horizon, settings.retention_seconds)
     size = sliding_count.BUCKET_SECONDS
     buckets = [b for b in (state or {}).get("buckets", []) if b[0] + size > horizon]
     if not buckets:
@@ -257,7 +257,7 @@ async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
     else:  # either temperature spec keeps the sensor's windows and last reading (the rule's state)
         state = spec_state(name, sensor_id)
         if state is not None:
-            horizon = retention_horizon(state, horizon)
+            horizon = retention_horizon(state, horizon, settings.retention_seconds)
     windows = temperature.window_view(state, horizon) if state else []
     if not state or not windows:
         return _not_found(web, f"sensor {sensor_id!r}")
@@ -296,12 +296,13 @@ def _card_from_specs(card_id: str, since: float) -> tuple[int, int, float | None
     recent = 0
     if velocity is not None:
         recent = card_fraud.transactions_within(velocity, since)
-    if spike is not None and spike["last"] > retention_horizon(spike, horizon):
+    retention = settings.retention_seconds
+    if spike is not None and spike["last"] > retention_horizon(spike, horizon, retention):
         count, total = card_fraud.card_totals(spike)
         if count:
             return recent, count, total
     if velocity is not None:
-        size, kept = sliding_count.BUCKET_SECONDS, retention_horizon(velocity, horizon)
+        size, kept = sliding_count.BUCKET_SECONDS, retention_horizon(velocity, horizon, retention)
         count = int(sum(n for start, n in velocity["buckets"] if start + size > kept))
         if count:
             return recent, count, None

@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.integration.engine_state import sensor_changelog, tombstoned
 from tests.integration.kafka_io import produce_spread, read_all, read_until
 
 pytestmark = pytest.mark.integration
@@ -254,10 +255,8 @@ async def test_window_expiry_survives_restart_and_rebalance(kafka_bootstrap, nam
     partial = worker.wait_for("/sensors/partial", lambda s, b: s == 200 and len(b["windows"]) == 1)
     worker.wait_for("/sensors/gone", lambda s, b: s == 404)
     # the expiry timer has removed the fully expired key before the restart
-    changelog = f"{names.app_id}-temperature-by-sensor-changelog"
-    await read_until(
-        kafka_bootstrap, changelog, lambda recs: any(r.key == b"gone" and r.value is None for r in recs)
-    )
+    changelog, keys = sensor_changelog(worker.env, "gone")
+    await read_until(kafka_bootstrap, changelog, lambda recs: tombstoned(recs, keys))
 
     # restart from the changelog alone: expired windows do not come back
     worker.stop()

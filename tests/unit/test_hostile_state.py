@@ -217,8 +217,14 @@ async def test_the_sweep_removes_unreadable_states_and_goes_on(monkeypatch: pyte
         b"d": orjson.dumps({"last": NOW}),
     })  # fmt: skip
     table = _fake_table(monkeypatch, db)
-    removed, _ = await expire_keys(table, lambda state: state["last"] <= worker_clock.horizon)
+    gone: list[tuple[int, bytes]] = []
+    removed, _ = await expire_keys(
+        table,
+        lambda key, state: state["last"] <= worker_clock.horizon,
+        removed=lambda p, k: gone.append((p, k)),
+    )
     assert removed == 3 and list(db) == [b"d"]
+    assert gone == [(0, b"a"), (0, b"b"), (0, b"c")]  # each told, so that what is kept of it goes too
 
 
 async def test_the_restore_skips_changelog_records_without_a_key_or_with_faust_offset_key(

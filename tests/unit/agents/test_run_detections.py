@@ -19,7 +19,7 @@ from agents.run_detections import (
 )
 from streamapp.detections.engine import Engine, Late
 from streamapp.detections.spec import load_file
-from streamapp.observability.metrics import LATE_EVENTS_TOTAL
+from streamapp.observability.metrics import EXPIRED_EVENTS_TOTAL, LATE_EVENTS_TOTAL
 from tests.unit.detections.samples import bursts_engine
 from tests.unit.fakes import FakeSink, record
 
@@ -153,6 +153,24 @@ def test_a_late_event_is_queued_with_the_batch_as_its_source_value_and_coordinat
     ]
     assert second.header("x-source-offset") == b"7"
     assert counted._value.get() == before + 2
+
+
+def test_an_event_at_or_before_the_workers_horizon_is_late_and_counted_as_expired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = bursts_engine()
+    monkeypatch.setitem(registry.engines, engine.name, engine)
+    records = [record(TOPIC, _event(0, 100.0), KEY), record(TOPIC, _event(1, 150.0), KEY)]
+    state, _, late, events, newest = _apply_key(engine, "203.0.113.9", None, records, False, horizon=120.0)
+    assert state is not None and (events, newest) == (1, 150.0)
+    ((message, why),) = late
+    assert message["src"] == [0, 0] and why.reason.startswith("older than the retention")
+    source = settings.topic("logins")
+    expired = EXPIRED_EVENTS_TOTAL.labels(topic=source)
+    before = expired._value.get()
+    _late(engine.name, "203.0.113.9", message, why, FakeSink(), "app-late-events")
+    _late(engine.name, "203.0.113.9", message, Late("1.000 s behind", 1.0), FakeSink(), "app-late-events")
+    assert expired._value.get() == before + 1  # only the one older than the retention
 
 
 def test_the_keys_of_an_engine_the_timer_never_ticks_share_one_summary() -> None:
