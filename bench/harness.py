@@ -58,10 +58,14 @@ class Bench:
         port: int | None = None,
         rules: str = "all",
         extra_env: dict[str, str] | None = None,
+        engine: str = "hand-written",
     ) -> StreamappWorker:
+        """A worker of this run running ``rules`` on ``engine`` (STREAMAPP_RULE_ENGINE: the rows and
+        scenarios measured the hand-written rules; the spec rows apply their specs with rules "none")."""
         port = port or free_port()
         env = {
             "STREAMAPP_RULES": rules,
+            "STREAMAPP_RULE_ENGINE": engine,
             **os.environ,
             **(extra_env or {}),
             "STREAMAPP_BROKER": f"kafka://{self.bootstrap}",

@@ -105,10 +105,10 @@ class Settings:
     thresholds: Thresholds = Thresholds()
     #: the detection rules this worker runs (STREAMAPP_RULES; default every rule)
     rules: frozenset[str] = frozenset(ALERT_KINDS)
-    #: how they run (STREAMAPP_RULE_ENGINE): ``hand-written`` (the rule agents, topics and tables)
-    #: or ``specs`` (the shipped specs of detections/ on the detection engine, see
-    #: streamapp.detections.shipped)
-    rule_engine: str = "hand-written"
+    #: how they run (STREAMAPP_RULE_ENGINE): ``specs`` (the shipped specs of detections/ on the
+    #: detection engine, see streamapp.detections.shipped) or ``hand-written`` (the rule agents,
+    #: topics and tables they replace)
+    rule_engine: str = "specs"
     #: an owned partition with lag and no progress this long makes GET /live fail (liveness watchdog)
     stall_seconds: float = 120.0
     #: the source topics of detections subscribed at start (STREAMAPP_DETECTION_TOPICS; a spec on

@@ -19,9 +19,9 @@ logger = logging.getLogger("bench")
 SPEC_ENGINE_NAME = "streamapp worker, spec engine (brute force per IP as a detection spec)"
 #: the spec: failed logins per IP in a sliding 60-s window, more than BRUTE_FORCE_THRESHOLD
 SPEC_FILE = REPO / "bench" / "specs" / "brute_force.yaml"
-#: STREAMAPP_RULES has no "none": a rule that re-keys no login, so the app's own login ingest only
-#: validates (as in the streamapp row) and the spec engine does all the detecting
-SPEC_RULES = "high_temperature"
+#: no shipped detection of the worker's own: its login ingest only validates (as in the streamapp
+#: row) and the applied spec does all the detecting
+SPEC_RULES = "none"
 
 
 def streamapp_spec(bench: Bench, data: Dataset, prefix: str) -> Outcome:

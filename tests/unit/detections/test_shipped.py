@@ -21,7 +21,8 @@ from streamapp.settings import SettingsError, load_settings
 
 
 def test_hand_written_rules_run_no_spec_and_specs_run_exactly_the_rules() -> None:
-    assert shipped_specs(load_settings({})) == []
+    assert shipped_specs(load_settings({"STREAMAPP_RULE_ENGINE": "hand-written"})) == []
+    assert len(shipped_specs(load_settings({}))) == 6  # the default engine: all six rules as specs
     env = {"STREAMAPP_RULE_ENGINE": "specs", "STREAMAPP_RULES": "brute_force,amount_spike"}
     settings = load_settings(env)
     assert settings.hand_written_rules == frozenset()
