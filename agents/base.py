@@ -1,11 +1,9 @@
-"""The loop every detector shares: per batch, load each key's state once, apply, store once, alert.
+"""The detector loop of a by-entity topic: per batch, load each key's state once, apply, store once.
 
-Every forwarded event is first checked against the lateness model (streamapp.rules.base.lateness):
-a late event goes to ``late-events`` and never into state. Rules whose answer depends on the
-events before one in event time hold events in their state (``pending``) and judge them once the
-key's event clock has passed them by the grace (``judge``); a key that stays quiet is judged
-after the grace in wall time, through a tick record sent to its own partition (agents.held_keys).
-A record that makes a rule raise goes to ``dead-letters`` alone (agents.rejects); the rest of the
+The stock prices' analytics run on it (agents.analyze_prices; the detections run on the detection
+engine, agents.run_detections). Every forwarded event is first checked against the lateness model
+(streamapp.rules.base.lateness): a late event goes to ``late-events`` and never into state. A
+record that makes a rule raise goes to ``dead-letters`` alone (agents.rejects); the rest of the
 batch goes on. Only the app writes the by-entity topics: a record found there that it could not
 have written (a key no entity can have, an envelope whose event the ingest parser refuses) is a
 dead letter too, and a stored state that cannot be read, or that makes a valid event raise, is
@@ -18,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -27,36 +25,27 @@ import faust
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from agents.held_keys import TICK, HeldKeys, send_ticks
 from agents.record_checks import PARSERS, envelope_problem, key_problem, reset_state, stored_state
 from agents.rejects import Rejects
 from streamapp.models import Alert, Parser
-from streamapp.rules.base import Apply, Judge, Late, State, step
+from streamapp.rules.base import Apply, Late, State, step
 from streamapp.runtime.consumer import check_membership, drain_to_router
 from streamapp.runtime.producer import Delivery
 from streamapp.settings import Settings
-from streamapp.types import Envelope, RecordSink, StateStore
+from streamapp.types import RecordSink, StateStore
 
 __all__ = [
-    "TICK",
     "Apply",
     "Detector",
-    "HeldKeys",
-    "Judge",
-    "Updates",
     "detect",
     "detect_batch",
     "envelope_problem",
     "key_problem",
     "reset_state",
-    "send_ticks",
     "stored_state",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: (entity, state after the batch, the typed events applied to it) -> records for an updates topic
-Updates = Callable[[str, State, list[Any]], Iterable[bytes]]
 
 
 class EventClock(Protocol):
@@ -90,10 +79,6 @@ class Detector:
     #: the topic names of late events and dead letters
     late_events_topic: str
     dead_letters_topic: str
-    #: (topic name, make): every key a batch changes also sends make(entity, state, events) there
-    updates: tuple[str, Updates] | None = None
-    judge: Judge | None = None
-    held: HeldKeys | None = None
 
     @property
     def parse(self) -> Parser:
@@ -111,11 +96,8 @@ async def detect_batch(records: Sequence[ConsumerRecord], detector: Detector) ->
     instead of one per event. Alerts are acknowledged by the broker before the states that
     remember them are written: a crash in between re-publishes them (same alert_id) rather
     than losing them.
-
-    With ``updates`` = (topic, make), every key changed by the batch also sends ``make(entity,
-    state, applied events)`` to ``topic`` (keyed by the entity), with the changelog records.
     """
-    settings, store, held = detector.settings, detector.store, detector.held
+    settings, store = detector.settings, detector.store
     batches = detector.new_sink()
     rejects = Rejects(batches, settings.topic(detector.source), store.name, detector)
     by_key: dict[tuple[int, bytes], list[ConsumerRecord]] = {}
@@ -127,31 +109,22 @@ async def detect_batch(records: Sequence[ConsumerRecord], detector: Detector) ->
         by_key.setdefault((record.partition, record.key), []).append(record)
     alerts: list[Alert] = []
     changed_states: list[tuple[int, bytes, State]] = []
-    if detector.updates is not None:
-        updates_topic, make_updates = detector.updates
-        await batches.prepare(updates_topic)
     step = partial(_apply_events, detector=detector, rejects=rejects)
-    now = time.time()
-    ceiling = now + settings.max_clock_skew_seconds
+    ceiling = time.time() + settings.max_clock_skew_seconds
     for (partition, key), key_records in by_key.items():
         raw = store.load(partition, key)
         stored = stored_state(raw, store.name, key, ceiling)
         try:
-            state, found, applied, changed = step(stored, key, key_records, isolate=False)
+            state, found, changed = step(stored, key, key_records, isolate=False)
         except Exception:
             # one of these records makes the rule raise: again one record at a time, each on a
             # copy of the state, so that only the guilty ones go to dead-letters
             rejects.clear_for(key_records)
             stored = orjson.loads(raw) if stored is not None and raw is not None else None  # mutated
-            state, found, applied, changed = step(stored, key, key_records, isolate=True)
+            state, found, changed = step(stored, key, key_records, isolate=True)
         alerts.extend(found)
         if changed:
             changed_states.append((partition, key, state))
-            if held is not None:
-                held.update(partition, key, state, now)
-            if detector.updates is not None and applied:
-                for value in make_updates(key.decode(), state, applied):
-                    batches.add(updates_topic, key, value)
     await rejects.queue()
     published = [await detector.publish_alert(alert) for alert in alerts]
     deliveries = [delivery for delivery in published if delivery is not None]
@@ -177,40 +150,35 @@ def _apply_events(
     detector: Detector,
     rejects: Rejects,
     isolate: bool,
-) -> tuple[State, list[Alert], list[Any], bool]:
-    """Apply one key's records to its state: (state, alerts, applied events, state changed).
+) -> tuple[State, list[Alert], bool]:
+    """Apply one key's records to its state: (state, alerts, state changed).
 
     With ``isolate``, each record is applied to a copy of the state and one that raises goes
     to dead-letters, leaving the state as it was before it; unless the record applies cleanly
     to a fresh state: then the stored state is what fails (a changelog record someone else
     wrote), and the key goes on from the fresh one.
     """
-    new_state, apply, judge, table = detector.new_state, detector.apply, detector.judge, detector.store.name
+    new_state, apply, table = detector.new_state, detector.apply, detector.store.name
     parse, source_topic = detector.parse, detector.settings.topic(detector.source)
     state = stored if stored is not None else new_state()
     entity = key.decode()
     grace, horizon = detector.settings.grace_seconds, detector.clock.horizon
     alerts: list[Alert] = []
-    applied: list[Any] = []
     changed = False
     for record in records:
-        event: Envelope[Any] | None
-        if record.value == TICK:
-            event = None
-        else:
-            event, problem = envelope_problem(record, parse, source_topic)
-            if problem is not None:
-                rejects.dead(record, problem, as_read=True)
-                continue
+        event, problem = envelope_problem(record, parse, source_topic)
+        if event is None:
+            rejects.dead(record, problem or "not an event envelope", as_read=True)
+            continue
         before = orjson.dumps(state) if isolate else None
         try:
-            outcome = step(state, entity, event, apply, judge, grace, horizon)
+            outcome = step(state, entity, event, apply, None, grace, horizon)
         except Exception as exc:
             if not isolate:
                 raise
             fresh = new_state()
             try:
-                outcome = step(fresh, entity, event, apply, judge, grace, horizon)
+                outcome = step(fresh, entity, event, apply, None, grace, horizon)
             except Exception:
                 logger.exception("a %s record made the rule raise", record.topic)
                 reason = f"internal error while detecting: {type(exc).__name__}: {exc}"[:500]
@@ -222,15 +190,12 @@ def _apply_events(
         if outcome is None:
             continue
         if isinstance(outcome, Late):
-            if event is not None:  # (a tick is never late)
-                rejects.late(record, event, outcome.reason, outcome.seconds)
+            rejects.late(record, event, outcome.reason, outcome.seconds)
             continue
         changed = True
         alerts.extend(outcome)
-        if event is not None:
-            detector.clock.observe(event.event.ts)
-            applied.append(event.event)
-    return state, alerts, applied, changed
+        detector.clock.observe(event.event.ts)
+    return state, alerts, changed
 
 
 async def detect(stream: faust.StreamT[bytes], agent: str) -> None:

@@ -11,21 +11,13 @@ from typing import Any
 
 from faust.types import TableT
 
-from agents.detect_card_fraud import held_cards
-from agents.detect_temperature import held_sensors
-from agents.held_keys import HeldKeys
 from agents.run_detections import forget_swept
 from streamapp.app import app, settings
-from streamapp.rules import sliding_count, temperature
 from streamapp.rules.windows import next_sweep_in
 from streamapp.runtime.clock import worker_clock
 from tables.base import expire_keys, restore_event_clock
 from tables.detection_state import detection_name, detection_state, registry
-from tables.failed_logins_by_ip import failed_logins_by_ip
-from tables.logins_by_user import logins_by_user
 from tables.prices_by_symbol import prices_by_symbol
-from tables.temperature_by_sensor import temperature_by_sensor
-from tables.transactions_by_card import transactions_by_card
 
 __all__ = ["EXPIRING_TABLES", "TableExpiry", "expire_windows", "spec_expires_at"]
 
@@ -34,23 +26,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TableExpiry:
-    """How to tell when a table's value last saw an event, and how long that event lasts."""
+    """How to tell when a table's value last saw an event, and when it expires."""
 
     table: TableT
     #: the newest event time of a value (also what restores the worker's clock after recovery)
     last_event: Callable[[Any], float]
-    span: float = 0.0  # a bucket or window lasts this long after its start
-    #: the detector's keys that hold events: a sweep finds those a restart forgot
-    held: HeldKeys | None = None
     #: (key, value) -> the horizon at which the key goes, None while it must stay; instead of
-    #: ``last_event`` + ``span`` for a table whose keys last differently (one per detection)
+    #: ``last_event`` for a table whose keys last differently (one per detection)
     expires_at: Callable[[bytes, Any], float | None] | None = None
     #: (partition, key) of each key the sweep removed: what the worker keeps of it in memory goes too
     forget: Callable[[int, bytes], None] | None = None
 
     def is_expired(self, key: bytes, state: Any) -> bool:
         if self.expires_at is None:
-            return self.last_event(state) + self.span <= worker_clock.horizon
+            return self.last_event(state) <= worker_clock.horizon
         at = self.expires_at(key, state)
         return at is not None and at <= worker_clock.horizon
 
@@ -67,10 +56,6 @@ def spec_expires_at(key: bytes, state: Any) -> float | None:
     return engine.expires_at(state)
 
 
-def _newest_start(field: str) -> Callable[[Any], float]:
-    return lambda state: state[field][-1][0] if state.get(field) else 0.0
-
-
 def _number(field: str) -> Callable[[Any], float]:
     return lambda state: state.get(field) or 0.0
 
@@ -79,10 +64,6 @@ def _number(field: str) -> Callable[[Any], float]:
 _spec_clock = _number("clock")
 
 EXPIRING_TABLES = [
-    TableExpiry(failed_logins_by_ip, _newest_start("buckets"), sliding_count.BUCKET_SECONDS),
-    TableExpiry(temperature_by_sensor, _newest_start("windows"), temperature.WINDOW_SECONDS, held_sensors),
-    TableExpiry(logins_by_user, _number("last")),
-    TableExpiry(transactions_by_card, _number("last"), held=held_cards),
     TableExpiry(prices_by_symbol, _number("ts")),
     TableExpiry(detection_state, _spec_clock, expires_at=spec_expires_at, forget=forget_swept),
 ]
@@ -101,19 +82,10 @@ async def expire_windows() -> None:
         if worker_clock.horizon:
             for expiry in EXPIRING_TABLES:
                 try:
-                    busy += (
-                        await expire_keys(expiry.table, expiry.is_expired, _visit(expiry.held), expiry.forget)
-                    )[1]
+                    busy += (await expire_keys(expiry.table, expiry.is_expired, expiry.forget))[1]
                 except Exception:  # e.g. a store closed by a rebalance mid-step: the next sweep retries
                     logger.exception("expiry sweep of table %s failed", expiry.table.name)
         await asyncio.sleep(next_sweep_in(started, busy, time.monotonic()))
-
-
-def _visit(held: HeldKeys | None) -> Callable[[int, bytes, Any], None] | None:
-    if held is None:
-        return None
-    now = time.time()
-    return lambda partition, key, state: held.update(partition, key, state, now)
 
 
 def _on_recovered(expiry: TableExpiry) -> Callable[[], Any]:

@@ -17,9 +17,8 @@ may have gone silent, through tick records on their own partition.
 In process, without the hop. A source topic keyed by the spec's key (logins by IP) has each
 event on the partition its entity hashes to, which is the event's partition of detection-events
 too: such an event is applied by the handler that read it (``route_detections`` or the topic's
-ingest) at once, in the same batch, with no record of its own in detection-events (the app's
-ingest hands copartitioned events to its detectors the same way). Only when all of this holds,
-else it is forwarded:
+ingest) at once, in the same batch, with no record of its own in detection-events. Only when all
+of this holds, else it is forwarded:
 
 - the source topic is an app input topic or one of STREAMAPP_DETECTION_TOPICS, with as many
   partitions as detection-events. Every worker subscribes to those from its start, so faust assigns them
@@ -66,7 +65,7 @@ from agents.record_checks import detection_record, reset_state, stored_state
 from streamapp.app import app, settings
 from streamapp.detections.control import follow
 from streamapp.detections.engine import Engine, Late
-from streamapp.detections.operators import SENSOR_DETECTIONS, spec_kept
+from streamapp.detections.operators import SENSOR_DETECTIONS, running_spec
 from streamapp.detections.shipped import late_events_label, shipped_specs
 from streamapp.models import Alert, InvalidEvent, decode_json_object
 from streamapp.observability.metrics import DEAD_LETTERS_TOTAL, EXPIRED_EVENTS_TOTAL, LATE_EVENTS_TOTAL
@@ -170,8 +169,8 @@ registry.listeners.append(_changed)
 
 @app.task
 async def follow_control() -> None:
-    """Run the shipped detections of STREAMAPP_RULE_ENGINE=specs, then follow the control topic for
-    as long as the worker runs (a failure is logged and retried)."""
+    """Run the shipped detections of STREAMAPP_RULES, then follow the control topic for as long as
+    the worker runs (a failure is logged and retried)."""
     registry.install(shipped_specs(settings))
     while True:
         try:
@@ -435,8 +434,8 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
     changed: list[tuple[int, bytes, State]] = []
     applied: dict[str, int] = {}
     touched: set[str] = set()
-    # the sinks' sensor windows, from a temperature spec's states when no hand-written rule keeps them
-    windows_from = spec_kept(SENSOR_DETECTIONS, settings.hand_written_rules, registry.engines)
+    # the sinks' sensor windows, from the states of a running temperature spec
+    windows_from = running_spec(SENSOR_DETECTIONS, registry.engines)
     windows: list[tuple[str, State, Sequence[Any]]] = []
     failed: list[tuple[str, dict[str, Any], str]] = []
     ceiling = time.time() + settings.max_clock_skew_seconds
@@ -505,14 +504,14 @@ async def _apply(by_key: dict[tuple[int, bytes], list[Any]], batches: RecordBatc
     sizes = store_states(detection_state, changed, batches)
     for (partition, key, state), size in zip(changed, sizes, strict=True):
         _states.keep(partition, key, state, size)
-    # after the batch moved the clock, as the hand-written detectors store theirs (agents.base)
+    # after the batch moved the clock, as the stock prices' detector stores its own (agents.base)
     for partition in {partition for partition, _, _ in changed}:
         store_event_clock(detection_state, partition, batches)
 
 
 async def _send_windows(windows: list[tuple[str, State, Sequence[Any]]], batches: RecordBatches) -> None:
     """Every sensor window a batch touched, as it is now, to ``<app id>-sensor-windows`` (one record
-    per window per batch), as the hand-written temperature detector sends them for the sinks."""
+    per window per batch), for the sinks."""
     topic = sensor_windows_topic.get_topic_name()
     await batches.prepare(topic)
     for sensor_id, state, records in windows:
@@ -754,8 +753,8 @@ async def rebuild_index() -> None:
     )
 
 
-#: a detection's alerts are published and counted (streamapp_alerts_total) as the rules' are
-_alerting = Alerting(None, settings.publish_alerts, alerts_topic.send)
+#: a detection's alerts are published and counted (streamapp_alerts_total), whatever their kind
+_alerting = Alerting(settings.publish_alerts, alerts_topic.send)
 
 
 async def _publish(alert: Alert) -> None:
@@ -767,7 +766,7 @@ def _late(
     name: str, entity: str, message: dict[str, Any], late: Late, batches: RecordSink, target: str
 ) -> None:
     """Queue a late event for ``target`` (late-events) with the batch's other records, keyed by its
-    entity, as the hand-written detectors queue theirs (agents.rejects): delivered before the
+    entity, as the stock prices' detector queues its own (agents.rejects): delivered before the
     batch's source offsets are acknowledged, in its transaction under exactly-once."""
     source = registry.engines[name].spec.topic
     partition, offset = message["src"]
@@ -780,7 +779,7 @@ def _late(
     ]
     batches.add(target, entity.encode(), _source_value(message), None, headers)
     LATE_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
-    if late.reason.startswith("older than the retention"):  # as agents.rejects counts the rules'
+    if late.reason.startswith("older than the retention"):  # as agents.rejects counts the prices'
         EXPIRED_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
 
 

@@ -11,7 +11,7 @@ from functools import partial
 
 import faust
 
-from agents.base import Apply, Detector, HeldKeys, Judge, Updates
+from agents.base import Apply, Detector
 from streamapp.pipeline.alerting import Alerting
 from streamapp.rules.base import State
 from streamapp.runtime.clock import worker_clock
@@ -31,16 +31,12 @@ def detector_for(
     table: faust.types.TableT,
     new_state: Callable[[], State],
     apply: Apply,
-    updates: tuple[str, Updates] | None = None,
-    judge: Judge | None = None,
-    held: HeldKeys | None = None,
 ) -> Detector:
     """A detector on a worker: ``table``'s RocksDB, the app's producer, its alerts topic and clock."""
-    alerting = Alerting(settings.hand_written_rules, settings.publish_alerts, alerts_topic.send)
+    alerting = Alerting(settings.publish_alerts, alerts_topic.send)
     return Detector(
         source=source, store=TableStore(table), new_state=new_state, apply=apply, settings=settings,
         new_sink=partial(RecordBatches, app), publish_alert=alerting.publish, clock=worker_clock,
         late_events_topic=late_events_topic.get_topic_name(),
         dead_letters_topic=dead_letters_topic.get_topic_name(),
-        updates=updates, judge=judge, held=held,
     )  # fmt: skip

@@ -148,18 +148,15 @@ def create_app(settings: Settings) -> StreamApp:
 def declare_routes(router: Router, app: faust.App, settings: Settings) -> None:
     """Which handler takes the fetched records of each topic: the app's pipeline, in one place.
 
-    A login: `logins` -> agents.route_logins.ingest (streamapp.pipeline.ingest) -> the by-entity
-    topics -> agents.detect_brute_force / detect_account_takeover (agents.base.Detector) ->
-    streamapp.rules -> `alerts` (streamapp.pipeline.alerting). Runs at the first fetch
-    (streamapp.runtime.router.Router), once every app module is imported.
+    A login: `logins` -> agents.route_logins.ingest (streamapp.pipeline.ingest) -> the detections
+    of `logins` (agents.run_detections: `<app>-detection-events`, keyed by detection and entity)
+    -> streamapp.detections.engine and its operators (streamapp.rules) -> `alerts`
+    (streamapp.pipeline.alerting). Runs at the first fetch (streamapp.runtime.router.Router), once
+    every app module is imported.
     """
     # agents and topics import this module (the app they register with): imported here, not above
     from agents import (
         analyze_prices,
-        detect_account_takeover,
-        detect_brute_force,
-        detect_card_fraud,
-        detect_temperature,
         route_logins,
         route_sensor_readings,
         route_stock_prices,
@@ -180,13 +177,7 @@ def declare_routes(router: Router, app: faust.App, settings: Settings) -> None:
         (topics.transactions_topic, route_transactions.ingest, route_transactions.route_transactions),
         (topics.stock_prices_topic, route_stock_prices.ingest, route_stock_prices.route_stock_prices),
         (topics.users_topic, route_users.ingest, route_users.route_users),
-        # detection: the rules over each entity's events
-        (topics.failed_logins_by_ip_topic, detect_brute_force.detector,
-         detect_brute_force.detect_brute_force),
-        (topics.logins_by_user_topic, detect_account_takeover.detector,
-         detect_account_takeover.detect_account_takeover),
-        (topics.transactions_by_card_topic, detect_card_fraud.detector, detect_card_fraud.detect_card_fraud),
-        (topics.readings_by_sensor_topic, detect_temperature.detector, detect_temperature.detect_temperature),
+        # the stock prices' analytics per symbol
         (topics.prices_by_symbol_topic, analyze_prices.detector, analyze_prices.analyze_prices),
     ]  # fmt: skip
     for topic, make_handler, agent in routes:

@@ -103,12 +103,9 @@ class Settings:
     max_poll_records: int = 2000
     stream_buffer: int = 10000
     thresholds: Thresholds = Thresholds()
-    #: the detection rules this worker runs (STREAMAPP_RULES; default every rule)
+    #: the shipped detections this worker runs, as their specs of detections/ on the detection
+    #: engine (STREAMAPP_RULES; default every one; see streamapp.detections.shipped)
     rules: frozenset[str] = frozenset(ALERT_KINDS)
-    #: how they run (STREAMAPP_RULE_ENGINE): ``specs`` (the shipped specs of detections/ on the
-    #: detection engine, see streamapp.detections.shipped) or ``hand-written`` (the rule agents,
-    #: topics and tables they replace)
-    rule_engine: str = "specs"
     #: an owned partition with lag and no progress this long makes GET /live fail (liveness watchdog)
     stall_seconds: float = 120.0
     #: the source topics of detections subscribed at start (STREAMAPP_DETECTION_TOPICS; a spec on
@@ -133,16 +130,6 @@ class Settings:
         """Broker URL in the form aiokafka takes (``host:port`` list)."""
         hosts = self.broker.split("://", 1)[-1]
         return [h.strip() for h in hosts.replace(",", ";").split(";") if h.strip()]
-
-    @property
-    def hand_written_rules(self) -> frozenset[str]:
-        """The rules this worker runs with their hand-written agents, topics and tables."""
-        return self.rules if self.rule_engine == "hand-written" else frozenset()
-
-    @property
-    def spec_rules(self) -> frozenset[str]:
-        """The rules this worker runs as their shipped specs (streamapp.detections.shipped)."""
-        return self.rules if self.rule_engine == "specs" else frozenset()
 
     def topic(self, name: str) -> str:
         """The full name of a contract topic (``STREAMAPP_TOPIC_PREFIX`` isolates test runs)."""
@@ -203,6 +190,18 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def _rule_engine(raw: str) -> str:
+    # STREAMAPP_RULE_ENGINE is read only to refuse what it no longer selects, before a worker starts
+    if raw == "hand-written":
+        raise ValueError(
+            "hand-written was removed: the shipped detections run as specs on the detection engine "
+            "(leave it unset or set it to specs)"
+        )
+    if raw != "specs":
+        raise ValueError("must be specs (the only engine: leave it unset)")
+    return raw
+
+
 #: shortest STREAMAPP_WEB_TOKEN / STREAMAPP_PEER_SECRET: a few characters can be guessed online
 MIN_SECRET_CHARS = 16
 #: the watchdog looks every 5 s (streamapp.observability.monitoring): a shorter stall time could not be seen
@@ -233,7 +232,7 @@ def _topic_list(raw: str) -> tuple[str, ...]:
 def _rules(raw: str) -> frozenset[str]:
     if raw.lower() == "all":
         return frozenset(ALERT_KINDS)
-    if raw.lower() == "none":  # every detection from specs (docs/detections.md)
+    if raw.lower() == "none":  # no shipped detection: those of the control topic alone (docs/detections.md)
         return frozenset()
     kinds = [kind.strip() for kind in raw.split(",") if kind.strip()]
     unknown = [kind for kind in kinds if kind not in ALERT_KINDS]
@@ -340,6 +339,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     def text(raw: str) -> str:
         return raw
 
+    get("RULE_ENGINE", _rule_engine, "specs")  # refused unless specs (streamapp.detections.shipped)
     thresholds = Thresholds(
         brute_force_failures=get("BRUTE_FORCE_THRESHOLD", _positive_int, base.brute_force_failures),
         account_takeover_failures=get(
@@ -403,7 +403,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         stream_buffer=get("STREAM_BUFFER", _positive_int, defaults.stream_buffer),
         thresholds=thresholds,
         rules=get("RULES", _rules, defaults.rules),
-        rule_engine=get("RULE_ENGINE", _choice("hand-written", "specs"), defaults.rule_engine),
         stall_seconds=get("STALL_SECONDS", _stall_seconds, defaults.stall_seconds),
         detection_topics=get("DETECTION_TOPICS", _topic_list, defaults.detection_topics),
         archive_url=get("ARCHIVE_URL", _archive_url, None),

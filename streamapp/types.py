@@ -1,12 +1,12 @@
 """What passes between the pipeline's steps: fetched records, envelopes of typed events, handlers.
 
-One login from fetch to alert (docs/architecture.md):
+One stock price from fetch to state (docs/architecture.md):
 
 - the batch consumer hands a fetch of a topic (``Sequence[ConsumerRecord]``) to the app's
   :class:`~streamapp.runtime.router.Router`, which calls that topic's :class:`BatchHandler`;
 - the ingest handler (streamapp.pipeline.ingest) parses each record into a typed event
   (streamapp.models) and forwards it as an :class:`Envelope` to a by-entity topic, keyed by
-  the entity (:data:`Rekey`);
+  the entity (:data:`Rekey`), and hands it to the detections of its topic (:class:`DetectionHandoff`);
 - the detector handler (agents.base) decodes the envelope again (streamapp.models.decode_envelope)
   and applies the typed event to the key's state (:data:`Apply`).
 

@@ -230,7 +230,6 @@ SWEEP_REST_FACTOR = 9.0
 async def expire_keys(
     table: TableT,
     is_expired: Callable[[bytes, Any], bool],
-    visit: Callable[[int, bytes, Any], None] | None = None,
     removed: Callable[[int, bytes], None] | None = None,
 ) -> tuple[int, float]:
     """Delete keys whose state has fully expired, from RocksDB and (as tombstones) the changelog.
@@ -242,8 +241,8 @@ async def expire_keys(
     so a table of a million keys neither stops the agents for seconds nor takes more than a
     tenth of the worker's CPU while it runs; each step checks and deletes without yielding, so
     no write of an agent falls between a key's check and its deletion. ``is_expired(key, state)``
-    says which go; ``visit(partition, key, state)`` sees every key that stays, ``removed(partition,
-    key)`` every key that goes. Returns (keys removed, seconds of work, rests not counted).
+    says which go; ``removed(partition, key)`` sees every key that goes. Returns (keys removed,
+    seconds of work, rests not counted).
     """
     store: Any = table.data
     count = 0
@@ -267,8 +266,6 @@ async def expire_keys(
                 count += 1
                 if removed is not None:
                     removed(partition, key)
-            elif visit is not None:
-                visit(partition, key, value)
         took = time.monotonic() - started
         busy += took
         if more:

@@ -157,7 +157,7 @@ def list_(as_json: bool) -> None:
 def disable(name: str) -> None:
     """Stop a detection on every worker (a null record for its name)."""
     settings = _settings()
-    # a shipped detection runs without being applied on workers with STREAMAPP_RULE_ENGINE=specs
+    # a shipped detection runs without being applied (streamapp.detections.shipped)
     if name not in ALERT_KINDS and name not in asyncio.run(read_applied(settings)):
         click.echo(f"no detection {name!r} is applied (nor shipped)", err=True)
         raise SystemExit(1)

@@ -13,11 +13,10 @@ implements what it asks for (docs/detections.md, "Shipped detections and operato
 - ``keyed_ratio``: a ``ratio`` with an ``alert.id``: streamapp.rules.card_fraud (amount_spike).
 
 An operator's state is the rule's own (with the engine's shape, clock, settled mark and source
-positions), under the same lateness model as the hand-written detectors
-(streamapp.rules.base.step): eager operators alert at the event, as the rules do; held ones judge
-what the key's clock has passed by the grace, and what the detection's watermark or a quiet
-spell lets be judged (engine ticks). Alerts are the rule's, with the spec's name as their kind
-(and in their id) and the spec's text as their detail.
+positions), under the rules' lateness model (streamapp.rules.base.lateness): eager operators alert
+at the event, as the rules do; held ones judge what the key's clock has passed by the grace, and
+what the detection's watermark or a quiet spell lets be judged (engine ticks). Alerts are the
+rule's, with the spec's name as their kind (and in their id) and the spec's text as their detail.
 """
 
 from __future__ import annotations
@@ -42,23 +41,19 @@ __all__ = [
     "operator_for",
     "render",
     "retention_horizon",
-    "spec_kept",
+    "running_spec",
 ]
 
 #: the shipped detections behind each entity view of the web API (and, for sensors, the sinks'
-#: sensor windows): a hand-written detector's table keeps it while one of them runs as a rule,
-#: else the states of the running specs of those names (:func:`spec_kept`)
+#: sensor windows): the states of the running specs of those names keep it (:func:`running_spec`)
 IP_DETECTIONS = ("brute_force",)
 SENSOR_DETECTIONS = ("high_temperature", "temperature_anomaly")
 CARD_DETECTIONS = ("card_velocity", "amount_spike")
 
 
-def spec_kept(detections: tuple[str, ...], rules: Collection[str], running: Collection[str]) -> str | None:
+def running_spec(detections: tuple[str, ...], running: Collection[str]) -> str | None:
     """The running spec whose states keep the view of ``detections``: the first of them that runs
-    (in ``running``), when none runs as a hand-written rule (``rules``: STREAMAPP_RULES, the same on
-    every worker of an app); else None (the hand-written detector's table keeps it)."""
-    if any(name in rules for name in detections):
-        return None
+    (in ``running``); None when none does."""
     return next((name for name in detections if name in running), None)
 
 
@@ -207,7 +202,7 @@ class SteppedCount(Operator):
     def apply(
         self, state: State, entity: str, ts: float, fields: Fields, horizon: float
     ) -> tuple[bool, list[Alert]]:
-        # keep: the buckets of the retention, as the hand-written detectors keep for their views
+        # keep: the buckets of the retention, for the views
         counted, alerts = self.rule.record(state, entity, ts, self.threshold, horizon, keep=self.retention)
         return counted, [self._restyle(alert, fields) for alert in alerts]
 

@@ -1,8 +1,8 @@
-"""The shipped detections (`detections/*.yaml`) as a worker runs them with STREAMAPP_RULE_ENGINE=specs.
+"""The shipped detections (`detections/*.yaml`) as a worker runs them.
 
-Each rule of STREAMAPP_RULES runs as its spec file with the worker's settings in it: the
-threshold variables (STREAMAPP_BRUTE_FORCE_THRESHOLD, ...) and STREAMAPP_GRACE_SECONDS, as they
-set the hand-written rules. These are the worker's defaults: a record of the same name in the
+Each detection of STREAMAPP_RULES runs as its spec file with the worker's settings in it: the
+threshold variables (STREAMAPP_BRUTE_FORCE_THRESHOLD, ...) and STREAMAPP_GRACE_SECONDS. These
+are the worker's defaults: a record of the same name in the
 `detections` control topic (a spec applied, or null: disabled) takes their place.
 """
 
@@ -38,8 +38,9 @@ THRESHOLD_SETTINGS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 #: the table a shipped detection's late events name (docs/contract.md, `late-events`: `late event
-#: for <detection table>`), the same whichever engine runs it; detections of one table share
-#: their late events (a late reading is one record, not one per temperature detection)
+#: for <table>`): the names of the contract, kept for consumers that match on them although no
+#: table of those names exists; detections of one name share their late events (a late reading is
+#: one record, not one per temperature detection)
 LATE_EVENTS_TABLE: dict[str, str] = {
     "brute_force": "failed-logins-by-ip",
     "account_takeover": "logins-by-user",
@@ -57,19 +58,19 @@ def late_events_label(name: str) -> str:
 
 
 def shipped_specs(settings: Settings, folder: Path = SHIPPED_DIR) -> list[Spec]:
-    """The specs of ``settings.spec_rules``, with the worker's thresholds and grace.
+    """The specs of ``settings.rules``, with the worker's thresholds and grace.
 
     Raises :class:`SettingsError` naming the variable when a setting makes a spec invalid (a
     grace of 0: a spec's grace is positive), or the folder when a file is missing or invalid.
     """
     specs = []
-    for name in sorted(settings.spec_rules):
+    for name in sorted(settings.rules):
         path = folder / f"{name}.yaml"
         try:
             shipped = load_file(path)
         except SpecInvalid as exc:
             raise SettingsError(
-                f"STREAMAPP_RULE_ENGINE=specs: the shipped detection {name} cannot be read: {exc.errors[0]}"
+                f"{PREFIX}RULES: the shipped detection {name} cannot be read: {exc.errors[0]}"
             ) from None
         data: dict[str, Any] = shipped.data
         changes = [(data, "grace", settings.grace_seconds, "GRACE_SECONDS")]

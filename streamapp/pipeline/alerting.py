@@ -17,15 +17,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Alerting:
-    """Where the detectors' alerts go: the rules that publish, and the send to the alerts topic.
+    """Where the detections' alerts go: the send to the alerts topic, or only the count.
 
     On a worker ``send`` is the alerts topic's (streamapp.runtime.topics.alerts_topic.send);
     the detector waits for the delivery it returns before writing the states that remember it.
     """
 
-    #: STREAMAPP_RULES: an alert of another rule is neither published nor counted (None: every
-    #: alert, as for the detection specs, which run because they were applied)
-    rules: frozenset[str] | None
     #: STREAMAPP_PUBLISH_ALERTS (false for `streamapp replay` unless ``--alerts``)
     publish_alerts: bool
     #: (key, value) -> the delivery future
@@ -37,8 +34,6 @@ class Alerting:
         With ``publish_alerts`` false the alert is only counted and logged at debug level: a
         replay must not alert on old events again.
         """
-        if self.rules is not None and alert.kind not in self.rules:
-            return None
         if not self.publish_alerts:
             ALERTS_TOTAL.labels(kind=alert.kind).inc()
             logger.debug(

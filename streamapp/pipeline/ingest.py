@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from operator import attrgetter
 from typing import Any, TypeVar, cast
 
 import faust
@@ -28,9 +27,9 @@ __all__ = [
     "Ingest",
     "decode_or_dead_letter",
     "ingest_for",
-    "rekey_by",
     "route_batch",
     "send_dead_letter",
+    "to_specs_only",
 ]
 
 logger = logging.getLogger(__name__)
@@ -231,13 +230,10 @@ def _forwarded(
     )
 
 
-def rekey_by(topic: faust.TopicT, entity: str, wanted: bool) -> Rekey:
-    """Each event to ``topic`` keyed by its attribute ``entity`` when ``wanted`` (a rule of that
-    by-entity topic runs hand-written), else nowhere (the detection specs alone take it)."""
-    if not wanted:
-        return lambda event: ()
-    of = attrgetter(entity)
-    return lambda event: ((topic, of(event)),)
+def to_specs_only(event: Any) -> tuple[()]:
+    """No by-entity topic for the event: the detections of its source topic alone take it
+    (the rekey of `logins`, `sensor-readings` and `transactions`)."""
+    return ()
 
 
 def ingest_for(

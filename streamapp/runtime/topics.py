@@ -11,16 +11,12 @@ __all__ = [
     "declare_output_topics",
     "alerts_topic",
     "dead_letters_topic",
-    "failed_logins_by_ip_topic",
     "late_events_topic",
-    "logins_by_user_topic",
     "logins_topic",
     "prices_by_symbol_topic",
-    "readings_by_sensor_topic",
     "sensor_readings_topic",
     "sensor_windows_topic",
     "stock_prices_topic",
-    "transactions_by_card_topic",
     "transactions_topic",
     "users_by_name_topic",
     "users_topic",
@@ -64,10 +60,6 @@ dead_letters_topic = _external("dead-letters")
 #: valid events that came later than the grace allows (see streamapp.rules.base.lateness)
 late_events_topic = _external("late-events")
 
-failed_logins_by_ip_topic = _by_entity("failed-logins-by-ip")
-logins_by_user_topic = _by_entity("logins-by-user")
-readings_by_sensor_topic = _by_entity("readings-by-sensor")
-transactions_by_card_topic = _by_entity("transactions-by-card")
 prices_by_symbol_topic = _by_entity("prices-by-symbol")
 users_by_name_topic = _by_entity("users-by-name")
 #: every update of a sensor's 60-s window (key: sensor id), read by the PostgreSQL and InfluxDB sinks

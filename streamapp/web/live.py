@@ -20,7 +20,7 @@ from faust.web import Request, Response, View
 from yarl import URL
 
 from streamapp.app import app, settings
-from streamapp.detections.operators import SENSOR_DETECTIONS, retention_horizon, spec_kept
+from streamapp.detections.operators import SENSOR_DETECTIONS, retention_horizon, running_spec
 from streamapp.rules import price_analytics, temperature
 from streamapp.runtime.clock import worker_clock
 from streamapp.web.peers import HOPS_HEADER, PeerError, hops_of, peer_get
@@ -29,7 +29,6 @@ from streamapp.web.views import PEER_KEY
 from tables.base import active_partitions
 from tables.detection_state import detection_state, registry
 from tables.prices_by_symbol import prices_by_symbol
-from tables.temperature_by_sensor import temperature_by_sensor
 
 __all__ = [
     "DEFAULT_SENSORS",
@@ -180,16 +179,12 @@ def _key(sensor: dict[str, Any]) -> bytes:
 
 
 def local_sensors(after: bytes | None = None, limit: int = DEFAULT_SENSORS) -> SensorPage:
-    """Sensors of this worker's active partitions, in key order after ``after``: the hand-written
-    temperature detector's, or a running temperature spec's (streamapp.detections.operators.spec_kept)."""
+    """Sensors of this worker's active partitions, in key order after ``after``: a running
+    temperature spec's (streamapp.detections.operators.running_spec); none while neither runs."""
     worker = str(app.conf.canonical_url).rstrip("/")
-    name = spec_kept(SENSOR_DETECTIONS, settings.hand_written_rules, registry.engines)
+    name = running_spec(SENSOR_DETECTIONS, registry.engines)
     if name is None:
-        stores = [
-            db.items(from_key=after) if after is not None else db.items()
-            for _, db in active_partitions(temperature_by_sensor)
-        ]
-        return scan_sensors(stores, after, limit, worker_clock.horizon, worker)
+        return SensorPage()
     prefix = f"{name}\x00".encode()
     specs = [_entities(db, prefix, after) for _, db in active_partitions(detection_state)]
     return scan_sensors(specs, after, limit, worker_clock.horizon, worker, shape=registry.engines[name].shape)

@@ -16,13 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from streamapp.app import app, settings
-from streamapp.detections.operators import (
-    CARD_DETECTIONS,
-    IP_DETECTIONS,
-    SENSOR_DETECTIONS,
-    retention_horizon,
-    spec_kept,
-)
+from streamapp.detections.operators import SENSOR_DETECTIONS, retention_horizon, running_spec
 from streamapp.models import MAX_ID_CHARS, id_problem
 from streamapp.observability.liveness import StallWatchdog
 from streamapp.rules import card_fraud, price_analytics, sliding_count, temperature
@@ -31,14 +25,10 @@ from streamapp.runtime.dependencies import degraded
 from streamapp.web.peers import HOPS_HEADER, MAX_HOPS, PeerError, hops_of, peer_get, peer_key
 from streamapp.web.recent_alerts import recent_alerts
 from tables.detection_state import detection_state, registry
-from tables.failed_logins_by_ip import failed_logins_by_ip
 from tables.prices_by_symbol import prices_by_symbol
-from tables.temperature_by_sensor import temperature_by_sensor
-from tables.transactions_by_card import transactions_by_card
 from tables.users_by_name import users_by_name
 
 __all__ = [
-    "from_specs",
     "get_alerts",
     "get_card",
     "get_health",
@@ -53,7 +43,6 @@ __all__ = [
     "owner_of",
     "routed",
     "spec_state",
-    "view_table",
     "watchdog",
 ]
 
@@ -82,19 +71,19 @@ def owner_of(table: CollectionT, key: str) -> URL | None:
     return owner if owner.scheme else URL(f"http://{owner.path}")
 
 
-def routed(
-    table: CollectionT | Callable[[], CollectionT], match_info: str
-) -> Callable[[ViewHandler], ViewHandler]:
-    """Answer here when this worker holds the key of ``table`` (or of the table a callable gives
-    now), else relay the owner's answer (faust's ``table_route``, with the peer key, a timeout,
-    one hop at most and JSON only)."""
+def routed(table: CollectionT, match_info: str) -> Callable[[ViewHandler], ViewHandler]:
+    """Answer here when this worker holds the key of ``table``, else relay the owner's answer
+    (faust's ``table_route``, with the peer key, a timeout, one hop at most and JSON only).
+
+    ``detection-state`` is partitioned by the entity alone (see agents.run_detections): a view's
+    entity routes to the worker that holds every detection's state of it.
+    """
 
     def decorate(fun: ViewHandler) -> ViewHandler:
         @wraps(fun)
         async def get(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
             try:
-                source = table() if callable(table) else table
-                owner = owner_of(source, request.match_info[match_info])
+                owner = owner_of(table, request.match_info[match_info])
             except KeyError:  # no assignment yet (faust answers ServiceUnavailable too)
                 return view.json({"error": "no worker holds this key yet; retry"}, status=503)
             if owner is None:
@@ -163,22 +152,10 @@ def _state(table: Any, key: str) -> dict[str, Any] | None:
     return state
 
 
-def from_specs(detections: tuple[str, ...]) -> bool:
-    """Whether the view of ``detections`` reads a running spec's states in ``detection-state``
-    (streamapp.detections.operators.spec_kept); otherwise the hand-written table answers (404
-    for a key it does not hold)."""
-    return spec_kept(detections, settings.hand_written_rules, registry.engines) is not None
-
-
-def view_table(detections: tuple[str, ...], table: CollectionT) -> Callable[[], CollectionT]:
-    """The table a view of ``detections`` reads now (see :func:`from_specs`); the engine's is
-    partitioned by the entity alone, as the hand-written tables are, so requests route alike."""
-    return lambda: detection_state if from_specs(detections) else table
-
-
 def spec_state(name: str, entity: str) -> dict[str, Any] | None:
     """The state of the running detection ``name`` about ``entity``, if it has one of its version's
-    shape (a new window or key starts states afresh: an older one is not what runs)."""
+    shape (a new window or key starts states afresh: an older one is not what runs); None while
+    ``name`` does not run."""
     engine = registry.engines.get(name)
     state = _state(detection_state, f"{name}\x00{entity}")
     if engine is None or not isinstance(state, dict) or state.get("shape") != engine.shape:
@@ -221,15 +198,12 @@ async def get_metrics(web: View, request: Request) -> Response:
 
 @app.page("/ips/{ip:[^/]+}")
 @_checked_id("ip")
-@routed(view_table(IP_DETECTIONS, failed_logins_by_ip), "ip")
+@routed(detection_state, "ip")
 async def get_ip(web: View, request: Request, ip: str) -> Response:
     horizon = worker_clock.horizon
-    if not from_specs(IP_DETECTIONS):
-        state = _state(failed_logins_by_ip, ip)
-    else:  # the spec's state keeps the retention of the IP's own clock (streamapp.detections.operators)
-        state = spec_state("brute_force", ip)
-        if state is not None:
-            horizon = retention_horizon(state, horizon, settings.retention_seconds)
+    state = spec_state("brute_force", ip)
+    if state is not None:  # it keeps the retention of the IP's own clock (streamapp.detections.operators)
+        horizon = retention_horizon(state, horizon, settings.retention_seconds)
     size = sliding_count.BUCKET_SECONDS
     buckets = [b for b in (state or {}).get("buckets", []) if b[0] + size > horizon]
     if not buckets:
@@ -248,16 +222,14 @@ async def get_ip(web: View, request: Request, ip: str) -> Response:
 
 @app.page("/sensors/{sensor_id:[^/]+}")
 @_checked_id("sensor_id")
-@routed(view_table(SENSOR_DETECTIONS, temperature_by_sensor), "sensor_id")
+@routed(detection_state, "sensor_id")
 async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
     horizon = worker_clock.horizon
-    name = spec_kept(SENSOR_DETECTIONS, settings.hand_written_rules, registry.engines)
-    if name is None:
-        state = _state(temperature_by_sensor, sensor_id)
-    else:  # either temperature spec keeps the sensor's windows and last reading (the rule's state)
-        state = spec_state(name, sensor_id)
-        if state is not None:
-            horizon = retention_horizon(state, horizon, settings.retention_seconds)
+    # either temperature spec keeps the sensor's windows and last reading (the rule's state)
+    name = running_spec(SENSOR_DETECTIONS, registry.engines)
+    state = spec_state(name, sensor_id) if name is not None else None
+    if state is not None:
+        horizon = retention_horizon(state, horizon, settings.retention_seconds)
     windows = temperature.window_view(state, horizon) if state else []
     if not state or not windows:
         return _not_found(web, f"sensor {sensor_id!r}")
@@ -267,21 +239,12 @@ async def get_sensor(web: View, request: Request, sensor_id: str) -> Response:
 
 @app.page("/cards/{card_id:[^/]+}")
 @_checked_id("card_id")
-@routed(view_table(CARD_DETECTIONS, transactions_by_card), "card_id")
+@routed(detection_state, "card_id")
 async def get_card(web: View, request: Request, card_id: str) -> Response:
-    since = time.time() - sliding_count.WINDOW_SECONDS
-    total: float | None
-    if not from_specs(CARD_DETECTIONS):
-        state = _state(transactions_by_card, card_id)
-        count, total = card_fraud.card_totals(state) if state else (0, 0.0)
-        if state is None or not count or state["last"] <= worker_clock.horizon:
-            return _not_found(web, f"card {card_id!r}")
-        recent: int = card_fraud.transactions_within(state, since)
-    else:
-        answer = _card_from_specs(card_id, since)
-        if answer is None:
-            return _not_found(web, f"card {card_id!r}")
-        recent, count, total = answer
+    answer = _card_from_specs(card_id, time.time() - sliding_count.WINDOW_SECONDS)
+    if answer is None:
+        return _not_found(web, f"card {card_id!r}")
+    recent, count, total = answer
     mean = total / count if total is not None else None
     return web.json({"card_id": card_id, "transactions_60s": recent, "count": count, "mean_amount": mean})
 

@@ -13,8 +13,13 @@ from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
 from agents.base import Detector
-from streamapp.models import Alert
+from streamapp.models import Alert, Login
+from streamapp.rules import sliding_count
+from streamapp.rules.base import State
+from streamapp.rules.brute_force import BRUTE_FORCE
+from streamapp.runtime.clock import worker_clock
 from streamapp.runtime.producer import Delivery
+from streamapp.settings import Settings
 
 NOW = time.time()
 
@@ -162,3 +167,19 @@ def faked(detector: Detector, partitions: int = 4) -> Faked:
     store, out, alerts = FakeStore(), SinkLog(partitions), FakeAlerts()
     fake = dataclasses.replace(detector, store=store, new_sink=out, publish_alert=alerts)
     return Faked(fake, store, out, alerts)
+
+
+def failed_logins_detector(settings: Settings) -> Detector:
+    """A detector of failed logins per IP on the detector loop (agents.base) that the stock prices
+    run on: a rule that alerts (streamapp.rules.brute_force), to check what the loop does with
+    alerts; its state, output and alerts are fakes (see :func:`faked`)."""
+    failures, keep = settings.thresholds.brute_force_failures, settings.retention_seconds
+
+    def apply(state: State, ip: str, login: Login) -> tuple[bool, list[Alert]]:
+        return BRUTE_FORCE.record(state, ip, login.ts, failures, worker_clock.horizon, keep=keep)
+
+    return Detector(
+        source="logins", store=FakeStore(), new_state=sliding_count.new_state, apply=apply, settings=settings,
+        new_sink=SinkLog(), publish_alert=FakeAlerts(), clock=worker_clock,
+        late_events_topic=settings.topic("late-events"), dead_letters_topic=settings.topic("dead-letters"),
+    )  # fmt: skip

@@ -12,18 +12,17 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 import tables.base as tables_base
-from agents import detect_brute_force
 from agents.base import _apply_events
 from agents.record_checks import envelope_problem, key_problem, stored_state
 from agents.rejects import Rejects
 from agents.store_users import forwarded_user
-from streamapp.app import app, settings
+from streamapp.app import settings
 from streamapp.models import InvalidEvent, parse_login
 from streamapp.observability.metrics import STATE_RESETS_TOTAL
 from streamapp.runtime.clock import worker_clock
 from streamapp.runtime.consumer.changelog_restore import restore_changelogs
 from tables.base import EVENT_CLOCK_KEY, expire_keys, restore_event_clock
-from tests.unit.fakes import FakeSink, faked
+from tests.unit.fakes import FakeSink, failed_logins_detector, faked
 
 NOW = time.time()
 
@@ -37,7 +36,7 @@ def clean_clock() -> Iterator[None]:
 
 def _record(value: bytes | None, key: bytes | None = b"10.0.0.1", offset: int = 7) -> ConsumerRecord:
     return ConsumerRecord(
-        topic="app-failed-logins-by-ip", partition=0, offset=offset, timestamp=int(NOW * 1000),
+        topic="app-failed-logins", partition=0, offset=offset, timestamp=int(NOW * 1000),
         timestamp_type=0, key=key, value=value, checksum=None, serialized_key_size=0,
         serialized_value_size=0, headers=(),
     )  # fmt: skip
@@ -104,11 +103,11 @@ def test_a_stored_state_with_a_clock_from_the_future_is_fresh() -> None:
 
 
 def _apply_all(stored: Any, records: list[ConsumerRecord], isolate: bool) -> tuple[Any, Rejects]:
-    detector = faked(detect_brute_force.detector(app, settings)).detector
+    detector = faked(failed_logins_detector(settings)).detector
     rejects = Rejects(FakeSink(), "logins", "t-unit", detector)
-    state, _, applied, _ = _apply_events(stored, b"10.0.0.1", records, detector=detector, rejects=rejects,
-                                         isolate=isolate)  # fmt: skip
-    return (state, applied), rejects
+    state, _, _ = _apply_events(stored, b"10.0.0.1", records, detector=detector, rejects=rejects,
+                                isolate=isolate)  # fmt: skip
+    return state, rejects
 
 
 def test_a_state_of_the_wrong_shape_is_replaced_and_the_events_count() -> None:
@@ -117,8 +116,8 @@ def test_a_state_of_the_wrong_shape_is_replaced_and_the_events_count() -> None:
     with pytest.raises(Exception):  # noqa: B017 - the batch path raises, the loop isolates
         _apply_all(orjson.loads(orjson.dumps(broken)), records, isolate=False)
     before = _resets("t-unit")
-    (state, applied), rejects = _apply_all(broken, records, isolate=True)
-    assert len(applied) == 3 and sum(n for _, n in state["buckets"]) == 3
+    state, rejects = _apply_all(broken, records, isolate=True)
+    assert sum(n for _, n in state["buckets"]) == 3
     assert rejects._dead == [] and _resets("t-unit") == before + 1
 
 
@@ -129,8 +128,8 @@ def test_forged_records_are_dead_letters_and_the_rest_count() -> None:
         _record(_envelope(3, ts=NOW + 10**9), offset=3),
         _record(_envelope(4), offset=4),
     ]
-    (state, applied), rejects = _apply_all(None, records, isolate=False)
-    assert len(applied) == 2 and sum(n for _, n in state["buckets"]) == 2
+    state, rejects = _apply_all(None, records, isolate=False)
+    assert sum(n for _, n in state["buckets"]) == 2
     assert [r.offset for r, _, as_read in rejects._dead if as_read] == [2, 3]
     assert worker_clock.newest <= time.time() + 300  # the forged time did not move the clock
 
@@ -236,7 +235,7 @@ async def test_the_restore_skips_changelog_records_without_a_key_or_with_faust_o
     from faust.types import TP
 
     db = rocksdict.Rdict(str(tmp_path / "p0.db"), options=rocksdict.Options(raw_mode=True))
-    tp = TP("app-failed-logins-by-ip-changelog", 0)
+    tp = TP("app-prices-by-symbol-changelog", 0)
     persisted: dict[TP, int] = {}
     store = SimpleNamespace(
         _db_for_partition=lambda partition: db, set_persisted_offset=persisted.__setitem__

@@ -26,7 +26,7 @@ def pick_free_port() -> int:
 
 
 #: rules that hold events until the key's event clock passes them by the grace, or the key has
-#: been quiet for the grace in wall time (agents.base.HeldKeys sends it a tick record then)
+#: been quiet for the grace in wall time (agents.run_detections sends it a tick record then)
 HELD_RULES = frozenset({"amount_spike", "temperature_anomaly"})
 #: seconds past the grace for the last tick to be sent (the tick task looks once a second)
 TICK_MARGIN_SECONDS = 5.0

@@ -1,25 +1,20 @@
-"""The detector loop with fakes: typed events through the rules, alerts, states, late events, dead letters."""
+"""The detector loop with fakes: typed events through a rule, alerts, states, late events, dead letters."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import orjson
 import pytest
 
-from agents import detect_brute_force, detect_temperature
 from agents.base import detect_batch
-from agents.held_keys import HeldKeys
-from streamapp.app import app
-from streamapp.models import Login, SensorReading, encode_envelope
+from streamapp.models import Login, encode_envelope
 from streamapp.runtime.clock import worker_clock
-from streamapp.runtime.topics import sensor_windows_topic
 from streamapp.settings import Settings
 from streamapp.types import Envelope
-from tests.unit.fakes import NOW, Faked, faked, record
+from tests.unit.fakes import NOW, Faked, failed_logins_detector, faked, record
 
 SETTINGS = Settings()
-BY_IP = "app-failed-logins-by-ip"
+BY_IP = "app-failed-logins"
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +25,7 @@ def clean_clock() -> Iterator[None]:
 
 
 def _brute_force() -> Faked:
-    return faked(detect_brute_force.detector(app, SETTINGS))
+    return faked(failed_logins_detector(SETTINGS))
 
 
 def _failed_login(offset: int, ts: float, ip: str = "10.0.0.1", raw: str | None = None) -> bytes:
@@ -94,20 +89,3 @@ async def test_records_the_app_could_not_have_written_are_dead_letters_and_the_b
     assert all((sent.header("x-error") or b"").startswith(b"record on an internal topic") for sent in dead)
     assert sum(n for _, n in brute.store.state(b"10.0.0.1")["buckets"]) == 1
     assert worker_clock.newest == NOW - 5
-
-
-async def test_a_temperature_batch_sends_the_windows_it_touched_and_holds_readings() -> None:
-    held = HeldKeys()
-    temperature = faked(detect_temperature.detector(app, SETTINGS))
-    temperature.detector.held = held
-    readings = [SensorReading(ts=NOW - 100 + n, sensor_id="s1", temperature=150.0) for n in range(3)]
-    values = [encode_envelope(Envelope("sensor-readings", 0, n, r)) for n, r in enumerate(readings)]
-    await detect_batch(
-        [record("readings", v, b"s1", offset=n) for n, v in enumerate(values)], temperature.detector
-    )
-    windows = [
-        orjson.loads(sent.value or b"") for sent in temperature.out.to(sensor_windows_topic.get_topic_name())
-    ]
-    assert windows and all(window["sensor_id"] == "s1" for window in windows)
-    assert {alert.kind for alert in temperature.alerts.alerts} == {"high_temperature"}
-    assert len(held) == 1  # the anomaly rule holds readings until the grace passes

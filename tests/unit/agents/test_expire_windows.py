@@ -13,6 +13,7 @@ from streamapp.detections.engine import Engine
 from streamapp.detections.spec import load_file
 from streamapp.runtime.clock import worker_clock
 from tables.detection_state import detection_state, registry
+from tables.prices_by_symbol import prices_by_symbol
 
 T = 1_699_999_980.0
 ENGINE = Engine(load_file(Path(__file__).resolve().parents[3] / "detections" / "high_temperature.yaml"))
@@ -61,10 +62,14 @@ def test_the_sweep_of_detection_state_reads_the_workers_horizon() -> None:
     assert expiry.forget is run_detections.forget_swept
 
 
-def test_a_table_without_its_own_measure_expires_its_last_event_and_span() -> None:
-    expiry = TableExpiry(detection_state, lambda state: state["last"], span=10.0)
+def test_a_table_without_its_own_measure_expires_with_its_last_event() -> None:
+    expiry = TableExpiry(prices_by_symbol, lambda state: state["ts"])
     worker_clock.newest = T + worker_clock.retention_seconds
-    assert expiry.is_expired(b"k", {"last": T - 10}) and not expiry.is_expired(b"k", {"last": T - 9})
+    assert expiry.is_expired(b"k", {"ts": T}) and not expiry.is_expired(b"k", {"ts": T + 1})
+
+
+def test_the_tables_swept_are_the_stock_prices_and_the_detections_states() -> None:
+    assert [expiry.table for expiry in EXPIRING_TABLES] == [prices_by_symbol, detection_state]
 
 
 def test_a_swept_key_is_forgotten_by_the_cache_and_the_timer(monkeypatch: pytest.MonkeyPatch) -> None:

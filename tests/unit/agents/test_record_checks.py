@@ -21,13 +21,13 @@ def test_a_record_handed_over_in_process_carries_its_envelope_and_one_read_back_
     login = Login(ts=NOW, user="alice", ip="10.0.0.1", success=False)
     envelope = Envelope("logins", 0, 7, login, None)
     forwarded = ForwardedRecord(
-        "x-failed-logins-by-ip", 0, -1, 0, 0, b"10.0.0.1", encode_envelope(envelope), None, 8, 1, (),
+        "x-by-entity", 0, -1, 0, 0, b"10.0.0.1", encode_envelope(envelope), None, 8, 1, (),
         envelope=envelope,
     )  # fmt: skip
     carried, problem = envelope_problem(forwarded, parse_login, "logins")
     assert carried is envelope and problem is None  # the same object: not decoded again
     # the same bytes read back from the topic: decoded and parsed, an equal envelope
-    read_back = record("x-failed-logins-by-ip", encode_envelope(envelope), key=b"10.0.0.1")
+    read_back = record("x-by-entity", encode_envelope(envelope), key=b"10.0.0.1")
     decoded, problem = envelope_problem(read_back, parse_login, "logins")
     assert problem is None and decoded is not None and decoded.event == login
     # a forged one on the topic (a time far in the future) is refused by the parser

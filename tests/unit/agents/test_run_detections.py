@@ -140,7 +140,7 @@ def test_a_late_event_is_queued_with_the_batch_as_its_source_value_and_coordinat
     _late(engine.name, "203.0.113.9", applied_here, why, sink, "app-late-events")
     _late(engine.name, "203.0.113.9", forwarded, why, sink, "app-late-events")
     first, second = sink.queued
-    # no partition given: the sink takes the key's, as for the hand-written detectors' late events
+    # no partition given: the sink takes the key's (the entity's)
     assert (first.topic, first.key, first.partition) == ("app-late-events", b"203.0.113.9", None)
     assert first.value == b'{"ts": 100}'
     assert second.value == b'{"ts": 100.5}'  # byte for byte, forwarded as text

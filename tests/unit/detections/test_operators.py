@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from streamapp.detections.engine import Engine
-from streamapp.detections.operators import SENSOR_DETECTIONS, spec_kept
+from streamapp.detections.operators import SENSOR_DETECTIONS, running_spec
 from streamapp.detections.spec import SpecInvalid, load_file, load_text, operator_of
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -159,13 +159,13 @@ def test_adopt_keeps_an_operator_state_as_it_is() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rules", "running", "kept_by"),
+    ("running", "kept_by"),
     [
-        ({"brute_force", "high_temperature"}, {"high_temperature", "temperature_anomaly"}, None),
-        ({"brute_force"}, {"temperature_anomaly", "high_temperature"}, "high_temperature"),
-        (set(), {"temperature_anomaly"}, "temperature_anomaly"),
-        (set(), {"brute_force"}, None),
+        ({"temperature_anomaly", "high_temperature"}, "high_temperature"),
+        ({"temperature_anomaly"}, "temperature_anomaly"),
+        ({"brute_force"}, None),
+        (set(), None),
     ],
 )
-def test_a_view_is_kept_by_a_spec_only_when_no_hand_written_rule_of_it_runs(rules, running, kept_by) -> None:
-    assert spec_kept(SENSOR_DETECTIONS, frozenset(rules), running) == kept_by
+def test_a_view_is_kept_by_the_first_of_its_specs_that_runs(running, kept_by) -> None:
+    assert running_spec(SENSOR_DETECTIONS, running) == kept_by

@@ -1,4 +1,4 @@
-"""STREAMAPP_RULE_ENGINE=specs: the shipped specs a worker runs, with its thresholds and grace."""
+"""The shipped specs a worker runs (STREAMAPP_RULES), with its thresholds and grace."""
 
 from __future__ import annotations
 
@@ -20,17 +20,27 @@ from streamapp.detections.testing import run
 from streamapp.settings import SettingsError, load_settings
 
 
-def test_hand_written_rules_run_no_spec_and_specs_run_exactly_the_rules() -> None:
-    assert shipped_specs(load_settings({"STREAMAPP_RULE_ENGINE": "hand-written"})) == []
-    assert len(shipped_specs(load_settings({}))) == 6  # the default engine: all six rules as specs
-    env = {"STREAMAPP_RULE_ENGINE": "specs", "STREAMAPP_RULES": "brute_force,amount_spike"}
-    settings = load_settings(env)
-    assert settings.hand_written_rules == frozenset()
+def test_a_worker_runs_exactly_the_rules_as_specs() -> None:
+    assert len(shipped_specs(load_settings({}))) == 6  # the default: all six rules
+    settings = load_settings({"STREAMAPP_RULES": "brute_force,amount_spike"})
     assert [spec.name for spec in shipped_specs(settings)] == ["amount_spike", "brute_force"]
+    assert shipped_specs(load_settings({"STREAMAPP_RULES": "none"})) == []
+
+
+def test_the_removed_hand_written_engine_is_refused_at_start_naming_the_variable() -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"STREAMAPP_RULE_ENGINE": "hand-written"})
+    assert str(refused.value).startswith(
+        "STREAMAPP_RULE_ENGINE='hand-written' is invalid: hand-written was removed"
+    )
+    assert "\n" not in str(refused.value)  # one line
+    with pytest.raises(SettingsError, match="STREAMAPP_RULE_ENGINE='rules' is invalid: must be specs"):
+        load_settings({"STREAMAPP_RULE_ENGINE": "rules"})
+    assert len(shipped_specs(load_settings({"STREAMAPP_RULE_ENGINE": "specs"}))) == 6
 
 
 def test_with_default_settings_the_specs_are_the_files() -> None:
-    specs = shipped_specs(load_settings({"STREAMAPP_RULE_ENGINE": "specs"}))
+    specs = shipped_specs(load_settings({}))
     assert len(specs) == 6
     for spec in specs:
         assert spec.to_json() == load_file(SHIPPED_DIR / f"{spec.name}.yaml").to_json()
@@ -39,7 +49,6 @@ def test_with_default_settings_the_specs_are_the_files() -> None:
 def test_threshold_variables_and_the_grace_set_the_specs() -> None:
     settings = load_settings(
         {
-            "STREAMAPP_RULE_ENGINE": "specs",
             "STREAMAPP_BRUTE_FORCE_THRESHOLD": "2",
             "STREAMAPP_ACCOUNT_TAKEOVER_THRESHOLD": "4",
             "STREAMAPP_AMOUNT_SPIKE_FACTOR": "3.5",
@@ -63,7 +72,7 @@ def test_threshold_variables_and_the_grace_set_the_specs() -> None:
 
 
 def test_a_setting_the_specs_refuse_stops_the_worker_naming_the_variable(tmp_path: Path) -> None:
-    env = {"STREAMAPP_RULE_ENGINE": "specs", "STREAMAPP_RULES": "high_temperature"}
+    env = {"STREAMAPP_RULES": "high_temperature"}
     settings = load_settings(env)
     refused = "STREAMAPP_GRACE_SECONDS=0 is invalid: the shipped detection high_temperature refuses it"
     with pytest.raises(SettingsError, match=refused):
@@ -74,7 +83,7 @@ def test_a_setting_the_specs_refuse_stops_the_worker_naming_the_variable(tmp_pat
 
 def test_the_control_topic_replaces_or_disables_a_shipped_detection() -> None:
     registry = Registry()
-    specs = shipped_specs(load_settings({"STREAMAPP_RULE_ENGINE": "specs"}))
+    specs = shipped_specs(load_settings({}))
     registry.install(specs)
     assert sorted(registry.engines) == sorted(spec.name for spec in specs)
     changed = {**specs[0].data, "version": 2}

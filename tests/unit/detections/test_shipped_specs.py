@@ -1,11 +1,11 @@
-"""Differential tests: each shipped spec alerts exactly as its hand-written rule, as its agent applies it.
+"""Differential tests: each shipped spec alerts exactly as its rule module, applied event by event.
 
-The hand-written side runs the agents' own per-event step (streamapp.rules.base.step) with the
-apply and judge of agents/detect_*.py, the default thresholds (streamapp.settings.Thresholds), the
-default grace and a worker's event clock, then a quiet tick per key (what agents.held_keys sends
-after a quiet grace). The spec side is streamapp.detections.testing.run, what `streamapp
-detections test` runs. Alerts are compared whole: id, kind, key, time, window, value, threshold
-and text.
+The reference side runs each rule module (streamapp.rules) through the rules' per-event step
+(streamapp.rules.base.step), keyed by its entity, with the default thresholds
+(streamapp.settings.Thresholds), the default grace and a worker's event clock, then a quiet tick per
+key (every held event judged, as after a quiet grace). The spec side is
+streamapp.detections.testing.run, what `streamapp detections test` runs. Alerts are compared whole:
+id, kind, key, time, window, value, threshold and text.
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ LIMITS, GRACE, RETENTION = SETTINGS.thresholds, SETTINGS.grace_seconds, SETTINGS
 T = 1_699_999_980.0  # epoch-aligned to the minute, in the past (event times may not be in the future)
 
 
-# -- the hand-written detectors, as agents/detect_*.py build them ---------------------------------
+# -- the rule modules, each keyed by its entity ------------------------------------------------
 @dataclass(frozen=True)
 class Detector:
-    #: a source record -> [(entity, typed event)]: the route's re-keying (agents/route_*.py)
+    #: a source record -> [(entity, typed event)]: the events of the rule, keyed by its entity
     route: Callable[[dict[str, Any]], list[tuple[str, Any]]]
     new_state: Callable[[], State]
-    #: the worker's event clock -> the apply of agents/detect_*.py
+    #: the worker's event clock -> the rule's apply
     apply: Callable[[EventClock], Apply]
     judge: Callable[[EventClock], Judge] | None = None
 
@@ -140,7 +140,7 @@ BRUTE = Detector(_login_by_ip, sliding_count.new_state, _brute_force)
 TAKEOVER = Detector(_login_by_user, account_takeover.new_state, _takeover)
 CARDS = Detector(_txn_by_card, card_fraud.new_state, _card, _card_judge)
 SENSORS = Detector(_reading_by_sensor, temperature.new_state, _reading, _reading_judge)
-#: shipped spec -> the hand-written detector that raises its alerts today
+#: shipped spec -> the rule module whose alerts it raises
 DETECTORS = {
     "brute_force": BRUTE,
     "card_velocity": CARDS,
@@ -151,15 +151,13 @@ DETECTORS = {
 }
 
 
-def hand_written(name: str, events: list[dict[str, Any]]) -> tuple[list[bytes], list[int]]:
-    """(the alerts of kind ``name`` as JSON, sorted; the indices of late events) of the hand-written path."""
-    alerts, late, _ = hand_written_run(name, events)
+def by_rule(name: str, events: list[dict[str, Any]]) -> tuple[list[bytes], list[int]]:
+    """(the alerts of kind ``name`` as JSON, sorted; the indices of late events) of the rule module."""
+    alerts, late, _ = by_rule_run(name, events)
     return alerts, late
 
 
-def hand_written_run(
-    name: str, events: list[dict[str, Any]]
-) -> tuple[list[bytes], list[int], dict[str, State]]:
+def by_rule_run(name: str, events: list[dict[str, Any]]) -> tuple[list[bytes], list[int], dict[str, State]]:
     """The same, and the states of every key at the end."""
     detector = DETECTORS[name]
     clock = EventClock(RETENTION)
@@ -254,7 +252,7 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 def _same(name: str, events: list[dict[str, Any]]) -> None:
-    expected, expected_late = hand_written(name, events)
+    expected, expected_late = by_rule(name, events)
     got, got_late = by_spec(name, events)
     assert got == expected
     assert got_late == expected_late
@@ -332,7 +330,7 @@ def test_each_shipped_spec_alerts_on_its_case_as_the_rule() -> None:
         "high_temperature": (_sensor(), 1), "temperature_anomaly": (_sensor(), 1),
     }  # fmt: skip
     for name, (events, count) in cases.items():
-        expected, _ = hand_written(name, events)
+        expected, _ = by_rule(name, events)
         got, _ = by_spec(name, events)
         assert len(expected) == count, name
         assert got == expected, name
@@ -355,7 +353,7 @@ def test_cli_test_prints_the_rule_alerts(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["detections", "test", str(spec), "--events", str(events)])
     assert result.exit_code == 0, result.output
     printed = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    expected, _ = hand_written("brute_force", _burst())
+    expected, _ = by_rule("brute_force", _burst())
     assert [json.loads(line) for line in printed] == [json.loads(a) for a in expected]
     assert (
         json.loads(printed[0])["detail"] == "6 failed logins from 10.0.0.9 within 60 s (more than 5)"
@@ -393,7 +391,7 @@ def test_run_detections_batches_alert_as_the_rule(name: str, events: list[dict[s
         _, found, late, _, _ = _apply_key(engine, entity, None, [record("t", v, key) for v in values], False)
         assert late == []
         alerts += found
-    assert sorted(a.to_json() for a in alerts) == hand_written(name, events)[0] != []
+    assert sorted(a.to_json() for a in alerts) == by_rule(name, events)[0] != []
 
 
 def _spec_states(name: str, events: list[dict[str, Any]]) -> dict[str, State]:
@@ -414,15 +412,15 @@ def test_the_views_read_the_same_from_the_spec_states(
     logins: list[dict[str, Any]], txns: list[dict[str, Any]], temps: list[dict[str, Any]]
 ) -> None:
     # what /ips, /cards and /sensors read (streamapp/web/views.py), from the states of the specs
-    hand = hand_written_run("brute_force", logins)[2]
+    rule = by_rule_run("brute_force", logins)[2]
     spec = _spec_states("brute_force", [e for e in logins if not e["success"]])
-    assert {k: s["buckets"] for k, s in spec.items()} == {k: s["buckets"] for k, s in hand.items()}
-    cards = hand_written_run("card_velocity", txns)[2]
+    assert {k: s["buckets"] for k, s in spec.items()} == {k: s["buckets"] for k, s in rule.items()}
+    cards = by_rule_run("card_velocity", txns)[2]
     velocity, spikes = _spec_states("card_velocity", txns), _spec_states("amount_spike", txns)
     for card, state in cards.items():
         assert card_fraud.transactions_within(velocity[card], T) == card_fraud.transactions_within(state, T)
         assert card_fraud.card_totals(spikes[card]) == card_fraud.card_totals(state)
-    sensors = hand_written_run("high_temperature", temps)[2]
+    sensors = by_rule_run("high_temperature", temps)[2]
     for specs in (_spec_states("high_temperature", temps), _spec_states("temperature_anomaly", temps)):
         assert {k: temperature.window_view(s, 0.0) for k, s in specs.items()} == {
             k: temperature.window_view(s, 0.0) for k, s in sensors.items()
@@ -430,7 +428,7 @@ def test_the_views_read_the_same_from_the_spec_states(
 
 
 def test_where_the_paths_differ_an_anomaly_before_a_silence_longer_than_the_retention() -> None:
-    # (docs/detections.md, "Differences from the hand-written path"): the hand-written detector,
+    # (docs/detections.md, "Differences from the rule modules"): the rule module alone,
     # ticked only after the silence (a backlog), lets the held anomaly's window expire unjudged;
     # the spec's watermark judges it while other sensors report
     sensor = [{"ts": T + 10 * i, "sensor_id": "s1", "temperature": 20.0 + i % 2} for i in range(40)]
@@ -438,8 +436,8 @@ def test_where_the_paths_differ_an_anomaly_before_a_silence_longer_than_the_rete
     others = [{"ts": T + 700 + 300 * i, "sensor_id": "s2", "temperature": 20.0} for i in range(16)]
     again = [{"ts": T + 5600 + 10 * i, "sensor_id": "s1", "temperature": 20.0} for i in range(3)]
     events = [*sensor, anomaly, *others, *again]
-    assert hand_written("temperature_anomaly", events)[0] == []
+    assert by_rule("temperature_anomaly", events)[0] == []
     (alert,) = by_spec("temperature_anomaly", events)[0]
     assert json.loads(alert)["ts"] == T + 400.5
-    # ticked before the silence, the hand-written detector raises the same alert
-    assert hand_written("temperature_anomaly", [*sensor, anomaly])[0] == [alert]
+    # ticked before the silence, the rule module raises the same alert
+    assert by_rule("temperature_anomaly", [*sensor, anomaly])[0] == [alert]

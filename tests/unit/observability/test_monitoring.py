@@ -42,7 +42,7 @@ class _Consumer:
 
 
 def _app(consumer: _Consumer, committed: dict[TP, int], read: dict[TP, int]) -> Any:
-    agent = SimpleNamespace(get_topic_names=lambda: ["logins", "app-failed-logins-by-ip"])
+    agent = SimpleNamespace(get_topic_names=lambda: ["logins", "app-detection-events"])
     monitor = SimpleNamespace(tp_committed_offsets=committed, tp_read_offsets=read)
     return SimpleNamespace(consumer=consumer, monitor=monitor, agents={"route-logins": agent})
 
@@ -51,8 +51,8 @@ async def test_lag_is_highwater_minus_committed_for_consumed_topics_only() -> No
     committed_tp, read_tp, fresh_tp, unfetched_tp, resetting_tp, revoked_tp = (
         TP("logins", p) for p in range(6)
     )
-    changelog_tp = TP("app-failed-logins-by-ip-changelog", 0)
-    internal_tp = TP("app-failed-logins-by-ip", 1)
+    changelog_tp = TP("app-detection-state-changelog", 0)
+    internal_tp = TP("app-detection-events", 1)
     consumer = _Consumer(
         {
             committed_tp: 100,
@@ -67,7 +67,7 @@ async def test_lag_is_highwater_minus_committed_for_consumed_topics_only() -> No
         positions={fresh_tp: 0, resetting_tp: None, revoked_tp: -1, committed_tp: 100, read_tp: 50},
     )
     app = _app(consumer, committed={committed_tp: 60, internal_tp: 20}, read={read_tp: 44})
-    assert consumed_topics(app) == {"logins", "app-failed-logins-by-ip"}
+    assert consumed_topics(app) == {"logins", "app-detection-events"}
     lags = await measure_consumer_lag(app)
     assert lags == {committed_tp: 40, read_tp: 5, fresh_tp: 7, internal_tp: 0}
     # the position is asked only before the first read and of lagging partitions (the watchdog

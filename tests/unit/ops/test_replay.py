@@ -115,26 +115,26 @@ def test_meter_measures_the_rate_over_a_window_once_the_worker_is_ready() -> Non
 def test_the_old_topics_pattern_matches_only_the_live_app_ids_own_topics() -> None:
     topics = ReplayTopics(
         source=("sa.logins",),
-        internal=("sa-r1-failed-logins-by-ip",),
+        internal=("sa-r1-detection-events",),
         owned=(
-            "sa-r1-failed-logins-by-ip",
-            "sa-r1-failed-logins-by-ip-changelog",
+            "sa-r1-detection-events",
+            "sa-r1-detection-events-changelog",
             "sa-r1-__assignor-__leader",
         ),  # fmt: skip
     )
     pattern = old_topics_pattern("sa.1", "sa-r1", topics)
-    assert pattern == r"sa\.1-(failed-logins-by-ip|failed-logins-by-ip-changelog|__assignor-__leader)"
-    for old in ("sa.1-failed-logins-by-ip", "sa.1-failed-logins-by-ip-changelog", "sa.1-__assignor-__leader"):
+    assert pattern == r"sa\.1-(detection-events|detection-events-changelog|__assignor-__leader)"
+    for old in ("sa.1-detection-events", "sa.1-detection-events-changelog", "sa.1-__assignor-__leader"):
         assert re.fullmatch(pattern, old)
-    for other in ("sa-r1-failed-logins-by-ip", "sax1-failed-logins-by-ip", "sa.1-logins", "sa.logins"):
+    for other in ("sa-r1-detection-events", "sax1-detection-events", "sa.1-logins", "sa.logins"):
         assert not re.fullmatch(pattern, other)
 
 
 def test_the_switch_over_hint_deletes_the_live_app_ids_groups_and_its_sinks_groups() -> None:
     topics = ReplayTopics(
         source=("sa.logins",),
-        internal=("sa-r1-failed-logins-by-ip",),
-        owned=("sa-r1-failed-logins-by-ip", "sa-r1-sensor-windows", "sa-r1-__assignor-__leader"),
+        internal=("sa-r1-detection-events",),
+        owned=("sa-r1-detection-events", "sa-r1-sensor-windows", "sa-r1-__assignor-__leader"),
     )
     settings = load_settings({"STREAMAPP_APP_ID": "sa"})
     hint = switch_over_hint(settings, "sa-r1", topics)

@@ -3,84 +3,90 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import SimpleNamespace
+from typing import Any
 
 import orjson
-import pytest
 from aiokafka.structs import ConsumerRecord
 
-from agents.route_logins import login_targets
-from agents.route_sensor_readings import reading_targets
-from agents.route_transactions import transaction_targets
-from streamapp.models import Login, decode_envelope, parse_login
-from streamapp.pipeline.ingest import ENVELOPE_OVERHEAD_BYTES, Ingest
+from streamapp.models import Login, StockPrice, decode_envelope, parse_login, parse_stock_price
+from streamapp.pipeline.ingest import ENVELOPE_OVERHEAD_BYTES, Ingest, to_specs_only
 from streamapp.runtime.producer import Delivery, key_partition
 from streamapp.runtime.router import Router
-from streamapp.runtime.topics import failed_logins_by_ip_topic, logins_by_user_topic
+from streamapp.runtime.topics import prices_by_symbol_topic
+from streamapp.types import Rekey
 from tests.unit.fakes import NOW, SinkLog, record
 
-BY_IP = failed_logins_by_ip_topic.get_topic_name()
-BY_USER = logins_by_user_topic.get_topic_name()
-ALL_RULES = frozenset({"brute_force", "account_takeover"})
+BY_SYMBOL = prices_by_symbol_topic.get_topic_name()
 
 
-def _login(user: str = "ann", success: bool = False, ip: str = "10.0.0.1", **extra: object) -> bytes:
-    return orjson.dumps({"ts": NOW - 5, "ip": ip, "user": user, "success": success, **extra})
+def _by_symbol(tick: StockPrice) -> list[tuple[Any, str]]:
+    return [(prices_by_symbol_topic, tick.symbol)]
+
+
+def _tick(symbol: str = "ACME", price: float = 12.5, **extra: object) -> bytes:
+    return orjson.dumps({"ts": NOW - 5, "symbol": symbol, "price": price, **extra})
+
+
+def _login(user: str = "ann", success: bool | str = False, ip: str = "10.0.0.1") -> bytes:
+    return orjson.dumps({"ts": NOW - 5, "ip": ip, "user": user, "success": success})
 
 
 def _ingest(
     router: Router | None = None,
-    rules: frozenset[str] = ALL_RULES,
     partitions: int = 4,
     max_bytes: int = 10_000,
+    source: str = "stock-prices",
+    rekey: Rekey = _by_symbol,
 ) -> tuple[Ingest, SinkLog]:
     out = SinkLog(partitions)
+    parse = parse_stock_price if source == "stock-prices" else parse_login
     ingest = Ingest(
-        source="logins", parse=parse_login, rekey=login_targets(rules), router=router or Router(),
-        new_sink=out, dead_letters_topic="dead-letters", max_record_bytes=max_bytes,
+        source=source, parse=parse, rekey=rekey, router=router or Router(), new_sink=out,
+        dead_letters_topic="dead-letters", max_record_bytes=max_bytes,
     )  # fmt: skip
     return ingest, out
 
 
-async def test_a_failed_login_is_forwarded_by_ip_and_by_user_as_an_envelope_of_a_typed_login() -> None:
+async def test_a_price_is_forwarded_by_symbol_as_an_envelope_of_a_typed_price() -> None:
     ingest, out = _ingest()
-    value = _login()
-    await ingest([record("logins", value, partition=2, offset=41)])
-    assert [sent.topic for sent in out.sent] == [BY_IP, BY_USER]
-    by_ip, by_user = out.sent
-    assert (by_ip.key, by_user.key) == (b"10.0.0.1", b"ann")
-    assert by_ip.value == by_user.value  # one envelope, encoded once
-    envelope = decode_envelope(by_ip.value, "logins", parse_login)
+    value = _tick()
+    await ingest([record("stock-prices", value, partition=2, offset=41)])
+    [by_symbol] = out.sent
+    assert (by_symbol.topic, by_symbol.key) == (BY_SYMBOL, b"ACME")
+    envelope = decode_envelope(by_symbol.value, "stock-prices", parse_stock_price)
     assert (envelope.partition, envelope.offset) == (2, 41)
-    assert envelope.event == Login(ts=NOW - 5, ip="10.0.0.1", user="ann", success=False)
+    assert envelope.event == StockPrice(ts=NOW - 5, symbol="ACME", price=12.5)
     assert envelope.raw is not None and envelope.raw.encode() == value  # late-events keep it byte for byte
 
 
-async def test_rules_left_out_take_no_hop() -> None:
-    ingest, out = _ingest(rules=frozenset({"brute_force"}))
-    await ingest([record("logins", _login(success=True)), record("logins", _login(success=False), offset=1)])
-    assert [sent.topic for sent in out.sent] == [BY_IP]
+class _Handoff:
+    """The detections of a topic (agents.run_detections.handoff), keeping what they are handed."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[ConsumerRecord, Any]] = []
+
+    async def wanted(self, topic: str) -> bool:
+        return True
+
+    async def __call__(self, events: Sequence[tuple[ConsumerRecord, Any]]) -> list[Delivery]:
+        self.events.extend(events)
+        return []
 
 
-@pytest.mark.parametrize(
-    ("targets", "rules", "hops"),
-    [
-        (transaction_targets, {"card_velocity"}, 1),
-        (transaction_targets, {"amount_spike", "brute_force"}, 1),
-        (transaction_targets, {"brute_force", "high_temperature", "temperature_anomaly"}, 0),
-        (reading_targets, {"temperature_anomaly"}, 1),
-        (reading_targets, {"card_velocity", "amount_spike", "account_takeover"}, 0),
-        (reading_targets, set(), 0),
-    ],
-)
-def test_transactions_and_readings_take_their_hop_only_for_their_rules(targets, rules, hops) -> None:
-    # (the specs of those names keep the views then: streamapp.detections.operators.spec_kept)
-    event = SimpleNamespace(card_id="c1", sensor_id="s1")
-    assert len(list(targets(frozenset(rules))(event))) == hops
+async def test_logins_take_no_hop_and_go_to_the_detections_of_logins_alone() -> None:
+    ingest, out = _ingest(source="logins", rekey=to_specs_only)
+    ingest.detections = handoff = _Handoff()
+    await ingest([record("logins", _login(success=True)), record("logins", _login(), offset=1)])
+    assert out.sent == []
+    assert [(r.offset, event) for r, event in handoff.events] == [
+        (0, Login(ts=NOW - 5, ip="10.0.0.1", user="ann", success=True)),
+        (1, Login(ts=NOW - 5, ip="10.0.0.1", user="ann", success=False)),
+    ]
 
 
 async def test_bad_records_go_to_dead_letters_with_the_reason_and_their_origin() -> None:
-    ingest, out = _ingest(max_bytes=200)
+    ingest, out = _ingest(max_bytes=200, source="logins", rekey=to_specs_only)
+    ingest.detections = handoff = _Handoff()
     bad = [b"not json", b"[1]", _login(success="yes"), None, _login(user="x" * 300)]
     await ingest([record("logins", value, partition=1, offset=n) for n, value in enumerate(bad)])
     assert [sent.topic for sent in out.sent] == ["dead-letters"] * len(bad)
@@ -93,14 +99,15 @@ async def test_bad_records_go_to_dead_letters_with_the_reason_and_their_origin()
     assert [sent.value for sent in out.sent] == bad  # byte for byte
     assert [sent.header("x-source-offset") for sent in out.sent] == [str(n).encode() for n in range(len(bad))]
     assert {sent.header("x-source-topic") for sent in out.sent} == {b"logins"}
+    assert handoff.events == []  # no detection sees them
 
 
 async def test_a_large_input_goes_without_its_raw_copy() -> None:
-    ingest, out = _ingest(rules=frozenset({"account_takeover"}), max_bytes=10**6)
-    value = _login(note='"' * (ENVELOPE_OVERHEAD_BYTES * 2))  # escaped, its copy doubles
-    await ingest([record("logins", value)])
-    envelope = decode_envelope(out.sent[0].value, "logins", parse_login)
-    assert envelope.raw is None and envelope.event.user == "ann"
+    ingest, out = _ingest(max_bytes=10**6)
+    value = _tick(note='"' * (ENVELOPE_OVERHEAD_BYTES * 2))  # escaped, its copy doubles
+    await ingest([record("stock-prices", value)])
+    envelope = decode_envelope(out.sent[0].value, "stock-prices", parse_stock_price)
+    assert envelope.raw is None and envelope.event.symbol == "ACME"
 
 
 class _Handler:
@@ -115,24 +122,26 @@ class _Handler:
 async def test_a_copartitioned_event_goes_straight_to_its_detector_through_the_router() -> None:
     detector = _Handler()
     router = Router()
-    router.declare(BY_USER, detector, "detect-account-takeover")
-    ingest, out = _ingest(router=router, rules=frozenset({"account_takeover"}))
-    users = [f"user{n}" for n in range(12)]
-    home = {user: key_partition(user.encode(), 4) for user in users}
-    await ingest([record("logins", _login(user=user), partition=0, offset=n) for n, user in enumerate(users)])
+    router.declare(BY_SYMBOL, detector, "analyze-prices")
+    ingest, out = _ingest(router=router)
+    symbols = [f"SYM{n}" for n in range(12)]
+    home = {symbol: key_partition(symbol.encode(), 4) for symbol in symbols}
+    await ingest(
+        [record("stock-prices", _tick(symbol), partition=0, offset=n) for n, symbol in enumerate(symbols)]
+    )
     direct = [r.key.decode() for batch in detector.batches for r in batch]
-    assert direct == [user for user in users if home[user] == 0] and direct
-    assert [sent.key.decode() for sent in out.sent] == [user for user in users if home[user] != 0]
-    assert all(r.offset == -1 and r.topic == BY_USER and r.partition == 0 for r in detector.batches[0])
-    envelope = decode_envelope(detector.batches[0][0].value, "logins", parse_login)
-    assert envelope.event.user == direct[0]
+    assert direct == [symbol for symbol in symbols if home[symbol] == 0] and direct
+    assert [sent.key.decode() for sent in out.sent] == [symbol for symbol in symbols if home[symbol] != 0]
+    assert all(r.offset == -1 and r.topic == BY_SYMBOL and r.partition == 0 for r in detector.batches[0])
+    envelope = decode_envelope(detector.batches[0][0].value, "stock-prices", parse_stock_price)
+    assert envelope.event.symbol == direct[0]
 
 
 async def test_a_by_entity_topic_with_another_partition_count_is_never_handed_over_directly() -> None:
     detector = _Handler()
     router = Router()
-    router.declare(BY_USER, detector, "detect-account-takeover")
-    ingest, out = _ingest(router=router, rules=frozenset({"account_takeover"}))
-    out.counts[BY_USER] = 8
-    await ingest([record("logins", _login(user=f"user{n}"), offset=n) for n in range(12)])
+    router.declare(BY_SYMBOL, detector, "analyze-prices")
+    ingest, out = _ingest(router=router)
+    out.counts[BY_SYMBOL] = 8
+    await ingest([record("stock-prices", _tick(f"SYM{n}"), offset=n) for n in range(12)])
     assert detector.batches == [] and len(out.sent) == 12

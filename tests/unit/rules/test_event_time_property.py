@@ -73,12 +73,10 @@ def _reading_judge(state: State, sensor: str, before: float) -> list[Alert]:
 
 
 RULES = {
-    "logins-by-ip": Rule(
-        sliding_count.new_state, _brute_force, partial(Login, ip="", user="", success=False)
-    ),
-    "logins-by-user": Rule(account_takeover.new_state, _takeover, partial(Login, ip="", user="")),
-    "transactions-by-card": Rule(card_fraud.new_state, _card, partial(Transaction, card_id=""), _card_judge),
-    "readings-by-sensor": Rule(
+    "brute_force": Rule(sliding_count.new_state, _brute_force, partial(Login, ip="", user="", success=False)),
+    "account_takeover": Rule(account_takeover.new_state, _takeover, partial(Login, ip="", user="")),
+    "card_fraud": Rule(card_fraud.new_state, _card, partial(Transaction, card_id=""), _card_judge),
+    "temperature": Rule(
         temperature.new_state, _reading, partial(SensorReading, sensor_id=""), _reading_judge
     ),
 }
@@ -89,11 +87,11 @@ delays = st.floats(min_value=0, max_value=GRACE, allow_nan=False)
 
 
 def _event(rule: str, draw: Any, i: int) -> dict[str, Any]:
-    if rule == "logins-by-ip":
+    if rule == "brute_force":
         return {}
-    if rule == "logins-by-user":
+    if rule == "account_takeover":
         return {"success": draw(st.booleans())}
-    if rule == "transactions-by-card":
+    if rule == "card_fraud":
         # whole amounts: sums are exact in any order, as they are for integral cents
         return {"txn_id": f"t{i}", "amount": float(draw(st.sampled_from([5, 10, 12, 20, 150, 400, 2000])))}
     return {"temperature": float(draw(st.sampled_from([18, 20, 21, 22, 40, 120])))}
@@ -150,27 +148,27 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 @PROPERTY
-@given(scenarios("logins-by-ip"))
+@given(scenarios("brute_force"))
 def test_brute_force_is_the_same_in_any_order_within_the_grace(scenario) -> None:
-    _check_any_order_within_grace("logins-by-ip", scenario)
+    _check_any_order_within_grace("brute_force", scenario)
 
 
 @PROPERTY
-@given(scenarios("logins-by-user"))
+@given(scenarios("account_takeover"))
 def test_account_takeover_is_the_same_in_any_order_within_the_grace(scenario) -> None:
-    _check_any_order_within_grace("logins-by-user", scenario)
+    _check_any_order_within_grace("account_takeover", scenario)
 
 
 @PROPERTY
-@given(scenarios("transactions-by-card"))
+@given(scenarios("card_fraud"))
 def test_card_velocity_and_amount_spike_are_the_same_in_any_order_within_the_grace(scenario) -> None:
-    _check_any_order_within_grace("transactions-by-card", scenario)
+    _check_any_order_within_grace("card_fraud", scenario)
 
 
 @PROPERTY
-@given(scenarios("readings-by-sensor"))
+@given(scenarios("temperature"))
 def test_temperature_rules_are_the_same_in_any_order_within_the_grace(scenario) -> None:
-    _check_any_order_within_grace("readings-by-sensor", scenario)
+    _check_any_order_within_grace("temperature", scenario)
 
 
 @PROPERTY
@@ -194,12 +192,12 @@ def test_events_beyond_the_grace_are_refused_and_leave_no_trace(rule_name: str, 
 def test_sliding_count_newest_first_alerts_like_in_order() -> None:
     # the case: six failures within 20 s, delivered newest first
     failures = [("ip", {"ts": T + 20 - 4 * i}) for i in range(6)]
-    rule = RULES["logins-by-ip"]
+    rule = RULES["brute_force"]
     assert _run(rule, failures)[0] == Counter({("brute_force", "ip"): 1})
 
 
 def test_amount_spike_with_the_ordinary_transactions_after_the_large_one() -> None:
-    rule = RULES["transactions-by-card"]
+    rule = RULES["card_fraud"]
     large = ("c", {"ts": T + 10, "txn_id": "big", "amount": 500.0})
     ordinary = [("c", {"ts": T + i, "txn_id": f"t{i}", "amount": 10.0}) for i in range(5)]
     alerts = _run(rule, [large, *ordinary])[0]
@@ -207,7 +205,7 @@ def test_amount_spike_with_the_ordinary_transactions_after_the_large_one() -> No
 
 
 def test_temperature_anomaly_with_the_baseline_after_the_outlier() -> None:
-    rule = RULES["readings-by-sensor"]
+    rule = RULES["temperature"]
     outlier = ("s", {"ts": T + 50, "temperature": 60.0})
     baseline = [("s", {"ts": T + i, "temperature": 20.0 + (i % 2)}) for i in range(10)]
     assert _run(rule, [outlier, *baseline])[0] == Counter({("temperature_anomaly", "s"): 1})
@@ -217,7 +215,7 @@ def test_sliding_count_window_choice_can_depend_on_the_arrival_order() -> None:
     # docs/detections.md: the number of alerts does not depend on it, but the window (and the id)
     # can: a late failure (56 s behind, within the grace) makes an earlier window the first to
     # alert after a later overlapping one alerted; that alert stays, none is added
-    rule = RULES["logins-by-ip"]
+    rule = RULES["brute_force"]
 
     def windows(arrivals: list[float]) -> list[tuple[float | None, float | None]]:
         state, raised = rule.new_state(), []

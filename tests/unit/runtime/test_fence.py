@@ -136,7 +136,7 @@ async def test_check_membership_checks_only_inside_a_batch_handed_over_by_the_co
 
 
 # -- the batch consumer gives a fenced batch up: handler not run, nothing acknowledged, read again --
-TOPIC_PARTITION = TP("logins-by-ip", 2)
+TOPIC_PARTITION = TP("prices-by-symbol", 2)
 
 
 def _records(first: int, count: int) -> list[ConsumerRecord]:

@@ -57,9 +57,10 @@ def test_the_app_routes_every_input_and_by_entity_topic() -> None:
         settings.topic(name)
         for name in ("logins", "sensor-readings", "transactions", "stock-prices", "users")
     }
-    by_entity = {
-        f"{settings.app_id}-{name}"
-        for name in ("failed-logins-by-ip", "logins-by-user", "transactions-by-card", "readings-by-sensor")
-    }
+    by_entity = {f"{settings.app_id}-{name}" for name in ("prices-by-symbol", "detection-events")}
     assert names | by_entity <= set(router.handlers)
+    # the detections' events are keyed by detection and entity in one topic: no topic per rule
+    assert not {
+        name for name in router.handlers if name.endswith(("-by-ip", "-by-user", "-by-card", "-by-sensor"))
+    }
     assert app.batch_router is not router  # the app's own router is untouched by this

@@ -11,7 +11,7 @@ from faust.types import TP
 from streamapp.runtime.producer import Delivery
 from tables.base import remember_changelog_offsets
 
-CHANGELOG = "app-failed-logins-by-ip-changelog"
+CHANGELOG = "app-detection-state-changelog"
 
 
 class Store:
