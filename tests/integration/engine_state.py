@@ -1,4 +1,4 @@
-"""Where a worker keeps an entity's state, by the rule engine it runs: the changelog and keys to read."""
+"""Where a worker keeps an entity's state: the detection-state changelog and the keys to read there."""
 
 from __future__ import annotations
 
@@ -13,25 +13,23 @@ __all__ = ["ip_changelog", "sensor_changelog", "tombstoned"]
 def sensor_changelog(env: Mapping[str, str], sensor: str) -> tuple[str, list[bytes]]:
     """The changelog topic holding ``sensor``'s state on a worker of ``env`` and its keys there.
 
-    STREAMAPP_RULE_ENGINE as the worker reads it (the settings' default when unset): the shipped
-    specs keep a state per sensor detection in ``detection-state`` (key ``name NUL sensor``); the
-    hand-written detector one in its table. As many keys as detections a reading is late for.
+    The shipped specs the worker runs (STREAMAPP_RULES as it reads it) keep a state per sensor
+    detection in ``detection-state`` (key ``name NUL sensor``): as many keys as detections a
+    reading is late for.
     """
     settings = load_settings(env)
-    specs = [name for name in SENSOR_DETECTIONS if name in settings.spec_rules]
-    if specs:
-        return f"{settings.app_id}-detection-state-changelog", [f"{n}\x00{sensor}".encode() for n in specs]
-    return f"{settings.app_id}-temperature-by-sensor-changelog", [sensor.encode()]
+    specs = [name for name in SENSOR_DETECTIONS if name in settings.rules]
+    assert specs, "the worker runs no temperature detection: no sensor has a state"
+    return f"{settings.app_id}-detection-state-changelog", [f"{n}\x00{sensor}".encode() for n in specs]
 
 
 def ip_changelog(env: Mapping[str, str], ip: str) -> tuple[str, bytes]:
     """The changelog topic holding ``ip``'s failed-login count on a worker of ``env``, and its key:
-    the brute force spec's state in ``detection-state``, or the hand-written detector's table."""
+    the brute force spec's state in ``detection-state``."""
     settings = load_settings(env)
-    specs = [name for name in IP_DETECTIONS if name in settings.spec_rules]
-    if specs:
-        return f"{settings.app_id}-detection-state-changelog", f"{specs[0]}\x00{ip}".encode()
-    return f"{settings.app_id}-failed-logins-by-ip-changelog", ip.encode()
+    specs = [name for name in IP_DETECTIONS if name in settings.rules]
+    assert specs, "the worker runs no brute force detection: no IP has a state"
+    return f"{settings.app_id}-detection-state-changelog", f"{specs[0]}\x00{ip}".encode()
 
 
 def tombstoned(records: list, keys: list[bytes]) -> bool:

@@ -18,7 +18,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamapp.settings import load_settings
 from tests.integration.conftest import ClusterUnderTest, Names, Worker
 from tests.integration.kafka_io import read_all
 from tests.integration.load import PER_IP, LoginLoad
@@ -89,13 +88,6 @@ def _login(ts: float, ip: str, user: str, success: bool) -> dict:
     return {"ts": ts, "ip": ip, "user": user, "success": success}
 
 
-def _ip_stream(worker: Worker, logins: str) -> str:
-    """The topic whose partitions carry the failed logins to each IP's state: the logins keyed by IP
-    themselves on the specs (applied where they are read), the re-keyed by-IP topic hand-written."""
-    settings = load_settings(worker.env)
-    return logins if "brute_force" in settings.spec_rules else f"{settings.app_id}-failed-logins-by-ip"
-
-
 async def _busiest_partition_leader(bootstrap: str, topic: str) -> tuple[int, int]:
     """(partition, leader node id) of the partition of ``topic`` holding the most records."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -142,9 +134,9 @@ async def test_killing_the_busiest_partitions_leader_mid_stream_loses_and_duplic
             await asyncio.gather(*futures)
             produced += len(futures)
             if batch == BATCHES // 3:
-                # the partition of the stream to the IPs' state with the most records so far; kill
-                # its leader
-                partition, leader = await _busiest_partition_leader(bootstrap, _ip_stream(worker, topic))
+                # the partition of the logins (keyed by IP: applied to the IPs' state where they are
+                # read) with the most records so far; kill its leader
+                partition, leader = await _busiest_partition_leader(bootstrap, topic)
                 pid = kafka_cluster.cluster.node(leader)._pid()
                 assert pid is not None
                 os.kill(pid, signal.SIGKILL)

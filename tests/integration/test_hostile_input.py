@@ -3,19 +3,18 @@
 A seeded generator sends hundreds of well-formed but hostile records of every class (faust's own
 keys as ids, control characters, times decades ahead given every way, huge and extreme numbers,
 long ids, deep nesting, huge arrays, duplicate keys, wrong types, odd Unicode) to the input topics,
-and forged records to the internal topics of the rule engine that runs (the by-entity topics, and
-``<app id>-detection-events`` with the detection specs) and to the changelogs, interleaved with a
-control stream whose alerts and views are known. Afterwards the worker is the same live process,
-the controls are exact, and every hostile record is accounted for: a view shows it, or it is a dead
+and forged records to the internal topics (the by-entity topics of the stock prices and users, and
+the detections' ``<app id>-detection-events``) and to the changelogs, interleaved with a control
+stream whose alerts and views are known. Afterwards the worker is the same live process, the
+controls are exact, and every hostile record is accounted for: a view shows it, or it is a dead
 letter (by its source coordinates) with a reason. Restarts, with the same and with a fresh data
-dir, recover. It runs on the rule engine the workers run (STREAMAPP_RULE_ENGINE, else the default).
+dir, recover.
 """
 
 # ruff: noqa: E501  (tables of hostile records read best one per line)
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from streamapp.detections.spec import load_file
 from streamapp.runtime.producer import key_partition
 from streamapp.schema.avro import bundled_schema
 from streamapp.schema.avro_producer import AvroProducer
-from streamapp.settings import Settings
 from tests.integration.kafka_io import read_all, read_until
 
 pytestmark = pytest.mark.integration
@@ -44,10 +42,8 @@ CONTROL_CHARS = ["\x00", "\n", "\r", "\x1b", "\x7f", "\x85", "\u2028"]
 ODD_UNICODE = ["Zoë 🧑‍💻", "\u202eevil", "e\u0301\u0301\u0301", "Ⅻ ﷽", "a\u200bb", " spaced ", 'q"uo\\te']
 #: ids that are characters of a URL's path syntax: each view still finds them (percent-encoded)
 ODD_PATHS = ["{key}{0}%s%n", "../../etc/passwd", "a/b?c=d#e", "100%"]
-#: the workers run the detection specs (STREAMAPP_RULE_ENGINE, which they inherit; else the default)
-SPECS = os.environ.get("STREAMAPP_RULE_ENGINE", Settings.rule_engine) == "specs"
-#: the table of the per-IP failed logins: the brute_force spec's states, or the hand-written rule's
-IP_TABLE = "detection-state" if SPECS else "failed-logins-by-ip"
+#: the table of the per-IP failed logins: the brute_force spec's states
+IP_TABLE = "detection-state"
 
 
 @dataclass
@@ -251,11 +247,6 @@ def _input_records(now: float, rng: random.Random, names: Any) -> list[Sent]:
 
 
 BY_ENTITY = {  # by-entity topic -> (table, view, a valid forwarded event for an id)
-    "failed-logins-by-ip": ("failed-logins-by-ip", "ips", lambda i, ts: {"ts": ts, "ip": i, "user": "u", "success": False}),
-    "logins-by-user": ("logins-by-user", None, lambda i, ts: {"ts": ts, "ip": "1.2.3.4", "user": i, "success": False}),
-    "readings-by-sensor": ("temperature-by-sensor", "sensors", lambda i, ts: {"ts": ts, "sensor_id": i, "temperature": 21.5}),
-    "transactions-by-card": ("transactions-by-card", "cards", lambda i, ts: {
-        "ts": ts, "txn_id": "t", "card_id": i, "amount": 3.0, "merchant": None, "country": None}),
     "prices-by-symbol": ("prices-by-symbol", "stocks", lambda i, ts: {"ts": ts, "symbol": i, "price": 2.5}),
     "users-by-name": ("users-by-name", "users", lambda i, ts: {
         "ts": ts, "name": i, "age": 33, "schema_id": 1, "fields": {"name": i, "age": 33}}),
@@ -296,15 +287,11 @@ def _internal_records(now: float, app_id: str) -> list[Sent]:
             out.append(Sent(topic, key, value, "dead"))
         if short == "prices-by-symbol":
             out.append(Sent(topic, b"fk9", env("fk9", price=1e300), "dead"))
-        if short == "readings-by-sensor":
-            out.append(Sent(topic, b"fk9", env("fk9", temperature="hot"), "dead"))
         if short == "users-by-name":
             out.append(Sent(topic, b"fk9", env("fk9", age="33"), "dead"))
-        if view is not None:  # a well-formed forwarded event nobody can tell from the app's own
-            # (with the specs its hand-written table takes it, which no view reads)
-            fate, path = ("taken", None) if SPECS and view in SPEC_EVENTS else ("view", f"/{view}/forged-ok")
-            out.append(Sent(topic, b"forged-ok", env("forged-ok", src=(98, 5)), fate, path))
-    return out + (_detection_event_records(now, app_id) if SPECS else [])
+        # a well-formed forwarded event nobody can tell from the app's own
+        out.append(Sent(topic, b"forged-ok", env("forged-ok", src=(98, 5)), "view", f"/{view}/forged-ok"))
+    return out + _detection_event_records(now, app_id)
 
 
 #: the views the specs serve when they run -> (the detection, a valid event of an id: its spec's fields)
@@ -380,22 +367,22 @@ def _changelog_records(app_id: str) -> list[Sent]:
             (FAUST_OFFSET_KEY, b"not an offset"), (EVENT_CLOCK_KEY, b"not a clock"),
         ):  # fmt: skip
             out.append(Sent(topic, key, value, "changelog"))
-    if SPECS:  # the specs' states: keys of the running detections, and of none
-        topic = f"{app_id}-detection-state-changelog"
-        for name in ("brute_force", "card_velocity", "no_such_detection"):
-            prefix = name.encode() + b"\x00"
-            for key, value in (
-                (prefix + b"cl-junk", b"\x00not json"), (prefix + b"cl-list", b"[1, 2]"),
-                (prefix + b"cl-shape", _json({"shape": 5, "clock": "late", "pending": "x", "src": 3})),
-                (prefix + b"\xff\xfe", b"junk"),
-            ):  # fmt: skip
-                out.append(Sent(topic, key, value, "changelog", partition=_state_partition(key)))
+    # the specs' states: keys of the running detections, and of none
+    topic = f"{app_id}-detection-state-changelog"
+    for name in ("brute_force", "card_velocity", "no_such_detection"):
+        prefix = name.encode() + b"\x00"
         for key, value in (
-            (b"\xff\xfe", None),
-            (FAUST_OFFSET_KEY, b"not an offset"),
-            (EVENT_CLOCK_KEY, b"x"),
-        ):
-            out.append(Sent(topic, key, value, "changelog"))
+            (prefix + b"cl-junk", b"\x00not json"), (prefix + b"cl-list", b"[1, 2]"),
+            (prefix + b"cl-shape", _json({"shape": 5, "clock": "late", "pending": "x", "src": 3})),
+            (prefix + b"\xff\xfe", b"junk"),
+        ):  # fmt: skip
+            out.append(Sent(topic, key, value, "changelog", partition=_state_partition(key)))
+    for key, value in (
+        (b"\xff\xfe", None),
+        (FAUST_OFFSET_KEY, b"not an offset"),
+        (EVENT_CLOCK_KEY, b"x"),
+    ):
+        out.append(Sent(topic, key, value, "changelog"))
     return out
 
 
@@ -587,9 +574,6 @@ async def test_hostile_producer_on_every_topic_never_stops_detection(
     views = {r.coords: r for r in hostile if r.fate == "view"}
     assert not views.keys() & reasons.keys(), [reasons[c] for c in views.keys() & reasons.keys()]
 
-    taken = {r.coords for r in hostile if r.fate == "taken"}
-    assert not taken & reasons.keys(), [reasons[c] for c in taken & reasons.keys()]
-
     # every hostile record that is valid is processed: a view shows it
     for record in views.values():
         assert record.view is not None
@@ -622,15 +606,15 @@ async def test_hostile_producer_on_every_topic_never_stops_detection(
     worker.restart().wait_ready()
     worker.wait_for("/ips/198.51.100.77", lambda status, body: status == 200, timeout=30)
     assert _views(worker) == before
-    if SPECS:  # forged states of the running specs' shapes, recovered by the fresh worker below
-        shapes = {row["name"]: row["state_shape"] for row in worker.get("/detections")[1]["detections"]}
-        await _produce(kafka_bootstrap, _poisoned_spec_states(names.app_id, shapes))
+    # forged states of the running specs' shapes, recovered by the fresh worker below
+    shapes = {row["name"]: row["state_shape"] for row in worker.get("/detections")[1]["detections"]}
+    await _produce(kafka_bootstrap, _poisoned_spec_states(names.app_id, shapes))
     worker.stop()
     fresh = worker_factory(**env)
     fresh.wait_for("/ips/198.51.100.77", lambda status, body: status == 200, timeout=30)
     assert _views(fresh) == before
     # the forged states are replaced by fresh ones as soon as their keys get an event
-    forged = ("cl-junk", "cl-list", "cl-shape") + (("cl-clock",) if SPECS else ())
+    forged = ("cl-junk", "cl-list", "cl-shape", "cl-clock")
     ts = time.time() - 1
     await _produce(kafka_bootstrap, [
         Sent(names.topic("logins"), None, _json({"ts": ts, "ip": key, "user": key, "success": False}), "control")
@@ -656,8 +640,7 @@ async def test_hostile_producer_on_every_topic_never_stops_detection(
 async def test_an_event_clock_poisoned_by_an_older_version_is_repaired_at_start(
     kafka_bootstrap, names, worker_factory
 ):
-    """Hand-written: each partition's event clock of the per-IP table, repaired at start. Specs: the
-    brute_force states keep their clock per key; a poisoned one is left out of the detection's
+    """The brute_force states keep their clock per key: a poisoned one is left out of the detection's
     watermark at start and replaced by a fresh state at its key's next event."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -669,17 +652,15 @@ async def test_an_event_clock_poisoned_by_an_older_version_is_repaired_at_start(
     finally:
         await admin.close()
     ahead = time.time() + 86400 * 365 * 60  # what an older version wrote: 60 years ahead
-    if SPECS:  # the key's own state, of the running spec's shape, on the key's partition
-        shape = load_file(SHIPPED_DIR / "brute_force.yaml").shape
-        poisoned = [
-            (
-                b"brute_force\x00203.0.113.5",
-                _json({"shape": shape, "clock": ahead, "pending": []}),
-                _state_partition(b"203.0.113.5"),
-            )
-        ]
-    else:
-        poisoned = [(EVENT_CLOCK_KEY, repr(ahead).encode(), partition) for partition in range(4)]
+    # the key's own state, of the running spec's shape, on the key's partition
+    shape = load_file(SHIPPED_DIR / "brute_force.yaml").shape
+    poisoned = [
+        (
+            b"brute_force\x00203.0.113.5",
+            _json({"shape": shape, "clock": ahead, "pending": []}),
+            _state_partition(b"203.0.113.5"),
+        )
+    ]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
@@ -689,9 +670,6 @@ async def test_an_event_clock_poisoned_by_an_older_version_is_repaired_at_start(
         await producer.stop()
 
     worker = worker_factory()
-    repairs = [line for line in worker.log_text().splitlines() if f"event clock of table {IP_TABLE}" in line]
-    if not SPECS:
-        assert len(repairs) == 4 and all(f"partition {p}" in " ".join(repairs) for p in range(4)), repairs
     now = time.time()
     logins = [{"ts": now - 5 + i / 10, "ip": "203.0.113.5", "user": "u", "success": False} for i in range(3)]
     await _produce(kafka_bootstrap, [Sent(names.topic("logins"), None, _json(v), "control") for v in logins])
@@ -699,11 +677,8 @@ async def test_an_event_clock_poisoned_by_an_older_version_is_repaired_at_start(
     worker.wait_for("/ips/203.0.113.5", lambda status, body: status == 200 and body["failed_logins_60s"] == 3)
     assert not await read_all(kafka_bootstrap, names.topic("late-events"), settle=1.0)
     assert worker.metric("streamapp_state_resets_total", table=IP_TABLE) == len(poisoned)
-    if SPECS:
-        resets = [
-            line for line in worker.log_text().splitlines() if f"in table {IP_TABLE} is replaced" in line
-        ]
-        assert len(resets) == 1 and "event clock" in resets[0], resets
+    resets = [line for line in worker.log_text().splitlines() if f"in table {IP_TABLE} is replaced" in line]
+    assert len(resets) == 1 and "event clock" in resets[0], resets
     # the repair reached the changelog: a restart from a fresh data dir repairs nothing
     worker.stop()
     fresh = worker_factory()

@@ -319,8 +319,8 @@ async def test_replay_rebuilds_the_live_state_and_publishes_no_alert_again(
     topics = await _topics(kafka_bootstrap)
     doomed = {t for t in topics if re.fullmatch(pattern.group(1), t)}
     assert doomed and all(t.startswith(f"{names.app_id}-") for t in doomed)
-    assert f"{names.app_id}-failed-logins-by-ip" in doomed
-    assert f"{names.app_id}-temperature-by-sensor-changelog" in doomed
+    assert f"{names.app_id}-detection-events" in doomed
+    assert f"{names.app_id}-detection-state-changelog" in doomed
     assert not {t for t in doomed if t.startswith(f"{new_id}-")}
     sources = ("logins", "sensor-readings", "transactions", "alerts", "dead-letters", "late-events")
     assert not doomed & {names.topic(name) for name in sources}

@@ -1,6 +1,6 @@
-"""STREAMAPP_RULE_ENGINE=specs on the broker: a worker runs the shipped detections as specs with its
-threshold settings, with no apply and no hand-written hop; the control topic disables one for good
-(across a restart); a setting the shipped specs refuse stops the worker with one line."""
+"""The shipped detections on the broker: a worker runs them as specs with its threshold settings,
+with no apply and no per-rule topic; the control topic disables one for good (across a restart); a
+setting the shipped specs refuse, or the removed hand-written engine, stops the worker with one line."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streamapp.settings import ALERT_KINDS
 from tests.integration.conftest import Names, Worker
@@ -22,7 +23,16 @@ from tests.integration.kafka_io import produce_spread, read_all, read_until, shu
 
 pytestmark = pytest.mark.integration
 
-ENV = {"STREAMAPP_RULE_ENGINE": "specs", "STREAMAPP_BRUTE_FORCE_THRESHOLD": "3"}
+ENV = {"STREAMAPP_BRUTE_FORCE_THRESHOLD": "3"}
+
+
+async def _topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
 
 
 def _running(worker: Worker) -> dict[str, int]:
@@ -51,13 +61,15 @@ def test_shipped_specs_run_by_default_with_the_worker_s_thresholds_and_stay_disa
     assert [(a["kind"], a["key"], a["value"], a["threshold"]) for a in alerts] == [
         ("brute_force", attacker, 4, 3)
     ], f"seed {seed}"
-    # counted as a hand-written rule's alerts are (dashboards read streamapp_alerts_total)
+    # counted by kind (dashboards read streamapp_alerts_total)
     assert worker.metric("streamapp_alerts_total", kind="brute_force") == 1
-    # /ips answers from the spec's state; no failed login took the hand-written by-IP hop
+    # /ips answers from the spec's state; no topic or table per rule exists
     for ip, failed in ((attacker, 4), (quiet, 3)):
         body = worker.wait_for(f"/ips/{quote(ip, safe='')}", lambda s, b: s == 200)
         assert sum(w["failed"] for w in body["windows"]) == failed
-    assert asyncio.run(read_all(kafka_bootstrap, f"{names.app_id}-failed-logins-by-ip", settle=0)) == []
+    topics = asyncio.run(_topics(kafka_bootstrap))
+    assert f"{names.app_id}-detection-state-changelog" in topics
+    assert not [t for t in topics if t.startswith(f"{names.app_id}-failed-logins-by-ip")]
 
     # disabled through the control topic: stops within 5 s, and stays so for a worker started later
     disabled = worker.detections("disable", "brute_force")
@@ -76,4 +88,16 @@ def test_a_setting_the_shipped_specs_refuse_stops_the_worker_with_one_line(names
     )
     assert started.returncode == 2
     assert started.stderr.startswith("streamapp: error: STREAMAPP_GRACE_SECONDS=0 is invalid: the shipped")
+    assert len(started.stderr.strip().splitlines()) == 1, started.stderr
+
+
+def test_the_removed_hand_written_engine_stops_the_worker_with_one_line(names: Names) -> None:
+    env = {**os.environ, "STREAMAPP_RULE_ENGINE": "hand-written", "STREAMAPP_APP_ID": names.app_id}
+    started = subprocess.run(
+        [sys.executable, "-m", "streamapp.cli", "worker"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert started.returncode == 2
+    assert started.stderr.startswith(
+        "streamapp: error: STREAMAPP_RULE_ENGINE='hand-written' is invalid: hand-written was removed"
+    )
     assert len(started.stderr.strip().splitlines()) == 1, started.stderr

@@ -1,11 +1,11 @@
-"""The shipped detection specs in running workers alert as the hand-written rules do (issue 17).
+"""The shipped detection specs in running workers alert as their rule modules do (issue 17).
 
-Two workers with STREAMAPP_RULES=none (no shipped detection of their own, on either engine) get
+Two workers with STREAMAPP_RULES=none (no shipped detection of their own) get
 detections/brute_force.yaml, account_takeover.yaml, card_velocity.yaml and amount_spike.yaml with
 `streamapp detections apply`.
 Logins and transactions with hostile-looking ids are produced unkeyed over every partition,
 shuffled within the grace. The alerts read back from the alerts topic are compared with those
-of the hand-written rule modules on the same events in event-time order (the reference of
+of the rule modules (streamapp.rules) on the same events in event-time order (the reference of
 tests/unit/detections/test_shipped_specs.py): each alert once; account takeover's ids, keys,
 times and windows and amount spike's whole alerts equal; brute force's and card velocity's number
 per key equal, each of them a window that holds more than the threshold (which window alerts
@@ -31,13 +31,13 @@ from streamapp.models import Alert, alert_id_for
 from streamapp.runtime.producer.record_batches import key_partition
 from tests.integration.conftest import Names, Worker
 from tests.integration.kafka_io import produce_spread, read_all, read_until, shuffled
-from tests.unit.detections.test_shipped_specs import hand_written, hand_written_run
+from tests.unit.detections.test_shipped_specs import by_rule, by_rule_run
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
-#: no shipped detection runs but those applied (on either engine)
+#: no shipped detection runs but those applied
 RULES = "none"
 LOGIN_SPECS = ("brute_force", "account_takeover")
 CARD_SPECS = ("card_velocity", "amount_spike")
@@ -282,7 +282,7 @@ def check_alerts(
     return sum(1 for a in got if a["alert_id"] in in_order)
 
 
-def test_shipped_specs_in_two_workers_alert_as_the_hand_written_rules_once_each(
+def test_shipped_specs_in_two_workers_alert_as_the_rule_modules_once_each(
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
 ) -> None:
     started = time.monotonic()
@@ -301,9 +301,9 @@ def test_shipped_specs_in_two_workers_alert_as_the_hand_written_rules_once_each(
     logins, txns = _logins(base, rnd), _transactions(base, rnd)
     clock = _clock(txns)
     expected = {
-        **{name: [orjson.loads(a) for a in hand_written(name, sorted(logins, key=lambda e: e["ts"]))[0]]
+        **{name: [orjson.loads(a) for a in by_rule(name, sorted(logins, key=lambda e: e["ts"]))[0]]
            for name in LOGIN_SPECS},
-        **{name: [orjson.loads(a) for a in hand_written(name, sorted(txns + clock, key=lambda e: e["ts"]))[0]]
+        **{name: [orjson.loads(a) for a in by_rule(name, sorted(txns + clock, key=lambda e: e["ts"]))[0]]
            for name in CARD_SPECS},
     }  # fmt: skip
     counts = {name: len(alerts) for name, alerts in expected.items()}
@@ -364,11 +364,10 @@ def test_shipped_specs_in_two_workers_alert_as_the_hand_written_rules_once_each(
 
 
 def check_ip_views(workers: list[Worker], logins: list[dict[str, Any]]) -> None:
-    """/ips/{ip} answers from the brute_force spec's state (the hand-written rule is off, so no
-    failed login takes its by-IP hop): on either worker (the other's keys are relayed), the
-    windows of the rule's state on the same events; an IP never seen: 404."""
+    """/ips/{ip} answers from the brute_force spec's state: on either worker (the other's keys are
+    relayed), the windows of the rule's state on the same events; an IP never seen: 404."""
     failures = sorted((e for e in logins if not e["success"]), key=lambda e: e["ts"])
-    states = hand_written_run("brute_force", failures)[2]
+    states = by_rule_run("brute_force", failures)[2]
     assert len(states) > len(workers)
     for ip, state in states.items():
         buckets = reversed(state["buckets"])

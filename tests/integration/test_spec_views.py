@@ -1,6 +1,7 @@
-"""With no rule hand-written (STREAMAPP_RULES=none) and the shipped temperature and card specs
-applied, `/sensors/{id}`, `/sensors`, `/cards/{id}` and the sinks' `<app>-sensor-windows` answer
-from the specs' states what the hand-written detectors' states give on the same events (issue 17).
+"""With no shipped detection of the worker's own (STREAMAPP_RULES=none) and the shipped temperature
+and card specs applied, `/sensors/{id}`, `/sensors`, `/cards/{id}` and the sinks'
+`<app>-sensor-windows` answer from the specs' states what the rule modules' states (streamapp.rules)
+give on the same events (issue 17).
 
 Two workers (each answers for the other's keys); readings and transactions with hostile-looking
 ids produced unkeyed over every partition, shuffled within the grace.
@@ -22,7 +23,7 @@ from streamapp.rules import card_fraud, temperature
 from tests.integration.conftest import Names, Worker
 from tests.integration.kafka_io import produce_spread_in_steps, read_all
 from tests.integration.test_shipped_specs import HOSTILE, _distinct_times, _transactions, _ts, _wait_running
-from tests.unit.detections.test_shipped_specs import hand_written_run
+from tests.unit.detections.test_shipped_specs import by_rule_run
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def _applied(workers: list[Worker], names: tuple[str, ...], count: int) -> Calla
     return wait
 
 
-def test_views_and_sensor_windows_come_from_the_specs_when_no_rule_is_hand_written(
+def test_views_and_sensor_windows_come_from_the_applied_specs_states(
     kafka_bootstrap: str, names: Names, worker_factory: Callable[..., Worker]
 ) -> None:
     env = {"STREAMAPP_RULES": "none"}
@@ -89,9 +90,9 @@ def test_views_and_sensor_windows_come_from_the_specs_when_no_rule_is_hand_writt
     asyncio.run(produce())
     context = f"seed {seed}, base {base}"
 
-    # the hand-written detectors' states on the same events, in event-time order
-    sensors = hand_written_run("high_temperature", sorted(readings, key=lambda e: e["ts"]))[2]
-    cards = hand_written_run("amount_spike", sorted(txns, key=lambda e: e["ts"]))[2]
+    # the rule modules' states on the same events, in event-time order
+    sensors = by_rule_run("high_temperature", sorted(readings, key=lambda e: e["ts"]))[2]
+    cards = by_rule_run("amount_spike", sorted(txns, key=lambda e: e["ts"]))[2]
     assert set(HOSTILE[:4]) <= set(sensors) and set(HOSTILE) <= set(cards), context
 
     for sensor, state in sensors.items():
@@ -121,7 +122,7 @@ def test_views_and_sensor_windows_come_from_the_specs_when_no_rule_is_hand_writt
         assert listed["window"] == temperature.window_view(sensors[listed["sensor_id"]], float("-inf"))[0]
     assert {listed["worker"] for listed in body["sensors"]} == {w.url for w in workers}
 
-    # the sinks' feed: each window's last record is the window as the hand-written state has it
+    # the sinks' feed: each window's last record is the window as the rule module's state has it
     records = asyncio.run(read_all(kafka_bootstrap, f"{names.app_id}-sensor-windows", settle=2))
     last: dict[tuple[str, float], dict[str, Any]] = {}
     for record in records:
