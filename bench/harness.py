@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -58,14 +58,12 @@ class Bench:
         port: int | None = None,
         rules: str = "all",
         extra_env: dict[str, str] | None = None,
-        engine: str = "hand-written",
     ) -> StreamappWorker:
-        """A worker of this run running ``rules`` on ``engine`` (STREAMAPP_RULE_ENGINE: the rows and
-        scenarios measured the hand-written rules; the spec rows apply their specs with rules "none")."""
+        """A worker of this run running the shipped detections ``rules`` (STREAMAPP_RULES, as their
+        specs; "none": only those applied through the control topic, as the spec rows do)."""
         port = port or free_port()
         env = {
             "STREAMAPP_RULES": rules,
-            "STREAMAPP_RULE_ENGINE": engine,
             **os.environ,
             **(extra_env or {}),
             "STREAMAPP_BROKER": f"kafka://{self.bootstrap}",
@@ -139,7 +137,7 @@ def by_topic(metrics: Metrics, name: str) -> dict[str, float]:
 def pipeline_progress(metrics: Metrics) -> tuple[float, float]:
     """(logins ingested, records still in the worker's pipeline) from a worker's ``/metrics``.
 
-    In the pipeline: records the worker sent to a topic it also reads (its by-entity topics) but
+    In the pipeline: records the worker sent to a topic it also reads (``<app>-detection-events``) but
     has not received yet, plus messages received and not yet acknowledged (``faust_active_messages``).
     Both 0 once every agent downstream of ``logins`` has handled everything, whatever the topology.
     """
@@ -165,6 +163,17 @@ def spec_progress(metrics: Metrics, detection: str, source: str, events: int) ->
         metrics, "streamapp_late_events_total", topic=source
     )
     return ingested, in_flight + max(0.0, events - done)
+
+
+def detections_progress(metrics: Metrics, events: Mapping[str, int], source: str) -> tuple[float, float]:
+    """(logins ingested, events still to apply) for a worker running the detections of ``events``
+    (detection -> how many records of ``source`` pass its ``where``): the most any of them has
+    left (:func:`spec_progress`)."""
+    ingested, pending = sample(metrics, EVENTS_METRIC, topic="logins"), 0.0
+    for detection, count in events.items():
+        ingested, left = spec_progress(metrics, detection, source, count)
+        pending = max(pending, left)
+    return ingested, pending
 
 
 def group_topics(bench: Bench, app_id: str, source: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Contender: the same worker with both login rules (every login also re-keyed by user)."""
+"""Contender: the same worker with both login detections (every login also to account takeover)."""
 
 from __future__ import annotations
 
@@ -8,5 +8,5 @@ from bench.harness import Bench, Outcome
 
 
 def streamapp_full(bench: Bench, data: Dataset, prefix: str) -> Outcome:
-    """The whole login pipeline: ``brute_force`` and ``account_takeover`` (``logins-by-user`` hop)."""
+    """The whole login pipeline: the shipped ``brute_force`` and ``account_takeover`` specs."""
     return streamapp_pipeline(bench, data, prefix, rules=FULL_RULES)

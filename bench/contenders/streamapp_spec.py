@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.contenders.streamapp_worker import measure_worker
+from bench.contenders.streamapp_worker import login_detection_events, measure_worker
 from bench.data import Dataset
-from bench.harness import Bench, Metrics, Outcome, fmt, sample, spec_progress
+from bench.harness import Bench, Metrics, Outcome, detections_progress, fmt, sample
 from bench.procs import REPO
 
 __all__ = ["SPEC_ENGINE_NAME", "SPEC_FILE", "SPEC_RULES", "apply_spec", "disable_spec", "streamapp_spec"]
@@ -38,8 +38,10 @@ def streamapp_spec(bench: Bench, data: Dataset, prefix: str) -> Outcome:
         return out.fail(applied)
     out.detail["spec"] = str(SPEC_FILE.relative_to(REPO))
 
+    events = login_detection_events(data, ["brute_force"])
+
     def progress(metrics: Metrics) -> tuple[float, float]:
-        return spec_progress(metrics, "brute_force", data.topic, data.failures)
+        return detections_progress(metrics, events, data.topic)
 
     def alerts(metrics: Metrics) -> str:
         raised = sample(metrics, "streamapp_detection_alerts_total", detection="brute_force")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from bench.data import Dataset
 from bench.harness import (
@@ -14,9 +14,9 @@ from bench.harness import (
     Metrics,
     Outcome,
     cpu_pct,
+    detections_progress,
     fmt,
     group_topics,
-    pipeline_progress,
     sample,
     wait_committed,
 )
@@ -26,7 +26,7 @@ logger = logging.getLogger("bench")
 
 #: the peers' workload: failed logins counted per IP (STREAMAPP_RULES=brute_force)
 PEERS_RULES = "brute_force"
-#: the whole login pipeline: every login also re-keyed by user for account takeover
+#: the whole login pipeline: every login also to account takeover per user
 FULL_RULES = "brute_force,account_takeover"
 STREAMAPP_NAME = "streamapp worker (brute force per IP)"
 STREAMAPP_FULL_NAME = "streamapp worker, both login rules (+ account takeover per user)"
@@ -35,18 +35,31 @@ STREAMAPP_FULL_NAME = "streamapp worker, both login rules (+ account takeover pe
 def streamapp_pipeline(bench: Bench, data: Dataset, prefix: str, rules: str = PEERS_RULES) -> Outcome:
     """A real ``streamapp worker`` on the pre-produced topic (``<prefix>logins``), fresh app id and state.
 
-    Timed from the first event seen on ``/metrics`` until every login is ingested and every agent
-    downstream has handled every record the ingest agent forwarded. With ``rules`` =
-    "brute_force" (the peers' workload) that is validation and the failed-login count per IP
-    in RocksDB with its changelog, alerts out; with "brute_force,account_takeover" every login
-    also goes through ``logins-by-user`` to the account-takeover state per user.
+    The worker runs the shipped detections ``rules`` as their specs (detections/), as a worker
+    does by default. Timed from the first event seen on ``/metrics`` until every login is ingested
+    and every detection has applied each login its ``where`` keeps (:func:`login_detection_events`).
+    With ``rules`` = "brute_force" (the peers' workload) that is validation and the failed-login
+    count per IP in ``detection-state`` (RocksDB with its changelog), alerts out; with
+    "brute_force,account_takeover" every login also goes to the account-takeover state per user.
     """
     full = rules == FULL_RULES
     tag = ("sf" if full else "sa") + bench.r
     app_id = bench.name(tag)
     worker = bench.worker(tag, app_id, prefix, bench.work / "data" / tag, rules=rules)
     out = Outcome(STREAMAPP_FULL_NAME if full else STREAMAPP_NAME)
-    return measure_worker(bench, data, out, worker, app_id, pipeline_progress, _rule_alerts)
+    events = login_detection_events(data, rules.split(","))
+
+    def progress(metrics: Metrics) -> tuple[float, float]:
+        return detections_progress(metrics, events, data.topic)
+
+    return measure_worker(bench, data, out, worker, app_id, progress, _rule_alerts)
+
+
+def login_detection_events(data: Dataset, detections: Iterable[str]) -> dict[str, int]:
+    """How many of the dataset's logins each login detection applies (its spec's ``where``): brute
+    force the failed ones, account takeover every one."""
+    applied = {"brute_force": data.failures, "account_takeover": data.events}
+    return {name: applied[name] for name in detections}
 
 
 def _rule_alerts(metrics: Metrics) -> str:

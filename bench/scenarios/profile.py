@@ -97,7 +97,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "ingest handler (streamapp.pipeline.ingest.route_batch), all it calls",
         ("route_batch (streamapp/pipeline/ingest.py",),
     ),
-    ("detector handlers (agents.base.detect_batch), all they call", ("detect_batch (agents/base.py",)),
+    (
+        "detections (agents/run_detections.py: hand-over and engine), all they call",
+        ("agents/run_detections.py",),
+    ),
     (
         "JSON decode and validation (parse_valid_json, decode_or_dead_letter)",
         ("parse_valid_json", "decode_or_dead_letter"),

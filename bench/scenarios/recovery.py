@@ -11,10 +11,13 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.data import distinct_ip, fill_events, make_producer, produce
-from bench.harness import POLL, REPORT_EVERY, Bench, fmt, group_topics, pipeline_progress, wait_committed
+from bench.harness import POLL, REPORT_EVERY, Bench, detections_progress, fmt, group_topics, wait_committed
 from bench.procs import StreamappWorker, free_port
 
 logger = logging.getLogger("bench")
+
+#: the brute force spec's states in ``detection-state``: key ``brute_force NUL ip``
+STATE_PREFIX = b"brute_force\x00"
 
 
 @dataclass
@@ -40,12 +43,14 @@ class RecoveryOutcome:
 
 
 def recovery(bench: Bench, keys: int, seed_keys: int = 10_000) -> RecoveryOutcome:
-    """Fill the failed-logins-by-ip table with ``keys`` IPs, then rebuild it in an empty data dir.
+    """Fill ``detection-state`` with the brute force states of ``keys`` IPs, then rebuild it in an
+    empty data dir.
 
     The first ``seed_keys`` IPs go through a real worker (one failed login each, so they are also
-    one user each); the others are appended to the table's changelog directly, each a copy of a
-    record the worker wrote, under its own key, in the partition the worker would have used.
-    Filling a million keys through the worker would take longer than the rest of the bench.
+    one user each: an account takeover state each too); the others are appended to the table's
+    changelog directly, each a copy of a brute force state the worker wrote, under its own key, in
+    the partition the worker would have used. Filling a million keys through the worker would take
+    longer than the rest of the bench.
     """
     out = RecoveryOutcome(keys=keys)
     prefix = bench.name("-rec-")
@@ -55,6 +60,8 @@ def recovery(bench: Bench, keys: int, seed_keys: int = 10_000) -> RecoveryOutcom
     bench.broker.create_topic(topic, bench.partitions)
     produce(bench.bootstrap, topic, fill_events(seeded), f"recovery seed ({fmt(seeded)} distinct IPs)")
     filler = bench.worker("recovery-fill", app_id, prefix, bench.work / "data" / "recovery-fill")
+    # every seed login is a failed one: each login detection applies every one
+    events = {"brute_force": seeded, "account_takeover": seeded}
     try:
         out.empty_ready_s = filler.start_ready(120)
         deadline = time.monotonic() + bench.timeout(seeded, 100)
@@ -69,7 +76,7 @@ def recovery(bench: Bench, keys: int, seed_keys: int = 10_000) -> RecoveryOutcom
             except OSError:
                 time.sleep(POLL)
                 continue
-            ingested, pending = pipeline_progress(metrics)
+            ingested, pending = detections_progress(metrics, events, topic)
             now = time.time()
             if t0 is None and ingested > 0:
                 t0 = now
@@ -95,7 +102,7 @@ def recovery(bench: Bench, keys: int, seed_keys: int = 10_000) -> RecoveryOutcom
         filler.stop()
     out.seeded = seeded
     if keys > seeded:
-        out.appended = append_to_changelog(bench, f"{app_id}-failed-logins-by-ip-changelog", seeded, keys)
+        out.appended = append_to_changelog(bench, f"{app_id}-detection-state-changelog", seeded, keys)
     for name in sorted(bench.broker.topics()):
         if name.startswith(f"{app_id}-") and name.endswith("-changelog"):
             records = bench.broker.records(name)
@@ -134,23 +141,28 @@ def recovery(bench: Bench, keys: int, seed_keys: int = 10_000) -> RecoveryOutcom
 
 
 def append_to_changelog(bench: Bench, changelog: str, first: int, end: int) -> int:
-    """Append keys ``distinct_ip(first .. end - 1)`` to ``changelog``, each with a value the worker wrote.
+    """Append the brute force states of ``distinct_ip(first .. end - 1)`` to ``changelog``
+    (detection-state's), each a copy of a brute force state the worker wrote.
 
-    The partition is the one the worker uses for the key: murmur2 of the raw key bytes, as the
-    by-entity topic that feeds the table is partitioned (the default partitioner of aiokafka/Java).
+    The partition is the one the worker uses for the key: murmur2 of the IP's bytes alone (the
+    entity: detection-state is partitioned as a source topic keyed by IP, the default partitioner
+    of aiokafka/Java).
     """
-    sample_key, sample_value, sample_partition = read_one(bench, changelog)
+    sample_key, sample_value, sample_partition = read_one(bench, changelog, STATE_PREFIX)
     partitions = bench.broker.partitions(changelog)
-    if _partition_of(sample_key, len(partitions)) != sample_partition:
-        raise RuntimeError(f"{changelog}: the worker's partitioning is not murmur2 of the key; cannot append")
+    if _partition_of(sample_key.removeprefix(STATE_PREFIX), len(partitions)) != sample_partition:
+        raise RuntimeError(f"{changelog}: the worker's partitioning is not murmur2 of the IP; cannot append")
     producer = make_producer(bench.bootstrap)
     started = time.monotonic()
     for i in range(first, end):
-        key = distinct_ip(i).encode()
+        ip = distinct_ip(i).encode()
         while True:
             try:
                 producer.produce(
-                    changelog, value=sample_value, key=key, partition=_partition_of(key, len(partitions))
+                    changelog,
+                    value=sample_value,
+                    key=STATE_PREFIX + ip,
+                    partition=_partition_of(ip, len(partitions)),
                 )
                 break
             except BufferError:
@@ -161,7 +173,7 @@ def append_to_changelog(bench: Bench, changelog: str, first: int, end: int) -> i
         raise RuntimeError(f"appending to {changelog}: records not delivered")
     logger.info(
         "recovery: appended %s keys to %s in %.1f s (a copy of the worker's value for %s)",
-        fmt(end - first), changelog, time.monotonic() - started, sample_key.decode(),
+        fmt(end - first), changelog, time.monotonic() - started, sample_key.decode(errors="replace"),
     )  # fmt: skip
     return end - first
 
@@ -170,8 +182,8 @@ def _partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def read_one(bench: Bench, topic: str) -> tuple[bytes, bytes, int]:
-    """(key, value, partition) of the first state record in ``topic`` (not the app's bookkeeping)."""
+def read_one(bench: Bench, topic: str, prefix: bytes) -> tuple[bytes, bytes, int]:
+    """(key, value, partition) of the first state record in ``topic`` whose key starts with ``prefix``."""
     consumer = Consumer(
         {"bootstrap.servers": bench.bootstrap, "group.id": bench.name("peek"), "enable.auto.commit": False}
     )
@@ -186,11 +198,11 @@ def read_one(bench: Bench, topic: str) -> tuple[bytes, bytes, int]:
                 if msg is None or msg.error():
                     continue
                 key, value = msg.key(), msg.value()
-                if key is not None and value is not None and not key.startswith(b"__faust"):
+                if key is not None and value is not None and key.startswith(prefix):
                     return key, value, partition
     finally:
         consumer.close()
-    raise RuntimeError(f"no record in {topic}")
+    raise RuntimeError(f"no record of {prefix!r} in {topic}")
 
 
 def _check_ips(worker: StreamappWorker, ips: list[str]) -> str:

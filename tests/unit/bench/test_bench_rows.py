@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.contenders.apps.quix_full import PairedProgress, takeover
 from bench.contenders.streamapp_spec import SPEC_FILE
-from bench.harness import Metrics, Outcome, pipeline_progress, spec_progress
+from bench.harness import Metrics, Outcome, detections_progress, pipeline_progress, spec_progress
 from bench.progress import ProgressFile, read_progress
 from bench.scenarios.throughput import head_to_head
 from streamapp.detections.spec import load_file
@@ -87,6 +87,20 @@ def test_the_spec_row_is_done_when_every_failed_login_is_applied_or_late() -> No
     assert spec_progress(done, "brute_force", "b-logins", 20) == (100, 0)
 
 
+def test_a_row_of_several_detections_is_done_when_the_one_with_most_left_is() -> None:
+    metrics = _metrics(ingested=100, applied=20)
+    takeover = ("streamapp_detection_events_total", frozenset({("detection", "account_takeover")}))
+    metrics[takeover] = 90.0
+    both = {"brute_force": 20, "account_takeover": 100}
+    assert detections_progress(metrics, both, "b-logins") == (100, 10)
+    metrics[takeover] = 100.0
+    assert detections_progress(metrics, both, "b-logins") == (100, 0)
+    assert detections_progress(_metrics(ingested=100, applied=15), {"brute_force": 20}, "b-logins") == (
+        100,
+        5,
+    )
+
+
 def _round(name: str, rate: float | None) -> Outcome:
     return Outcome(name, rate=rate)
 
@@ -120,7 +134,7 @@ def test_records_a_worker_sent_to_its_own_topic_and_has_not_handled_are_still_in
     metrics: Metrics = {
         ("streamapp_events_total", frozenset({("topic", "logins")})): 100.0,
         # faust's labels: "topic.<name>" for what it sent, "<name>" for what it received
-        ("faust_topic_messages_sent_total", frozenset({("topic", "topic.app-logins-by-user")})): 100.0,
-        ("faust_messages_received_per_topic_total", frozenset({("topic", "app-logins-by-user")})): 60.0,
+        ("faust_topic_messages_sent_total", frozenset({("topic", "topic.app-detection-events")})): 100.0,
+        ("faust_messages_received_per_topic_total", frozenset({("topic", "app-detection-events")})): 60.0,
     }
     assert pipeline_progress(metrics) == (100.0, 40.0)
