@@ -34,7 +34,6 @@ from streamapp.rules import account_takeover, card_fraud, sliding_count, tempera
 from streamapp.rules.base import Late, State, lateness, rule_alert, seen_before, settle_clock
 
 __all__ = [
-    "CARD_DETECTIONS",
     "IP_DETECTIONS",
     "SENSOR_DETECTIONS",
     "Operator",
@@ -44,11 +43,11 @@ __all__ = [
     "running_spec",
 ]
 
-#: the shipped detections behind each entity view of the web API (and, for sensors, the sinks'
-#: sensor windows): the states of the running specs of those names keep it (:func:`running_spec`)
+#: the shipped detections behind the `/ips` and `/sensors` views (and the sinks' sensor windows):
+#: the states of the first running spec of those names keep it (:func:`running_spec`; `/cards`
+#: reads both card specs, streamapp.web.views)
 IP_DETECTIONS = ("brute_force",)
 SENSOR_DETECTIONS = ("high_temperature", "temperature_anomaly")
-CARD_DETECTIONS = ("card_velocity", "amount_spike")
 
 
 def running_spec(detections: tuple[str, ...], running: Collection[str]) -> str | None:

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from streamapp.app import app, settings
-from streamapp.detections.operators import SENSOR_DETECTIONS, retention_horizon, running_spec
+from streamapp.detections.operators import IP_DETECTIONS, SENSOR_DETECTIONS, retention_horizon, running_spec
 from streamapp.models import MAX_ID_CHARS, id_problem
 from streamapp.observability.liveness import StallWatchdog
 from streamapp.rules import card_fraud, price_analytics, sliding_count, temperature
@@ -201,7 +201,8 @@ async def get_metrics(web: View, request: Request) -> Response:
 @routed(detection_state, "ip")
 async def get_ip(web: View, request: Request, ip: str) -> Response:
     horizon = worker_clock.horizon
-    state = spec_state("brute_force", ip)
+    name = running_spec(IP_DETECTIONS, registry.engines)
+    state = spec_state(name, ip) if name is not None else None
     if state is not None:  # it keeps the retention of the IP's own clock (streamapp.detections.operators)
         horizon = retention_horizon(state, horizon, settings.retention_seconds)
     size = sliding_count.BUCKET_SECONDS
