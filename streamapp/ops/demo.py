@@ -157,6 +157,9 @@ def _run(settings: Settings, echo: Echo, rate: int, duration: float | None, home
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored (a background job of a
+    # non-interactive shell inherits that); asyncio.run then turns it into a cancellation
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for name, args, log in (
             ("worker", ["worker"], home / "worker.log"),
@@ -188,6 +191,7 @@ def _run(settings: Settings, echo: Echo, rate: int, duration: float | None, home
         if started_broker:
             broker.down(progress=echo)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         kept = "" if started_broker or not use_dev_broker else " (the broker was already up and stays up)"
         echo(f"demo stopped: no process left running{kept}")
     return code

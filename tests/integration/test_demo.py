@@ -62,6 +62,11 @@ def _ours(pid: int) -> bool:
         return False
 
 
+def _ignore_sigint() -> None:
+    """As a background job of a script starts it (SIGINT ignored): Ctrl-C must stop the demo anyway."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_demo_shows_alerts_within_30_s_and_sigint_stops_everything(kafka_bootstrap, names, tmp_path):
     env = {
         **os.environ,
@@ -80,7 +85,7 @@ def test_demo_shows_alerts_within_30_s_and_sigint_stops_everything(kafka_bootstr
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamapp.cli", "demo", "--rate", "100"],
             env=env, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_ignore_sigint,
         )  # fmt: skip
 
     def pump() -> None:
