@@ -14,7 +14,7 @@ from streamapp.types import Envelope, RecordSink
 if TYPE_CHECKING:  # the detector builds its rejects: a cycle at run time
     from agents.base import Detector
 
-__all__ = ["Rejects"]
+__all__ = ["Rejects", "source_coordinates"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Rejects:
         counter = LATE_EVENTS_TOTAL.labels(topic=self._source_topic)
         for record, event, reason, seconds in self._late:
             value = event.raw.encode() if event.raw is not None else orjson.dumps(event.event)
-            headers = _coordinates(self._source_topic, event.partition, event.offset)
+            headers = source_coordinates(self._source_topic, event.partition, event.offset)
             headers += [
                 ("x-error", f"late event for {self._detection}: {reason}".encode()),
                 ("x-lateness-seconds", f"{seconds:.3f}".encode()),
@@ -76,7 +76,8 @@ class Rejects:
                     raise ValueError(reason)
                 value, headers = _source_of(orjson.loads(record.value), record, self._source_topic)
             except Exception:  # not an envelope at all: the record itself, where it was read
-                value, headers = record.value, _coordinates(record.topic, record.partition, record.offset)
+                value = record.value
+                headers = source_coordinates(record.topic, record.partition, record.offset)
             headers.append(("x-error", reason.encode()))
             # a record without a key (someone else wrote it) needs a partition: by source position
             partition = None if record.key is not None else max(record.offset, 0) % partitions
@@ -94,10 +95,11 @@ def _source_of(
     raw = event.get("raw")
     value = raw.encode() if isinstance(raw, str) else orjson.dumps(event.get("e"))
     src = event.get("src") or [record.partition, record.offset]
-    return value, _coordinates(source_topic, int(src[0]), int(src[1]))
+    return value, source_coordinates(source_topic, int(src[0]), int(src[1]))
 
 
-def _coordinates(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+def source_coordinates(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """The headers that say where a dead letter or late event was read: its input record's position."""
     return [
         ("x-source-topic", topic.encode()),
         ("x-source-partition", str(partition).encode()),

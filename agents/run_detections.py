@@ -62,6 +62,7 @@ from faust.web import Request, Response, View
 from prometheus_client import Counter, Gauge
 
 from agents.record_checks import detection_record, reset_state, stored_state
+from agents.rejects import source_coordinates
 from streamapp.app import app, settings
 from streamapp.detections.control import follow
 from streamapp.detections.engine import Engine, Late
@@ -768,19 +769,17 @@ def _late(
     """Queue a late event for ``target`` (late-events) with the batch's other records, keyed by its
     entity, as the stock prices' detector queues its own (agents.rejects): delivered before the
     batch's source offsets are acknowledged, in its transaction under exactly-once."""
-    source = registry.engines[name].spec.topic
+    source = settings.topic(registry.engines[name].spec.topic)
     partition, offset = message["src"]
     headers = [
         ("x-error", f"late event for {late_events_label(name)}: {late.reason}".encode()),
         ("x-lateness-seconds", f"{late.seconds:.3f}".encode()),
-        ("x-source-topic", settings.topic(source).encode()),
-        ("x-source-partition", str(partition).encode()),
-        ("x-source-offset", str(offset).encode()),
+        *source_coordinates(source, partition, offset),
     ]
     batches.add(target, entity.encode(), _source_value(message), None, headers)
-    LATE_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
+    LATE_EVENTS_TOTAL.labels(topic=source).inc()
     if late.reason.startswith("older than the retention"):  # as agents.rejects counts the prices'
-        EXPIRED_EVENTS_TOTAL.labels(topic=settings.topic(source)).inc()
+        EXPIRED_EVENTS_TOTAL.labels(topic=source).inc()
 
 
 def _source_value(message: dict[str, Any]) -> bytes:
@@ -797,12 +796,7 @@ async def _dead_letter(name: str, message: dict[str, Any], why: str, batches: Re
     """The source record of an event that makes its detection raise, to dead-letters with the reason."""
     source = settings.topic(registry.engines[name].spec.topic) if name in registry.engines else ""
     partition, offset = message["src"]
-    headers = [
-        ("x-error", why.encode()),
-        ("x-source-topic", source.encode()),
-        ("x-source-partition", str(partition).encode()),
-        ("x-source-offset", str(offset).encode()),
-    ]
+    headers = [("x-error", why.encode()), *source_coordinates(source, partition, offset)]
     target = dead_letters_topic.get_topic_name()
     await batches.prepare(target)
     # by source position, as the ingest spreads unkeyed records
